@@ -1,0 +1,33 @@
+"""One error type that every stage raises for bad input or a failed build.
+
+The CLI prints it as one line (what went wrong, which file/tensor/node, what to do) and exits with its code;
+tracebacks appear only with --debug.
+"""
+
+from __future__ import annotations
+
+USAGE = 2  # the user asked for something invalid (bad flag, bad config, missing file)
+FAILURE = 1  # the input was valid but a stage failed (a check did not hold, a backend refused)
+
+
+class EdgeDeployError(Exception):
+    """A failure the user can act on: `what` happened, `where` (file/tensor/node), and `fix` (what to do)."""
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None, exit_code: int = FAILURE):
+        self.what = what
+        self.where = where
+        self.fix = fix
+        self.exit_code = exit_code
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        text = f"{self.where}: {self.what}" if self.where else self.what
+        return f"{text}. {self.fix}" if self.fix else text
+
+
+class UsageError(EdgeDeployError):
+    """Invalid request: bad flag, config, or input file. Exit code 2."""
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None):
+        super().__init__(what, where=where, fix=fix, exit_code=USAGE)
