@@ -1,0 +1,38 @@
+"""The one small protocol every backend implements; SDKs are imported only inside the methods that need them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Runner(Protocol):
+    """A loaded artifact that maps named inputs to named outputs."""
+
+    input_names: list[str]
+    output_names: list[str]
+    conditions: dict[str, Any]  # what the numbers were measured under: device, threads, precision hint
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class BuildResult:
+    artifact: Path  # the file a runner loads (IR .xml, ONNX, TensorRT plan)
+    files: list[Path]  # every file the artifact consists of
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+    precisions: tuple[str, ...]
+
+    def missing(self) -> str | None:
+        """None when the SDK imports; else one line saying what to install."""
+
+    def build(self, onnx_path: Path, out_dir: Path, precision: str, settings: Any) -> BuildResult: ...
+
+    def load(self, build: BuildResult, settings: Any, threads: int | None = None) -> Runner: ...

@@ -1,0 +1,110 @@
+"""The `edgedeploy` command line: a thin Typer layer over the pipeline, with rich progress per stage.
+
+Every expected failure is one line on stderr and exit code 2 (usage) or 1 (failure); --debug adds the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional, get_args
+
+import typer
+from rich.console import Console
+
+from edgedeploy.errors import EdgeDeployError, UsageError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Take a trained model to a verified TensorRT / OpenVINO / ONNX Runtime artifact.")
+console = Console(stderr=True)
+_debug = {"on": False}
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show tracebacks and tool logs on failure")) -> None:
+    _debug["on"] = debug
+
+
+class _RichStages:
+    """Shows a spinner while a stage runs and one line with its wall time when it ends."""
+
+    def __init__(self) -> None:
+        self._status = None
+
+    def start(self, stage: str) -> None:
+        self._status = console.status(f"[bold]{stage}[/]…")
+        self._status.start()
+
+    def done(self, stage: str, seconds: float, summary: str) -> None:
+        if self._status is not None:
+            self._status.stop()
+        console.print(f"[green]✓[/] {stage:<9} {seconds:6.1f} s  {summary}")
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+
+@app.command()
+def build(
+    config: Optional[Path] = typer.Argument(None, help="YAML build spec; without it, the bundled demo detector"),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="openvino | onnxruntime | trt"),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32 | fp16 | int8"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder [default: edgedeploy-out/NAME-TARGET-PRECISION]"),
+    trust_code: bool = typer.Option(False, "--trust-code", help="allow loading a pickled checkpoint (runs code from it)"),
+) -> None:
+    """Export, optimize, build and validate a model; exit 1 when a check fails."""
+    from edgedeploy import pipeline
+    from edgedeploy.config import Precision, Target, demo_spec_path, load_spec
+
+    spec = load_spec(config if config is not None else demo_spec_path())
+    for flag, value, allowed in (("--target", target, Target), ("--precision", precision, Precision)):
+        if value is not None and value not in get_args(allowed):
+            raise UsageError(f"invalid {flag} {value!r}", fix=f"use one of: {', '.join(get_args(allowed))}")
+    spec = spec.model_copy(update={k: v for k, v in {"target": target, "precision": precision}.items() if v})
+    out = out or Path("edgedeploy-out") / f"{spec.name}-{spec.target}-{spec.precision}"
+    console.print(f"[bold]edgedeploy build[/] {spec.name} → {spec.target} {spec.precision} in {out}")
+    stages = _RichStages()
+    try:
+        report = pipeline.build(spec, out, trust_code=trust_code, listener=stages)
+    finally:
+        stages.stop()
+    _print_summary(report, out)
+    if not report["passed"]:
+        failed = ", ".join(c["name"] for c in report["checks"] if not c["passed"])
+        raise EdgeDeployError(f"checks failed: {failed}", where=str(out / "report.md"))
+
+
+def _print_summary(report: dict, out: Path) -> None:
+    task = report.get("task")
+    worst = max(report["tensors"].items(), key=lambda kv: kv[1]["rel_l2"])
+    parts = [f"rel-L2 {worst[1]['rel_l2']:.2e} ({worst[0]})"]
+    if task:
+        parts.append(f"mAP@0.5 {task['map50']:.4f} (reference {task['reference_map50']:.4f})")
+    parts += [f"batch {t['batch']}: {t['median_ms']:.2f} ms" for t in report["latency"]]
+    verdict = "[green]PASS[/]" if report["passed"] else "[red]FAIL[/]"
+    console.print(f"{verdict} {'; '.join(parts)}; total {report['wall_seconds']:.1f} s → {out / 'report.md'}")
+
+
+def main() -> None:
+    try:
+        app()
+    except EdgeDeployError as e:
+        if _debug["on"]:
+            traceback.print_exc()
+        console.print(f"[red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        sys.exit(130)
+    except Exception as e:  # a bug in edgedeploy or a library: still one line unless --debug
+        if _debug["on"]:
+            traceback.print_exc()
+        console.print(f"[red]internal error:[/] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+                      highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""PyTorch → ONNX export and the PyTorch reference outputs (the only stage that imports torch).
+
+Checkpoints load with `torch.load(weights_only=True)`: a pickled checkpoint that would run code is refused unless the
+user passes --trust-code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedeploy.config import BuildSpec, InputSpec
+from edgedeploy.errors import EdgeDeployError, UsageError
+
+_SINGLE_FILE_LIMIT = 1_800_000_000  # protobuf's 2 GB cap, with room for the graph itself
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise EdgeDeployError(
+            "exporting a PyTorch model needs torch, which is not installed",
+            fix='install it with `pip install "edgedeploy[export]"`, or give an .onnx file as model.onnx',
+        ) from None
+    return torch
+
+
+def load_factory(spec: str):
+    """Import `package.module:function`; the config names user code explicitly, so importing it is intended."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UsageError(f"cannot import module {module_name!r} ({e})", where="model.factory",
+                         fix="check the name and that the module is on PYTHONPATH") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise UsageError(f"module {module_name!r} has no attribute {attr!r}", where="model.factory") from None
+
+
+def load_checkpoint(path: Path, trust_code: bool = False) -> Any:
+    """Load a checkpoint without executing code from it, unless the user trusts the file."""
+    torch = _torch()
+    if not path.is_file():
+        raise UsageError("checkpoint not found", where=str(path), fix="check model.checkpoint in the config")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise EdgeDeployError("reading .safetensors needs the safetensors package", where=str(path),
+                                  fix="pip install safetensors") from None
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_code)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
+        if not trust_code and "weights_only" in str(e):
+            raise EdgeDeployError(
+                "checkpoint holds pickled Python objects; loading it would run code from the file, so it was refused",
+                where=str(path),
+                fix="re-save it as a state_dict (torch.save(model.state_dict(), ...)), or pass --trust-code if you "
+                "trust the file's origin",
+                exit_code=2,
+            ) from None
+        raise EdgeDeployError(f"cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})",
+                              where=str(path), fix="the file is corrupt or not a PyTorch checkpoint") from None
+
+
+def build_module(spec: BuildSpec, trust_code: bool = False):
+    """Instantiate the factory and load its checkpoint; returns the module in eval mode."""
+    torch = _torch()
+    factory = load_factory(spec.model.factory)
+    try:
+        module = factory(**spec.model.kwargs)
+    except TypeError as e:
+        raise UsageError(f"factory call failed: {e}", where=f"model.factory {spec.model.factory}",
+                         fix="check model.kwargs") from None
+    if spec.model.checkpoint is not None:
+        state = load_checkpoint(spec.model.checkpoint, trust_code)
+        if isinstance(state, torch.nn.Module):
+            module = state
+        else:
+            if isinstance(state, dict):
+                state = state.get("state_dict", state.get("model", state))
+            if not isinstance(state, dict):
+                raise EdgeDeployError(f"checkpoint holds a {type(state).__name__}, not a state_dict",
+                                      where=str(spec.model.checkpoint))
+            try:
+                module.load_state_dict(state, strict=True)
+            except RuntimeError as e:
+                first = str(e).splitlines()[0:2]
+                raise EdgeDeployError(f"checkpoint does not match the model: {' '.join(first)}",
+                                      where=str(spec.model.checkpoint),
+                                      fix="check model.factory / model.kwargs against the checkpoint") from None
+    return module.eval()
+
+
+def _example_inputs(inputs: list[InputSpec], real: dict[str, np.ndarray] | None):
+    torch = _torch()
+    examples = []
+    for spec_in in inputs:
+        if real is not None and spec_in.name in real:
+            arr = real[spec_in.name][:2]
+        else:
+            shape = [2 if isinstance(d, str) else d for d in spec_in.shape]
+            arr = np.random.default_rng(0).random(shape).astype(spec_in.dtype)
+        examples.append(torch.from_numpy(np.ascontiguousarray(arr)))
+    return tuple(examples)
+
+
+def _dynamic_shapes(inputs: list[InputSpec]):
+    torch = _torch()
+    dims: dict[str, Any] = {}
+    shapes = {}
+    for spec_in in inputs:
+        axes = {}
+        for axis, d in enumerate(spec_in.shape):
+            if isinstance(d, str):
+                axes[axis] = dims.setdefault(d, torch.export.Dim(d))
+        shapes[spec_in.name] = axes
+    return shapes
+
+
+def export_onnx(spec: BuildSpec, module, out_path: Path, real_inputs: dict[str, np.ndarray] | None = None) -> Path:
+    """Export `module` to `out_path` atomically (dynamo exporter, named I/O, dynamic dims from the spec)."""
+    torch = _torch()
+    examples = _example_inputs(spec.inputs, real_inputs)
+    param_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    external = param_bytes > _SINGLE_FILE_LIMIT
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".export.", dir=out_path.parent))
+    tmp = tmp_dir / out_path.name
+    log = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                examples,
+                str(tmp),
+                input_names=[i.name for i in spec.inputs],
+                output_names=spec.outputs or None,
+                dynamic_shapes=_dynamic_shapes(spec.inputs),
+                opset_version=spec.export.opset,
+                dynamo=True,
+                optimize=spec.export.exporter_optimize,
+                external_data=external,
+            )
+        for produced in tmp_dir.iterdir():
+            os.replace(produced, out_path.parent / produced.name)
+    except EdgeDeployError:
+        raise
+    except Exception as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EdgeDeployError(f"torch.onnx.export failed: {detail}", where=spec.model.factory,
+                              fix="run with --debug for the exporter's full log") from e
+    finally:
+        for leftover in tmp_dir.iterdir():
+            leftover.unlink()
+        tmp_dir.rmdir()
+    return out_path
+
+
+def reference_outputs(module, inputs: dict[str, np.ndarray], output_names: list[str],
+                      batch: int = 16) -> dict[str, np.ndarray]:
+    """Run the PyTorch model on the validation inputs (in eval mode, no grad), in batches."""
+    torch = _torch()
+    first = next(iter(inputs.values()))
+    collected: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode():
+        for start in range(0, len(first), batch):
+            args = [torch.from_numpy(np.ascontiguousarray(v[start:start + batch])) for v in inputs.values()]
+            out = module(*args)
+            outs = list(out) if isinstance(out, (tuple, list)) else [out]
+            if len(outs) != len(output_names):
+                raise UsageError(f"the model returns {len(outs)} outputs but `outputs` names {len(output_names)}",
+                                 where="outputs", fix="name every output the model's forward returns, in order")
+            for name, t in zip(output_names, outs):
+                collected.setdefault(name, []).append(t.detach().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in collected.items()}

@@ -1,0 +1,302 @@
+"""The build pipeline: export → optimize → build → validate → report, each stage timed, every artifact atomic.
+
+Output folder:
+    raw.onnx            the exported graph (or a copy of the given .onnx)
+    reference.npz       validation inputs and the reference outputs (PyTorch, or the given ONNX run in ONNX Runtime)
+    deploy.onnx         the optimized graph every backend builds from
+    optimize.json       the verification report of every graph pass
+    <target>/           the backend artifact (openvino/model.xml+bin, onnxruntime/model.onnx)
+    manifest.json       hashes, settings and library versions
+    report.json         every measured figure; report.md the same for people
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import resource
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgedeploy import __version__, fileio
+from edgedeploy.backends import get_backend
+from edgedeploy.config import BuildSpec
+from edgedeploy.errors import UsageError
+from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
+from edgedeploy.preprocess import ValidationSet, load_validation_set
+from edgedeploy.validate import detection, latency, metrics
+from edgedeploy.validate.report import render_markdown
+
+REPORT_SCHEMA = "edgedeploy.report/1"
+_LIBRARIES = ("torch", "onnx", "onnxsim", "onnxslim", "onnxruntime", "openvino", "nncf", "numpy", "tensorrt")
+_RUN_BATCH = 8
+
+
+class StageListener:
+    """Receives stage progress; the CLI shows it with rich, tests and the Python API may ignore it."""
+
+    def start(self, stage: str) -> None: ...
+
+    def done(self, stage: str, seconds: float, summary: str) -> None: ...
+
+
+@dataclass
+class _Timer:
+    listener: StageListener
+    seconds: dict[str, float] = field(default_factory=dict)
+    summary: str = ""
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[_Timer]:
+        self.listener.start(name)
+        self.summary = ""
+        start = time.perf_counter()
+        yield self
+        self.seconds[name] = time.perf_counter() - start
+        self.listener.done(name, self.seconds[name], self.summary)
+
+
+def library_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
+          listener: StageListener | None = None) -> dict[str, Any]:
+    """Run every stage for `spec.target` at `spec.precision`; returns the report (also written to out_dir)."""
+    if spec.precision == "int8":
+        raise UsageError("--precision int8 is not available yet: calibrated INT8 arrives with the precision work",
+                         fix="use fp32 or fp16")
+    backend = get_backend(spec.target)  # fail on a missing SDK before spending minutes on export
+    if spec.precision not in backend.precisions:
+        raise UsageError(f"target {spec.target} builds {', '.join(backend.precisions)}, not {spec.precision}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timer = _Timer(listener or StageListener())
+    wall_start = time.perf_counter()
+
+    with timer.stage("export") as t:
+        data = load_validation_set(spec)
+        raw_path, reference, source = _export(spec, out_dir, data, trust_code)
+        t.summary = f"{raw_path.name}, reference from {source['reference']} on {data.source}"
+
+    with timer.stage("optimize") as t:
+        deploy_path = out_dir / "deploy.onnx"
+        settings = OptimizeSettings(keep_outputs=list(spec.optimize.keep_outputs) or None,
+                                    drop_outputs=list(spec.optimize.drop_outputs),
+                                    simplifier=spec.optimize.simplifier)
+        opt_report = optimize_file(raw_path, deploy_path, settings, real_inputs=_first(data.inputs, _RUN_BATCH))
+        fileio.write_json(out_dir / "optimize.json", opt_report.to_dict())
+        deploy_ops = _op_counts(onnx.load(str(deploy_path)))
+        t.summary = f"{sum(deploy_ops.values())} nodes, outputs {', '.join(opt_report.outputs)}"
+
+    with timer.stage("build") as t:
+        built = backend.build(deploy_path, out_dir / spec.target, spec.precision, _backend_settings(spec))
+        t.summary = f"{built.artifact.relative_to(out_dir)}"
+
+    with timer.stage("validate") as t:
+        runner = backend.load(built, _backend_settings(spec), spec.validation.latency.threads)
+        outputs = _run_all(runner, data.inputs)
+        tensors = metrics.compare_outputs(reference, outputs, runner.output_names)
+        task = _task_metrics(spec, data, reference, outputs) if spec.validation.task == "detection" else None
+        timings = [latency.measure(runner, _first(data.inputs, b, repeat=True), spec.validation.latency.warmup,
+                                   spec.validation.latency.iterations)
+                   for b in spec.validation.latency.batch_sizes]
+        checks = _checks(spec, tensors, task)
+        t.summary = f"{sum(c['passed'] for c in checks)}/{len(checks)} checks passed"
+
+    report = {
+        "schema": REPORT_SCHEMA,
+        "edgedeploy": __version__,
+        "name": spec.name,
+        "target": spec.target,
+        "precision": spec.precision,
+        "source": source,
+        "validation_data": data.source,
+        "artifact": {"path": str(built.artifact.relative_to(out_dir)), **built.info},
+        "conditions": {**runner.conditions, "machine": platform.machine(), "processor": _cpu_name()},
+        "optimize": {"outputs": opt_report.outputs, "deploy_ops": deploy_ops,
+                     "passes": [{"name": p.name, "status": p.status, "reason": p.reason,
+                                 "nodes_before": p.node_count_before, "nodes_after": p.node_count_after,
+                                 "max_rel_l2": max((e["rel_l2"] for e in p.errors.values()), default=None)}
+                                for p in opt_report.passes]},
+        "tensors": tensors,
+        "task": task,
+        "latency": timings,
+        "checks": checks,
+        "passed": all(c["passed"] for c in checks),
+        "stage_seconds": timer.seconds,
+        "wall_seconds": time.perf_counter() - wall_start,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+    manifest = {
+        "schema": "edgedeploy.manifest/1",
+        "edgedeploy": __version__,
+        "source": source,
+        "spec": spec.model_dump(mode="json"),
+        "files": {str(p.relative_to(out_dir)): fileio.sha256_file(p)
+                  for p in [raw_path, out_dir / "reference.npz", deploy_path, *built.files]},
+        "libraries": library_versions(),
+        "python": platform.python_version(),
+    }
+    fileio.write_json(out_dir / "manifest.json", manifest)
+    fileio.write_json(out_dir / "report.json", report)
+    fileio.write_text(out_dir / "report.md", render_markdown(report))
+    return report
+
+
+def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet,
+            trust_code: bool) -> tuple[Path, dict[str, np.ndarray], dict[str, Any]]:
+    raw_path = out_dir / "raw.onnx"
+    if spec.model.onnx is not None:
+        source_file = Path(spec.model.onnx)
+        model = _load_onnx(source_file)
+        fileio.write_bytes(raw_path, model.SerializeToString())
+        reference = _run_onnx_reference(raw_path, data.inputs)
+        source = {"kind": "onnx", "file": str(source_file), "sha256": fileio.sha256_file(source_file),
+                  "reference": "ONNX Runtime on the given ONNX"}
+    else:
+        from edgedeploy import export  # torch is imported only here
+
+        module = export.build_module(spec, trust_code)
+        export.export_onnx(spec, module, raw_path, data.inputs)
+        names = spec.outputs or [o.name for o in _load_onnx(raw_path).graph.output]
+        reference = export.reference_outputs(module, data.inputs, names)
+        checkpoint = spec.model.checkpoint
+        source = {"kind": "pytorch", "factory": spec.model.factory, "kwargs": spec.model.kwargs,
+                  "checkpoint": str(checkpoint) if checkpoint else None,
+                  "sha256": fileio.sha256_file(checkpoint) if checkpoint else None,
+                  "reference": "PyTorch eager (fp32)"}
+    with fileio.atomic_open(out_dir / "reference.npz") as f:
+        np.savez_compressed(f, **{f"input.{k}": v for k, v in data.inputs.items()},
+                            **{f"output.{k}": v for k, v in reference.items()})
+    return raw_path, reference, source
+
+
+def _load_onnx(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise UsageError("ONNX file not found", where=str(path), fix="check model.onnx in the config")
+    try:
+        return onnx.load(str(path))
+    except Exception as e:
+        raise UsageError(f"not a readable ONNX model ({type(e).__name__})", where=str(path),
+                         fix="the file is corrupt or truncated; export it again") from None
+
+
+def _run_onnx_reference(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from edgedeploy.backends.onnxruntime import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(path)
+    missing = set(runner.input_names) - set(inputs)
+    if missing:
+        raise UsageError(f"the ONNX model's inputs {sorted(missing)} are not in the config's inputs",
+                         where=str(path), fix="name every model input under inputs[]")
+    return _run_all(runner, inputs)
+
+
+def _run_all(runner, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run every validation sample through `runner` in batches, checking for NaN/Inf."""
+    count = len(next(iter(inputs.values())))
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, count, _RUN_BATCH):
+        feeds = {k: v[start:start + _RUN_BATCH] for k, v in inputs.items() if k in runner.input_names}
+        for name, value in runner.run(feeds).items():
+            parts.setdefault(name, []).append(value)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _first(inputs: dict[str, np.ndarray], n: int, repeat: bool = False) -> dict[str, np.ndarray]:
+    """The first n samples; with `repeat`, tiled up to n when the set is smaller (for latency batches)."""
+    out = {}
+    for k, v in inputs.items():
+        if repeat and len(v) < n:
+            v = np.concatenate([v] * (n // len(v) + 1))
+        out[k] = np.ascontiguousarray(v[:n])
+    return out
+
+
+def _backend_settings(spec: BuildSpec) -> Any:
+    return spec.openvino if spec.target == "openvino" else None
+
+
+def _task_metrics(spec: BuildSpec, data: ValidationSet, reference: dict[str, np.ndarray],
+                  outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    name = spec.validation.output or next(iter(outputs))
+    if name not in outputs:
+        raise UsageError(f"validation.output {name!r} is not an output of the deploy graph",
+                         fix=f"use one of {sorted(outputs)}")
+    det = spec.validation.detection
+    ref_dets = detection.postprocess(reference[name], conf_thres=det.conf_thres, iou_thres=det.iou_thres)
+    art_dets = detection.postprocess(outputs[name], conf_thres=det.conf_thres, iou_thres=det.iou_thres)
+    ref_map = detection.evaluate_map(ref_dets, data.targets)
+    art_map = detection.evaluate_map(art_dets, data.targets)
+    vs_ref = detection.evaluate_map(art_dets, detection.detections_as_targets(ref_dets, det.reference_score_thres))
+    return {
+        "kind": "detection",
+        "output": name,
+        "reference_map50": ref_map["map50"],
+        "reference_map50_95": ref_map["map50_95"],
+        "map50": art_map["map50"],
+        "map50_95": art_map["map50_95"],
+        "map50_drop": ref_map["map50"] - art_map["map50"],
+        "map50_vs_reference": vs_ref["map50"],
+        "conf_thres": det.conf_thres,
+        "iou_thres": det.iou_thres,
+    }
+
+
+def _checks(spec: BuildSpec, tensors: dict[str, dict], task: dict | None) -> list[dict[str, Any]]:
+    """Every budget for this precision, each a named pass/fail with the measured value."""
+    budget = spec.thresholds.get(spec.precision)
+    checks = []
+    for name, m in tensors.items():
+        checks.append({"name": f"{name}.finite", "value": m["finite"], "limit": True, "passed": bool(m["finite"])})
+        if budget and budget.max_rel_l2 is not None:
+            checks.append({"name": f"{name}.rel_l2", "value": m["rel_l2"], "limit": budget.max_rel_l2,
+                           "passed": m["rel_l2"] <= budget.max_rel_l2})
+        if budget and budget.min_cosine is not None:
+            checks.append({"name": f"{name}.cosine", "value": m["cosine"], "limit": budget.min_cosine,
+                           "passed": m["cosine"] >= budget.min_cosine})
+    if task and budget and budget.max_map50_drop is not None:
+        checks.append({"name": "map50_drop", "value": task["map50_drop"], "limit": budget.max_map50_drop,
+                       "passed": task["map50_drop"] <= budget.max_map50_drop})
+    return checks
+
+
+def _op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MiB (Linux reports KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+__all__ = ["build", "StageListener", "library_versions", "REPORT_SCHEMA"]

@@ -1,0 +1,34 @@
+"""Shared fixtures: the bundled demo spec and small helpers to write configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgedeploy.config import BuildSpec, demo_spec_path, load_spec
+
+DEMO_DIR = demo_spec_path().parent
+
+
+@pytest.fixture
+def demo_spec() -> BuildSpec:
+    return load_spec(demo_spec_path())
+
+
+def fast(spec: BuildSpec, **updates) -> BuildSpec:
+    """The spec with a short latency run and the given top-level updates (e.g. target, precision)."""
+    latency = spec.validation.latency.model_copy(update={"warmup": 2, "iterations": 5})
+    validation = spec.validation.model_copy(update={"latency": latency})
+    return spec.model_copy(update={"validation": validation, **updates})
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    def write(data: dict | str, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+        return path
+
+    return write

@@ -1,0 +1,82 @@
+"""Safe checkpoint loading and the exporter's two modes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from edgedeploy import export
+from edgedeploy.config import demo_spec_path, load_spec
+from edgedeploy.errors import EdgeDeployError, UsageError
+
+
+class _Planted:
+    """A pickle payload that would create a file if unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "evil.pt"
+    torch.save({"model": _Planted(marker)}, ckpt)
+    with pytest.raises(EdgeDeployError) as info:
+        export.load_checkpoint(ckpt, trust_code=False)
+    assert info.value.exit_code == 2
+    assert "--trust-code" in info.value.message and str(ckpt) in info.value.message
+    assert not marker.exists()
+
+
+def test_pickled_checkpoint_refused_by_cli_without_trust_code(tmp_path, write_config):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "evil.pt"
+    torch.save(_Planted(marker), ckpt)
+    spec = load_spec(demo_spec_path())
+    config = write_config({"model": {"factory": spec.model.factory, "checkpoint": str(ckpt)},
+                           "inputs": [{"name": "images", "shape": ["batch", 3, 64, 64]}]})
+    result = subprocess.run([sys.executable, "-m", "edgedeploy.cli", "build", str(config), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "pickled Python objects" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+def test_missing_checkpoint_and_bad_factory(tmp_path):
+    with pytest.raises(UsageError, match="checkpoint not found"):
+        export.load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(UsageError, match="cannot import module"):
+        export.load_factory("no_such_module_xyz:f")
+    with pytest.raises(UsageError, match="has no attribute"):
+        export.load_factory("edgedeploy.demo.model:no_such_factory")
+
+
+def test_checkpoint_that_does_not_match_the_model(tmp_path):
+    ckpt = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(3)}, ckpt)
+    spec = load_spec(demo_spec_path())
+    spec = spec.model_copy(update={"model": spec.model.model_copy(update={"checkpoint": ckpt})})
+    with pytest.raises(EdgeDeployError, match="does not match the model"):
+        export.build_module(spec)
+
+
+@pytest.mark.parametrize("exporter_optimize, has_bn", [(True, False), (False, True)])
+def test_exporter_modes(tmp_path, exporter_optimize, has_bn):
+    spec = load_spec(demo_spec_path())
+    spec = spec.model_copy(update={"export": spec.export.model_copy(update={"exporter_optimize": exporter_optimize})})
+    path = export.export_onnx(spec, export.build_module(spec), tmp_path / "raw.onnx")
+    model = onnx.load(str(path))
+    assert ("BatchNormalization" in [n.op_type for n in model.graph.node]) == has_bn
+    assert [i.name for i in model.graph.input] == ["images"]
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.dim_value  # dynamic batch
+    assert [p.name for p in tmp_path.iterdir()] == ["raw.onnx"]  # one file, no temp leftovers

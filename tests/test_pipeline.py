@@ -1,0 +1,108 @@
+"""End-to-end builds of the bundled demo detector on the CPU backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from edgedeploy import pipeline
+from edgedeploy.config import demo_spec_path, load_spec
+from edgedeploy.errors import EdgeDeployError
+
+from conftest import fast
+
+
+def ops(path: Path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+@pytest.fixture(scope="module")
+def ov_fp32(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ov32")
+    return out, pipeline.build(fast(load_spec(demo_spec_path()), target="openvino", precision="fp32"), out)
+
+
+def test_openvino_fp32_matches_pytorch(ov_fp32):
+    out, report = ov_fp32
+    assert report["passed"], report["checks"]
+    assert report["conditions"]["precision_hint_requested"] == "f32"
+    assert report["conditions"]["precision_hint_effective"] == "f32"
+    assert report["tensors"]["pred"]["rel_l2"] <= 1e-5
+    assert report["task"]["map50"] >= 0.9
+    assert abs(report["task"]["map50_drop"]) <= 1e-3
+    assert {t["batch"] for t in report["latency"]} == {1, 8}
+    assert set(report["stage_seconds"]) == {"export", "optimize", "build", "validate"}
+    for name in ("raw.onnx", "reference.npz", "deploy.onnx", "optimize.json", "openvino/model.xml",
+                 "openvino/model.bin", "manifest.json", "report.json", "report.md"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "report.json").read_text())["schema"] == pipeline.REPORT_SCHEMA
+    assert "PASS" in (out / "report.md").read_text().splitlines()[0]
+
+
+def test_default_deploy_graph_has_nothing_left_to_fold(ov_fp32):
+    out, _ = ov_fp32
+    deploy = onnx.load(str(out / "deploy.onnx"))
+    kinds = [n.op_type for n in deploy.graph.node]
+    assert "BatchNormalization" not in kinds
+    assert [o.name for o in deploy.graph.output] == ["pred"]
+    # the RepConv branches and ImplicitA/M were folded: no Add/Mul feeds or follows a Conv directly
+    producers = {o: n for n in deploy.graph.node for o in n.output}
+    for node in deploy.graph.node:
+        if node.op_type in ("Add", "Mul"):
+            feeding = [producers[i].op_type for i in node.input if i in producers]
+            assert feeding.count("Conv") < 2 or node.op_type != "Add", "unmerged conv branches"
+    assert kinds.count("Conv") < ops(out / "raw.onnx").count("Conv")
+
+
+def test_openvino_fp16_keeps_map(tmp_path):
+    report = pipeline.build(fast(load_spec(demo_spec_path()), target="openvino", precision="fp16"), tmp_path)
+    assert report["passed"], report["checks"]
+    assert report["artifact"]["weights"] == "fp16"
+    assert abs(report["task"]["map50_drop"]) <= 0.005
+
+
+def test_onnxruntime_target(tmp_path):
+    report = pipeline.build(fast(load_spec(demo_spec_path()), target="onnxruntime"), tmp_path)
+    assert report["passed"], report["checks"]
+    assert report["tensors"]["pred"]["rel_l2"] <= 1e-5
+    assert (tmp_path / "onnxruntime" / "model.onnx").is_file()
+
+
+def test_training_structured_graph_optimizes_to_the_deploy_graph(ov_fp32, tmp_path):
+    spec = fast(load_spec(demo_spec_path().with_name("demo_training.yaml")), target="onnxruntime")
+    report = pipeline.build(spec, tmp_path)
+    assert report["passed"], report["checks"]
+    raw = onnx.load(str(tmp_path / "raw.onnx"))
+    assert "BatchNormalization" in [n.op_type for n in raw.graph.node]
+    assert {o.name for o in raw.graph.output} == {"pred", "aux_p3", "aux_p4"}
+    deploy_ops = ops(tmp_path / "deploy.onnx")
+    assert "BatchNormalization" not in deploy_ops
+    assert sorted(deploy_ops) == sorted(ops(ov_fp32[0] / "deploy.onnx"))
+
+
+def test_onnx_file_as_input(ov_fp32, write_config, tmp_path):
+    out, _ = ov_fp32
+    spec_path = write_config({
+        "name": "from-onnx",
+        "model": {"onnx": str(out / "raw.onnx")},
+        "inputs": [{"name": "images", "shape": ["batch", 3, 64, 64]}],
+        "validation": {"data": str(demo_spec_path().parent / "eval.npz"), "task": "detection", "samples": 32},
+    })
+    report = pipeline.build(fast(load_spec(spec_path), target="onnxruntime"), tmp_path / "o")
+    assert report["passed"], report["checks"]
+    assert report["source"]["kind"] == "onnx"
+
+
+def test_failed_build_keeps_the_previous_artifacts(ov_fp32, tmp_path):
+    out, _ = ov_fp32
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    broken = load_spec(demo_spec_path())
+    broken = broken.model_copy(update={"model": broken.model.model_copy(update={"checkpoint": tmp_path / "x.pt"})})
+    (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(EdgeDeployError, match="cannot read checkpoint"):
+        pipeline.build(fast(broken), out)
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
