@@ -12,6 +12,7 @@ from typing import Optional, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edgedeploy.errors import EdgeDeployError, UsageError
 
@@ -64,6 +65,7 @@ def build(
             raise UsageError(f"invalid {flag} {value!r}", fix=f"use one of: {', '.join(get_args(allowed))}")
     spec = spec.model_copy(update={k: v for k, v in {"target": target, "precision": precision}.items() if v})
     out = out or Path("edgedeploy-out") / f"{spec.name}-{spec.target}-{spec.precision}"
+    pipeline.check_request(spec)
     console.print(f"[bold]edgedeploy build[/] {spec.name} → {spec.target} {spec.precision} in {out}")
     stages = _RichStages()
     try:
@@ -74,6 +76,33 @@ def build(
     if not report["passed"]:
         failed = ", ".join(c["name"] for c in report["checks"] if not c["passed"])
         raise EdgeDeployError(f"checks failed: {failed}", where=str(out / "report.md"))
+
+
+@app.command()
+def optimize(
+    model: Path = typer.Argument(..., help="the ONNX model to optimize"),
+    output: Path = typer.Option(..., "--output", "-o", help="where to write the optimized ONNX"),
+    keep_output: list[str] = typer.Option([], "--keep-output", help="keep only these outputs (repeatable)"),
+    drop_output: list[str] = typer.Option([], "--drop-output", help="drop outputs by name or glob, e.g. 'aux*'"),
+    simplifier: str = typer.Option("auto", "--simplifier", help="auto | onnxsim | onnxslim | none"),
+    report: Optional[Path] = typer.Option(None, "--report", help="write the verification report (JSON) here"),
+) -> None:
+    """Fold BN and per-channel affines, merge RepConv branches, prune outputs, simplify; every pass verified."""
+    from edgedeploy import fileio
+    from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
+
+    if simplifier not in ("auto", "onnxsim", "onnxslim", "none"):
+        raise UsageError(f"invalid --simplifier {simplifier!r}", fix="use one of: auto, onnxsim, onnxslim, none")
+    settings = OptimizeSettings(keep_outputs=keep_output or None, drop_outputs=drop_output, simplifier=simplifier)
+    with console.status("[bold]optimize[/]…"):
+        result = optimize_file(model, output, settings)
+    console.print(result.summary(), highlight=False)
+    if report is not None:
+        fileio.write_json(report, result.to_dict())
+    rolled_back = [p.name for p in result.passes if p.status in ("rolled_back", "failed")]
+    note = f"; not applied: {', '.join(rolled_back)} (see the report)" if rolled_back else ""
+    console.print(f"[green]✓[/] {output}: {sum(result.nodes_before.values())} → {sum(result.nodes_after.values())} "
+                  f"nodes, outputs {', '.join(result.outputs)}{note}")
 
 
 def _print_summary(report: dict, out: Path) -> None:
@@ -87,13 +116,31 @@ def _print_summary(report: dict, out: Path) -> None:
     console.print(f"{verdict} {'; '.join(parts)}; total {report['wall_seconds']:.1f} s → {out / 'report.md'}")
 
 
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="a TensorRT plan, its .plan.json manifest, or a folder built with --target trt"),
+    as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+) -> None:
+    """Show what a TensorRT plan was built for; exit 1 when this machine cannot run it (checked before loading)."""
+    from edgedeploy.backends import tensorrt, trt_manifest
+
+    here = tensorrt.probe_runtime()
+    text, result, _ = trt_manifest.inspect(path, runtime_trt_version=here["trt_version"],
+                                           gpu_cc=(here["gpu"] or {}).get("compute_capability"),
+                                           runtime_note=here["reason"], as_json=as_json)
+    typer.echo(text)
+    if not result.ok:
+        raise EdgeDeployError(f"this machine cannot run the plan: {result.problems[0]}", where=str(path),
+                              fix="rebuild the engine on this machine (edgedeploy build ... --target trt)")
+
+
 def main() -> None:
     try:
         app()
     except EdgeDeployError as e:
         if _debug["on"]:
             traceback.print_exc()
-        console.print(f"[red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")

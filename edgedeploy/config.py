@@ -129,6 +129,53 @@ class OpenVINOSettings(_Strict):
     )
 
 
+class TrtRange(_Strict):
+    """min/opt/max of one optimization profile entry: ints for a dynamic dimension name (e.g. `batch`),
+    full shapes (lists) for an input name."""
+
+    min: int | list[int]
+    opt: int | list[int]
+    max: int | list[int]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TrtRange:
+        kinds = {isinstance(v, list) for v in (self.min, self.opt, self.max)}
+        if len(kinds) != 1:
+            raise ValueError("min, opt and max must all be ints (a dimension) or all be shapes (an input)")
+        lo, mid, hi = ([v] if isinstance(v, int) else v for v in (self.min, self.opt, self.max))
+        if not len(lo) == len(mid) == len(hi):
+            raise ValueError(f"min, opt and max must have the same rank, got {lo}, {mid}, {hi}")
+        for a, b, c in zip(lo, mid, hi):
+            if not 1 <= a <= b <= c:
+                raise ValueError(f"need 1 <= min <= opt <= max, got min {self.min}, opt {self.opt}, max {self.max}")
+        return self
+
+
+class TensorRTSettings(_Strict):
+    """How the TensorRT engine is built; planned by edgedeploy.backends.trt_plan (see docs/tensorrt.md)."""
+
+    profiles: dict[str, TrtRange] = Field(
+        default_factory=dict,
+        description="optimization profile per input name (shapes) or per dynamic dimension name (ints); "
+                    "an unprofiled leading dimension gets 1 / largest latency batch / largest latency batch")
+    workspace_mb: int | None = Field(None, ge=1, description="workspace memory pool limit; default: TensorRT's")
+    builder_optimization_level: int = Field(3, ge=0, le=5)
+    timing_cache: Path | None = Field(None, description="timing cache file, loaded if present and saved atomically")
+    tf32: bool = Field(False, description="allow TF32 in fp32 layers (Ampere+); off keeps fp32 within its budget")
+    dla_core: int | None = Field(None, ge=0, description="build for this DLA core (Xavier, Orin AGX/NX); fp16/int8")
+    gpu_fallback: bool = Field(True, description="let layers DLA cannot run fall back to the GPU (reported)")
+    hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"] = "none"
+    version_compatible: bool = Field(False, description="plan runs on later TensorRT versions (lean runtime inside)")
+    int8_route: Literal["qdq", "calibrator"] = Field(
+        "qdq", description="qdq: the Q/DQ ONNX (TensorRT 10 and 11); calibrator: TensorRT 10's implicit calibrator")
+    calibrator: Literal["entropy2", "minmax"] = "entropy2"
+    calibration_data: Path | None = Field(None, description=".npz of model inputs (arrays named like the inputs)")
+    calibration_cache: Path | None = Field(None, description="calibrator cache file; default: next to the plan")
+    calibration_batch_size: int = Field(8, ge=1)
+    plan_for_major: Literal[10, 11] | None = Field(
+        None, description="plan for this TensorRT major version instead of the installed one (dry runs)")
+
+
 class BuildSpec(_Strict):
     name: str = "model"
     model: ModelSource
@@ -140,6 +187,7 @@ class BuildSpec(_Strict):
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     thresholds: dict[Precision, Thresholds] = Field(default_factory=_default_thresholds)
     openvino: OpenVINOSettings = Field(default_factory=OpenVINOSettings)
+    tensorrt: TensorRTSettings = Field(default_factory=TensorRTSettings)
     target: Target = "openvino"
     precision: Precision = "fp32"
 
@@ -196,7 +244,11 @@ def _resolve_paths(spec: BuildSpec, base: Path) -> BuildSpec:
         update={k: rel(getattr(spec.model, k)) or getattr(spec.model, k) for k in ("checkpoint", "onnx")}
     )
     validation = spec.validation.model_copy(update={"data": rel(spec.validation.data) or spec.validation.data})
-    return spec.model_copy(update={"model": model, "validation": validation})
+    trt = spec.tensorrt.model_copy(
+        update={k: rel(getattr(spec.tensorrt, k)) or getattr(spec.tensorrt, k)
+                for k in ("timing_cache", "calibration_data", "calibration_cache")}
+    )
+    return spec.model_copy(update={"model": model, "validation": validation, "tensorrt": trt})
 
 
 def demo_spec_path() -> Path:

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from edgedeploy import __version__, fileio
-from edgedeploy.backends import get_backend
+from edgedeploy.backends import Backend, get_backend
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import UsageError
 from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
@@ -73,15 +73,21 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
-          listener: StageListener | None = None) -> dict[str, Any]:
-    """Run every stage for `spec.target` at `spec.precision`; returns the report (also written to out_dir)."""
+def check_request(spec: BuildSpec) -> Backend:
+    """Refuse what cannot be built (missing SDK, unsupported precision) before any minutes are spent on export."""
     if spec.precision == "int8":
         raise UsageError("--precision int8 is not available yet: calibrated INT8 arrives with the precision work",
                          fix="use fp32 or fp16")
-    backend = get_backend(spec.target)  # fail on a missing SDK before spending minutes on export
+    backend = get_backend(spec.target)
     if spec.precision not in backend.precisions:
         raise UsageError(f"target {spec.target} builds {', '.join(backend.precisions)}, not {spec.precision}")
+    return backend
+
+
+def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
+          listener: StageListener | None = None) -> dict[str, Any]:
+    """Run every stage for `spec.target` at `spec.precision`; returns the report (also written to out_dir)."""
+    backend = check_request(spec)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timer = _Timer(listener or StageListener())
@@ -228,7 +234,7 @@ def _first(inputs: dict[str, np.ndarray], n: int, repeat: bool = False) -> dict[
 
 
 def _backend_settings(spec: BuildSpec) -> Any:
-    return spec.openvino if spec.target == "openvino" else None
+    return {"openvino": spec.openvino, "trt": spec.tensorrt}.get(spec.target)
 
 
 def _task_metrics(spec: BuildSpec, data: ValidationSet, reference: dict[str, np.ndarray],

@@ -81,7 +81,7 @@ class OpenVINORunner:
             "version": ov.get_version(),
             "device": device,
             "precision_hint_requested": precision_hint,
-            "precision_hint_effective": str(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "precision_hint_effective": self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
             "threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")) or threads or os.cpu_count(),
             "performance_hint": "LATENCY",
         }

@@ -1,14 +1,28 @@
-"""TensorRT (10 on JetPack 6, 11 strongly typed). Until the engine builder lands, this backend only checks for the SDK
-so `--target trt` fails with what to install, never silently falling back."""
+"""TensorRT 10 (JetPack 6) and 11 (strongly typed): the thin layer that applies a `TrtBuildPlan` to real TensorRT
+objects, and the runner (I/O tensor API + cuda-python, no torch).
+
+Every decision (precision route, flags, profiles, DLA, compatibility) is made in `trt_plan.py` and tested without a
+GPU; this file only translates the plan into API calls and reports what TensorRT did: parser errors with the node's
+name and op, layers that fell back from the DLA to the GPU, the plan's manifest (`model.plan.json`). `import
+tensorrt` happens inside the methods, so `--target trt` without TensorRT is one line saying what to install.
+"""
 
 from __future__ import annotations
 
+import json
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
-from edgedeploy.backends.base import BuildResult, Runner
-from edgedeploy.errors import EdgeDeployError
+import numpy as np
+
+from edgedeploy import fileio
+from edgedeploy.backends import trt_cuda, trt_manifest, trt_plan
+from edgedeploy.backends.base import BuildResult
+from edgedeploy.backends.trt_timing import summarize_ms
+from edgedeploy.config import TensorRTSettings
+from edgedeploy.errors import EdgeDeployError, UsageError
 
 
 def install_hint() -> str:
@@ -16,6 +30,66 @@ def install_hint() -> str:
         return ("TensorRT is not installed: on a Jetson install JetPack's TensorRT packages "
                 "(sudo apt install nvidia-tensorrt python3-libnvinfer); pip wheels do not exist there")
     return 'TensorRT is not installed: pip install "edgedeploy[tensorrt]" (the tensorrt wheel; needs an NVIDIA GPU)'
+
+
+def _import_trt() -> Any:
+    try:
+        import tensorrt as trt
+    except (ImportError, OSError):
+        raise EdgeDeployError(install_hint()) from None
+    return trt
+
+
+def probe_runtime() -> dict[str, Any]:
+    """What this machine can run: TensorRT version and GPU, or the reason it cannot tell. Never raises."""
+    try:
+        import tensorrt as trt
+    except (ImportError, OSError):
+        return {"trt_version": None, "gpu": None, "reason": "TensorRT is not installed here"}
+    try:
+        gpu = trt_cuda.device_info()
+    except EdgeDeployError as e:
+        return {"trt_version": trt.__version__, "gpu": None, "reason": e.message}
+    return {"trt_version": trt.__version__, "gpu": gpu, "reason": None}
+
+
+class _Logger:
+    """Builds a trt.ILogger subclass that keeps warnings and errors for the report and error messages."""
+
+    def __new__(cls, trt: Any) -> Any:
+        class Collecting(trt.ILogger):
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+                self.errors: list[str] = []
+                self.warnings: list[str] = []
+
+            def log(self, severity: Any, msg: str) -> None:
+                level = int(severity)
+                if level <= int(trt.ILogger.Severity.ERROR):
+                    self.errors.append(msg)
+                elif level == int(trt.ILogger.Severity.WARNING):
+                    self.warnings.append(msg)
+
+        return Collecting()
+
+
+def _last_error(logger: Any) -> str:
+    return f": {logger.errors[-1].strip()}" if getattr(logger, "errors", None) else ""
+
+
+def _enum(trt_enum: Any, member: str, what: str, version: str) -> Any:
+    try:
+        return getattr(trt_enum, member)
+    except AttributeError:
+        raise EdgeDeployError(f"TensorRT {version} has no {what}.{member}",
+                              fix="the plan was made for another TensorRT major version; rebuild the plan") from None
+
+
+def _dtype_name(trt: Any, dtype: Any) -> str:
+    try:
+        return np.dtype(trt.nptype(dtype)).name
+    except (TypeError, KeyError):
+        return str(dtype).split(".")[-1].lower()
 
 
 class TensorRTBackend:
@@ -29,9 +103,541 @@ class TensorRTBackend:
             return install_hint()
         return None
 
-    def build(self, onnx_path: Path, out_dir: Path, precision: str, settings: Any = None) -> BuildResult:
-        raise EdgeDeployError("the TensorRT engine builder is not implemented yet (tracked in the TensorRT issue)",
-                              fix="use --target openvino or --target onnxruntime for now")
+    # ------------------------------------------------------------------------------------------------- build
+    def plan(self, onnx_path: Path, out_dir: Path, precision: str,
+             settings: TensorRTSettings | None = None) -> trt_plan.TrtBuildPlan:
+        """The build plan for the installed TensorRT, its inputs read from the planned ONNX file."""
+        trt = _import_trt()
+        settings = settings or TensorRTSettings()
+        if settings.plan_for_major is not None:  # a dry-run override has no place in a real build
+            settings = settings.model_copy(update={"plan_for_major": None})
+        deploy_dir = Path(onnx_path).parent
+        major = trt_plan.resolve_major(settings, trt.__version__)
+        name = trt_plan.precision_route(precision, major, settings, trt_plan.parse_version(trt.__version__))[0]
+        onnx_file = deploy_dir / name
+        inputs = trt_plan.inputs_from_onnx(onnx_file) if onnx_file.is_file() else []
+        plan = trt_plan.plan_build(inputs, settings if inputs else settings.model_copy(update={"profiles": {}}),
+                                   precision, out_dir, deploy_dir=deploy_dir, trt_version=trt.__version__,
+                                   on_jetson=trt_cuda.is_jetson())
+        trt_plan.require_planned_onnx(plan)  # a clear error when the precision stage has not made the file yet
+        return plan
 
-    def load(self, build: BuildResult, settings: Any = None, threads: int | None = None) -> Runner:
-        raise EdgeDeployError("the TensorRT runner is not implemented yet (tracked in the TensorRT issue)")
+    def build(self, onnx_path: Path, out_dir: Path, precision: str,
+              settings: TensorRTSettings | None = None) -> BuildResult:
+        if precision not in self.precisions:
+            raise UsageError(f"the trt target builds {', '.join(self.precisions)}, not {precision}")
+        plan = self.plan(onnx_path, out_dir, precision, settings)
+        return apply_plan(plan)
+
+    # -------------------------------------------------------------------------------------------------- load
+    def load(self, build: BuildResult, settings: TensorRTSettings | None = None,
+             threads: int | None = None) -> TensorRTRunner:
+        return load_plan(build.artifact)
+
+
+def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
+    """Build and write the engine the plan describes, its manifest and its layer report."""
+    trt = _import_trt()
+    version = trt.__version__
+    onnx_path = trt_plan.require_planned_onnx(plan)
+    gpu = trt_cuda.device_info()
+    logger = _Logger(trt)
+    builder = trt.Builder(logger)
+
+    flags = 0
+    for name in plan.network_flags:
+        flags |= 1 << int(_enum(trt.NetworkDefinitionCreationFlag, name, "NetworkDefinitionCreationFlag", version))
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    for name in plan.parser_flags:
+        flag_enum = getattr(trt, "OnnxParserFlag", None)
+        if flag_enum is not None and hasattr(flag_enum, name):
+            parser.set_flag(getattr(flag_enum, name))
+    if not parser.parse_from_file(str(onnx_path)):
+        raise _parser_error(parser, onnx_path, logger)
+
+    config = builder.create_builder_config()
+    for name in plan.builder_flags:
+        config.set_flag(_enum(trt.BuilderFlag, name, "BuilderFlag", version))
+    for name in plan.cleared_flags:
+        if hasattr(trt.BuilderFlag, name):
+            config.clear_flag(getattr(trt.BuilderFlag, name))
+    if plan.workspace_bytes:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
+    config.builder_optimization_level = plan.builder_optimization_level
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer names and precisions for the inspector
+
+    _check_network_inputs(network, plan, onnx_path)
+    if plan.profiles:
+        profile = builder.create_optimization_profile()
+        for p in plan.profiles:
+            profile.set_shape(p.input, p.min, p.opt, p.max)
+        config.add_optimization_profile(profile)
+
+    if plan.hardware_compatibility != "none":
+        member = {"ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
+        level = _enum(trt.HardwareCompatibilityLevel, member[plan.hardware_compatibility],
+                      "HardwareCompatibilityLevel", version)
+        built_cc = tuple(int(x) for x in gpu["compute_capability"].split("."))
+        if plan.hardware_compatibility == "ampere_plus" and built_cc < (8, 0):
+            raise UsageError(f"hardware_compatibility ampere_plus must be built on an Ampere or newer GPU; "
+                             f"{gpu['name']} has compute capability {gpu['compute_capability']}")
+        config.hardware_compatibility_level = level
+
+    fallback_layers: list[dict[str, Any]] = []
+    if plan.device == "DLA":
+        cores = builder.num_DLA_cores
+        if plan.dla_core >= cores:
+            raise UsageError(f"`tensorrt.dla_core: {plan.dla_core}` but this device has {cores} DLA core(s)",
+                             fix="DLA exists on Jetson Xavier and Orin AGX/NX; use a core below the count, or remove "
+                                 "dla_core")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = plan.dla_core
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            if not config.can_run_on_DLA(layer):
+                fallback_layers.append({"name": layer.name, "type": str(layer.type).split(".")[-1]})
+        if fallback_layers and not plan.gpu_fallback:
+            names = ", ".join(f"{x['name']} ({x['type']})" for x in fallback_layers[:10])
+            raise EdgeDeployError(f"{len(fallback_layers)} layer(s) cannot run on the DLA and GPU fallback is off: "
+                                  f"{names}", where=str(onnx_path), fix="set tensorrt.gpu_fallback: true")
+
+    calibration_info = None
+    calibrator = None
+    if plan.calibration is not None:
+        calibrator, calibration_info = _make_calibrator(trt, builder, config, network, plan, onnx_path)
+
+    timing_cache = _load_timing_cache(config, plan.timing_cache)
+
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise EdgeDeployError(f"TensorRT could not build the engine{_last_error(logger)}", where=str(onnx_path),
+                              fix="rerun with --debug; check the workspace limit and the layers named above")
+    data = bytes(memoryview(serialized))
+    del calibrator
+    fileio.write_bytes(plan.plan_path, data)
+    if plan.timing_cache is not None and timing_cache is not None:
+        fileio.write_bytes(plan.timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+
+    # inspect what was built: I/O tensors, layers, and (on DLA) what ran where
+    runtime = trt.Runtime(logger)
+    if plan.version_compatible:
+        runtime.engine_host_code_allowed = True  # our own plan: it embeds the lean runtime
+    if plan.device == "DLA":
+        runtime.DLA_core = plan.dla_core
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        raise EdgeDeployError(f"TensorRT wrote a plan it cannot load back{_last_error(logger)}",
+                              where=str(plan.plan_path))
+    io_tensors = _io_tensors(trt, engine)
+    layers_path = plan.plan_path.with_name(plan.plan_path.name + ".layers.json")
+    layer_info = _engine_layers(trt, engine)
+    fileio.write_json(layers_path, layer_info)
+    manifest = trt_manifest.build_manifest(
+        plan_description=plan.describe(), plan_path=plan.plan_path, onnx_path=onnx_path, trt_version=version,
+        gpu=gpu, platform={"machine": platform.machine(), "jetson": trt_cuda.is_jetson()},
+        io_tensors=io_tensors, gpu_fallback_layers=fallback_layers, build_seconds=round(seconds, 3),
+        calibration=calibration_info, engine_layers=len(layer_info.get("Layers", [])))
+    fileio.write_json(plan.manifest_path, manifest)  # last: the manifest certifies the plan by its hash
+
+    info = {
+        "precision": plan.precision,
+        "tensorrt_version": version,
+        "gpu": gpu["name"],
+        "compute_capability": gpu["compute_capability"],
+        "route": plan.onnx_role,
+        "onnx": onnx_path.name,
+        "strongly_typed": plan.strongly_typed,
+        "builder_flags": list(plan.builder_flags),
+        "device": plan.device if plan.device == "GPU" else f"DLA core {plan.dla_core}",
+        "gpu_fallback_layers": fallback_layers,
+        "hardware_compatibility": plan.hardware_compatibility,
+        "version_compatible": plan.version_compatible,
+        "build_seconds": round(seconds, 3),
+        "manifest": plan.manifest_path.name,
+        "tensorrt_warnings": logger.warnings[:20],
+    }
+    return BuildResult(artifact=plan.plan_path, files=[plan.plan_path, layers_path, plan.manifest_path], info=info)
+
+
+def _parser_error(parser: Any, onnx_path: Path, logger: Any) -> EdgeDeployError:
+    """The parser's errors with the failing node's name and op (from the error, else from the ONNX graph)."""
+    nodes = None
+    described = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        index = int(err.node()) if hasattr(err, "node") else -1
+        name = _maybe(err, "node_name")
+        op = _maybe(err, "node_operator")
+        if (not name or not op) and index >= 0:
+            if nodes is None:
+                import onnx
+
+                nodes = onnx.load(str(onnx_path), load_external_data=False).graph.node
+            if index < len(nodes):
+                name = name or nodes[index].name
+                op = op or nodes[index].op_type
+        if index < 0:
+            where = "the graph"
+        else:
+            where = f"node {name!r}" if name else f"node #{index}"
+            where += f" ({op}, #{index})" if name and op else (f" ({op})" if op else "")
+        described.append(f"{where}: {err.code()}: {str(err.desc()).strip()}")
+    if not described:
+        described.append(f"no parser error recorded{_last_error(logger)}")
+    more = f" (+{len(described) - 1} more)" if len(described) > 1 else ""
+    return EdgeDeployError(f"TensorRT's ONNX parser rejected {described[0]}{more}", where=str(onnx_path),
+                           fix="check the op against TensorRT's ONNX operator support for this version, or keep "
+                               "that node out of the graph")
+
+
+def _maybe(obj: Any, method: str) -> str | None:
+    fn = getattr(obj, method, None)
+    if fn is None:
+        return None
+    try:
+        value = fn()
+    except Exception:  # noqa: BLE001 - optional detail
+        return None
+    return str(value) if value not in (None, "") else None
+
+
+def _check_network_inputs(network: Any, plan: trt_plan.TrtBuildPlan, onnx_path: Path) -> None:
+    profiled = {p.input for p in plan.profiles}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        if any(int(d) < 0 for d in tensor.shape) and tensor.name not in profiled:
+            raise EdgeDeployError(f"input {tensor.name!r} has dynamic shape {list(tensor.shape)} in TensorRT's "
+                                  f"network but no profile in the plan", where=str(onnx_path),
+                                  fix=f"set tensorrt.profiles.{tensor.name}")
+
+
+def _load_timing_cache(config: Any, path: Path | None) -> Any:
+    """Attach a timing cache (loaded from `path` when it exists); a cache from another GPU/version starts over."""
+    data = b""
+    if path is not None and Path(path).is_file():
+        data = Path(path).read_bytes()
+    cache = config.create_timing_cache(data)
+    if not config.set_timing_cache(cache, False) and data:
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+    return cache
+
+
+def _io_tensors(trt: Any, engine: Any) -> list[dict[str, Any]]:
+    out = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        shape = [int(d) for d in engine.get_tensor_shape(name)]
+        entry: dict[str, Any] = {"name": name, "mode": "input" if is_input else "output",
+                                 "dtype": _dtype_name(trt, engine.get_tensor_dtype(name)), "shape": shape,
+                                 "profile": None}
+        if is_input and any(d < 0 for d in shape):
+            lo, mid, hi = engine.get_tensor_profile_shape(name, 0)
+            entry["profile"] = {"min": [int(d) for d in lo], "opt": [int(d) for d in mid], "max": [int(d) for d in hi]}
+        out.append(entry)
+    return out
+
+
+def _engine_layers(trt: Any, engine: Any) -> dict[str, Any]:
+    try:
+        inspector = engine.create_engine_inspector()
+        text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+        return json.loads(text)
+    except Exception as e:  # noqa: BLE001 - the layer report is informative
+        return {"error": f"engine inspector unavailable: {type(e).__name__}: {e}"}
+
+
+def _make_calibrator(trt: Any, builder: Any, config: Any, network: Any, plan: trt_plan.TrtBuildPlan,
+                     onnx_path: Path) -> tuple[Any, dict[str, Any]]:
+    """TensorRT 10's implicit calibrator; its cache is keyed by model + data + settings + TensorRT version and a
+    stale one is refused (trt_plan.check_calibration_cache)."""
+    cal = plan.calibration
+    cache = Path(cal.cache)
+    key_file = cache.with_name(cache.name + ".json")
+    if cal.data is not None and not Path(cal.data).is_file():
+        raise UsageError("calibration data not found", where=str(cal.data), fix="check tensorrt.calibration_data")
+    if cal.data is not None:
+        data_sha = fileio.sha256_file(cal.data)
+    elif cache.exists() and key_file.is_file():  # a cache alone: everything but the data must still match
+        data_sha = json.loads(key_file.read_text()).get("material", {}).get("data_sha256", "")
+    else:
+        raise UsageError("the int8 calibrator needs data: set tensorrt.calibration_data (an .npz of model inputs, "
+                         "one array per input name)")
+    material = trt_plan.calibration_key_material(model_sha256=fileio.sha256_file(onnx_path), data_sha256=data_sha,
+                                                 plan=plan, libraries={"tensorrt": trt.__version__})
+    reuse = trt_plan.check_calibration_cache(cache, material)
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    static = {network.get_input(i).name: all(int(d) > 0 for d in network.get_input(i).shape)
+              for i in range(network.num_inputs)}
+    batch = cal.batch_size
+    if all(static.values()):
+        batch = int(network.get_input(0).shape[0])
+    dtypes = {network.get_input(i).name: np.dtype(trt.nptype(network.get_input(i).dtype))
+              for i in range(network.num_inputs)}
+    batches = [] if reuse else _calibration_batches(Path(cal.data), dtypes, batch)
+    if not reuse and not batches:
+        raise UsageError(f"calibration data has fewer than {batch} samples", where=str(cal.data))
+    base = {"entropy2": trt.IInt8EntropyCalibrator2, "minmax": trt.IInt8MinMaxCalibrator}[cal.algorithm]
+
+    class Calibrator(base):
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.index = 0
+            self.buffers: dict[str, trt_cuda.DeviceBuffer] = {}
+
+        def get_batch_size(self) -> int:
+            return 1  # explicit-batch networks carry the batch in each input's shape
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            if self.index >= len(batches):
+                return None
+            feed = batches[self.index]
+            self.index += 1
+            rt = trt_cuda.runtime()
+            ptrs = []
+            for name in names:
+                arr = feed[name]
+                buf = self.buffers.get(name)
+                if buf is None or buf.nbytes < arr.nbytes:
+                    buf = self.buffers[name] = trt_cuda.DeviceBuffer(arr.nbytes)
+                trt_cuda.call(rt.cudaMemcpy(buf.ptr, arr.ctypes.data, arr.nbytes,
+                                            rt.cudaMemcpyKind.cudaMemcpyHostToDevice), "cudaMemcpy(calibration)")
+                ptrs.append(buf.ptr)
+            return ptrs
+
+        def read_calibration_cache(self) -> bytes | None:
+            return cache.read_bytes() if reuse else None
+
+        def write_calibration_cache(self, data: Any) -> None:
+            fileio.write_bytes(cache, bytes(memoryview(data)))
+            fileio.write_json(key_file, trt_plan.calibration_key_record(material))
+
+    calibrator = Calibrator()
+    config.int8_calibrator = calibrator
+    if batches and not all(static.values()):  # calibrate at the calibration batch's exact shapes
+        profile = builder.create_optimization_profile()
+        for name in names:
+            shape = tuple(batches[0][name].shape)
+            profile.set_shape(name, shape, shape, shape)
+        config.set_calibration_profile(profile)
+    info = {"class": cal.trt_class, "cache": str(cache), "reused": reuse, "key": trt_plan.calibration_key(material),
+            "batches": len(batches), "batch_size": batch, "data": str(cal.data) if cal.data else None}
+    return calibrator, info
+
+
+def _calibration_batches(path: Path, dtypes: dict[str, np.dtype], batch: int) -> list[dict[str, np.ndarray]]:
+    """Batches of model inputs from an .npz (arrays named like the inputs, or `input.<name>` as in reference.npz)."""
+    with np.load(path) as data:
+        arrays = {}
+        for name, dtype in dtypes.items():
+            key = name if name in data.files else f"input.{name}"
+            if key not in data.files:
+                raise UsageError(f"calibration data has no array for input {name!r} (has {sorted(data.files)})",
+                                 where=str(path))
+            arrays[name] = np.asarray(data[key], dtype=dtype)
+    count = min(len(a) for a in arrays.values())
+    return [{k: np.ascontiguousarray(v[i:i + batch]) for k, v in arrays.items()}
+            for i in range(0, count - batch + 1, batch)]
+
+
+# ------------------------------------------------------------------------------------------------------- runner
+
+def load_plan(plan_path: Path) -> TensorRTRunner:
+    """Check the plan's manifest against this machine BEFORE deserializing, then load it."""
+    manifest, mpath = trt_manifest.read_manifest(plan_path)
+    problem = trt_manifest.plan_file_problem(manifest, mpath)
+    if problem:
+        raise EdgeDeployError(problem, where=str(mpath), fix="rebuild the plan")
+    trt = _import_trt()
+    gpu = trt_cuda.device_info()
+    trt_manifest.ensure_plan_compatible(manifest, trt.__version__, gpu["compute_capability"], where=plan_path)
+    return TensorRTRunner(mpath.with_name(manifest["plan"]), manifest, gpu)
+
+
+class TensorRTRunner:
+    """Runs a plan through the I/O tensor API (set_input_shape, set_tensor_address, execute_async_v3) with
+    device and pinned host buffers from cuda-python, sized for the profile's maximum shapes."""
+
+    def __init__(self, plan_path: Path, manifest: dict[str, Any], gpu: dict[str, Any]):
+        trt = self.trt = _import_trt()
+        self.logger = _Logger(trt)
+        self.runtime = trt.Runtime(self.logger)
+        if manifest.get("compatibility", {}).get("version_compatible"):
+            self.runtime.engine_host_code_allowed = True  # a plan we built (its manifest and hash checked)
+        device = manifest.get("device", {})
+        if device.get("type") == "DLA":
+            self.runtime.DLA_core = int(device["dla_core"])
+        self.engine = self.runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
+        if self.engine is None:
+            raise EdgeDeployError(f"TensorRT cannot load the plan{_last_error(self.logger)}", where=str(plan_path),
+                                  fix="rebuild the engine on this machine")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        self.input_names = [n for n in names if is_input[n]]
+        self.output_names = [n for n in names if not is_input[n]]
+        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self.ranges: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        for n in self.input_names:
+            shape = tuple(int(d) for d in self.engine.get_tensor_shape(n))
+            if any(d < 0 for d in shape):
+                lo, _, hi = self.engine.get_tensor_profile_shape(n, 0)
+                self.ranges[n] = (tuple(int(d) for d in lo), tuple(int(d) for d in hi))
+            else:
+                self.ranges[n] = (shape, shape)
+        for n in self.input_names:  # size every buffer for the largest shapes
+            self.context.set_input_shape(n, self.ranges[n][1])
+        max_shapes = {n: self.ranges[n][1] for n in self.input_names}
+        for n in self.output_names:
+            shape = tuple(int(d) for d in self.context.get_tensor_shape(n))
+            if any(d < 0 for d in shape):
+                raise EdgeDeployError(f"output {n!r} has a data-dependent shape {list(shape)}; edgedeploy's runner "
+                                      f"supports outputs whose shape follows from the input shapes",
+                                      where=str(plan_path))
+            max_shapes[n] = shape
+        self.stream = trt_cuda.Stream()
+        self.device: dict[str, trt_cuda.DeviceBuffer] = {}
+        self.host: dict[str, trt_cuda.PinnedBuffer] = {}
+        for n, shape in max_shapes.items():
+            nbytes = int(np.prod(shape, dtype=np.int64)) * self.dtypes[n].itemsize
+            self.device[n] = trt_cuda.DeviceBuffer(nbytes)
+            self.host[n] = trt_cuda.PinnedBuffer(nbytes)
+            self.context.set_tensor_address(n, self.device[n].ptr)
+        self.manifest = manifest
+        dla = f", DLA core {device.get('dla_core')}" if device.get("type") == "DLA" else ""
+        self.conditions = {
+            "backend": "tensorrt",
+            "version": trt.__version__,
+            "device": f"{gpu['name']}{dla}",
+            "compute_capability": gpu["compute_capability"],
+            "precision": manifest.get("precision"),
+            "strongly_typed": manifest.get("flags", {}).get("strongly_typed"),
+            "hardware_compatibility": manifest.get("compatibility", {}).get("hardware"),
+            "version_compatible": manifest.get("compatibility", {}).get("version_compatible"),
+            "cuda_driver": gpu.get("cuda_driver"),
+            "timing": "host clock around synchronous runs (H2D + GPU compute + D2H); benchmark() splits them "
+                      "with CUDA events",
+        }
+
+    # ----------------------------------------------------------------------------------------------------- run
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise UsageError(f"missing inputs {missing} for the TensorRT plan", fix=f"give {self.input_names}")
+        batch = int(np.shape(feeds[self.input_names[0]])[0]) if np.ndim(feeds[self.input_names[0]]) else 1
+        lo = max(self.ranges[n][0][0] for n in self.input_names) if batch else 1
+        hi = min(self.ranges[n][1][0] for n in self.input_names) if batch else 1
+        if lo <= batch <= hi or not all(np.ndim(feeds[n]) for n in self.input_names):
+            return self._run_once(feeds)
+        return self._run_chunked(feeds, batch, lo, hi)
+
+    def _run_chunked(self, feeds: dict[str, np.ndarray], batch: int, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """A batch outside the profile's leading-dimension range runs in chunks of the largest allowed batch,
+        the last one padded up to the smallest; outputs are concatenated and trimmed."""
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in self.output_names}
+        for start in range(0, batch, hi):
+            chunk = {n: np.asarray(v)[start:start + hi] for n, v in feeds.items() if n in self.input_names}
+            real = len(chunk[self.input_names[0]])
+            if real < lo:
+                chunk = {n: np.concatenate([v, np.repeat(v[-1:], lo - real, axis=0)]) for n, v in chunk.items()}
+            out = self._run_once(chunk)
+            for n, v in out.items():
+                if v.shape[:1] != (len(chunk[self.input_names[0]]),):
+                    raise EdgeDeployError(f"cannot split a batch of {batch} over this engine's batch range "
+                                          f"{lo}..{hi}: output {n!r} has shape {list(v.shape)} (batch not first)",
+                                          fix="rebuild with tensorrt.profiles covering the batch size")
+                parts[n].append(v[:real])
+        return {n: np.concatenate(v) for n, v in parts.items()}
+
+    def _stage_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, int]:
+        nbytes = {}
+        for n in self.input_names:
+            arr = np.ascontiguousarray(feeds[n], dtype=self.dtypes[n])
+            lo, hi = self.ranges[n]
+            if arr.ndim != len(hi) or any(not a <= d <= b for a, d, b in zip(lo, arr.shape, hi)):
+                raise UsageError(f"input {n!r} shape {list(arr.shape)} is outside the plan's profile "
+                                 f"{list(lo)}..{list(hi)}", fix="rebuild with tensorrt.profiles covering it")
+            if not self.context.set_input_shape(n, arr.shape):
+                raise EdgeDeployError(f"TensorRT refused shape {list(arr.shape)} for input {n!r}"
+                                      f"{_last_error(self.logger)}")
+            self.host[n].view(arr.dtype, arr.size)[:] = arr.ravel()
+            nbytes[n] = arr.nbytes
+        return nbytes
+
+    def _output_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(int(d) for d in self.context.get_tensor_shape(n)) for n in self.output_names}
+
+    def _enqueue(self, in_bytes: dict[str, int], out_shapes: dict[str, tuple[int, ...]],
+                 events: list[trt_cuda.Event] | None = None) -> None:
+        if events:
+            events[0].record(self.stream)
+        for n, nb in in_bytes.items():
+            trt_cuda.copy_h2d(self.device[n], self.host[n].ptr, nb, self.stream)
+        if events:
+            events[1].record(self.stream)
+        if not self.context.execute_async_v3(self.stream.handle):
+            raise EdgeDeployError(f"TensorRT execution failed{_last_error(self.logger)}")
+        if events:
+            events[2].record(self.stream)
+        for n, shape in out_shapes.items():
+            nb = int(np.prod(shape, dtype=np.int64)) * self.dtypes[n].itemsize
+            trt_cuda.copy_d2h(self.host[n].ptr, self.device[n], nb, self.stream)
+        if events:
+            events[3].record(self.stream)
+
+    def _run_once(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        in_bytes = self._stage_inputs(feeds)
+        shapes = self._output_shapes()
+        self._enqueue(in_bytes, shapes)
+        self.stream.synchronize()
+        return {n: self.host[n].view(self.dtypes[n], int(np.prod(s, dtype=np.int64))).reshape(s).copy()
+                for n, s in shapes.items()}
+
+    def benchmark(self, feeds: dict[str, np.ndarray], warmup: int = 20, iterations: int = 200) -> dict[str, Any]:
+        """trtexec-style timing of one batch: CUDA-event H2D, GPU compute, D2H and their sum, plus host wall
+        time; min/mean/median/p90/p95/p99/max each, and whether the series is unstable."""
+        in_bytes = self._stage_inputs(feeds)
+        shapes = self._output_shapes()
+        events = [trt_cuda.Event() for _ in range(4)]
+        series: dict[str, list[float]] = {"h2d": [], "gpu_compute": [], "d2h": [], "latency": [], "host_wall": []}
+        try:
+            for i in range(warmup + iterations):
+                start = time.perf_counter()
+                self._enqueue(in_bytes, shapes, events)
+                self.stream.synchronize()
+                wall = (time.perf_counter() - start) * 1e3
+                if i < warmup:
+                    continue
+                series["h2d"].append(events[1].ms_since(events[0]))
+                series["gpu_compute"].append(events[2].ms_since(events[1]))
+                series["d2h"].append(events[3].ms_since(events[2]))
+                series["latency"].append(events[3].ms_since(events[0]))
+                series["host_wall"].append(wall)
+        finally:
+            for e in events:
+                e.destroy()
+        batch = int(np.shape(feeds[self.input_names[0]])[0]) if np.ndim(feeds[self.input_names[0]]) else 1
+        stats = {k: summarize_ms(v) for k, v in series.items()}
+        return {"batch": batch, "warmup": warmup, "iterations": iterations, **stats,
+                "throughput_per_s": batch * 1e3 / stats["host_wall"]["median_ms"]}
+
+    def close(self) -> None:
+        for buf in [*self.device.values(), *self.host.values()]:
+            buf.free()
+        self.device, self.host = {}, {}
+        if getattr(self, "stream", None) is not None:
+            self.stream.destroy()
+            self.stream = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+__all__ = ["TensorRTBackend", "TensorRTRunner", "apply_plan", "install_hint", "load_plan", "probe_runtime"]

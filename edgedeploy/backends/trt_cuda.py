@@ -1,0 +1,169 @@
+"""Device memory, pinned host memory, streams, events and device properties through cuda-python's runtime API
+(`cuda.bindings.runtime`, or `cuda.cudart` in older cuda-python). No torch, no pycuda. Imported only on a GPU path.
+
+cuda-python returns a tuple `(error, *values)` from every call; `call()` turns a non-success error into an
+EdgeDeployError naming the call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedeploy.errors import EdgeDeployError
+
+CUDA_PYTHON_HINT = "cuda-python is not installed: pip install cuda-python (the TensorRT runner moves data with it)"
+
+
+@functools.lru_cache(maxsize=1)
+def runtime() -> Any:
+    try:
+        from cuda.bindings import runtime as rt  # cuda-python 12.6+
+    except ImportError:
+        try:
+            from cuda import cudart as rt  # older cuda-python
+        except ImportError:
+            raise EdgeDeployError(CUDA_PYTHON_HINT) from None
+    return rt
+
+
+def call(result: Any, what: str) -> Any:
+    """Unpack a cuda-python result tuple; raise on an error code."""
+    rt = runtime()
+    if not isinstance(result, tuple):
+        result = (result,)
+    err, values = result[0], result[1:]
+    if err != rt.cudaError_t.cudaSuccess:
+        name = getattr(err, "name", str(err))
+        try:
+            text = rt.cudaGetErrorString(err)[1]
+            text = text.decode() if isinstance(text, bytes) else str(text)
+        except Exception:  # noqa: BLE001 - the error string is a courtesy
+            text = ""
+        raise EdgeDeployError(f"CUDA call {what} failed: {name}" + (f" ({text})" if text else ""),
+                              fix="check the GPU driver (nvidia-smi / tegrastats) and that no other process holds "
+                                  "the GPU memory")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def handle(obj: Any) -> int:
+    """The integer value of a cuda-python handle (stream, event) or pointer."""
+    try:
+        return int(obj)
+    except TypeError:
+        return int(obj.getPtr())
+
+
+def is_jetson() -> bool:
+    return platform.machine() == "aarch64" and Path("/etc/nv_tegra_release").exists()
+
+
+def device_info(device: int | None = None) -> dict[str, Any]:
+    """Name, compute capability and versions of the current (or given) CUDA device."""
+    rt = runtime()
+    if device is None:
+        device = call(rt.cudaGetDevice(), "cudaGetDevice")
+    prop = call(rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    name = prop.name
+    if isinstance(name, (bytes, bytearray)):
+        name = bytes(name).split(b"\x00", 1)[0].decode(errors="replace")
+    info = {
+        "name": str(name).strip(),
+        "compute_capability": f"{prop.major}.{prop.minor}",
+        "device_index": int(device),
+        "total_memory_mb": int(prop.totalGlobalMem) // (1 << 20),
+        "integrated": bool(getattr(prop, "integrated", False)),
+    }
+    for key, fn in (("cuda_driver", "cudaDriverGetVersion"), ("cuda_runtime", "cudaRuntimeGetVersion")):
+        try:
+            v = int(call(getattr(rt, fn)(), fn))
+            info[key] = f"{v // 1000}.{(v % 1000) // 10}"
+        except Exception:  # noqa: BLE001 - versions are informative only
+            info[key] = None
+    return info
+
+
+class DeviceBuffer:
+    def __init__(self, nbytes: int):
+        self.nbytes = max(int(nbytes), 1)
+        self.ptr = handle(call(runtime().cudaMalloc(self.nbytes), f"cudaMalloc({self.nbytes})"))
+
+    def free(self) -> None:
+        if self.ptr:
+            call(runtime().cudaFree(self.ptr), "cudaFree")
+            self.ptr = 0
+
+
+class PinnedBuffer:
+    """Page-locked host memory (fast, asynchronous copies), viewed as a numpy array."""
+
+    def __init__(self, nbytes: int):
+        self.nbytes = max(int(nbytes), 1)
+        self.ptr = handle(call(runtime().cudaMallocHost(self.nbytes), f"cudaMallocHost({self.nbytes})"))
+        self._raw = (ctypes.c_uint8 * self.nbytes).from_address(self.ptr)
+
+    def view(self, dtype: np.dtype, count: int) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        if count * dtype.itemsize > self.nbytes:
+            raise EdgeDeployError(f"{count} × {dtype} does not fit the {self.nbytes}-byte staging buffer")
+        return np.frombuffer(self._raw, dtype=dtype, count=count)
+
+    def free(self) -> None:
+        if self.ptr:
+            self._raw = None
+            call(runtime().cudaFreeHost(self.ptr), "cudaFreeHost")
+            self.ptr = 0
+
+
+class Stream:
+    def __init__(self) -> None:
+        self.obj = call(runtime().cudaStreamCreate(), "cudaStreamCreate")
+        self.handle = handle(self.obj)
+
+    def synchronize(self) -> None:
+        call(runtime().cudaStreamSynchronize(self.obj), "cudaStreamSynchronize")
+
+    def destroy(self) -> None:
+        if self.obj is not None:
+            call(runtime().cudaStreamDestroy(self.obj), "cudaStreamDestroy")
+            self.obj = None
+
+
+class Event:
+    def __init__(self) -> None:
+        self.obj = call(runtime().cudaEventCreate(), "cudaEventCreate")
+
+    def record(self, stream: Stream) -> None:
+        call(runtime().cudaEventRecord(self.obj, stream.obj), "cudaEventRecord")
+
+    def ms_since(self, start: Event) -> float:
+        """Milliseconds from `start` to this event (both recorded and complete)."""
+        return float(call(runtime().cudaEventElapsedTime(start.obj, self.obj), "cudaEventElapsedTime"))
+
+    def destroy(self) -> None:
+        if self.obj is not None:
+            call(runtime().cudaEventDestroy(self.obj), "cudaEventDestroy")
+            self.obj = None
+
+
+def copy_h2d(dst: DeviceBuffer, src_ptr: int, nbytes: int, stream: Stream) -> None:
+    rt = runtime()
+    call(rt.cudaMemcpyAsync(dst.ptr, src_ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.obj),
+         "cudaMemcpyAsync(host→device)")
+
+
+def copy_d2h(dst_ptr: int, src: DeviceBuffer, nbytes: int, stream: Stream) -> None:
+    rt = runtime()
+    call(rt.cudaMemcpyAsync(dst_ptr, src.ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.obj),
+         "cudaMemcpyAsync(device→host)")
+
+
+__all__ = ["CUDA_PYTHON_HINT", "DeviceBuffer", "Event", "PinnedBuffer", "Stream", "call", "copy_d2h", "copy_h2d",
+           "device_info", "handle", "is_jetson", "runtime"]
