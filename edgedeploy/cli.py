@@ -79,6 +79,32 @@ def build(
 
 
 @app.command()
+def validate(
+    artifact_dir: Path = typer.Argument(..., help="a folder written by `edgedeploy build` (manifest.json, reference.npz)"),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="a committed report.json to compare against"),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here (one testcase per check)"),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="YAML overriding thresholds / validation / regression (or a full build spec)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder [default: ARTIFACT_DIR/validate]"),
+) -> None:
+    """Re-run a built artifact on its stored reference (no torch), check thresholds and a baseline; exit 0 pass,
+    1 fail, 2 usage error. Writes report.json, report.md and report.html."""
+    from edgedeploy.validate.gate import validate_artifact
+
+    with console.status("[bold]validate[/]…"):
+        report = validate_artifact(artifact_dir, baseline=baseline, config=config, out_dir=out, junit=junit)
+    out = out or artifact_dir / "validate"
+    for c in report["checks"]:
+        mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "skip": "[yellow]-[/]"}[c["status"]]
+        if c["status"] != "pass":
+            console.print(f"{mark} {escape(c['message'])}", highlight=False)
+    _print_summary(report, out)
+    if not report["passed"]:
+        failed = ", ".join(c["name"] for c in report["checks"] if not c["passed"])
+        raise EdgeDeployError(f"checks failed: {failed}", where=str(out / "report.md"))
+
+
+@app.command()
 def optimize(
     model: Path = typer.Argument(..., help="the ONNX model to optimize"),
     output: Path = typer.Option(..., "--output", "-o", help="where to write the optimized ONNX"),
@@ -109,10 +135,15 @@ def _print_summary(report: dict, out: Path) -> None:
     task = report.get("task")
     worst = max(report["tensors"].items(), key=lambda kv: kv[1]["rel_l2"])
     parts = [f"rel-L2 {worst[1]['rel_l2']:.2e} ({worst[0]})"]
-    if task:
+    if task and "map50" in task:
         parts.append(f"mAP@0.5 {task['map50']:.4f} (reference {task['reference_map50']:.4f})")
+    elif task and task.get("kind") == "classification":
+        parts.append(f"top-1 agreement {task['top1_agreement']:.4f}"
+                     + (f", top-1 {task['top1']:.4f} (reference {task['reference_top1']:.4f})" if "top1" in task else ""))
     parts += [f"batch {t['batch']}: {t['median_ms']:.2f} ms" for t in report["latency"]]
     verdict = "[green]PASS[/]" if report["passed"] else "[red]FAIL[/]"
+    counts = {k: sum(c.get("status") == k for c in report["checks"]) for k in ("pass", "fail", "skip")}
+    parts.append(f"checks {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
     console.print(f"{verdict} {'; '.join(parts)}; total {report['wall_seconds']:.1f} s → {out / 'report.md'}")
 
 

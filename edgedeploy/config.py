@@ -66,6 +66,10 @@ class Preprocess(_Strict):
     mean: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
     std: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0])
     layout: Literal["NCHW", "NHWC"] = "NCHW"
+    resize: Literal["resize", "letterbox", "none"] = Field(
+        "resize", description="how an image of another size is fitted to the input's H x W: stretched (bilinear), "
+                              "letterboxed (aspect kept, padded), or refused (none); same-size images are untouched")
+    pad_value: int = Field(114, ge=0, le=255, description="letterbox padding (uint8, all channels)")
 
 
 class ExportSettings(_Strict):
@@ -90,35 +94,65 @@ class DetectionSettings(_Strict):
 class LatencySettings(_Strict):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
     warmup: int = Field(10, ge=0)
-    iterations: int = Field(100, ge=1)
+    iterations: int = Field(100, ge=1, description="timed calls per batch size (ignored when duration_s is set)")
+    duration_s: float | None = Field(None, gt=0, description="time budget per batch size instead of a fixed count")
     threads: int | None = Field(None, ge=1, description="inference threads; default: all cores")
+    async_requests: int | None = Field(
+        None, ge=0, description="requests in flight for the throughput run; None: the backend's choice; 0: skip it")
+    unstable_cov: float = Field(0.05, gt=0, description="warn (and mark unstable) above this coefficient of variation")
 
 
 class ValidationSettings(_Strict):
     """Real inputs the artifact is checked on: an .npz with `images` (uint8 NHWC, preprocessed here) or `inputs`
-    (already model inputs), and for detection `targets` (M,6: image, class, x1, y1, x2, y2)."""
+    (already model inputs), for detection `targets` (M,6: image, class, x1, y1, x2, y2), for classification
+    optionally `labels` (N,) class indices."""
 
     data: Path | None = None
     samples: int | None = Field(None, ge=1, description="use the first N samples (default: all)")
-    task: Literal["detection", "none"] = "none"
+    task: Literal["detection", "classification", "none"] = "none"
     output: str | None = Field(None, description="the output the task metric reads (default: the first)")
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     latency: LatencySettings = Field(default_factory=LatencySettings)
 
 
-class Thresholds(_Strict):
-    """Pass/fail budgets for one precision; None means not checked."""
+class TensorThresholds(_Strict):
+    """Per-output budgets; None means not checked (or, in a per-output override, inherited)."""
 
     max_rel_l2: float | None = None
+    max_abs: float | None = Field(None, description="largest allowed absolute error of any element")
     min_cosine: float | None = None
+    min_snr_db: float | None = None
+
+
+class Thresholds(TensorThresholds):
+    """Pass/fail budgets for one precision; None means not checked. `outputs` overrides the tensor budgets for
+    named outputs (only the keys it sets). NaN/Inf in any output always fails."""
+
+    outputs: dict[str, TensorThresholds] = Field(default_factory=dict)
     max_map50_drop: float | None = Field(None, description="mAP@0.5 drop vs the PyTorch reference, in mAP units")
+    max_map50_95_drop: float | None = Field(None, description="mAP@0.5:0.95 drop vs the reference, in mAP units")
+    max_top1_drop: float | None = Field(None, description="classification top-1 accuracy drop vs the reference")
+    min_top1_agreement: float | None = Field(None, description="share of samples whose top-1 matches the reference")
+
+
+class RegressionSettings(_Strict):
+    """How `edgedeploy validate --baseline` compares a run with a committed baseline report."""
+
+    max_task_drop: float = Field(0.005, ge=0, description="task metric (mAP, top-1) drop vs the baseline")
+    max_rel_l2_growth: float = Field(
+        10.0, ge=1, description="fail when rel-L2 exceeds the baseline's times this AND 10% of the precision's budget")
+    latency_tolerance: float = Field(0.15, ge=0, description="allowed slowdown of the median, as a fraction")
+    latency_cov_factor: float = Field(
+        3.0, ge=0, description="…or this many combined CoVs of the two runs, whichever is larger (noise guard)")
+    latency_same_machine_only: bool = Field(
+        True, description="compare latency only when processor, threads and precision hint match the baseline's")
 
 
 def _default_thresholds() -> dict[str, Thresholds]:
     return {
         "fp32": Thresholds(max_rel_l2=1e-5),
-        "fp16": Thresholds(max_rel_l2=1e-2, max_map50_drop=0.005),
-        "int8": Thresholds(max_map50_drop=0.01),
+        "fp16": Thresholds(max_rel_l2=1e-2, max_map50_drop=0.005, max_top1_drop=0.005),
+        "int8": Thresholds(max_map50_drop=0.01, max_top1_drop=0.01),
     }
 
 
@@ -176,6 +210,88 @@ class TensorRTSettings(_Strict):
         None, description="plan for this TensorRT major version instead of the installed one (dry runs)")
 
 
+class CalibrationSpec(_Strict):
+    """The calibration set INT8 is calibrated on (see calibration/README.md for the formats).
+
+    `data` is an image folder (jpg/png), an .npy/.npz file, or a folder of them; `function` is a Python
+    `package.module:function` returning an iterable of arrays (single-input models) or dicts keyed by input name."""
+
+    data: Path | None = None
+    function: str | None = None
+    format: Literal["auto", "images", "npy", "npz", "callable"] = "auto"
+    subset_size: int = Field(300, ge=1, description="samples used; a larger set is subsampled with `seed`")
+    seed: int = 0
+    cache_dir: Path | None = Field(None, description="where calibration results are kept by key; default <out>/cache")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CalibrationSpec:
+        if self.data is not None and self.function is not None:
+            raise ValueError("give calibration.data (a path) or calibration.function (`module:function`), not both")
+        if self.function is not None and ":" not in self.function:
+            raise ValueError(f"calibration.function {self.function!r} must look like `package.module:function`")
+        return self
+
+
+class IgnoredScope(_Strict):
+    """Nodes kept in floating point: exact node names, regular expressions over names, and op types."""
+
+    names: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list)
+    types: list[str] = Field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.names or self.patterns or self.types)
+
+
+class AccuracyAwareSettings(_Strict):
+    """nncf.quantize_with_accuracy_control driven by the task metric (mAP@0.5 for detectors) on the validation set."""
+
+    enabled: bool = False
+    max_drop: float = Field(0.01, ge=0, description="largest allowed absolute drop of the metric (mAP units)")
+    max_num_iterations: int = Field(0, ge=0, description="layers NNCF may revert to float; 0 = no limit")
+    ranking_subset_size: int | None = Field(None, ge=1)
+
+
+class QdqSettings(_Strict):
+    """The explicit Q/DQ ONNX (deploy.int8.qdq.onnx) that TensorRT 10/11 and ONNX Runtime build."""
+
+    method: Literal["nncf", "ort"] = Field(
+        "nncf", description="NNCF on the ONNX model (measured best on the demo) or onnxruntime quantize_static")
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="ort only")
+    percentile: float = Field(99.999, gt=0, le=100, description="for calibrate_method: percentile")
+    moving_average: bool = Field(True, description="ort minmax: average per-batch ranges (clips rare outliers)")
+    reduce_range: bool = Field(
+        True, description="ort: 7-bit weights, so ONNX Runtime's int8 kernels do not saturate on CPUs without VNNI")
+    op_types: list[str] = Field(
+        default_factory=lambda: ["Conv", "ConvTranspose", "MatMul", "Gemm"],
+        description="ort: ops whose inputs get Q/DQ (TensorRT fuses Q/DQ into these); NNCF places its own")
+    excluded: IgnoredScope = Field(default_factory=IgnoredScope, description="nodes left unquantized")
+
+
+class Int8Settings(_Strict):
+    preset: Literal["performance", "mixed"] = Field(
+        "mixed", description="NNCF preset (OpenVINO): mixed = asymmetric activations, measured best on the demo")
+    fast_bias_correction: bool = Field(
+        False, description="NNCF: off runs the slower full bias correction (measured best on the demo)")
+    model_type: Literal["none", "transformer"] = "none"
+    ignored_scope: IgnoredScope = Field(default_factory=IgnoredScope, description="NNCF (OpenVINO) ignored scope")
+    accuracy_aware: AccuracyAwareSettings = Field(default_factory=AccuracyAwareSettings)
+    qdq: QdqSettings = Field(default_factory=QdqSettings)
+
+
+def _default_fp16_keep() -> list[str]:
+    return ["Exp", "Log", "Pow", "Softmax", "LogSoftmax", "Sqrt", "Reciprocal", "ReduceMean", "ReduceSum",
+            "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceProd",
+            "LayerNormalization", "GroupNormalization", "InstanceNormalization", "CumSum", "Range"]
+
+
+class Fp16Settings(_Strict):
+    """The fp16-cast ONNX (deploy.fp16.onnx): graph I/O stays fp32, these ops stay fp32 (Cast around them)."""
+
+    keep_fp32_ops: list[str] = Field(default_factory=_default_fp16_keep)
+    keep_fp32_nodes: list[str] = Field(default_factory=list, description="node names (or regexes) kept in fp32")
+
+
 class BuildSpec(_Strict):
     name: str = "model"
     model: ModelSource
@@ -186,8 +302,12 @@ class BuildSpec(_Strict):
     optimize: OptimizeSettingsSpec = Field(default_factory=OptimizeSettingsSpec)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     thresholds: dict[Precision, Thresholds] = Field(default_factory=_default_thresholds)
+    regression: RegressionSettings = Field(default_factory=RegressionSettings)
     openvino: OpenVINOSettings = Field(default_factory=OpenVINOSettings)
     tensorrt: TensorRTSettings = Field(default_factory=TensorRTSettings)
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    int8: Int8Settings = Field(default_factory=Int8Settings)
+    fp16: Fp16Settings = Field(default_factory=Fp16Settings)
     target: Target = "openvino"
     precision: Precision = "fp32"
 
@@ -248,7 +368,11 @@ def _resolve_paths(spec: BuildSpec, base: Path) -> BuildSpec:
         update={k: rel(getattr(spec.tensorrt, k)) or getattr(spec.tensorrt, k)
                 for k in ("timing_cache", "calibration_data", "calibration_cache")}
     )
-    return spec.model_copy(update={"model": model, "validation": validation, "tensorrt": trt})
+    calibration = spec.calibration.model_copy(
+        update={k: rel(getattr(spec.calibration, k)) or getattr(spec.calibration, k) for k in ("data", "cache_dir")}
+    )
+    return spec.model_copy(update={"model": model, "validation": validation, "tensorrt": trt,
+                                   "calibration": calibration})
 
 
 def demo_spec_path() -> Path:

@@ -63,7 +63,7 @@ def load_checkpoint(path: Path, trust_code: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_code)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
-        if not trust_code and "weights_only" in str(e):
+        if not trust_code and ("GLOBAL" in str(e) or "Unsupported global" in str(e)):
             raise EdgeDeployError(
                 "checkpoint holds pickled Python objects; loading it would run code from the file, so it was refused",
                 where=str(path),
@@ -71,8 +71,8 @@ def load_checkpoint(path: Path, trust_code: bool = False) -> Any:
                 "trust the file's origin",
                 exit_code=2,
             ) from None
-        raise EdgeDeployError(f"cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})",
-                              where=str(path), fix="the file is corrupt or not a PyTorch checkpoint") from None
+        raise EdgeDeployError(f"cannot read checkpoint ({type(e).__name__})", where=str(path),
+                              fix="the file is corrupt, truncated or not a PyTorch checkpoint; save it again") from None
 
 
 def build_module(spec: BuildSpec, trust_code: bool = False):

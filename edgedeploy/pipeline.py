@@ -1,10 +1,14 @@
-"""The build pipeline: export → optimize → build → validate → report, each stage timed, every artifact atomic.
+"""The build pipeline: export → optimize → precision → build → validate → report, each stage timed, every artifact
+atomic.
 
 Output folder:
     raw.onnx            the exported graph (or a copy of the given .onnx)
     reference.npz       validation inputs and the reference outputs (PyTorch, or the given ONNX run in ONNX Runtime)
     deploy.onnx         the optimized graph every backend builds from
     optimize.json       the verification report of every graph pass
+    deploy.fp16.onnx    fp16-cast graph (fp16 for onnxruntime / trt)
+    deploy.int8.qdq.onnx  Q/DQ int8 graph (int8 for onnxruntime / trt)
+    cache/<kind>/<key>/ calibration results keyed by model + data + settings + versions (NNCF IR, Q/DQ ONNX)
     <target>/           the backend artifact (openvino/model.xml+bin, onnxruntime/model.onnx)
     manifest.json       hashes, settings and library versions
     report.json         every measured figure; report.md the same for people
@@ -30,11 +34,10 @@ from edgedeploy.backends import Backend, get_backend
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import UsageError
 from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
+from edgedeploy.precision.stage import check_precision_request, run_precision
 from edgedeploy.preprocess import ValidationSet, load_validation_set
-from edgedeploy.validate import detection, latency, metrics
-from edgedeploy.validate.report import render_markdown
-
-REPORT_SCHEMA = "edgedeploy.report/1"
+from edgedeploy.validate import evaluate as evaluation
+from edgedeploy.validate.gate import REPORT_SCHEMA, write_reports
 _LIBRARIES = ("torch", "onnx", "onnxsim", "onnxslim", "onnxruntime", "openvino", "nncf", "numpy", "tensorrt")
 _RUN_BATCH = 8
 
@@ -74,13 +77,12 @@ def library_versions() -> dict[str, str | None]:
 
 
 def check_request(spec: BuildSpec) -> Backend:
-    """Refuse what cannot be built (missing SDK, unsupported precision) before any minutes are spent on export."""
-    if spec.precision == "int8":
-        raise UsageError("--precision int8 is not available yet: calibrated INT8 arrives with the precision work",
-                         fix="use fp32 or fp16")
+    """Refuse what cannot be built (missing SDK, unsupported precision, INT8 without calibration data) before any
+    minutes are spent on export."""
     backend = get_backend(spec.target)
     if spec.precision not in backend.precisions:
         raise UsageError(f"target {spec.target} builds {', '.join(backend.precisions)}, not {spec.precision}")
+    check_precision_request(spec)
     return backend
 
 
@@ -95,7 +97,8 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
 
     with timer.stage("export") as t:
         data = load_validation_set(spec)
-        raw_path, reference, source = _export(spec, out_dir, data, trust_code)
+        labels = evaluation.load_labels(spec.validation, len(next(iter(data.inputs.values()))))
+        raw_path, reference, source = _export(spec, out_dir, data, trust_code, labels)
         t.summary = f"{raw_path.name}, reference from {source['reference']} on {data.source}"
 
     with timer.stage("optimize") as t:
@@ -108,24 +111,28 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
         deploy_ops = _op_counts(onnx.load(str(deploy_path)))
         t.summary = f"{sum(deploy_ops.values())} nodes, outputs {', '.join(opt_report.outputs)}"
 
+    with timer.stage("precision") as t:
+        prec = run_precision(spec, deploy_path, out_dir, data, library_versions(),
+                             check_inputs=_first(data.inputs, _RUN_BATCH))
+        t.summary = prec.summary
+
     with timer.stage("build") as t:
-        built = backend.build(deploy_path, out_dir / spec.target, spec.precision, _backend_settings(spec))
+        # TensorRT picks deploy.onnx / deploy.fp16.onnx / deploy.int8.qdq.onnx itself (its route depends on its version)
+        model_path = deploy_path if spec.target == "trt" else prec.model_path
+        built = backend.build(model_path, out_dir / spec.target, spec.precision, _backend_settings(spec))
         t.summary = f"{built.artifact.relative_to(out_dir)}"
 
     with timer.stage("validate") as t:
         runner = backend.load(built, _backend_settings(spec), spec.validation.latency.threads)
-        outputs = _run_all(runner, data.inputs)
-        tensors = metrics.compare_outputs(reference, outputs, runner.output_names)
-        task = _task_metrics(spec, data, reference, outputs) if spec.validation.task == "detection" else None
-        timings = [latency.measure(runner, _first(data.inputs, b, repeat=True), spec.validation.latency.warmup,
-                                   spec.validation.latency.iterations)
-                   for b in spec.validation.latency.batch_sizes]
-        checks = _checks(spec, tensors, task)
+        evaluated = evaluation.evaluate(spec, runner, data.inputs, reference, data.targets, labels)
+        checks = evaluated["checks"]
         t.summary = f"{sum(c['passed'] for c in checks)}/{len(checks)} checks passed"
 
     report = {
         "schema": REPORT_SCHEMA,
+        "kind": "build",
         "edgedeploy": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "name": spec.name,
         "target": spec.target,
         "precision": spec.precision,
@@ -138,10 +145,12 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
                                  "nodes_before": p.node_count_before, "nodes_after": p.node_count_after,
                                  "max_rel_l2": max((e["rel_l2"] for e in p.errors.values()), default=None)}
                                 for p in opt_report.passes]},
-        "tensors": tensors,
-        "task": task,
-        "latency": timings,
+        "precision_stage": prec.info,
+        "tensors": evaluated["tensors"],
+        "task": evaluated["task"],
+        "latency": evaluated["latency"],
         "checks": checks,
+        "warnings": evaluated["warnings"],
         "passed": all(c["passed"] for c in checks),
         "stage_seconds": timer.seconds,
         "wall_seconds": time.perf_counter() - wall_start,
@@ -152,19 +161,27 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
         "edgedeploy": __version__,
         "source": source,
         "spec": spec.model_dump(mode="json"),
-        "files": {str(p.relative_to(out_dir)): fileio.sha256_file(p)
-                  for p in [raw_path, out_dir / "reference.npz", deploy_path, *built.files]},
+        "artifact": {"path": str(built.artifact.relative_to(out_dir)), **built.info},
+        "files": {_rel(p, out_dir): fileio.sha256_file(p)
+                  for p in [raw_path, out_dir / "reference.npz", deploy_path, *prec.files, *built.files]},
+        "precision": prec.info,
         "libraries": library_versions(),
         "python": platform.python_version(),
     }
     fileio.write_json(out_dir / "manifest.json", manifest)
-    fileio.write_json(out_dir / "report.json", report)
-    fileio.write_text(out_dir / "report.md", render_markdown(report))
+    write_reports(report, out_dir)  # report.json, report.md, report.html
     return report
 
 
-def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet,
-            trust_code: bool) -> tuple[Path, dict[str, np.ndarray], dict[str, Any]]:
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return str(Path(path).relative_to(base))
+    except ValueError:  # a shared calibration cache outside the output folder
+        return str(path)
+
+
+def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: bool,
+            labels: np.ndarray | None = None) -> tuple[Path, dict[str, np.ndarray], dict[str, Any]]:
     raw_path = out_dir / "raw.onnx"
     if spec.model.onnx is not None:
         source_file = Path(spec.model.onnx)
@@ -187,7 +204,9 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet,
                   "reference": "PyTorch eager (fp32)"}
     with fileio.atomic_open(out_dir / "reference.npz") as f:
         np.savez_compressed(f, **{f"input.{k}": v for k, v in data.inputs.items()},
-                            **{f"output.{k}": v for k, v in reference.items()})
+                            **{f"output.{k}": v for k, v in reference.items()},
+                            **({"label.targets": data.targets} if data.targets is not None else {}),
+                            **({"label.labels": labels} if labels is not None else {}))
     return raw_path, reference, source
 
 
@@ -235,50 +254,6 @@ def _first(inputs: dict[str, np.ndarray], n: int, repeat: bool = False) -> dict[
 
 def _backend_settings(spec: BuildSpec) -> Any:
     return {"openvino": spec.openvino, "trt": spec.tensorrt}.get(spec.target)
-
-
-def _task_metrics(spec: BuildSpec, data: ValidationSet, reference: dict[str, np.ndarray],
-                  outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    name = spec.validation.output or next(iter(outputs))
-    if name not in outputs:
-        raise UsageError(f"validation.output {name!r} is not an output of the deploy graph",
-                         fix=f"use one of {sorted(outputs)}")
-    det = spec.validation.detection
-    ref_dets = detection.postprocess(reference[name], conf_thres=det.conf_thres, iou_thres=det.iou_thres)
-    art_dets = detection.postprocess(outputs[name], conf_thres=det.conf_thres, iou_thres=det.iou_thres)
-    ref_map = detection.evaluate_map(ref_dets, data.targets)
-    art_map = detection.evaluate_map(art_dets, data.targets)
-    vs_ref = detection.evaluate_map(art_dets, detection.detections_as_targets(ref_dets, det.reference_score_thres))
-    return {
-        "kind": "detection",
-        "output": name,
-        "reference_map50": ref_map["map50"],
-        "reference_map50_95": ref_map["map50_95"],
-        "map50": art_map["map50"],
-        "map50_95": art_map["map50_95"],
-        "map50_drop": ref_map["map50"] - art_map["map50"],
-        "map50_vs_reference": vs_ref["map50"],
-        "conf_thres": det.conf_thres,
-        "iou_thres": det.iou_thres,
-    }
-
-
-def _checks(spec: BuildSpec, tensors: dict[str, dict], task: dict | None) -> list[dict[str, Any]]:
-    """Every budget for this precision, each a named pass/fail with the measured value."""
-    budget = spec.thresholds.get(spec.precision)
-    checks = []
-    for name, m in tensors.items():
-        checks.append({"name": f"{name}.finite", "value": m["finite"], "limit": True, "passed": bool(m["finite"])})
-        if budget and budget.max_rel_l2 is not None:
-            checks.append({"name": f"{name}.rel_l2", "value": m["rel_l2"], "limit": budget.max_rel_l2,
-                           "passed": m["rel_l2"] <= budget.max_rel_l2})
-        if budget and budget.min_cosine is not None:
-            checks.append({"name": f"{name}.cosine", "value": m["cosine"], "limit": budget.min_cosine,
-                           "passed": m["cosine"] >= budget.min_cosine})
-    if task and budget and budget.max_map50_drop is not None:
-        checks.append({"name": "map50_drop", "value": task["map50_drop"], "limit": budget.max_map50_drop,
-                       "passed": task["map50_drop"] <= budget.max_map50_drop})
-    return checks
 
 
 def _op_counts(model: onnx.ModelProto) -> dict[str, int]:

@@ -22,6 +22,39 @@ def preprocess(images: np.ndarray, recipe: Preprocess, dtype: str = "float32") -
     return np.ascontiguousarray(x, dtype=dtype)
 
 
+def input_hw(spec_in: InputSpec, recipe: Preprocess) -> tuple[int | None, int | None]:
+    """The (H, W) an image must have for this input (None for a dynamic dimension)."""
+    if len(spec_in.shape) != 4:
+        return None, None
+    h, w = (spec_in.shape[2], spec_in.shape[3]) if recipe.layout == "NCHW" else (spec_in.shape[1], spec_in.shape[2])
+    return (h if isinstance(h, int) else None), (w if isinstance(w, int) else None)
+
+
+def fit_image(image: np.ndarray, size: tuple[int | None, int | None], recipe: Preprocess,
+              where: str = "image") -> np.ndarray:
+    """One uint8 HWC image brought to (H, W) by `recipe.resize`: `resize` stretches (bilinear), `letterbox` keeps
+    the aspect ratio and pads with `recipe.pad_value` (centred), `none` refuses another size. Same size: unchanged."""
+    h, w = size
+    h = image.shape[0] if h is None else h
+    w = image.shape[1] if w is None else w
+    if image.shape[:2] == (h, w):
+        return image
+    if recipe.resize == "none":
+        raise UsageError(f"image is {image.shape[1]}x{image.shape[0]} (WxH), the input needs {w}x{h}",
+                         where=where, fix="resize the data or set preprocess.resize: resize | letterbox")
+    from PIL import Image
+
+    pil = Image.fromarray(image)
+    if recipe.resize == "resize":
+        return np.asarray(pil.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
+    ratio = min(h / image.shape[0], w / image.shape[1])
+    nh, nw = max(1, round(image.shape[0] * ratio)), max(1, round(image.shape[1] * ratio))
+    canvas = np.full((h, w, 3), recipe.pad_value, dtype=np.uint8)
+    top, left = (h - nh) // 2, (w - nw) // 2
+    canvas[top:top + nh, left:left + nw] = np.asarray(pil.resize((nw, nh), Image.Resampling.BILINEAR))
+    return canvas
+
+
 @dataclass
 class ValidationSet:
     inputs: dict[str, np.ndarray]

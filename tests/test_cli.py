@@ -33,12 +33,6 @@ def test_trt_without_tensorrt_says_what_to_install(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_int8_is_refused_until_calibration_exists(tmp_path):
-    result = run_cli("build", "--precision", "int8", "--out", str(tmp_path / "out"))
-    assert result.returncode == 2
-    assert "int8 is not available yet" in one_error_line(result)
-
-
 @pytest.mark.parametrize("flag, value", [("--target", "tpu"), ("--precision", "fp8")])
 def test_invalid_flag_values(tmp_path, flag, value):
     result = run_cli("build", flag, value, "--out", str(tmp_path / "out"))

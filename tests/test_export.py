@@ -69,13 +69,30 @@ def test_checkpoint_that_does_not_match_the_model(tmp_path):
         export.build_module(spec)
 
 
-@pytest.mark.parametrize("exporter_optimize, has_bn", [(True, False), (False, True)])
-def test_exporter_modes(tmp_path, exporter_optimize, has_bn):
+def test_corrupt_and_truncated_checkpoints(tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    torch.save({"w": torch.zeros(4)}, tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    for name in ("garbage.pt", "cut.pt"):
+        with pytest.raises(EdgeDeployError, match="corrupt, truncated") as info:
+            export.load_checkpoint(tmp_path / name)
+        assert name in info.value.message
+
+
+@pytest.mark.parametrize("exporter_optimize", [True, False])
+def test_exporter_modes(tmp_path, exporter_optimize):
+    """The exporter folds BN into a conv before it; BN with no conv before it (RepConv's identity branch) stays."""
     spec = load_spec(demo_spec_path())
     spec = spec.model_copy(update={"export": spec.export.model_copy(update={"exporter_optimize": exporter_optimize})})
-    path = export.export_onnx(spec, export.build_module(spec), tmp_path / "raw.onnx")
+    module = export.build_module(spec)
+    path = export.export_onnx(spec, module, tmp_path / "raw.onnx")
     model = onnx.load(str(path))
-    assert ("BatchNormalization" in [n.op_type for n in model.graph.node]) == has_bn
+    bn_nodes = [n.op_type for n in model.graph.node].count("BatchNormalization")
+    bn_modules = sum(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
+    identity_bns = sum(getattr(m, "rbr_identity", None) is not None for m in module.modules())
+    assert identity_bns >= 1
+    assert bn_nodes == (identity_bns if exporter_optimize else bn_modules)
     assert [i.name for i in model.graph.input] == ["images"]
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param and not batch.dim_value  # dynamic batch

@@ -19,6 +19,15 @@ class Runner(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
+class AsyncRunner(Runner, Protocol):
+    """Optional: a runner that can keep several inferences in flight (used only by the throughput measurement)."""
+
+    def run_many(self, feeds: dict[str, np.ndarray], count: int, requests: int | None = None) -> dict[str, Any]:
+        """Run `feeds` `count` times with up to `requests` in flight (None: the backend's choice); return when all
+        have finished, with what they ran under (at least ``requests``)."""
+        ...
+
+
 @dataclass
 class BuildResult:
     artifact: Path  # the file a runner loads (IR .xml, ONNX, TensorRT plan)

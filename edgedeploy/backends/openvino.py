@@ -1,4 +1,7 @@
-"""OpenVINO IR (FP32/FP16) for Intel/AMD CPUs and iGPUs.
+"""OpenVINO IR (FP32/FP16/INT8) for Intel/AMD CPUs and iGPUs.
+
+INT8: the precision stage quantizes with NNCF and hands build() the quantized IR (model.xml); build() places it
+atomically like the FP32/FP16 IR.
 
 The CPU plugin silently runs an "FP32" IR in bf16 on CPUs that support it, so every compile pins
 INFERENCE_PRECISION_HINT and the runner reports the value the plugin actually uses.
@@ -16,12 +19,12 @@ from edgedeploy.backends.base import BuildResult
 from edgedeploy.config import OpenVINOSettings
 from edgedeploy.errors import EdgeDeployError, UsageError
 
-_DEFAULT_HINT = {"fp32": "f32", "fp16": "f16"}
+_DEFAULT_HINT = {"fp32": "f32", "fp16": "f16", "int8": "f32"}  # int8: the layers NNCF left in float run f32
 
 
 class OpenVINOBackend:
     name = "openvino"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
 
     def missing(self) -> str | None:
         try:
@@ -36,6 +39,8 @@ class OpenVINOBackend:
 
         if precision not in self.precisions:
             raise UsageError(f"the openvino target builds {', '.join(self.precisions)} here, not {precision}")
+        if precision == "int8" or Path(onnx_path).suffix == ".xml":
+            return self._place_ir(Path(onnx_path), out_dir, precision)
         try:
             model = ov.convert_model(str(onnx_path))
         except Exception as e:
@@ -51,6 +56,22 @@ class OpenVINOBackend:
         return BuildResult(artifact=xml, files=[xml, out_dir / "model.bin"],
                            info={"precision": precision, "weights": "fp16" if precision == "fp16" else "fp32",
                                  "openvino_version": ov.get_version()})
+
+    def _place_ir(self, xml: Path, out_dir: Path, precision: str) -> BuildResult:
+        """Copy an IR made by the precision stage (NNCF) into out_dir atomically."""
+        import openvino as ov
+
+        if xml.suffix != ".xml" or not xml.is_file():
+            raise UsageError("OpenVINO INT8 builds from the precision stage's NNCF-quantized IR (model.xml)",
+                             where=str(xml), fix="run the whole pipeline (edgedeploy build --precision int8)")
+        staged = fileio.staging_dir(out_dir)
+        for src, name in ((xml, "model.xml"), (xml.with_suffix(".bin"), "model.bin")):
+            fileio.write_bytes(staged / name, src.read_bytes())
+        fileio.replace_dir(staged, out_dir)
+        xml_out = out_dir / "model.xml"
+        return BuildResult(artifact=xml_out, files=[xml_out, out_dir / "model.bin"],
+                           info={"precision": precision, "weights": "int8 (NNCF FakeQuantize)" if precision == "int8"
+                                 else "as given", "openvino_version": ov.get_version()})
 
     def load(self, build: BuildResult, settings: OpenVINOSettings | None = None,
              threads: int | None = None) -> OpenVINORunner:
@@ -68,6 +89,8 @@ class OpenVINORunner:
         config = {"INFERENCE_PRECISION_HINT": precision_hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        self._core, self._xml, self._device, self._config = core, xml, device, config
+        self._throughput = None  # compiled with the THROUGHPUT hint on first use by run_many
         try:
             self.compiled = core.compile_model(str(xml), device, config)
         except Exception as e:
@@ -87,5 +110,28 @@ class OpenVINORunner:
         }
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self.request.infer(feeds)
-        return {port.get_any_name(): np.array(value, copy=True) for port, value in results.items()}
+        # synchronous: the inputs outlive the call, so OpenVINO may read them in place; outputs are copied out of
+        # the request's buffers before the next call reuses them (saves ~30 µs per call over the copying defaults)
+        results = self.request.infer(feeds, share_inputs=True, share_outputs=True)
+        return {name: np.array(value, copy=True) for name, value in zip(self.output_names, results.values())}
+
+    def run_many(self, feeds: dict[str, np.ndarray], count: int, requests: int | None = None) -> dict:
+        """Throughput: an AsyncInferQueue of `requests` (default: the plugin's optimal number) on a compilation
+        with the THROUGHPUT hint and the same precision hint and threads; outputs are discarded."""
+        import openvino as ov
+
+        if self._throughput is None:
+            self._throughput = self._core.compile_model(str(self._xml), self._device,
+                                                        {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"})
+            self._queues: dict[int, ov.AsyncInferQueue] = {}
+        n = requests or int(self._throughput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        queue = self._queues.get(n)
+        if queue is None:
+            queue = self._queues[n] = ov.AsyncInferQueue(self._throughput, n)
+        for _ in range(count):
+            queue.start_async(feeds)
+        queue.wait_all()
+        return {"requests": n, "streams": int(self._throughput.get_property("NUM_STREAMS")),
+                "performance_hint": "THROUGHPUT",
+                "threads": int(self._throughput.get_property("INFERENCE_NUM_THREADS")) or None,
+                "api": "openvino.AsyncInferQueue"}

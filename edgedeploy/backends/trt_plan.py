@@ -19,8 +19,6 @@ typed there, so precision must be in the graph):
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 
 from edgedeploy.config import TensorRTSettings
 from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.precision import cache as cache_keys
 
 PLAN_SCHEMA = "edgedeploy.trt-plan/1"
 PLAN_FILE = "model.plan"
@@ -515,38 +514,23 @@ def calibration_key_material(*, model_sha256: str, data_sha256: str, plan: TrtBu
 
 
 def calibration_key(material: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    """The key of a calibration cache: edgedeploy.precision.cache's one keying scheme for every calibration result."""
+    return cache_keys.key_of(material)
 
 
 def check_calibration_cache(cache: Path, material: Mapping[str, Any]) -> bool:
     """True when `cache` exists and was made from exactly `material`; False when there is none (calibrate).
 
-    A cache whose key file is missing or different is refused with the fields that changed: it is never reused
-    silently (the failure users of other exporters hit with stale `.cache` files).
+    A cache whose key file (`<cache>.json`) is missing or different is refused with the fields that changed: it is
+    never reused silently (the failure users of other exporters hit with stale `.cache` files).
     """
     cache = Path(cache)
-    key_file = cache.with_name(cache.name + ".json")
-    if not cache.exists():
-        return False
-    if not key_file.is_file():
-        raise EdgeDeployError("calibration cache has no key file, so what it was calibrated on is unknown",
-                              where=str(cache), fix=f"delete it to recalibrate (its key goes to {key_file.name})")
-    try:
-        recorded = json.loads(key_file.read_text())
-    except (OSError, ValueError) as e:
-        raise EdgeDeployError(f"unreadable calibration key file ({e})", where=str(key_file),
-                              fix="delete the cache and its key file to recalibrate") from None
-    if recorded.get("key") == calibration_key(material):
-        return True
-    changed = sorted(k for k in set(material) | set(recorded.get("material", {}))
-                     if material.get(k) != recorded.get("material", {}).get(k))
-    raise EdgeDeployError(f"stale calibration cache: {', '.join(changed) or 'key'} changed since it was made",
-                          where=str(cache), fix="delete it (and its .json) to recalibrate")
+    return cache_keys.check_key_file(cache, cache.with_name(cache.name + ".json"), material)
 
 
 def calibration_key_record(material: Mapping[str, Any]) -> dict[str, Any]:
     """The content of `<cache>.json`, written next to a calibration cache."""
-    return {"schema": "edgedeploy.trt-calibration/1", "key": calibration_key(material), "material": dict(material)}
+    return cache_keys.key_record(material, schema="edgedeploy.trt-calibration/1")
 
 
 # ------------------------------------------------------------------------------------------------------ trtexec

@@ -1,4 +1,8 @@
-"""report.md: the report for people (and for a CI step summary), rendered from report.json's dictionary."""
+"""report.md: the report for people (and for a CI step summary), rendered from report.json's dictionary.
+
+Works for both report kinds (``build`` and ``validate``, see docs/report-schema.md); sections whose data a report
+does not hold are left out.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +23,27 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines + [""]
 
 
+_RESULT = {"pass": "pass", "fail": "**FAIL**", "skip": "skipped"}
+
+
+def _status(c: dict) -> str:
+    return c.get("status") or ("pass" if c["passed"] else "fail")
+
+
+def _limit(c: dict) -> str:
+    return "—" if c.get("limit") is None else f"{c.get('op') or ''} {_fmt(c['limit'])}".strip()
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     verdict = "PASS" if report["passed"] else "FAIL"
     c = report["conditions"]
+    kind = report.get("kind", "build")
+    checks = report["checks"]
+    failed = [k for k in checks if _status(k) == "fail"]
     lines = [
-        f"# edgedeploy: {report['name']} → {report['target']} {report['precision']} — {verdict}",
+        f"# edgedeploy {kind}: {report['name']} → {report['target']} {report['precision']} — {verdict}",
         "",
-        f"Artifact `{report['artifact']['path']}`; reference: {report['source']['reference']}; "
+        f"Artifact `{report['artifact']['path']}`; reference: {report['source'].get('reference', '—')}; "
         f"validated on {report['validation_data']}.",
         "",
         f"Conditions: {c.get('backend')} {c.get('version')} on {c.get('device')} ({c.get('processor')}), "
@@ -34,47 +52,122 @@ def render_markdown(report: dict[str, Any]) -> str:
            if "precision_hint_effective" in c else "")
         + ".",
         "",
-        "## Checks",
+    ]
+    if report.get("baseline"):
+        b = report["baseline"]
+        lines += [f"Baseline: `{b['path']}` (edgedeploy {b.get('edgedeploy')}, timed on {b.get('processor')}).", ""]
+    if failed:
+        lines += ["**Failed:** " + "; ".join(k.get("message") or k["name"] for k in failed) + ".", ""]
+    for w in report.get("warnings", []):
+        lines += [f"> ⚠️ {w}", ""]
+    lines += [
+        f"## Checks ({sum(_status(k) == 'pass' for k in checks)} passed, {len(failed)} failed, "
+        f"{sum(_status(k) == 'skip' for k in checks)} skipped)",
         "",
         *_table(["check", "value", "limit", "result"],
-                [[k["name"], k["value"], k["limit"], "pass" if k["passed"] else "**FAIL**"] for k in report["checks"]]),
+                [[k["name"], k["value"], _limit(k), _RESULT[_status(k)]
+                  + (f" ({k['message'].split(' skipped: ', 1)[-1]})" if _status(k) == "skip" else "")]
+                 for k in checks]),
         "## Outputs vs reference",
         "",
-        *_table(["output", "max abs", "mean abs", "rel-L2", "cosine", "SNR dB", "finite"],
-                [[name, m["max_abs"], m["mean_abs"], m["rel_l2"], m["cosine"], m["snr_db"], m["finite"]]
+        *_table(["output", "max abs", "mean abs", "rel-L2", "cosine", "SNR dB", "NaN", "Inf"],
+                [[name, m["max_abs"], m["mean_abs"], m["rel_l2"], m["cosine"], m["snr_db"],
+                  m.get("nan_count", "—"), m.get("inf_count", "—")]
                  for name, m in report["tensors"].items()]),
     ]
     task = report.get("task")
-    if task:
-        lines += [
-            "## Detection",
-            "",
-            *_table(["model", "mAP@0.5", "mAP@0.5:0.95"],
-                    [["reference", task["reference_map50"], task["reference_map50_95"]],
-                     [report["target"] + " " + report["precision"], task["map50"], task["map50_95"]]]),
-            f"mAP@0.5 drop vs reference: {_fmt(task['map50_drop'])}; mAP@0.5 against the reference's own detections: "
-            f"{_fmt(task['map50_vs_reference'])}.",
-            "",
-        ]
+    if task and task.get("kind") == "detection":
+        lines += ["## Detection", ""]
+        if "map50" in task:
+            lines += _table(["model", "mAP@0.5", "mAP@0.5:0.95"],
+                            [["reference", task["reference_map50"], task["reference_map50_95"]],
+                             [report["target"] + " " + report["precision"], task["map50"], task["map50_95"]]])
+            lines += [f"mAP@0.5 drop vs reference: {_fmt(task['map50_drop'])}; mAP@0.5 against the reference's own "
+                      f"detections: {_fmt(task['map50_vs_reference'])}.", ""]
+        else:
+            lines += [f"No labels: mAP@0.5 against the reference's own detections {_fmt(task['map50_vs_reference'])}.",
+                      ""]
+    elif task and task.get("kind") == "classification":
+        rows = [["top-1 agreement with the reference", task["top1_agreement"]],
+                ["top-5 agreement (reference top-1 in artifact top-5)", task["top5_agreement"]]]
+        if "top1" in task:
+            rows += [["top-1 accuracy: reference / artifact", f"{_fmt(task['reference_top1'])} / {_fmt(task['top1'])}"],
+                     ["top-5 accuracy: reference / artifact", f"{_fmt(task['reference_top5'])} / {_fmt(task['top5'])}"],
+                     ["top-1 drop", task["top1_drop"]]]
+        lines += ["## Classification", "", *_table(["metric", "value"], rows)]
+    if report.get("precision_stage"):
+        lines += _precision_section(report["precision_stage"])
+    lat = report["latency"]
     lines += [
         "## Latency",
         "",
-        *_table(["batch", "median ms", "p90 ms", "p99 ms", "min ms", "mean ms", "CoV", "samples/s"],
-                [[t["batch"], t["median_ms"], t["p90_ms"], t["p99_ms"], t["min_ms"], t["mean_ms"],
-                  t["cov"] if not t["unstable"] else f"{t['cov']:.2f} (unstable)", t["throughput_per_s"]]
-                 for t in report["latency"]]),
-        "## Graph",
-        "",
-        *_table(["pass", "status", "nodes before", "nodes after", "max rel-L2"],
-                [[p.get("name"), p.get("status"), p.get("nodes_before"), p.get("nodes_after"), p.get("max_rel_l2")]
-                 for p in report["optimize"]["passes"]]),
-        "Deploy graph ops: " + ", ".join(f"{op} {n}" for op, n in report["optimize"]["deploy_ops"].items()) + ".",
-        "",
-        "## Stages",
-        "",
-        *_table(["stage", "seconds"], [[k, v] for k, v in report["stage_seconds"].items()]
-                + [["total", report["wall_seconds"]]]),
-        f"Peak RSS {report['peak_rss_mb']:.0f} MiB.",
-        "",
+        *_table(["batch", "median ms", "p90 ms", "p99 ms", "min ms", "max ms", "mean ms", "CoV", "n", "samples/s",
+                 "async samples/s"],
+                [[t["batch"], t["median_ms"], t["p90_ms"], t["p99_ms"], t["min_ms"], t.get("max_ms"), t["mean_ms"],
+                  f"{t['cov']:.1%}" + (" (unstable)" if t["unstable"] else ""), t.get("iterations"),
+                  t["throughput_per_s"], _async(t.get("async"))]
+                 for t in lat]),
     ]
-    return "\n".join(lines)
+    if lat:
+        t = lat[0]
+        lines += [f"Load per core before timing {_pct(t.get('load_per_core'))}; other processes' CPU use while timing "
+                  f"{_pct(t.get('other_cpu_busy'))}. Sync latency includes the Python call and output copy.", ""]
+    if "optimize" in report:
+        lines += [
+            "## Graph",
+            "",
+            *_table(["pass", "status", "nodes before", "nodes after", "max rel-L2"],
+                    [[p.get("name"), p.get("status"), p.get("nodes_before"), p.get("nodes_after"), p.get("max_rel_l2")]
+                     for p in report["optimize"]["passes"]]),
+            "Deploy graph ops: " + ", ".join(f"{op} {n}" for op, n in report["optimize"]["deploy_ops"].items()) + ".",
+            "",
+        ]
+    if "stage_seconds" in report:
+        lines += ["## Stages", "",
+                  *_table(["stage", "seconds"], [[k, v] for k, v in report["stage_seconds"].items()]
+                          + [["total", report["wall_seconds"]]])]
+    if "peak_rss_mb" in report:
+        lines += [f"Peak RSS {report['peak_rss_mb']:.0f} MiB.", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _precision_section(p: dict[str, Any]) -> list[str]:
+    """How the precision stage made the artifact: method, settings, calibration set and cache (reused or rebuilt)."""
+    lines = ["## Precision", "", f"Method: {p.get('method')}."]
+    if p.get("settings"):
+        lines.append("Settings: " + ", ".join(f"{k} {v}" for k, v in p["settings"].items()) + ".")
+    lines.append("")
+    c = p.get("calibration")
+    if c:
+        cache = p.get("cache", {})
+        lines += ["### Calibration", "",
+                  *_table(["source", "format", "samples", "of", "seed", "sha256", "read s", "quantize s", "cache"],
+                          [[c.get("source"), c.get("format"), c.get("size"), c.get("candidates"), c.get("seed"),
+                            str(c.get("sha256", ""))[:16], c.get("read_seconds"), p.get("quantize_seconds"),
+                            f"{cache.get('status')} ({str(cache.get('key', ''))[:16]})"]]),
+                  f"Cache: {cache.get('note', '')}.", ""]
+    q = p.get("structure")
+    if q:
+        lines += [f"Q/DQ graph: {q.get('compute_ops_int8')}/{q.get('compute_ops')} Conv/MatMul/Gemm fed by DQ on data "
+                  f"and weights; zero points {', '.join(q.get('zero_point_dtypes', []))}, all 0: "
+                  f"{_fmt(q.get('all_zero_points_zero'))}; per-channel weights {q.get('per_channel_weights')}; "
+                  f"TensorRT-ready {_fmt(q.get('tensorrt_ready'))}.", ""]
+    if p.get("fake_quantize") is not None:
+        lines += [f"OpenVINO IR: {p['fake_quantize']} FakeQuantize ops.", ""]
+    if p.get("vs_fp32_graph"):
+        lines += _table(["output", "max abs vs fp32 graph", "rel-L2", "cosine"],
+                        [[k, m["max_abs"], m["rel_l2"], m["cosine"]] for k, m in p["vs_fp32_graph"].items()])
+    return lines
+
+
+def _async(a: dict | None) -> str:
+    if not a:
+        return "—"
+    if a.get("mode") != "async":
+        return "= sync"
+    return f"{a['throughput_per_s']:.1f} ({a.get('requests')} req" + (
+        f", {a['streams']} streams)" if a.get("streams") else ")")
+
+
+def _pct(v: float | None) -> str:
+    return "unknown" if v is None else f"{v:.0%}"

@@ -1,0 +1,225 @@
+"""The precision stage, between optimize and build: turns deploy.onnx into what the target builds at the precision
+asked for, and says how (method, calibration set, cache) for the report.
+
+| target      | fp32        | fp16                                    | int8                                              |
+| ----------- | ----------- | --------------------------------------- | ------------------------------------------------- |
+| openvino    | deploy.onnx | deploy.onnx (IR weights compressed)     | NNCF-quantized IR (cache/openvino-int8*/model.xml)|
+| onnxruntime | deploy.onnx | deploy.fp16.onnx (fp16-cast graph)      | deploy.int8.qdq.onnx (Q/DQ)                       |
+| trt         | deploy.onnx | deploy.fp16.onnx (TensorRT 11 builds it)| deploy.int8.qdq.onnx (or TensorRT 10's calibrator)|
+
+Every calibration result is keyed (edgedeploy.precision.cache): an equal key is reused, a stale one never silently.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgedeploy import fileio
+from edgedeploy.config import BuildSpec
+from edgedeploy.errors import UsageError
+from edgedeploy.precision.cache import CalibrationCache
+from edgedeploy.precision.calibration import CalibrationSet, _resolve_format, load_calibration
+
+FP16_ONNX = "deploy.fp16.onnx"
+QDQ_ONNX = "deploy.int8.qdq.onnx"
+_KEY_LIBRARIES = {"openvino": ("nncf", "openvino", "onnx", "numpy"),
+                  "qdq-ort": ("onnxruntime", "onnx", "numpy"),
+                  "qdq-nncf": ("nncf", "onnxruntime", "onnx", "numpy")}
+
+
+@dataclass
+class PrecisionResult:
+    model_path: Path  # what the backend builds from
+    info: dict[str, Any]
+    files: list[Path] = field(default_factory=list)  # files the stage wrote (for the manifest)
+
+    @property
+    def summary(self) -> str:
+        i = self.info
+        text = f"{i['method']}"
+        if "calibration" in i:
+            c = i["calibration"]
+            text += f", {c['size']} calibration samples ({c['sha256'][:12]}), {i['cache']['status']}"
+        return text
+
+
+def uses_calibration(spec: BuildSpec) -> bool:
+    return spec.precision == "int8" and not (spec.target == "trt" and spec.tensorrt.int8_route == "calibrator")
+
+
+def check_precision_request(spec: BuildSpec) -> None:
+    """What can be refused before export: no calibration data, accuracy-aware without a task metric."""
+    if not uses_calibration(spec):
+        return
+    _resolve_format(spec.calibration)
+    if spec.target == "openvino" and spec.int8.accuracy_aware.enabled and spec.validation.task != "detection":
+        raise UsageError("accuracy-aware INT8 needs a task metric, and validation.task is none",
+                         where="int8.accuracy_aware", fix="set validation.task: detection with labelled data, or "
+                                                          "turn accuracy_aware off")
+
+
+def run_precision(spec: BuildSpec, deploy_path: Path, out_dir: Path, validation, libraries: dict[str, str | None],
+                  check_inputs: dict[str, np.ndarray] | None = None) -> PrecisionResult:
+    """Make what the target builds at spec.precision; `validation` is the ValidationSet (accuracy-aware needs it)."""
+    deploy_path, out_dir = Path(deploy_path), Path(out_dir)
+    if spec.precision == "fp32":
+        return PrecisionResult(deploy_path, {"method": "none (fp32 deploy graph)"})
+    if spec.precision == "fp16":
+        if spec.target == "openvino":
+            return PrecisionResult(deploy_path, {"method": "OpenVINO IR with fp16-compressed weights "
+                                                           "(save_model compress_to_fp16)"})
+        return _fp16(spec, deploy_path, out_dir, check_inputs)
+    if not uses_calibration(spec):
+        return PrecisionResult(deploy_path, {"method": "TensorRT 10 implicit calibrator (tensorrt.int8_route)"})
+    calib = load_calibration(spec)
+    cache = CalibrationCache(spec.calibration.cache_dir or out_dir / "cache")
+    model_sha = fileio.sha256_file(deploy_path)
+    if spec.target == "openvino":
+        return _openvino_int8(spec, deploy_path, calib, cache, model_sha, validation, libraries)
+    return _qdq_int8(spec, deploy_path, out_dir, calib, cache, model_sha, libraries)
+
+
+# ------------------------------------------------------------------------------------------------------ fp16
+
+def _fp16(spec: BuildSpec, deploy_path: Path, out_dir: Path, check_inputs) -> PrecisionResult:
+    from edgedeploy.precision.fp16 import cast_to_fp16, io_types
+
+    start = time.perf_counter()
+    model, stats = cast_to_fp16(onnx.load(str(deploy_path)), spec.fp16.keep_fp32_ops, spec.fp16.keep_fp32_nodes)
+    path = out_dir / FP16_ONNX
+    fileio.write_bytes(path, model.SerializeToString())
+    info: dict[str, Any] = {"method": "fp16-cast ONNX (edgedeploy.precision.fp16), fp32 graph I/O",
+                            "file": FP16_ONNX, "cast": stats.to_dict(), "io_types": io_types(model),
+                            "keep_fp32_ops": list(spec.fp16.keep_fp32_ops),
+                            "seconds": time.perf_counter() - start}
+    if check_inputs:
+        info["vs_fp32_graph"] = compare_on_ort(deploy_path, path, check_inputs)
+    return PrecisionResult(path, info, [path])
+
+
+def compare_on_ort(reference: Path, candidate: Path, inputs: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Both graphs on ONNX Runtime (CPU) on the same inputs: tensor metrics per output."""
+    from edgedeploy.backends.onnxruntime import OnnxRuntimeRunner
+    from edgedeploy.validate import metrics
+
+    a, b = OnnxRuntimeRunner(reference), OnnxRuntimeRunner(candidate)
+    ra, rb = a.run(inputs), b.run(inputs)
+    return {k: {m: v for m, v in metrics.compare(ra[k], rb[k]).items() if m in ("max_abs", "rel_l2", "cosine")}
+            for k in a.output_names}
+
+
+# ------------------------------------------------------------------------------------------------------ int8
+
+def _versions(libraries: dict[str, str | None], kind: str) -> dict[str, str | None]:
+    return {k: libraries.get(k) for k in _KEY_LIBRARIES[kind]}
+
+
+def _calibration_info(calib: CalibrationSet) -> dict[str, Any]:
+    return calib.summary()
+
+
+def _openvino_int8(spec: BuildSpec, deploy_path: Path, calib: CalibrationSet, cache: CalibrationCache,
+                   model_sha: str, validation, libraries) -> PrecisionResult:
+    from edgedeploy.precision import openvino_int8 as ovq
+
+    aa = spec.int8.accuracy_aware.enabled
+    settings = ovq.nncf_settings(spec.int8, aa)
+    material: dict[str, Any] = {"model_sha256": model_sha, "data_sha256": calib.sha256, "settings": settings,
+                                "libraries": _versions(libraries, "openvino")}
+    if aa:
+        if validation is None or validation.targets is None:
+            raise UsageError("accuracy-aware INT8 needs labelled validation data (validation.data with targets)",
+                             where="int8.accuracy_aware")
+        det = spec.validation.detection
+        material["validation"] = {"sha256": _arrays_sha(validation.inputs, validation.targets),
+                                  "metric": "map50", "conf_thres": det.conf_thres, "iou_thres": det.iou_thres}
+    entry = cache.entry("openvino-int8-accuracy-aware" if aa else "openvino-int8", material)
+    start = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if not entry.reused:
+        if aa:
+            output = spec.validation.output or (spec.outputs[0] if spec.outputs else None)
+            output = output or onnx.load(str(deploy_path), load_external_data=False).graph.output[0].name
+            items, fn = ovq.detection_validation(validation.inputs, validation.targets, output,
+                                                 det.conf_thres, det.iou_thres)
+            model = ovq.quantize_ir_accuracy_aware(deploy_path, calib, spec.int8, items, fn)
+        else:
+            model = ovq.quantize_ir(deploy_path, calib, spec.int8)
+        staged = entry.staging()
+        ovq.save_ir(model, staged)
+        fileio.write_json(staged / "quantize.json", {"fake_quantize": ovq.count_fake_quantize(model),
+                                                     "seconds": time.perf_counter() - start,
+                                                     "calibration": _calibration_info(calib)})
+        entry.commit(staged)
+    record = _read_json(entry.dir / "quantize.json")
+    extra["fake_quantize"] = record.get("fake_quantize")
+    xml = entry.dir / "model.xml"
+    info = {"method": settings["method"], "settings": settings, "calibration": _calibration_info(calib),
+            "cache": entry.report(), "quantize_seconds": record.get("seconds"),
+            "stage_quantize_seconds": time.perf_counter() - start, **extra}
+    return PrecisionResult(xml, info, [xml, entry.dir / "model.bin"])
+
+
+def _qdq_int8(spec: BuildSpec, deploy_path: Path, out_dir: Path, calib: CalibrationSet, cache: CalibrationCache,
+              model_sha: str, libraries) -> PrecisionResult:
+    from edgedeploy.precision import qdq
+
+    settings = qdq.qdq_settings(spec.int8)
+    method = spec.int8.qdq.method
+    material = {"model_sha256": model_sha, "data_sha256": calib.sha256, "settings": settings,
+                "libraries": _versions(libraries, f"qdq-{method}")}
+    entry = cache.entry(f"qdq-int8-{method}", material)
+    start = time.perf_counter()
+    if not entry.reused:
+        staged = entry.staging()
+        target = staged / "model.qdq.onnx"
+        if method == "ort":
+            made = qdq.quantize_ort(deploy_path, target, calib, spec.int8.qdq)
+        else:
+            made = qdq.quantize_nncf(deploy_path, target, calib, spec.int8)
+        structure = qdq.describe(onnx.load(str(target)))
+        fileio.write_json(staged / "quantize.json", {**made, "structure": structure,
+                                                     "seconds": time.perf_counter() - start,
+                                                     "calibration": _calibration_info(calib)})
+        entry.commit(staged)
+    record = _read_json(entry.dir / "quantize.json")
+    path = out_dir / QDQ_ONNX
+    fileio.write_bytes(path, (entry.dir / "model.qdq.onnx").read_bytes())
+    info = {"method": {"ort": "onnxruntime.quantization.quantize_static (QDQ)",
+                       "nncf": "nncf.quantize on the ONNX model (QDQ)"}[method],
+            "file": QDQ_ONNX, "settings": settings, "calibration": _calibration_info(calib),
+            "cache": entry.report(), "quantize_seconds": record.get("seconds"),
+            "excluded_nodes": record.get("excluded_nodes", []), "structure": record.get("structure"),
+            "stage_quantize_seconds": time.perf_counter() - start}
+    return PrecisionResult(path, info, [path])
+
+
+def _arrays_sha(inputs: dict[str, np.ndarray], targets: np.ndarray | None) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(inputs):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(inputs[k]).tobytes())
+    if targets is not None:
+        h.update(np.ascontiguousarray(targets).tobytes())
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+__all__ = ["run_precision", "check_precision_request", "PrecisionResult", "FP16_ONNX", "QDQ_ONNX",
+           "uses_calibration", "compare_on_ort"]

@@ -1,0 +1,72 @@
+"""Classification task metrics in numpy: agreement with the reference and accuracy against labels.
+
+Definitions (per sample, averaged over the validation set; scores are logits or probabilities, one row per sample):
+
+- ``top1_agreement``: the artifact's argmax equals the reference's argmax.
+- ``top5_agreement``: the reference's argmax is among the artifact's 5 highest scores (top-5 accuracy with the
+  reference's prediction as the label). With fewer than 5 classes, k is the number of classes.
+- ``top1`` / ``top5`` (with labels): the label is the argmax / among the 5 highest scores, for the artifact and for
+  the reference (``reference_top1``, ``reference_top5``); ``top1_drop`` = reference top-1 − artifact top-1.
+
+Ties are broken the way ``np.argsort(-scores, kind="stable")`` does (the lower class index first) for both models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _scores(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        x = x.reshape(len(x), -1)
+    return x.astype(np.float64)
+
+
+def topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """(N, C) scores -> (N, min(k, C)) class indices, highest first; NaN sorts last."""
+    s = _scores(scores)
+    s = np.where(np.isnan(s), -np.inf, s)
+    return np.argsort(-s, axis=1, kind="stable")[:, : min(k, s.shape[1])]
+
+
+def _hit(pred_topk: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    return (pred_topk == np.asarray(wanted).reshape(-1, 1)).any(axis=1)
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    if len(labels) != len(scores):
+        raise ValueError(f"{len(labels)} labels for {len(scores)} samples")
+    return float(_hit(topk(scores, k), labels).mean()) if len(labels) else 0.0
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 1) -> float:
+    if len(reference) != len(candidate):
+        raise ValueError(f"{len(candidate)} candidate rows for {len(reference)} reference rows")
+    ref_top1 = topk(reference, 1)[:, 0]
+    return float(_hit(topk(candidate, k), ref_top1).mean()) if len(ref_top1) else 0.0
+
+
+def evaluate(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Every classification figure for the report (see the module docstring)."""
+    ref, cand = _scores(reference), _scores(candidate)
+    out: dict[str, Any] = {
+        "kind": "classification",
+        "samples": int(len(ref)),
+        "classes": int(ref.shape[1]),
+        "top1_agreement": agreement(ref, cand, 1),
+        "top5_agreement": agreement(ref, cand, 5),
+        "disagreeing_samples": np.flatnonzero(topk(ref, 1)[:, 0] != topk(cand, 1)[:, 0])[:20].tolist(),
+    }
+    if labels is not None:
+        out.update({
+            "reference_top1": accuracy(ref, labels, 1),
+            "reference_top5": accuracy(ref, labels, 5),
+            "top1": accuracy(cand, labels, 1),
+            "top5": accuracy(cand, labels, 5),
+        })
+        out["top1_drop"] = out["reference_top1"] - out["top1"]
+    return out

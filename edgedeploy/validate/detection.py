@@ -1,0 +1,195 @@
+"""Detection postprocessing and COCO-style mAP in numpy (no torch).
+
+- :func:`postprocess` turns decoded YOLO predictions ``(B, N, 5 + nc)`` ``[cx, cy, w, h, obj, cls...]`` into per-image
+  detections ``(K, 6)`` ``[x1, y1, x2, y2, score, cls]`` with score = obj * best class probability and class-aware
+  greedy NMS.
+- :func:`evaluate_map` computes mAP the way ``pycocotools.COCOeval`` does for bounding boxes with area range "all"
+  and ``maxDets=100``: per image and class the detections are sorted by score (top 100 kept) and greedily matched
+  to the unmatched ground truth of highest IoU at each threshold 0.50:0.05:0.95; per class, the detections of all
+  images are ranked by score, precision is made monotone and sampled at 101 recall points; AP averages those.
+  Classes without ground truth are left out of the mean (a false positive of such a class costs nothing);
+  classes with ground truth and no detection count as AP 0.
+- :func:`detections_as_targets` turns one model's detections into a ground-truth array, so a backend can be scored
+  against the reference model's own detections.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
+_MAX_WH = 4096.0  # class offset for batched class-aware NMS
+
+
+def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float32)
+    out = np.empty_like(b)
+    out[..., 0] = b[..., 0] - b[..., 2] / 2
+    out[..., 1] = b[..., 1] - b[..., 3] / 2
+    out[..., 2] = b[..., 0] + b[..., 2] / 2
+    out[..., 3] = b[..., 1] + b[..., 3] / 2
+    return out
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes: (n, 4) x (m, 4) -> (n, m), float64."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0.0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float) -> np.ndarray:
+    """Greedy NMS; returns kept indices in descending score order (ties keep the lower index first)."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        if order.size == 1:
+            break
+        ious = box_iou(boxes[i : i + 1], boxes[order[1:]])[0]
+        order = order[1:][ious <= iou_thres]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def postprocess(
+    pred: np.ndarray, conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 100
+) -> list[np.ndarray]:
+    """Decoded predictions (B, N, 5+nc) -> per image float32 (K, 6) ``[x1, y1, x2, y2, score, cls]``, by score."""
+    pred = np.asarray(pred, dtype=np.float32)
+    if pred.ndim != 3 or pred.shape[-1] < 6:
+        raise ValueError(f"pred must be (B, N, 5+nc), got shape {pred.shape}")
+    out: list[np.ndarray] = []
+    for p in pred:
+        p = p[p[:, 4] > conf_thres]  # objectness first, as YOLOv5/7 do
+        cls_prob = p[:, 5:]
+        cls = cls_prob.argmax(1)
+        score = p[:, 4] * cls_prob[np.arange(len(p)), cls]
+        m = score > conf_thres
+        boxes, score, cls = xywh_to_xyxy(p[m, :4]), score[m], cls[m]
+        if len(boxes) == 0:
+            out.append(np.zeros((0, 6), dtype=np.float32))
+            continue
+        keep = nms(boxes + cls[:, None].astype(np.float32) * _MAX_WH, score, iou_thres)[:max_det]
+        out.append(
+            np.concatenate((boxes[keep], score[keep, None], cls[keep, None].astype(np.float32)), 1).astype(np.float32)
+        )
+    return out
+
+
+def detections_as_targets(detections: list[np.ndarray], score_thres: float = 0.25) -> np.ndarray:
+    """Detections (per image (K,6) [x1,y1,x2,y2,score,cls]) with score >= thres -> targets (M,6)
+    ``[image_index, class, x1, y1, x2, y2]``."""
+    rows = []
+    for i, d in enumerate(detections):
+        d = np.asarray(d, dtype=np.float32).reshape(-1, 6)
+        d = d[d[:, 4] >= score_thres]
+        rows.append(np.concatenate((np.full((len(d), 1), i, np.float32), d[:, 5:6], d[:, :4]), 1))
+    if not rows:
+        return np.zeros((0, 6), dtype=np.float32)
+    return np.concatenate(rows, 0).astype(np.float32)
+
+
+def _match(dt_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+    """COCO greedy matching for one image/class, detections already sorted by score.
+
+    Returns a bool (T, D) array: detection d is a true positive at IoU threshold t."""
+    n_t, n_d, n_g = len(IOU_THRESHOLDS), len(dt_boxes), len(gt_boxes)
+    tp = np.zeros((n_t, n_d), dtype=bool)
+    if n_d == 0 or n_g == 0:
+        return tp
+    ious = box_iou(dt_boxes, gt_boxes)
+    for ti, thr in enumerate(IOU_THRESHOLDS):
+        gt_taken = np.zeros(n_g, dtype=bool)
+        floor = min(float(thr), 1 - 1e-10)
+        for d in range(n_d):
+            cand = np.where(gt_taken, -1.0, ious[d])
+            best_iou = cand.max()
+            if best_iou < floor:
+                continue
+            # COCO keeps the last ground truth among equal best IoUs
+            best = n_g - 1 - int(np.argmax(cand[::-1] == best_iou))
+            gt_taken[best] = True
+            tp[ti, d] = True
+    return tp
+
+
+def _average_precision(tp: np.ndarray, scores: np.ndarray, n_gt: int) -> np.ndarray:
+    """101-point interpolated AP per IoU threshold, COCOeval.accumulate style. tp: (T, D) bool."""
+    order = np.argsort(-scores, kind="mergesort")
+    tp = tp[:, order]
+    fp = ~tp
+    tp_sum = np.cumsum(tp, axis=1, dtype=np.float64)
+    fp_sum = np.cumsum(fp, axis=1, dtype=np.float64)
+    ap = np.zeros(tp.shape[0], dtype=np.float64)
+    for t in range(tp.shape[0]):
+        nd = tp.shape[1]
+        if nd == 0:
+            continue
+        rc = tp_sum[t] / n_gt
+        pr = tp_sum[t] / (fp_sum[t] + tp_sum[t] + np.spacing(1))
+        pr = np.maximum.accumulate(pr[::-1])[::-1]  # monotone non-increasing envelope
+        inds = np.searchsorted(rc, RECALL_THRESHOLDS, side="left")
+        q = np.where(inds < nd, pr[np.minimum(inds, nd - 1)], 0.0)
+        ap[t] = q.mean()
+    return ap
+
+
+def evaluate_map(
+    detections: list[np.ndarray], targets: np.ndarray, max_det: int = 100
+) -> dict[str, Any]:
+    """COCO-style bbox mAP.
+
+    ``detections``: per image ``(K, 6)`` ``[x1, y1, x2, y2, score, cls]`` (image i is ``detections[i]``).
+    ``targets``: ``(M, 6)`` ``[image_index, class, x1, y1, x2, y2]``.
+
+    Returns ``{"map50", "map50_95", "ap50_per_class": {cls: AP50}, "ap_per_class": {cls: AP50:95},
+    "num_gt", "num_det", "num_images"}``; per-class entries only for classes with ground truth. With no ground
+    truth at all, ``map50`` and ``map50_95`` are 0.0.
+    """
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1, 6)
+    dets = [np.asarray(d, dtype=np.float64).reshape(-1, 6) for d in detections]
+    n_img = max(len(dets), int(targets[:, 0].max()) + 1 if len(targets) else 0)
+    dets += [np.zeros((0, 6))] * (n_img - len(dets))
+    gt_classes = np.unique(targets[:, 1].astype(np.int64))
+
+    ap50: dict[int, float] = {}
+    ap_all: dict[int, float] = {}
+    for c in gt_classes:
+        c = int(c)
+        tgt_c = targets[targets[:, 1].astype(np.int64) == c]
+        n_gt = len(tgt_c)
+        tps, scores = [], []
+        for i in range(n_img):
+            d = dets[i]
+            d = d[d[:, 5].astype(np.int64) == c]
+            d = d[np.argsort(-d[:, 4], kind="mergesort")][:max_det]
+            g = tgt_c[tgt_c[:, 0].astype(np.int64) == i, 2:6]
+            tps.append(_match(d[:, :4], g))
+            scores.append(d[:, 4])
+        tp = np.concatenate(tps, axis=1)
+        sc = np.concatenate(scores)
+        ap = _average_precision(tp, sc, n_gt)
+        ap50[c] = float(ap[0])
+        ap_all[c] = float(ap.mean())
+
+    return {
+        "map50": float(np.mean(list(ap50.values()))) if ap50 else 0.0,
+        "map50_95": float(np.mean(list(ap_all.values()))) if ap_all else 0.0,
+        "ap50_per_class": ap50,
+        "ap_per_class": ap_all,
+        "num_gt": int(len(targets)),
+        "num_det": int(sum(len(d) for d in dets)),
+        "num_images": int(n_img),
+    }

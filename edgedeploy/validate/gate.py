@@ -1,0 +1,343 @@
+"""The regression gate: named pass/fail checks from thresholds, from a baseline report, and `validate_artifact`.
+
+A check is a dict ``{"name", "group", "value", "limit", "op", "passed", "status", "message"}``; ``status`` is
+``pass``, ``fail`` or ``skip`` (a skipped check does not fail the run and says why in ``message``).
+
+Latency regression noise guard: the current median fails only when it exceeds the baseline median by more than
+``max(latency_tolerance, latency_cov_factor × sqrt(cov_baseline² + cov_current²))``. The fixed part covers the
+run-to-run drift of a median on a quiet machine (measured in docs/validation.md); the CoV part widens the budget when
+either run was noisy, so a loaded CI runner reports a wide but honest budget instead of a false failure. Latency is
+compared only when backend, processor, threads and the effective precision hint match the baseline's (a CI runner
+is not the machine the baseline was timed on); otherwise the check is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import ValidationError
+
+from edgedeploy import __version__, fileio
+from edgedeploy.config import BuildSpec, RegressionSettings, TensorThresholds, Thresholds, ValidationSettings
+from edgedeploy.errors import EdgeDeployError, UsageError
+
+REPORT_SCHEMA = "edgedeploy.report/2"
+ACCEPTED_BASELINE_SCHEMAS = ("edgedeploy.report/1", "edgedeploy.report/2")
+
+# task metrics compared with a baseline: higher is better for all of them
+_METRIC_KIND = {"map50_drop": "detection", "map50_95_drop": "detection", "top1_drop": "classification",
+                "top1_agreement": "classification"}
+_BASELINE_TASK_KEYS = ("map50", "map50_95", "map50_vs_reference", "top1", "top5", "top1_agreement", "top5_agreement")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def check(name: str, group: str, value: Any, limit: Any, op: str) -> dict[str, Any]:
+    """A named comparison: op is `<=`, `>=` or `==`."""
+    passed = {"<=": lambda: value <= limit, ">=": lambda: value >= limit, "==": lambda: value == limit}[op]()
+    passed = bool(passed)
+    verb = "within" if passed else {"<=": "exceeds", ">=": "below", "==": "differs from"}[op]
+    return {"name": name, "group": group, "value": value, "limit": limit, "op": op, "passed": passed,
+            "status": "pass" if passed else "fail",
+            "message": f"{name} = {_fmt(value)} {verb} limit {op} {_fmt(limit)}"}
+
+
+def skipped(name: str, group: str, reason: str, value: Any = None, limit: Any = None) -> dict[str, Any]:
+    return {"name": name, "group": group, "value": value, "limit": limit, "op": None, "passed": True,
+            "status": "skip", "message": f"{name} skipped: {reason}"}
+
+
+def output_thresholds(budget: Thresholds, output: str) -> TensorThresholds:
+    """The tensor budgets for one output: the precision's, overridden by `budget.outputs[output]` where set."""
+    base = {k: getattr(budget, k) for k in TensorThresholds.model_fields}
+    override = budget.outputs.get(output)
+    if override is not None:
+        base.update(override.model_dump(exclude_none=True, exclude_unset=True))
+    return TensorThresholds(**base)
+
+
+def threshold_checks(budget: Thresholds | None, tensors: dict[str, dict], task: dict | None) -> list[dict]:
+    """Every budget for this precision as a check; NaN/Inf in an output always is one."""
+    checks = []
+    for name, m in tensors.items():
+        bad = int(m.get("nan_count", 0)) + int(m.get("inf_count", 0))
+        c = check(f"{name}.finite", "tensor", bad, 0, "==")
+        c["message"] = (f"{name} has {m.get('nan_count', 0)} NaN and {m.get('inf_count', 0)} Inf of "
+                        f"{m.get('elements', '?')} values" if bad else f"{name}: no NaN/Inf")
+        checks.append(c)
+        if budget is None:
+            continue
+        t = output_thresholds(budget, name)
+        for key, metric, op in (("max_rel_l2", "rel_l2", "<="), ("max_abs", "max_abs", "<="),
+                                ("min_cosine", "cosine", ">="), ("min_snr_db", "snr_db", ">=")):
+            limit = getattr(t, key)
+            if limit is not None:
+                checks.append(check(f"{name}.{metric}", "tensor", m[metric], limit, op))
+    if task and budget:
+        for key, metric, op in (("max_map50_drop", "map50_drop", "<="), ("max_map50_95_drop", "map50_95_drop", "<="),
+                                ("max_top1_drop", "top1_drop", "<="), ("min_top1_agreement", "top1_agreement", ">=")):
+            limit = getattr(budget, key)
+            if limit is None:
+                continue
+            if metric in task:
+                checks.append(check(metric, "task", task[metric], limit, op))
+            elif task.get("kind") == _METRIC_KIND[metric]:
+                checks.append(skipped(metric, "task", "the validation data has no labels", limit=limit))
+    return checks
+
+
+# --------------------------------------------------------------------------------------------- baseline
+def load_baseline(path: Path) -> dict[str, Any]:
+    try:
+        baseline = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError("baseline report not found", where=str(path)) from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"baseline is not a readable JSON report ({e})", where=str(path)) from None
+    if not isinstance(baseline, dict) or baseline.get("schema") not in ACCEPTED_BASELINE_SCHEMAS:
+        raise UsageError(f"baseline schema {baseline.get('schema') if isinstance(baseline, dict) else None!r} "
+                         f"is not one of {', '.join(ACCEPTED_BASELINE_SCHEMAS)}", where=str(path),
+                         fix="use a report.json written by edgedeploy build or validate")
+    return baseline
+
+
+def _latency_mismatch(current: dict, baseline: dict) -> str | None:
+    cur, base = current.get("conditions", {}), baseline.get("conditions", {})
+    for key in ("backend", "processor", "threads", "precision_hint_effective", "device"):
+        if cur.get(key) != base.get(key):
+            return f"{key} differs from the baseline's ({cur.get(key)!r} vs {base.get(key)!r})"
+    return None
+
+
+def baseline_checks(current: dict, baseline: dict, regression: RegressionSettings,
+                    budget: Thresholds | None) -> list[dict]:
+    """Accuracy and latency regressions of `current` against a baseline report of the same target and precision."""
+    for key in ("target", "precision"):
+        if current.get(key) != baseline.get(key):
+            raise UsageError(f"the baseline is for {key} {baseline.get(key)!r}, the artifact is {current.get(key)!r}",
+                             fix="pass the baseline made for this target and precision")
+    checks = []
+    cur_task, base_task = current.get("task") or {}, baseline.get("task") or {}
+    for key in _BASELINE_TASK_KEYS:
+        if key in cur_task and key in base_task and base_task[key] is not None:
+            limit = base_task[key] - regression.max_task_drop
+            c = check(f"baseline.{key}", "baseline", cur_task[key], limit, ">=")
+            c["baseline"] = base_task[key]
+            checks.append(c)
+    for name, m in current.get("tensors", {}).items():
+        base = baseline.get("tensors", {}).get(name)
+        if not base:
+            checks.append(skipped(f"baseline.{name}.rel_l2", "baseline", "the baseline has no such output"))
+            continue
+        floor = 0.0
+        if budget is not None:
+            t = output_thresholds(budget, name)
+            floor = 0.1 * t.max_rel_l2 if t.max_rel_l2 is not None else 0.0
+        limit = max(base["rel_l2"] * regression.max_rel_l2_growth, floor)
+        c = check(f"baseline.{name}.rel_l2", "baseline", m["rel_l2"], limit, "<=")
+        c["baseline"] = base["rel_l2"]
+        checks.append(c)
+    mismatch = _latency_mismatch(current, baseline)
+    base_lat = {t["batch"]: t for t in baseline.get("latency", [])}
+    for t in current.get("latency", []):
+        name = f"baseline.latency.batch{t['batch']}.median_ms"
+        b = base_lat.get(t["batch"])
+        if b is None:
+            checks.append(skipped(name, "latency", "the baseline has no timing at this batch size"))
+            continue
+        guard = regression.latency_cov_factor * math.hypot(b.get("cov", 0.0), t.get("cov", 0.0))
+        allowed = max(regression.latency_tolerance, guard)
+        limit = b["median_ms"] * (1 + allowed)
+        if mismatch and regression.latency_same_machine_only:
+            checks.append(skipped(name, "latency", mismatch, t["median_ms"], limit))
+            continue
+        c = check(name, "latency", t["median_ms"], limit, "<=")
+        c.update({"baseline": b["median_ms"], "allowed_slowdown": allowed,
+                  "noise_guard": "cov" if guard > regression.latency_tolerance else "tolerance"})
+        c["message"] += (f" (baseline {b['median_ms']:.4g} ms + {allowed:.1%}; "
+                         f"{'CoV noise guard' if guard > regression.latency_tolerance else 'fixed tolerance'})")
+        checks.append(c)
+    return checks
+
+
+# --------------------------------------------------------------------------------------------- validate
+_OVERRIDABLE = {"thresholds", "validation", "regression"}
+
+
+def apply_config(spec: BuildSpec, path: Path) -> BuildSpec:
+    """Overlay thresholds / validation / regression from a YAML file (a full build spec, or just those keys)."""
+    from edgedeploy.config import load_spec
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError("config file not found", where=str(path)) from None
+    except (OSError, yaml.YAMLError) as e:
+        raise UsageError(f"cannot read config ({type(e).__name__})", where=str(path)) from None
+    if not isinstance(raw, dict):
+        raise UsageError("config must be a YAML mapping", where=str(path))
+    if "model" in raw:
+        cfg = load_spec(path)
+        keys = [k for k in _OVERRIDABLE if k in raw]
+        return spec.model_copy(update={k: getattr(cfg, k) for k in keys})
+    unknown = set(raw) - _OVERRIDABLE
+    if unknown:
+        raise UsageError(f"unknown key(s) {sorted(unknown)} in a validate config", where=str(path),
+                         fix=f"a validate config may set {', '.join(sorted(_OVERRIDABLE))} (or be a full build spec)")
+    merged = spec.model_dump(mode="json")
+    for key, value in raw.items():
+        if key == "validation" and isinstance(value, dict):
+            merged["validation"] = {**merged["validation"], **value}
+        else:
+            merged[key] = value
+    try:
+        new = BuildSpec.model_validate(merged)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise UsageError(f"`{'.'.join(str(p) for p in first['loc'])}`: {first['msg']}", where=str(path)) from None
+    data = new.validation.data
+    if data is not None and not data.is_absolute():
+        new = new.model_copy(update={"validation": new.validation.model_copy(
+            update={"data": (Path(path).parent / data).resolve()})})
+    return new
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found: not an edgedeploy output folder", where=str(path),
+                         fix="pass the folder `edgedeploy build --out` wrote") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read {what} ({e})", where=str(path)) from None
+
+
+def integrity_checks(artifact_dir: Path, manifest: dict) -> list[dict]:
+    """Every file the manifest lists still has its recorded hash (the artifact is the one that was built)."""
+    changed = []
+    for rel, digest in manifest.get("files", {}).items():
+        p = artifact_dir / rel
+        if not p.is_file() or fileio.sha256_file(p) != digest:
+            changed.append(rel)
+    c = check("artifact.files_unchanged", "artifact", len(changed), 0, "==")
+    c["message"] = (f"changed or missing since the build: {', '.join(changed)}" if changed
+                    else f"{len(manifest.get('files', {}))} files match manifest.json")
+    c["changed"] = changed
+    return [c]
+
+
+def load_reference(path: Path) -> tuple[dict, dict, np.ndarray | None, np.ndarray | None]:
+    """reference.npz → (inputs, reference outputs, detection targets, classification labels)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UsageError("reference.npz not found", where=str(path), fix="rebuild the artifact") from None
+    with data:
+        inputs = {k[6:]: data[k] for k in data.files if k.startswith("input.")}
+        outputs = {k[7:]: data[k] for k in data.files if k.startswith("output.")}
+        targets = data["label.targets"] if "label.targets" in data.files else None
+        labels = data["label.labels"] if "label.labels" in data.files else None
+    if not inputs or not outputs:
+        raise UsageError("reference.npz holds no input.* / output.* arrays", where=str(path))
+    return inputs, outputs, targets, labels
+
+
+def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, config: Path | None = None,
+                      out_dir: Path | None = None, junit: Path | None = None) -> dict[str, Any]:
+    """Re-run the artifact in `artifact_dir` on its stored reference, check thresholds (and a baseline), write
+    report.json / report.md / report.html to `out_dir` (default: artifact_dir/validate) and JUnit XML to `junit`."""
+    from edgedeploy.backends import get_backend
+    from edgedeploy.backends.base import BuildResult
+    from edgedeploy.pipeline import _cpu_name, library_versions
+    from edgedeploy.validate import evaluate
+    from edgedeploy.validate import junit as junit_xml
+
+    start = time.perf_counter()
+    artifact_dir = Path(artifact_dir)
+    if not artifact_dir.is_dir():
+        raise UsageError("artifact folder not found", where=str(artifact_dir))
+    manifest = _read_json(artifact_dir / "manifest.json", "manifest.json")
+    try:
+        spec = BuildSpec.model_validate(manifest["spec"])
+    except (KeyError, ValidationError) as e:
+        raise UsageError(f"manifest.json holds no readable build spec ({type(e).__name__})",
+                         where=str(artifact_dir / "manifest.json")) from None
+    if config is not None:
+        spec = apply_config(spec, config)
+    base_report = load_baseline(baseline) if baseline is not None else None
+    artifact = manifest.get("artifact")
+    if artifact is None:  # manifests before report/2 kept it only in report.json
+        artifact = _read_json(artifact_dir / "report.json", "report.json").get("artifact")
+    if not artifact:
+        raise UsageError("neither manifest.json nor report.json names the artifact", where=str(artifact_dir))
+    backend = get_backend(spec.target)
+    missing = backend.missing()
+    if missing:
+        raise EdgeDeployError(missing, fix="install it, or validate on a machine that has it")
+    info = {k: v for k, v in artifact.items() if k != "path"}
+    built = BuildResult(artifact=artifact_dir / artifact["path"], files=[], info=info)
+    if not built.artifact.is_file():
+        raise UsageError("the artifact file is missing", where=str(built.artifact))
+
+    inputs, reference, targets, labels = load_reference(artifact_dir / "reference.npz")
+    checks = integrity_checks(artifact_dir, manifest)
+    settings = {"openvino": spec.openvino, "trt": spec.tensorrt}.get(spec.target)
+    runner = backend.load(built, settings, spec.validation.latency.threads)
+    result = evaluate.evaluate(spec, runner, inputs, reference, targets, labels)
+    count = len(next(iter(inputs.values())))
+    report: dict[str, Any] = {
+        "schema": REPORT_SCHEMA,
+        "kind": "validate",
+        "edgedeploy": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "name": spec.name,
+        "target": spec.target,
+        "precision": spec.precision,
+        "source": manifest.get("source", {}),
+        "validation_data": f"reference.npz ({count} samples)",
+        "artifact": artifact,
+        "artifact_dir": str(artifact_dir),
+        "conditions": {**runner.conditions, "machine": platform.machine(), "processor": _cpu_name()},
+        "libraries": library_versions(),
+        **{k: result[k] for k in ("tensors", "task", "latency")},
+        "checks": checks + result["checks"],
+        "warnings": result["warnings"],
+    }
+    if base_report is not None:
+        report["checks"] += baseline_checks(report, base_report, spec.regression,
+                                            spec.thresholds.get(spec.precision))
+        report["baseline"] = {"path": str(baseline), "edgedeploy": base_report.get("edgedeploy"),
+                              "created": base_report.get("created"),
+                              "processor": base_report.get("conditions", {}).get("processor")}
+    report["passed"] = all(c["passed"] for c in report["checks"])
+    report["wall_seconds"] = time.perf_counter() - start
+    out_dir = Path(out_dir) if out_dir is not None else artifact_dir / "validate"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_reports(report, out_dir)
+    if junit is not None:
+        fileio.write_text(junit, junit_xml.to_junit(report))
+    return report
+
+
+def write_reports(report: dict[str, Any], out_dir: Path) -> None:
+    from edgedeploy.validate import html
+    from edgedeploy.validate.report import render_markdown
+
+    fileio.write_json(out_dir / "report.json", report)
+    fileio.write_text(out_dir / "report.md", render_markdown(report))
+    fileio.write_text(out_dir / "report.html", html.render_html(report))
+
+
+__all__ = ["REPORT_SCHEMA", "check", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
+           "load_baseline", "apply_config", "write_reports", "output_thresholds", "ValidationSettings"]

@@ -1,0 +1,63 @@
+"""The committed demo baseline: a fresh demo build passes `edgedeploy validate --baseline`, and a planted
+preprocessing fault (ImageNet mean/std on a model trained on [0, 1] inputs) fails it on the task metric.
+
+A wrong mean/std is invisible to the tensor checks — the PyTorch reference sees the same wrong inputs — which is
+exactly what the baseline's accuracy checks are for.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgedeploy import pipeline
+from edgedeploy.config import demo_spec_path, load_spec
+from edgedeploy.validate import gate
+
+from conftest import fast
+
+BASELINE = Path(__file__).parent / "baselines" / "demo-openvino-fp32.json"
+
+pytestmark = pytest.mark.skipif(not (demo_spec_path().parent / "weights.pt").is_file(),
+                                reason="the demo weights are not trained yet")
+
+
+@pytest.fixture(scope="module")
+def no_latency_gate(tmp_path_factory) -> Path:
+    """Latency is not what these tests are about (5 timed calls on a shared machine): widen its budget."""
+    path = tmp_path_factory.mktemp("cfg") / "gate.yaml"
+    path.write_text(yaml.safe_dump({"regression": {"latency_tolerance": 1000.0}}))
+    return path
+
+
+def test_committed_baseline_is_a_demo_openvino_fp32_report():
+    baseline = gate.load_baseline(BASELINE)
+    assert (baseline["name"], baseline["target"], baseline["precision"]) == ("demo", "openvino", "fp32")
+    assert baseline["passed"] and baseline["task"]["map50"] > 0.9
+    assert baseline["conditions"]["precision_hint_effective"] == "f32"
+
+
+def test_fresh_demo_build_passes_the_baseline(tmp_path, no_latency_gate):
+    pipeline.build(fast(load_spec(demo_spec_path()), target="openvino", precision="fp32"), tmp_path)
+    report = gate.validate_artifact(tmp_path, baseline=BASELINE, config=no_latency_gate, junit=tmp_path / "j.xml")
+    assert report["passed"], [c["message"] for c in report["checks"] if not c["passed"]]
+    names = {c["name"] for c in report["checks"]}
+    assert {"baseline.map50", "baseline.map50_95", "baseline.pred.rel_l2", "pred.rel_l2"} <= names
+
+
+def test_wrong_normalisation_fails_the_baseline(tmp_path, no_latency_gate):
+    spec = fast(load_spec(demo_spec_path()), target="openvino", precision="fp32")
+    wrong = spec.preprocess.model_copy(update={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
+    out = tmp_path / "wrong"
+    build = pipeline.build(spec.model_copy(update={"preprocess": wrong}), out)
+    assert build["passed"]  # the artifact matches its (equally wrong) reference: tensor checks cannot see this
+    report = gate.validate_artifact(out, baseline=BASELINE, config=no_latency_gate, junit=tmp_path / "j.xml")
+    failed = {c["name"] for c in report["checks"] if not c["passed"]}
+    assert "baseline.map50" in failed and not any(n.endswith("rel_l2") for n in failed)
+    cases = {c.get("name"): c for c in ET.parse(tmp_path / "j.xml").getroot().iter("testcase")}
+    assert "below limit >= " in cases["baseline.map50"].find("failure").get("message")
+    assert json.loads((out / "validate" / "report.json").read_text())["passed"] is False

@@ -1,0 +1,268 @@
+"""`edgedeploy validate`: re-run from reference.npz, thresholds, planted faults, baselines, JUnit, exit codes.
+
+The model is a small real classifier built here: a scikit-learn logistic regression on the digits set (8×8 → 10
+classes) written as an ONNX MLP (Gemm → Relu → Gemm), built through the normal pipeline from `model.onnx`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+
+from edgedeploy import pipeline
+from edgedeploy.backends import get_backend
+from edgedeploy.config import RegressionSettings, load_spec
+from edgedeploy.errors import UsageError
+from edgedeploy.validate import gate, junit
+
+SAMPLES = 200
+
+
+def make_classifier(folder: Path) -> Path:
+    """Digits → a trained 64-32-10 MLP classifier as ONNX + a validation .npz (`x`, `labels`) + a build spec."""
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=1000, random_state=0).fit(x[SAMPLES:], y[SAMPLES:])
+    w1, w2 = (w.astype(np.float32) for w in clf.coefs_)
+    b1, b2 = (b.astype(np.float32) for b in clf.intercepts_)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]), helper.make_node("Relu", ["h"], ["hr"]),
+         helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"])],
+        "digits_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(folder / "mlp.onnx"))
+    np.savez(folder / "val.npz", x=x[:SAMPLES], labels=y[:SAMPLES])
+    config = {
+        "name": "digits-mlp",
+        "model": {"onnx": "mlp.onnx"},
+        "inputs": [{"name": "x", "shape": ["batch", 64]}],
+        "validation": {"data": "val.npz", "task": "classification", "output": "logits",
+                       "latency": {"batch_sizes": [1, 8], "warmup": 3, "iterations": 10}},
+        "thresholds": {"fp32": {"max_rel_l2": 1e-5, "min_top1_agreement": 0.99},
+                       "fp16": {"max_rel_l2": 1e-2, "max_top1_drop": 0.01}},
+    }
+    path = folder / "mlp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mlp_config(tmp_path_factory) -> Path:
+    return make_classifier(tmp_path_factory.mktemp("mlp"))
+
+
+@pytest.fixture(scope="module")
+def built(mlp_config, tmp_path_factory):
+    """One OpenVINO fp32 build of the classifier; tests copy it before changing anything."""
+    out = tmp_path_factory.mktemp("mlp_ov32")
+    report = pipeline.build(load_spec(mlp_config).model_copy(update={"target": "openvino"}), out)
+    return out, report
+
+
+def copy_of(built, tmp_path) -> Path:
+    dst = tmp_path / "artifact"
+    shutil.copytree(built[0], dst)
+    return dst
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgedeploy.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def by_name(report: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in report["checks"]}
+
+
+# --------------------------------------------------------------------------------------------- build + validate
+def test_build_report_has_classification_and_schema(built):
+    out, report = built
+    assert report["schema"] == "edgedeploy.report/2" and report["kind"] == "build"
+    assert report["passed"], [c for c in report["checks"] if not c["passed"]]
+    task = report["task"]
+    assert task["kind"] == "classification" and task["samples"] == SAMPLES
+    assert task["top1_agreement"] == 1.0 and task["top1"] == task["reference_top1"] > 0.9
+    assert {"logits.finite", "logits.rel_l2", "top1_agreement"} <= set(by_name(report))
+    with np.load(out / "reference.npz") as ref:
+        assert "label.labels" in ref.files and len(ref["label.labels"]) == SAMPLES
+    for name in ("report.json", "report.md", "report.html"):
+        assert (out / name).is_file()
+
+
+def test_validate_reruns_the_artifact_and_passes(built, tmp_path):
+    art = copy_of(built, tmp_path)
+    junit_path = tmp_path / "junit.xml"
+    report = gate.validate_artifact(art, junit=junit_path)
+    assert report["passed"] and report["kind"] == "validate"
+    checks = by_name(report)
+    assert checks["artifact.files_unchanged"]["passed"]
+    assert report["tensors"]["logits"]["rel_l2"] == pytest.approx(built[1]["tensors"]["logits"]["rel_l2"], abs=1e-7)
+    assert report["task"]["top1"] == built[1]["task"]["top1"]
+    for name in ("report.json", "report.md", "report.html"):
+        assert (art / "validate" / name).is_file()
+    suite = ET.parse(junit_path).getroot().find("testsuite")
+    assert int(suite.get("tests")) == len(report["checks"]) and suite.get("failures") == "0"
+
+
+def _plant_weight_fault(art: Path, scale: float = 1.02) -> None:
+    """Rebuild the IR from a deploy.onnx whose first-layer weights are scaled (like a wrong BN epsilon folded in)."""
+    model = onnx.load(str(art / "deploy.onnx"))
+    init = next(i for i in model.graph.initializer if i.name == "w1")
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(scale), "w1"))
+    faulty = art / "faulty.onnx"
+    onnx.save(model, str(faulty))
+    get_backend("openvino").build(faulty, art / "openvino", "fp32")
+
+
+def test_planted_fault_fails_and_junit_names_the_metric(built, tmp_path):
+    art = copy_of(built, tmp_path)
+    _plant_weight_fault(art)
+    junit_path = tmp_path / "junit.xml"
+    result = run_cli("validate", str(art), "--junit", str(junit_path))
+    assert result.returncode == 1, result.stderr
+    assert "logits.rel_l2" in result.stderr
+    root = ET.parse(junit_path).getroot()
+    failures = {case.get("name"): case.find("failure") for case in root.iter("testcase")
+                if case.find("failure") is not None}
+    assert {"logits.rel_l2", "artifact.files_unchanged"} <= set(failures)
+    message = failures["logits.rel_l2"].get("message")
+    assert "exceeds limit <= 1e-05" in message and "logits.rel_l2 = " in message
+    report = json.loads((art / "validate" / "report.json").read_text())
+    assert not report["passed"]
+    assert by_name(report)["artifact.files_unchanged"]["changed"] == ["openvino/model.xml", "openvino/model.bin"]
+
+
+def test_nan_output_is_its_own_failing_check(built, tmp_path):
+    art = copy_of(built, tmp_path)
+    model = onnx.load(str(art / "deploy.onnx"))
+    b2 = next(i for i in model.graph.initializer if i.name == "b2")
+    bad = numpy_helper.to_array(b2).copy()
+    bad[3] = np.nan
+    b2.CopyFrom(numpy_helper.from_array(bad, "b2"))
+    onnx.save(model, str(art / "nan.onnx"))
+    get_backend("openvino").build(art / "nan.onnx", art / "openvino", "fp32")
+    report = gate.validate_artifact(art)
+    finite = by_name(report)["logits.finite"]
+    assert not finite["passed"] and finite["value"] == SAMPLES  # one NaN logit per sample
+    assert "NaN" in finite["message"]
+    assert report["tensors"]["logits"]["nan_count"] == SAMPLES
+    assert np.isfinite(report["tensors"]["logits"]["rel_l2"])  # the other metrics stay numbers (strict JSON)
+    json.loads((art / "validate" / "report.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+
+
+def test_per_output_override_and_config_file(built, tmp_path):
+    art = copy_of(built, tmp_path)
+    cfg = tmp_path / "gate.yaml"
+    cfg.write_text(yaml.safe_dump({"thresholds": {"fp32": {"max_rel_l2": 1e-5, "outputs": {
+        "logits": {"max_rel_l2": 1e-12, "min_snr_db": 60}}}}}))
+    report = gate.validate_artifact(art, config=cfg)
+    checks = by_name(report)
+    assert checks["logits.rel_l2"]["limit"] == 1e-12
+    assert checks["logits.snr_db"]["passed"]
+    assert checks["logits.rel_l2"]["passed"] is (report["tensors"]["logits"]["rel_l2"] <= 1e-12)
+    cfg.write_text(yaml.safe_dump({"thresholdz": {}}))
+    with pytest.raises(UsageError, match="unknown key"):
+        gate.validate_artifact(art, config=cfg)
+
+
+# --------------------------------------------------------------------------------------------- baselines
+def test_baseline_accuracy_regression_fails(built, tmp_path):
+    art = copy_of(built, tmp_path)
+    baseline = json.loads((art / "report.json").read_text())
+    baseline["task"]["top1"] += 0.02  # the committed run was 2 points better
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(baseline))
+    report = gate.validate_artifact(art, baseline=path)
+    checks = by_name(report)
+    assert not checks["baseline.top1"]["passed"]
+    assert checks["baseline.top1_agreement"]["passed"] and checks["baseline.logits.rel_l2"]["passed"]
+    xml = junit.to_junit(report)
+    assert 'name="baseline.top1"' in xml and "below limit &gt;= " in xml
+
+
+def test_baseline_latency_regression_and_noise_guard(built, tmp_path):
+    art = copy_of(built, tmp_path)
+    current = gate.validate_artifact(art)
+    for t in current["latency"]:
+        t["cov"] = 0.01
+    slow_base = json.loads(json.dumps(current))
+    for t in slow_base["latency"]:  # a baseline 3x faster, both timed quietly
+        t["median_ms"] /= 3
+    checks = {c["name"]: c for c in gate.baseline_checks(current, slow_base, RegressionSettings(), None)}
+    lat = [c for n, c in checks.items() if n.startswith("baseline.latency.")]
+    assert lat and all(c["status"] == "fail" for c in lat), lat
+    # the same slowdown on noisy runs (CoV 60%) is inside the noise guard: 3 x hypot(.6,.6) = 254% > 200%
+    for t in slow_base["latency"]:
+        t["cov"] = 0.6
+    noisy = [t | {"cov": 0.6} for t in current["latency"]]
+    checks = gate.baseline_checks(current | {"latency": noisy}, slow_base, RegressionSettings(), None)
+    lat = [c for c in checks if c["name"].startswith("baseline.latency.")]
+    assert all(c["passed"] and c["noise_guard"] == "cov" for c in lat)
+    # another processor: latency is not compared, and the check says why
+    other = json.loads(json.dumps(slow_base))
+    other["conditions"]["processor"] = "Some Other CPU"
+    checks = gate.baseline_checks(current, other, RegressionSettings(), None)
+    lat = [c for c in checks if c["name"].startswith("baseline.latency.")]
+    assert all(c["status"] == "skip" and "processor differs" in c["message"] for c in lat)
+
+
+def test_baseline_for_another_precision_is_a_usage_error(built, tmp_path):
+    art = copy_of(built, tmp_path)
+    baseline = json.loads((art / "report.json").read_text())
+    baseline["precision"] = "fp16"
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(baseline))
+    result = run_cli("validate", str(art), "--baseline", str(path))
+    assert result.returncode == 2 and "baseline is for precision 'fp16'" in result.stderr
+
+
+def test_cli_exit_codes(built, tmp_path):
+    art = copy_of(built, tmp_path)
+    ok = run_cli("validate", str(art), "--baseline", str(art / "report.json"), "--out", str(tmp_path / "v"))
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "v" / "report.html").is_file()
+    missing = run_cli("validate", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "artifact folder not found" in missing.stderr
+    bad = run_cli("validate", str(tmp_path / "v"))  # a folder without manifest.json
+    assert bad.returncode == 2 and "manifest.json not found" in bad.stderr
+
+
+# --------------------------------------------------------------------------------------------- reports
+def test_html_is_self_contained_with_plots(built, tmp_path):
+    import base64
+    import re
+
+    art = copy_of(built, tmp_path)
+    report = gate.validate_artifact(art)
+    report["layer_errors"] = [{"layer": f"conv{i}", "rel_l2": 10.0 ** -i} for i in range(5)]
+    from edgedeploy.validate.html import render_html
+
+    page = render_html(report)
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert [alt for alt, _ in images] == ["error per output", "latency histogram and CDF", "per-layer error"]
+    for _, b64 in images:
+        assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    md = (art / "validate" / "report.md").read_text()
+    assert md.startswith("# edgedeploy validate: digits-mlp → openvino fp32 — PASS")
+    assert "## Classification" in md and "top-1 agreement" in md
