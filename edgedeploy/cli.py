@@ -72,10 +72,7 @@ def build(
         report = pipeline.build(spec, out, trust_code=trust_code, listener=stages)
     finally:
         stages.stop()
-    _print_summary(report, out)
-    if not report["passed"]:
-        failed = ", ".join(c["name"] for c in report["checks"] if not c["passed"])
-        raise EdgeDeployError(f"checks failed: {failed}", where=str(out / "report.md"))
+    _finish(report, out)
 
 
 @app.command()
@@ -98,10 +95,7 @@ def validate(
         mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "skip": "[yellow]-[/]"}[c["status"]]
         if c["status"] != "pass":
             console.print(f"{mark} {escape(c['message'])}", highlight=False)
-    _print_summary(report, out)
-    if not report["passed"]:
-        failed = ", ".join(c["name"] for c in report["checks"] if not c["passed"])
-        raise EdgeDeployError(f"checks failed: {failed}", where=str(out / "report.md"))
+    _finish(report, out)
 
 
 @app.command()
@@ -129,6 +123,14 @@ def optimize(
     note = f"; not applied: {', '.join(rolled_back)} (see the report)" if rolled_back else ""
     console.print(f"[green]✓[/] {output}: {sum(result.nodes_before.values())} → {sum(result.nodes_after.values())} "
                   f"nodes, outputs {', '.join(result.outputs)}{note}")
+
+
+def _finish(report: dict, out: Path) -> None:
+    """Print the one-line summary; a failed check makes the command exit 1, naming the checks."""
+    _print_summary(report, out)
+    if not report["passed"]:
+        failed = ", ".join(c["name"] for c in report["checks"] if not c["passed"])
+        raise EdgeDeployError(f"checks failed: {failed}", where=str(out / "report.md"))
 
 
 def _print_summary(report: dict, out: Path) -> None:

@@ -6,6 +6,7 @@ flags. Relative paths in a config file are relative to that file.
 
 from __future__ import annotations
 
+import importlib
 import importlib.resources
 from pathlib import Path
 from typing import Literal
@@ -378,3 +379,17 @@ def _resolve_paths(spec: BuildSpec, base: Path) -> BuildSpec:
 def demo_spec_path() -> Path:
     """The bundled demo detector's config, used when `edgedeploy build` is given no config."""
     return Path(str(importlib.resources.files("edgedeploy.demo") / "demo.yaml"))
+
+
+def import_callable(target: str, where: str):
+    """Resolve a `package.module:function` named in the config; importing user code the config names is intended."""
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UsageError(f"cannot import module {module_name!r} ({e})", where=where,
+                         fix="make the module importable (installed, or on PYTHONPATH)") from None
+    func = getattr(module, attr, None)
+    if not callable(func):
+        raise UsageError(f"module {module_name!r} has no function {attr!r}", where=where) from None
+    return func

@@ -7,7 +7,6 @@ user passes --trust-code.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import os
 import tempfile
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.config import BuildSpec, InputSpec
+from edgedeploy.config import BuildSpec, InputSpec, import_callable
 from edgedeploy.errors import EdgeDeployError, UsageError
 
 _SINGLE_FILE_LIMIT = 1_800_000_000  # protobuf's 2 GB cap, with room for the graph itself
@@ -32,20 +31,6 @@ def _torch():
             fix='install it with `pip install "edgedeploy[export]"`, or give an .onnx file as model.onnx',
         ) from None
     return torch
-
-
-def load_factory(spec: str):
-    """Import `package.module:function`; the config names user code explicitly, so importing it is intended."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise UsageError(f"cannot import module {module_name!r} ({e})", where="model.factory",
-                         fix="check the name and that the module is on PYTHONPATH") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise UsageError(f"module {module_name!r} has no attribute {attr!r}", where="model.factory") from None
 
 
 def load_checkpoint(path: Path, trust_code: bool = False) -> Any:
@@ -78,7 +63,7 @@ def load_checkpoint(path: Path, trust_code: bool = False) -> Any:
 def build_module(spec: BuildSpec, trust_code: bool = False):
     """Instantiate the factory and load its checkpoint; returns the module in eval mode."""
     torch = _torch()
-    factory = load_factory(spec.model.factory)
+    factory = import_callable(spec.model.factory, "model.factory")
     try:
         module = factory(**spec.model.kwargs)
     except TypeError as e:

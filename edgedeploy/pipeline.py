@@ -20,7 +20,7 @@ import importlib.metadata
 import platform
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +39,6 @@ from edgedeploy.preprocess import ValidationSet, load_validation_set
 from edgedeploy.validate import evaluate as evaluation
 from edgedeploy.validate.gate import REPORT_SCHEMA, write_reports
 _LIBRARIES = ("torch", "onnx", "onnxsim", "onnxslim", "onnxruntime", "openvino", "nncf", "numpy", "tensorrt")
-_RUN_BATCH = 8
 
 
 class StageListener:
@@ -106,14 +105,14 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
         settings = OptimizeSettings(keep_outputs=list(spec.optimize.keep_outputs) or None,
                                     drop_outputs=list(spec.optimize.drop_outputs),
                                     simplifier=spec.optimize.simplifier)
-        opt_report = optimize_file(raw_path, deploy_path, settings, real_inputs=_first(data.inputs, _RUN_BATCH))
+        opt_report = optimize_file(raw_path, deploy_path, settings, real_inputs=evaluation.first(data.inputs, evaluation.RUN_BATCH))
         fileio.write_json(out_dir / "optimize.json", opt_report.to_dict())
         deploy_ops = _op_counts(onnx.load(str(deploy_path)))
         t.summary = f"{sum(deploy_ops.values())} nodes, outputs {', '.join(opt_report.outputs)}"
 
     with timer.stage("precision") as t:
         prec = run_precision(spec, deploy_path, out_dir, data, library_versions(),
-                             check_inputs=_first(data.inputs, _RUN_BATCH))
+                             check_inputs=evaluation.first(data.inputs, evaluation.RUN_BATCH))
         t.summary = prec.summary
 
     with timer.stage("build") as t:
@@ -228,28 +227,7 @@ def _run_onnx_reference(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, 
     if missing:
         raise UsageError(f"the ONNX model's inputs {sorted(missing)} are not in the config's inputs",
                          where=str(path), fix="name every model input under inputs[]")
-    return _run_all(runner, inputs)
-
-
-def _run_all(runner, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run every validation sample through `runner` in batches, checking for NaN/Inf."""
-    count = len(next(iter(inputs.values())))
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, count, _RUN_BATCH):
-        feeds = {k: v[start:start + _RUN_BATCH] for k, v in inputs.items() if k in runner.input_names}
-        for name, value in runner.run(feeds).items():
-            parts.setdefault(name, []).append(value)
-    return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def _first(inputs: dict[str, np.ndarray], n: int, repeat: bool = False) -> dict[str, np.ndarray]:
-    """The first n samples; with `repeat`, tiled up to n when the set is smaller (for latency batches)."""
-    out = {}
-    for k, v in inputs.items():
-        if repeat and len(v) < n:
-            v = np.concatenate([v] * (n // len(v) + 1))
-        out[k] = np.ascontiguousarray(v[:n])
-    return out
+    return evaluation.run_all(runner, inputs)
 
 
 def _backend_settings(spec: BuildSpec) -> Any:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from edgedeploy import export
-from edgedeploy.config import demo_spec_path, load_spec
+from edgedeploy.config import demo_spec_path, import_callable, load_spec
 from edgedeploy.errors import EdgeDeployError, UsageError
 
 
@@ -55,9 +55,9 @@ def test_missing_checkpoint_and_bad_factory(tmp_path):
     with pytest.raises(UsageError, match="checkpoint not found"):
         export.load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(UsageError, match="cannot import module"):
-        export.load_factory("no_such_module_xyz:f")
-    with pytest.raises(UsageError, match="has no attribute"):
-        export.load_factory("edgedeploy.demo.model:no_such_factory")
+        import_callable("no_such_module_xyz:f", "model.factory")
+    with pytest.raises(UsageError, match="has no function"):
+        import_callable("edgedeploy.demo.model:no_such_factory", "model.factory")
 
 
 def test_checkpoint_that_does_not_match_the_model(tmp_path):

@@ -22,10 +22,6 @@ from conftest import fast
 
 BASELINE = Path(__file__).parent / "baselines" / "demo-openvino-fp32.json"
 
-pytestmark = pytest.mark.skipif(not (demo_spec_path().parent / "weights.pt").is_file(),
-                                reason="the demo weights are not trained yet")
-
-
 @pytest.fixture(scope="module")
 def no_latency_gate(tmp_path_factory) -> Path:
     """Latency is not what these tests are about (5 timed calls on a shared machine): widen its budget."""

@@ -117,7 +117,7 @@ def main() -> int:
     load = [x for x in loads if x is not None]
     print(f"\nbatch 1, {t} threads, {args.rounds} interleaved rounds x {args.iters} calls; "
           f"1-min load per core during the run: min {min(load):.2f} / max {max(load):.2f}" if load else "")
-    print(f"| runtime | median ms | best round ms | worst round ms | speed-up vs PyTorch eager |")
+    print("| runtime | median ms | best round ms | worst round ms | speed-up vs PyTorch eager |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['runtime']} | {r['median_ms']:.3f} | {r['min_round_ms']:.3f} | {r['max_round_ms']:.3f} | "

@@ -8,10 +8,10 @@ Layout (YOLOv7 names)::
           ConvBNAct 16->32 s2            16x16
           ELAN-tiny 32 -> 32             16x16
     down  MaxPool + ELAN-tiny 32 -> 64   8x8   (C3)
-    down  MaxPool + ELAN-tiny 64 -> 96   4x4   (C4)
-          SPP-tiny 96 -> 96              4x4
-    FPN   up(C4) + C3 -> ELAN-tiny -> 48        8x8   (N3)   --- aux_p3 (IAuxDetect-like, from N3)
-    PAN   down(N3) + P4 -> ELAN-tiny -> 96      4x4   (N4)   --- aux_p4 (IAuxDetect-like, from P4 before the PAN)
+    down  MaxPool + ELAN-tiny 64 -> 96   4x4
+          SPP-tiny 96 -> 96              4x4   (P4)
+    FPN   up(1x1(P4)) + 1x1(C3) -> ELAN-tiny -> 48   8x8 (N3)  --- aux_p3 (IAuxDetect-like, from N3)
+    PAN   3x3/s2(N3) + P4 -> ELAN-tiny -> 96         4x4 (N4)  --- aux_p4 (IAuxDetect-like, from P4 before the PAN)
     RepConv 48->48 (3x3 + 1x1 + identity BN)  8x8   --> IDetect lead P3 (stride 8)
     RepConv 96->128 (3x3 + 1x1, no identity)  4x4   --> IDetect lead P4 (stride 16)
 

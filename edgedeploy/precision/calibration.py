@@ -16,7 +16,6 @@ bytes, in order) keys every calibration result made from them.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.config import BuildSpec, CalibrationSpec, InputSpec
+from edgedeploy.config import BuildSpec, CalibrationSpec, InputSpec, import_callable
 from edgedeploy.errors import UsageError
 from edgedeploy.preprocess import fit_image, input_hw, preprocess
 
@@ -238,7 +237,7 @@ def _looks_like_images(a: np.ndarray, spec_in: InputSpec) -> bool:
 
 
 def _from_callable(spec: BuildSpec, settings: CalibrationSpec):
-    func = _import_callable(settings.function)
+    func = import_callable(settings.function, "calibration.function")
     where = f"calibration.function {settings.function}"
     try:
         items = func()
@@ -272,19 +271,6 @@ def _from_callable(spec: BuildSpec, settings: CalibrationSpec):
             _check_sample(i, sample[i.name], rid)
         samples.append(sample)
     return [r for r, _ in chosen], samples, len(rows), settings.function
-
-
-def _import_callable(target: str):
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise UsageError(f"cannot import {module_name!r} ({e})", where="calibration.function",
-                         fix="make the module importable (installed, or on PYTHONPATH)") from None
-    func = getattr(module, attr, None)
-    if not callable(func):
-        raise UsageError(f"module {module_name!r} has no function {attr!r}", where="calibration.function")
-    return func
 
 
 def _as_dtype(a: np.ndarray, spec_in: InputSpec, where: str) -> np.ndarray:
