@@ -64,7 +64,15 @@ def test_models(work: Path) -> list[tuple[str, onnx.ModelProto, list[str]]]:
     from test_graph_mobilenet import TinyMobileNetV2
 
     torch.manual_seed(0)
-    program = torch.onnx.export(TinyMobileNetV2().eval(), (torch.randn(2, 3, 32, 32),), dynamo=True, optimize=False,
+    mnv2 = TinyMobileNetV2().eval()
+    with torch.no_grad():  # trained-like BN statistics, so a wrong fold would show in the error column
+        for m in mnv2.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    program = torch.onnx.export(mnv2, (torch.randn(2, 3, 32, 32),), dynamo=True, optimize=False,
                                 external_data=False, input_names=["x"], output_names=["logits"],
                                 dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
     program.save(str(work / "mnv2.onnx"))
