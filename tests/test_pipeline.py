@@ -48,12 +48,21 @@ def test_default_deploy_graph_has_nothing_left_to_fold(ov_fp32):
     kinds = [n.op_type for n in deploy.graph.node]
     assert "BatchNormalization" not in kinds
     assert [o.name for o in deploy.graph.output] == ["pred"]
-    # the RepConv branches and ImplicitA/M were folded: no Add/Mul feeds or follows a Conv directly
-    producers = {o: n for n in deploy.graph.node for o in n.output}
-    for node in deploy.graph.node:
-        if node.op_type in ("Add", "Mul"):
-            feeding = [producers[i].op_type for i in node.input if i in producers]
-            assert feeding.count("Conv") < 2 or node.op_type != "Add", "unmerged conv branches"
+    constants = {i.name for i in deploy.graph.initializer} | {o for n in deploy.graph.node if n.op_type == "Constant"
+                                                               for o in n.output}
+    producer = {o: n.op_type for n in deploy.graph.node for o in n.output}
+    consumers: dict[str, list[str]] = {}
+    for n in deploy.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    for n in deploy.graph.node:
+        if n.op_type == "Add":  # RepConv branches merged: no Add sums two convs
+            assert [producer.get(i) for i in n.input].count("Conv") < 2, n.name
+        if n.op_type in ("Add", "Mul") and any(i in constants for i in n.input):
+            # ImplicitM (conv * m) and ImplicitA (conv(x + a)) folded: no per-channel constant right after or
+            # right before a conv
+            assert not any(producer.get(i) == "Conv" for i in n.input if i not in constants), n.name
+            assert "Conv" not in consumers.get(n.output[0], []), n.name
     assert kinds.count("Conv") < ops(out / "raw.onnx").count("Conv")
 
 
