@@ -150,45 +150,8 @@ def _init_head_bias(conv: nn.Conv2d, stride: int) -> None:
     conv.bias = nn.Parameter(b.reshape(-1).clone())
 
 
-class IDetect(nn.Module):
-    """YOLOv7 IDetect (lead head): per level ``m(x + ia) * im`` then YOLOv7 decoding against precomputed grids."""
-
-    def __init__(self, channels: tuple[int, ...]) -> None:
-        super().__init__()
-        no = NUM_ANCHORS * NUM_OUTPUTS
-        self.ia = nn.ModuleList(ImplicitA(c) for c in channels)
-        self.m = nn.ModuleList(nn.Conv2d(c, no, 1) for c in channels)
-        self.im = nn.ModuleList(ImplicitM(no) for _ in channels)
-        for conv, s in zip(self.m, STRIDES):
-            _init_head_bias(conv, s)
-        # Constant decode tensors: (1, na, ny, nx, 2) grid offsets and anchor sizes, pixels.
-        for i, s in enumerate(STRIDES):
-            n = IMG_SIZE // s
-            yv, xv = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-            grid = torch.stack((xv, yv), 2).view(1, 1, n, n, 2).float().expand(1, NUM_ANCHORS, n, n, 2)
-            anchor = torch.tensor(ANCHORS[i]).view(1, NUM_ANCHORS, 1, 1, 2).expand(1, NUM_ANCHORS, n, n, 2)
-            # grid offset pre-shifted by -0.5 and scaled by the stride: xy = sig * (2 * stride) + grid_px
-            self.register_buffer(f"grid{i}", ((grid - 0.5) * s).contiguous(), persistent=False)
-            self.register_buffer(f"anchor_grid{i}", anchor.contiguous().clone(), persistent=False)
-
-    def raw(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [self.im[i](self.m[i](self.ia[i](x))) for i, x in enumerate(feats)]
-
-    def decode(self, maps: list[torch.Tensor]) -> torch.Tensor:
-        out = []
-        for i, (x, s) in enumerate(zip(maps, STRIDES)):
-            n = IMG_SIZE // s
-            y = x.view(-1, NUM_ANCHORS, NUM_OUTPUTS, n, n).permute(0, 1, 3, 4, 2).sigmoid()
-            grid = getattr(self, f"grid{i}")
-            anchor = getattr(self, f"anchor_grid{i}")
-            xy = y[..., 0:2] * (2.0 * s) + grid  # == (sig * 2 - 0.5 + grid) * stride
-            wh = (y[..., 2:4] * 2.0) ** 2 * anchor
-            out.append(torch.cat((xy, wh, y[..., 4:]), -1).reshape(-1, NUM_ANCHORS * n * n, NUM_OUTPUTS))
-        return torch.cat(out, 1)
-
-
-class IAuxDetect(nn.Module):
-    """YOLOv7 IAuxDetect's auxiliary branch: its own implicit 1x1 heads on intermediate features (loss only)."""
+class ImplicitHeads(nn.Module):
+    """YOLOv7's implicit 1x1 heads, one per level: ``m(x + ia) * im``, raw (pre-sigmoid) maps."""
 
     def __init__(self, channels: tuple[int, ...]) -> None:
         super().__init__()
@@ -201,6 +164,38 @@ class IAuxDetect(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         return [self.im[i](self.m[i](self.ia[i](x))) for i, x in enumerate(feats)]
+
+
+class IAuxDetect(ImplicitHeads):
+    """YOLOv7 IAuxDetect's auxiliary branch: its own implicit heads on intermediate features (loss only)."""
+
+
+class IDetect(ImplicitHeads):
+    """YOLOv7 IDetect (lead head): implicit heads, then YOLOv7 decoding against precomputed grids."""
+
+    def __init__(self, channels: tuple[int, ...]) -> None:
+        super().__init__(channels)
+        # Constant decode tensors: (1, na, ny, nx, 2) grid offsets and anchor sizes, pixels.
+        for i, s in enumerate(STRIDES):
+            n = IMG_SIZE // s
+            yv, xv = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+            grid = torch.stack((xv, yv), 2).view(1, 1, n, n, 2).float().expand(1, NUM_ANCHORS, n, n, 2)
+            anchor = torch.tensor(ANCHORS[i]).view(1, NUM_ANCHORS, 1, 1, 2).expand(1, NUM_ANCHORS, n, n, 2)
+            # grid offset pre-shifted by -0.5 and scaled by the stride: xy = sig * (2 * stride) + grid_px
+            self.register_buffer(f"grid{i}", ((grid - 0.5) * s).contiguous(), persistent=False)
+            self.register_buffer(f"anchor_grid{i}", anchor.contiguous().clone(), persistent=False)
+
+    def decode(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        out = []
+        for i, (x, s) in enumerate(zip(maps, STRIDES)):
+            n = IMG_SIZE // s
+            y = x.view(-1, NUM_ANCHORS, NUM_OUTPUTS, n, n).permute(0, 1, 3, 4, 2).sigmoid()
+            grid = getattr(self, f"grid{i}")
+            anchor = getattr(self, f"anchor_grid{i}")
+            xy = y[..., 0:2] * (2.0 * s) + grid  # == (sig * 2 - 0.5 + grid) * stride
+            wh = (y[..., 2:4] * 2.0) ** 2 * anchor
+            out.append(torch.cat((xy, wh, y[..., 4:]), -1).reshape(-1, NUM_ANCHORS * n * n, NUM_OUTPUTS))
+        return torch.cat(out, 1)
 
 
 class DemoDetector(nn.Module):
@@ -241,7 +236,7 @@ class DemoDetector(nn.Module):
     def forward_raw(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Raw (pre-sigmoid) maps for the loss: ``(lead_maps, aux_maps)``, each ``[(B,45,8,8), (B,45,4,4)]``."""
         n3, n4, p4 = self._trunk(x)
-        lead = self.detect.raw([self.rep3(n3), self.rep4(n4)])
+        lead = self.detect([self.rep3(n3), self.rep4(n4)])
         aux = self.aux_head([n3, p4])
         return lead, aux
 
@@ -251,7 +246,7 @@ class DemoDetector(nn.Module):
         The argument is named ``images`` so that ``dynamic_shapes={"images": {0: Dim("batch")}}`` and the ONNX
         input name agree."""
         n3, n4, p4 = self._trunk(images)
-        pred = self.detect.decode(self.detect.raw([self.rep3(n3), self.rep4(n4)]))
+        pred = self.detect.decode(self.detect([self.rep3(n3), self.rep4(n4)]))
         if self.aux:
             aux_p3, aux_p4 = self.aux_head([n3, p4])
             return pred, aux_p3, aux_p4
