@@ -125,12 +125,70 @@ def optimize(
                   f"nodes, outputs {', '.join(result.outputs)}{note}")
 
 
+debug_app = typer.Typer(no_args_is_help=True, help="Find what loses accuracy in a built artifact.")
+app.add_typer(debug_app, name="debug")
+
+
+@debug_app.command("precision")
+def debug_precision(
+    artifact_dir: Path = typer.Argument(..., help="a folder written by `edgedeploy build --precision int8`"),
+    samples: int = typer.Option(32, "--samples", help="validation samples the per-layer errors are measured on"),
+    search: bool = typer.Option(False, "--search", help="find the fewest worst layers to keep in float so the "
+                                                        "int8 budget holds (each trial requantizes)"),
+    max_layers: int = typer.Option(16, "--max-layers", help="--search keeps at most this many layers in float"),
+    max_map50_drop: Optional[float] = typer.Option(None, "--max-map50-drop", help="budget override (mAP units)"),
+    max_top1_drop: Optional[float] = typer.Option(None, "--max-top1-drop", help="budget override"),
+    rebuild: Optional[Path] = typer.Option(None, "--rebuild", help="with --search: build the found configuration "
+                                                                   "into this folder"),
+    top: int = typer.Option(10, "--top", help="layers listed here (all are in the report)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder [default: ARTIFACT_DIR/debug-precision]"),
+) -> None:
+    """Rank the layers of an INT8 artifact by the error each adds (vs its float graph, per intermediate tensor);
+    with --search, keep the worst in float until the budget holds; exit 1 when no such set is found."""
+    from edgedeploy.precision import debug
+
+    if rebuild is not None and not search:
+        raise UsageError("--rebuild needs --search (it builds what the search found)")
+    with console.status("[bold]debug precision[/]…") as status:
+        report = debug.debug_precision(
+            artifact_dir, out, samples=samples, do_search=search, max_layers=max_layers,
+            budget_overrides={"max_map50_drop": max_map50_drop, "max_top1_drop": max_top1_drop},
+            progress=lambda line: (status.update(f"[bold]debug precision[/] {escape(line)}"),
+                                   console.print(f"  {escape(line)}", highlight=False)))
+    by_name = {lay["layer"]: lay for lay in report["layers"]}
+    console.print(f"worst {min(top, len(report['ranking']))} of {len(report['ranking'])} quantized layers "
+                  f"(local rel-L2 / cumulative rel-L2):")
+    for name in report["ranking"][:top]:
+        lay = by_name[name]
+        console.print(f"  {lay['local_rel_l2']:.4f} / {lay['rel_l2']:.4f}  {escape(name)} ({lay['op_type']})",
+                      highlight=False)
+    report_dir = out or artifact_dir / "debug-precision"
+    result = report.get("result")
+    if result is None:
+        console.print(f"→ {report_dir / 'report.md'}", highlight=False, soft_wrap=True)
+        return
+    if not result["passed"]:
+        raise EdgeDeployError(f"the int8 budget does not hold with up to {max_layers} worst layers in float",
+                              where=str(report_dir / "report.md"),
+                              fix="raise --max-layers, or check the calibration data and preprocessing")
+    console.print(f"[green]✓[/] {len(result['kept_float'])} layer(s) in float meet the budget → "
+                  f"{report_dir / 'keep-float.yaml'}", highlight=False, soft_wrap=True)
+    if rebuild is not None:
+        stages = _RichStages()
+        try:
+            built = debug.rebuild(artifact_dir, result["kept_float"], rebuild, listener=stages)
+        finally:
+            stages.stop()
+        _finish(built, rebuild)
+
+
 def _finish(report: dict, out: Path) -> None:
     """Print the one-line summary; a failed check makes the command exit 1, naming the checks."""
     _print_summary(report, out)
     if not report["passed"]:
-        failed = ", ".join(c["name"] for c in report["checks"] if not c["passed"])
-        raise EdgeDeployError(f"checks failed: {failed}", where=str(out / "report.md"))
+        failed = [c for c in report["checks"] if not c["passed"]]
+        raise EdgeDeployError(f"checks failed: {', '.join(c['name'] for c in failed)} ({failed[0]['message']})",
+                              where=str(out / "report.md"), fix="the report has every figure and its limit")
 
 
 def _print_summary(report: dict, out: Path) -> None:
@@ -179,8 +237,14 @@ def main() -> None:
         console.print("[red]interrupted[/]")
         sys.exit(130)
     except Exception as e:  # a bug in edgedeploy or a library: still one line unless --debug
+        from edgedeploy.fileio import write_error
+
         if _debug["on"]:
             traceback.print_exc()
+        known = write_error(e) if isinstance(e, OSError) else None  # a full disk or read-only folder, not a bug
+        if known is not None:
+            console.print(f"[red]error:[/] {escape(known.message)}", highlight=False, soft_wrap=True)
+            sys.exit(known.exit_code)
         console.print(f"[red]internal error:[/] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
                       highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -1,37 +1,62 @@
 """The build spec: what to deploy, how to feed it, what to keep, and what counts as correct.
 
 Loaded from YAML (unknown keys are errors, so a typo never silently falls back to a default) and overridden by CLI
-flags. Relative paths in a config file are relative to that file.
+flags. Relative paths in a config file are relative to that file. A config is untrusted input: a key given twice,
+NaN/Inf numbers, a regular expression that does not compile and a path with a NUL byte are refused at load time
+instead of failing minutes into a build, and YAML aliases cannot blow the document up (a cycle or an expansion past
+_MAX_NODES values is refused), so every accepted spec can be written back to JSON (the manifest) and reloaded.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.resources
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictInt, ValidationError,
+                      field_validator, model_validator)
 
 from edgedeploy.errors import UsageError
 
 Target = Literal["openvino", "onnxruntime", "trt"]
 Precision = Literal["fp32", "fp16", "int8"]
 DType = Literal["float32", "float16", "uint8", "int8", "int32", "int64"]
+_MAX_NODES = 100_000  # values in a config once YAML aliases are expanded; real ones have a few hundred
+
+
+def _no_nul(path: Path) -> Path:
+    if "\0" in str(path):
+        raise ValueError("a path cannot contain a NUL character")
+    return path
+
+
+def _regexes(patterns: list[str]) -> list[str]:
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise ValueError(f"{p!r} is not a regular expression ({e})") from None
+    return patterns
+
+
+ConfigPath = Annotated[Path, AfterValidator(_no_nul)]
+Regexes = Annotated[list[str], AfterValidator(_regexes)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSource(_Strict):
     """Either a PyTorch factory (`package.module:function`) with an optional checkpoint, or an ONNX file."""
 
     factory: str | None = None
-    kwargs: dict = Field(default_factory=dict)
-    checkpoint: Path | None = None
-    onnx: Path | None = None
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="keyword arguments (JSON values) of factory")
+    checkpoint: ConfigPath | None = None
+    onnx: ConfigPath | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
@@ -48,7 +73,7 @@ class InputSpec(_Strict):
     """A model input; a string dimension (e.g. `batch`) is dynamic, the same name means the same size."""
 
     name: str
-    shape: list[int | str]
+    shape: list[StrictInt | str]
     dtype: DType = "float32"
 
     @field_validator("shape")
@@ -108,12 +133,15 @@ class ValidationSettings(_Strict):
     (already model inputs), for detection `targets` (M,6: image, class, x1, y1, x2, y2), for classification
     optionally `labels` (N,) class indices."""
 
-    data: Path | None = None
+    data: ConfigPath | None = None
     samples: int | None = Field(None, ge=1, description="use the first N samples (default: all)")
     task: Literal["detection", "classification", "none"] = "none"
     output: str | None = Field(None, description="the output the task metric reads (default: the first)")
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     latency: LatencySettings = Field(default_factory=LatencySettings)
+    layer_error_samples: int = Field(
+        16, ge=0, description="int8 builds: per-layer error vs the float graph on this many samples, plotted in "
+                              "report.html (0: off); `edgedeploy debug precision` goes further")
 
 
 class TensorThresholds(_Strict):
@@ -195,7 +223,8 @@ class TensorRTSettings(_Strict):
                     "an unprofiled leading dimension gets 1 / largest latency batch / largest latency batch")
     workspace_mb: int | None = Field(None, ge=1, description="workspace memory pool limit; default: TensorRT's")
     builder_optimization_level: int = Field(3, ge=0, le=5)
-    timing_cache: Path | None = Field(None, description="timing cache file, loaded if present and saved atomically")
+    timing_cache: ConfigPath | None = Field(
+        None, description="timing cache file, loaded if present and saved atomically")
     tf32: bool = Field(False, description="allow TF32 in fp32 layers (Ampere+); off keeps fp32 within its budget")
     dla_core: int | None = Field(None, ge=0, description="build for this DLA core (Xavier, Orin AGX/NX); fp16/int8")
     gpu_fallback: bool = Field(True, description="let layers DLA cannot run fall back to the GPU (reported)")
@@ -204,8 +233,10 @@ class TensorRTSettings(_Strict):
     int8_route: Literal["qdq", "calibrator"] = Field(
         "qdq", description="qdq: the Q/DQ ONNX (TensorRT 10 and 11); calibrator: TensorRT 10's implicit calibrator")
     calibrator: Literal["entropy2", "minmax"] = "entropy2"
-    calibration_data: Path | None = Field(None, description=".npz of model inputs (arrays named like the inputs)")
-    calibration_cache: Path | None = Field(None, description="calibrator cache file; default: next to the plan")
+    calibration_data: ConfigPath | None = Field(
+        None, description=".npz of model inputs (arrays named like the inputs)")
+    calibration_cache: ConfigPath | None = Field(
+        None, description="calibrator cache file; default: next to the plan")
     calibration_batch_size: int = Field(8, ge=1)
     plan_for_major: Literal[10, 11] | None = Field(
         None, description="plan for this TensorRT major version instead of the installed one (dry runs)")
@@ -217,12 +248,13 @@ class CalibrationSpec(_Strict):
     `data` is an image folder (jpg/png), an .npy/.npz file, or a folder of them; `function` is a Python
     `package.module:function` returning an iterable of arrays (single-input models) or dicts keyed by input name."""
 
-    data: Path | None = None
+    data: ConfigPath | None = None
     function: str | None = None
     format: Literal["auto", "images", "npy", "npz", "callable"] = "auto"
     subset_size: int = Field(300, ge=1, description="samples used; a larger set is subsampled with `seed`")
     seed: int = 0
-    cache_dir: Path | None = Field(None, description="where calibration results are kept by key; default <out>/cache")
+    cache_dir: ConfigPath | None = Field(
+        None, description="where calibration results are kept by key; default <out>/cache")
 
     @model_validator(mode="after")
     def _one_source(self) -> CalibrationSpec:
@@ -237,7 +269,7 @@ class IgnoredScope(_Strict):
     """Nodes kept in floating point: exact node names, regular expressions over names, and op types."""
 
     names: list[str] = Field(default_factory=list)
-    patterns: list[str] = Field(default_factory=list)
+    patterns: Regexes = Field(default_factory=list)
     types: list[str] = Field(default_factory=list)
 
     def empty(self) -> bool:
@@ -290,7 +322,7 @@ class Fp16Settings(_Strict):
     """The fp16-cast ONNX (deploy.fp16.onnx): graph I/O stays fp32, these ops stay fp32 (Cast around them)."""
 
     keep_fp32_ops: list[str] = Field(default_factory=_default_fp16_keep)
-    keep_fp32_nodes: list[str] = Field(default_factory=list, description="node names (or regexes) kept in fp32")
+    keep_fp32_nodes: Regexes = Field(default_factory=list, description="node names (or regexes) kept in fp32")
 
 
 class BuildSpec(_Strict):
@@ -321,8 +353,25 @@ class BuildSpec(_Strict):
         return inputs
 
 
-def load_spec(path: str | Path) -> BuildSpec:
-    """Read a YAML build spec; every problem is one UsageError naming the file and the key."""
+class _SpecLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, but a key given twice in one mapping is an error (YAML would keep the last one
+    silently, the same trap as a misspelt key)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """The YAML document in a config file; UsageError naming the file (and line) for a missing, unreadable or
+    non-UTF-8 file, invalid YAML, a repeated key, nesting too deep to read, or aliases that cycle or explode."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -331,24 +380,62 @@ def load_spec(path: str | Path) -> BuildSpec:
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read config ({e})", where=str(path)) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+        _check_expansion(raw, path)
+        return raw
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UsageError(f"invalid YAML: {problem}", where=at, fix="fix the syntax") from None
+    except RecursionError:
+        raise UsageError("YAML nested too deeply to read", where=str(path), fix="flatten the document") from None
+
+
+def _check_expansion(raw: Any, path: Path) -> None:
+    """Refuse YAML whose aliases make a cycle or expand past _MAX_NODES values (an alias bomb)."""
+    sizes: dict[int, int] = {}
+
+    def size(obj: Any, open_: frozenset) -> int:
+        if not isinstance(obj, (dict, list)):
+            return 1
+        if id(obj) in open_:
+            raise UsageError("a YAML alias refers to itself (a cycle)", where=str(path), fix="expand the alias")
+        if id(obj) not in sizes:
+            inner = open_ | {id(obj)}
+            items = [x for kv in obj.items() for x in kv] if isinstance(obj, dict) else obj
+            total = 1
+            for x in items:
+                total += size(x, inner)
+                if total > _MAX_NODES:
+                    raise UsageError(f"the config expands to over {_MAX_NODES} values (YAML aliases)",
+                                     where=str(path), fix="write the values out instead of nesting aliases")
+            sizes[id(obj)] = total
+        return sizes[id(obj)]
+
+    size(raw, frozenset())
+
+
+def load_spec(path: str | Path) -> BuildSpec:
+    """Read a YAML build spec; every problem is one UsageError naming the file and the key."""
+    path = Path(path)
+    raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise UsageError("config must be a YAML mapping of keys to values", where=str(path))
     try:
         spec = BuildSpec.model_validate(raw)
     except ValidationError as e:
         raise UsageError(_describe(e), where=str(path), fix="see the config reference in README.md") from None
-    return _resolve_paths(spec, path.parent)
+    try:
+        return _resolve_paths(spec, path.parent)
+    except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise UsageError(f"cannot resolve a path in the config ({e})", where=str(path)) from None
 
 
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    key = key if key.isprintable() else repr(key)[1:-1]
     if first["type"] == "extra_forbidden":
         msg = f"unknown key `{key}`"
     else:

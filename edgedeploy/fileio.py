@@ -1,12 +1,14 @@
 """Atomic artifact writes and content hashes.
 
 Every artifact goes to a temporary file in the destination folder, is fsynced, then renamed over the target, so a
-killed or failed build never leaves a partial file or replaces a good artifact with a broken one.
+killed or failed build never leaves a partial file or replaces a good artifact with a broken one. A write that fails
+for want of space or permission is one EdgeDeployError naming the file (`write_error`), not a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -16,13 +18,40 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from edgedeploy.errors import EdgeDeployError
+
+# why a write fails that the user can fix, and how: errno -> (what, fix)
+_WRITE_ERRORS = {
+    errno.ENOSPC: ("no space left on the device", "free space on that disk, or write to another folder"),
+    errno.EDQUOT: ("disk quota exceeded", "free space within your quota, or write to another folder"),
+    errno.EFBIG: ("file too large (the file system's or the process's file size limit, `ulimit -f`)",
+                  "raise the file size limit, or write to another file system"),
+    errno.EACCES: ("permission denied", "make the folder writable, or write to another folder"),
+    errno.EPERM: ("operation not permitted", "make the folder writable, or write to another folder"),
+    errno.EROFS: ("read-only file system", "write to a writable folder"),
+}
+
+
+def write_error(error: OSError, path: str | os.PathLike | None = None) -> EdgeDeployError | None:
+    """The one-line error for a write that failed for want of space or permission (None for any other OSError);
+    `path` names the file when the OSError does not (a failed write() carries no file name)."""
+    known = _WRITE_ERRORS.get(error.errno)
+    if known is None:
+        return None
+    where = path if path is not None else error.filename
+    return EdgeDeployError(f"cannot write: {known[0]}", where=None if where is None else os.fspath(where),
+                           fix=f"{known[1]}; nothing was replaced")
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
     """Open a temporary sibling of `path` for writing; on success fsync and rename it over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise (write_error(e, path) or e) from e
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the permissions of a normal file
         with os.fdopen(fd, mode) as f:
@@ -31,9 +60,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and (known := write_error(e, path)) is not None:
+            raise known from e
         raise
 
 

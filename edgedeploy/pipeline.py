@@ -12,11 +12,17 @@ Output folder:
     <target>/           the backend artifact (openvino/model.xml+bin, onnxruntime/model.onnx)
     manifest.json       hashes, settings and library versions
     report.json         every measured figure; report.md the same for people
+
+A build is one transaction (edgedeploy.outfolder): the stages write into a staging folder next to the output folder,
+which replaces it only once every file is written, under a lock, so a build that stops (an error, a full disk,
+SIGKILL) or runs beside another leaves the previous folder whole. A build that completes replaces it even when a
+check fails: its report says why, and the command exits 1.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import resource
 import time
@@ -32,8 +38,10 @@ import onnx
 from edgedeploy import __version__, fileio
 from edgedeploy.backends import Backend, get_backend
 from edgedeploy.config import BuildSpec
-from edgedeploy.errors import UsageError
-from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
+from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.graph.optimize import OptimizeSettings, load_model, optimize_file
+from edgedeploy.onnx_checks import check_io, check_operators
+from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.stage import check_precision_request, run_precision
 from edgedeploy.preprocess import ValidationSet, load_validation_set
 from edgedeploy.validate import evaluate as evaluation
@@ -81,23 +89,65 @@ def check_request(spec: BuildSpec) -> Backend:
     backend = get_backend(spec.target)
     if spec.precision not in backend.precisions:
         raise UsageError(f"target {spec.target} builds {', '.join(backend.precisions)}, not {spec.precision}")
+    for path, key in ((spec.model.onnx, "model.onnx"), (spec.model.checkpoint, "model.checkpoint"),
+                      (spec.validation.data, "validation.data")):
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{key} not found", where=str(path), fix=f"check {key} in the config")
     check_precision_request(spec)
     return backend
 
 
 def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
           listener: StageListener | None = None) -> dict[str, Any]:
-    """Run every stage for `spec.target` at `spec.precision`; returns the report (also written to out_dir)."""
+    """Run every stage for `spec.target` at `spec.precision`; returns the report (also written to out_dir, which
+    the finished build replaces as a whole)."""
     backend = check_request(spec)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    timer = _Timer(listener or StageListener())
+    folder = OutputFolder(out_dir)
+    spec, folder.keep = _reused_results(spec, folder)
+    with folder:
+        report = _stages(spec, backend, folder, trust_code, listener or StageListener())
+        folder.commit()
+    return report
+
+
+def _reused_results(spec: BuildSpec, folder: OutputFolder) -> tuple[BuildSpec, list[str]]:
+    """The spec with every cache path inside the output folder moved into the staging folder, and those paths
+    (relative) for the staging folder to take over from the previous build: the calibration cache (default
+    <out>/cache) and TensorRT's calibrator cache (default next to the plan) with its key file `<cache>.json`."""
+    final = Path(os.path.abspath(folder.final))
+    kept: list[str] = []
+
+    def into_staging(path: Path | None, default: str | None, key_file: bool = False) -> Path | None:
+        if path is None:
+            rel = default
+        elif Path(os.path.abspath(path)).is_relative_to(final):
+            rel = str(Path(os.path.abspath(path)).relative_to(final))
+        else:
+            return path  # outside the output folder: shared between builds as it is
+        if rel is not None:
+            kept.extend([rel, f"{rel}.json"] if key_file else [rel])
+        return None if path is None else folder.staging / rel
+
+    trt = spec.tensorrt
+    calibration = spec.calibration.model_copy(update={"cache_dir": into_staging(spec.calibration.cache_dir, "cache")})
+    tensorrt = trt.model_copy(update={
+        "calibration_cache": into_staging(trt.calibration_cache, f"trt/int8-{trt.calibrator}.cache", key_file=True),
+        "timing_cache": into_staging(trt.timing_cache, None)})
+    return spec.model_copy(update={"calibration": calibration, "tensorrt": tensorrt}), kept
+
+
+def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code: bool,
+            listener: StageListener) -> dict[str, Any]:
+    """Every stage, writing into the staging folder; paths in what is recorded name the final folder."""
+    out_dir = folder.staging
+    timer = _Timer(listener)
     wall_start = time.perf_counter()
 
     with timer.stage("export") as t:
+        given = _onnx_source(spec) if spec.model.onnx is not None else None  # the model's word before the data's
         data = load_validation_set(spec)
         labels = evaluation.load_labels(spec.validation, len(next(iter(data.inputs.values()))))
-        raw_path, reference, source = _export(spec, out_dir, data, trust_code, labels)
+        raw_path, reference, source = _export(spec, out_dir, data, trust_code, labels, given)
         t.summary = f"{raw_path.name}, reference from {source['reference']} on {data.source}"
 
     with timer.stage("optimize") as t:
@@ -106,7 +156,7 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
                                     drop_outputs=list(spec.optimize.drop_outputs),
                                     simplifier=spec.optimize.simplifier)
         opt_report = optimize_file(raw_path, deploy_path, settings, real_inputs=evaluation.first(data.inputs, evaluation.RUN_BATCH))
-        fileio.write_json(out_dir / "optimize.json", opt_report.to_dict())
+        fileio.write_json(out_dir / "optimize.json", folder.relocate(opt_report.to_dict()))
         deploy_ops = _op_counts(onnx.load(str(deploy_path)))
         t.summary = f"{sum(deploy_ops.values())} nodes, outputs {', '.join(opt_report.outputs)}"
 
@@ -126,6 +176,7 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
         evaluated = evaluation.evaluate(spec, runner, data.inputs, reference, data.targets, labels)
         checks = evaluated["checks"]
         t.summary = f"{sum(c['passed'] for c in checks)}/{len(checks)} checks passed"
+        per_layer = _layer_errors(spec, deploy_path, prec.model_path, data.inputs)
 
     report = {
         "schema": REPORT_SCHEMA,
@@ -150,6 +201,7 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
         "latency": evaluated["latency"],
         "checks": checks,
         "warnings": evaluated["warnings"],
+        **({"layer_errors": per_layer} if per_layer else {}),
         "passed": all(c["passed"] for c in checks),
         "stage_seconds": timer.seconds,
         "wall_seconds": time.perf_counter() - wall_start,
@@ -167,7 +219,8 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
         "libraries": library_versions(),
         "python": platform.python_version(),
     }
-    fileio.write_json(out_dir / "manifest.json", manifest)
+    report = folder.relocate(report)
+    fileio.write_json(out_dir / "manifest.json", folder.relocate(manifest))
     write_reports(report, out_dir)  # report.json, report.md, report.html
     return report
 
@@ -180,12 +233,15 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: bool,
-            labels: np.ndarray | None = None) -> tuple[Path, dict[str, np.ndarray], dict[str, Any]]:
+            labels: np.ndarray | None = None, given: onnx.ModelProto | None = None,
+            ) -> tuple[Path, dict[str, np.ndarray], dict[str, Any]]:
+    """raw.onnx (a copy of `given`, the checked ONNX source, or the PyTorch export) and the reference outputs."""
+    from edgedeploy.backends.onnxruntime import kernel_ops
+
     raw_path = out_dir / "raw.onnx"
-    if spec.model.onnx is not None:
+    if given is not None:
         source_file = Path(spec.model.onnx)
-        model = _load_onnx(source_file)
-        fileio.write_bytes(raw_path, model.SerializeToString())
+        fileio.write_bytes(raw_path, given.SerializeToString())
         reference = _run_onnx_reference(raw_path, data.inputs)
         source = {"kind": "onnx", "file": str(source_file), "sha256": fileio.sha256_file(source_file),
                   "reference": "ONNX Runtime on the given ONNX"}
@@ -194,13 +250,17 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: boo
 
         module = export.build_module(spec, trust_code)
         export.export_onnx(spec, module, raw_path, data.inputs)
-        names = spec.outputs or [o.name for o in _load_onnx(raw_path).graph.output]
+        exported = onnx.load(str(raw_path), load_external_data=False)
+        check_io(exported, spec, raw_path)
+        check_operators(exported, raw_path, kernel_ops())
+        names = spec.outputs or [o.name for o in exported.graph.output]
         reference = export.reference_outputs(module, data.inputs, names)
         checkpoint = spec.model.checkpoint
         source = {"kind": "pytorch", "factory": spec.model.factory, "kwargs": spec.model.kwargs,
                   "checkpoint": str(checkpoint) if checkpoint else None,
                   "sha256": fileio.sha256_file(checkpoint) if checkpoint else None,
                   "reference": "PyTorch eager (fp32)"}
+    _check_finite(reference, source.get("file") or source["factory"])
     with fileio.atomic_open(out_dir / "reference.npz") as f:
         np.savez_compressed(f, **{f"input.{k}": v for k, v in data.inputs.items()},
                             **{f"output.{k}": v for k, v in reference.items()},
@@ -209,25 +269,47 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: boo
     return raw_path, reference, source
 
 
-def _load_onnx(path: Path) -> onnx.ModelProto:
-    if not path.is_file():
-        raise UsageError("ONNX file not found", where=str(path), fix="check model.onnx in the config")
-    try:
-        return onnx.load(str(path))
-    except Exception as e:
-        raise UsageError(f"not a readable ONNX model ({type(e).__name__})", where=str(path),
-                         fix="the file is corrupt or truncated; export it again") from None
+def _onnx_source(spec: BuildSpec) -> onnx.ModelProto:
+    """The user's ONNX file, read without trusting it (external data confined to its folder, the ONNX checker) and
+    checked against the config and ONNX Runtime's operators before anything runs it."""
+    from edgedeploy.backends.onnxruntime import kernel_ops
+
+    path = Path(spec.model.onnx)
+    model = load_model(path)
+    check_io(model, spec, path)
+    check_operators(model, path, kernel_ops())
+    return model
 
 
 def _run_onnx_reference(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     from edgedeploy.backends.onnxruntime import OnnxRuntimeRunner
 
-    runner = OnnxRuntimeRunner(path)
-    missing = set(runner.input_names) - set(inputs)
-    if missing:
-        raise UsageError(f"the ONNX model's inputs {sorted(missing)} are not in the config's inputs",
-                         where=str(path), fix="name every model input under inputs[]")
-    return evaluation.run_all(runner, inputs)
+    return evaluation.run_all(OnnxRuntimeRunner(path), inputs)
+
+
+def _check_finite(reference: dict[str, np.ndarray], where: str) -> None:
+    """NaN/Inf in the reference itself makes every comparison meaningless, so the build stops here."""
+    for name, value in reference.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            nan, inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
+            raise EdgeDeployError(f"check {name}.finite failed on the reference: output {name!r} has {nan} NaN and "
+                                  f"{inf} Inf of {value.size} values on the validation data", where=where,
+                                  fix="the model itself produces them: check its weights, the inputs of its "
+                                      "Log/Sqrt/Div/Pow nodes, and the preprocessing")
+
+
+def _layer_errors(spec: BuildSpec, float_onnx: Path, quantized: Path,
+                  inputs: dict[str, np.ndarray]) -> list[dict[str, Any]] | None:
+    """Per-layer INT8 error for report.html: the NNCF IR on OpenVINO, the Q/DQ graph (onnxruntime, trt) on ONNX
+    Runtime; None for other precisions, TensorRT's calibrator route, or `validation.layer_error_samples: 0`."""
+    from edgedeploy.precision.localize import layer_errors, localize_model
+
+    samples = spec.validation.layer_error_samples
+    if spec.precision != "int8" or not samples or Path(quantized) == Path(float_onnx):
+        return None
+    backend = "openvino" if spec.target == "openvino" else "onnxruntime"
+    return layer_errors(localize_model(backend, float_onnx, quantized, evaluation.first(inputs, samples),
+                                       spec.validation.latency.threads))
 
 
 def _backend_settings(spec: BuildSpec) -> Any:

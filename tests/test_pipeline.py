@@ -10,7 +10,6 @@ import pytest
 
 from edgedeploy import pipeline
 from edgedeploy.config import demo_spec_path, load_spec
-from edgedeploy.errors import EdgeDeployError
 
 from conftest import fast
 
@@ -104,14 +103,3 @@ def test_onnx_file_as_input(ov_fp32, write_config, tmp_path):
     assert report["passed"], report["checks"]
     assert report["source"]["kind"] == "onnx"
 
-
-def test_failed_build_keeps_the_previous_artifacts(ov_fp32, tmp_path):
-    out, _ = ov_fp32
-    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    broken = load_spec(demo_spec_path())
-    broken = broken.model_copy(update={"model": broken.model.model_copy(update={"checkpoint": tmp_path / "x.pt"})})
-    (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(EdgeDeployError, match="corrupt, truncated"):
-        pipeline.build(fast(broken), out)
-    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert after == before

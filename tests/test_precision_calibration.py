@@ -207,7 +207,7 @@ def test_check_key_file_refuses_a_stale_single_file_cache(tmp_path):
     cache = tmp_path / "int8.cache"
     assert check_key_file(cache, tmp_path / "int8.cache.json", material()) is False
     cache.write_bytes(b"scales")
-    (tmp_path / "int8.cache.json").write_text(json.dumps(key_record(material())))
+    (tmp_path / "int8.cache.json").write_text(json.dumps(key_record(material(), cache)))
     assert check_key_file(cache, tmp_path / "int8.cache.json", material()) is True
     with pytest.raises(EdgeDeployError, match="stale calibration cache: model_sha256 changed"):
         check_key_file(cache, tmp_path / "int8.cache.json", material(model_sha256="f" * 64))

@@ -304,7 +304,7 @@ def test_calibration_cache_is_reused_only_when_its_key_matches(tmp_path):
     cache.write_bytes(b"TRT-1003-EntropyCalibration2\n")
     with pytest.raises(EdgeDeployError, match="no key file"):
         trt_plan.check_calibration_cache(cache, material)
-    (tmp_path / "int8.cache.json").write_text(json.dumps(trt_plan.calibration_key_record(material)))
+    (tmp_path / "int8.cache.json").write_text(json.dumps(trt_plan.calibration_key_record(material, cache)))
     assert trt_plan.check_calibration_cache(cache, material) is True
     with pytest.raises(EdgeDeployError, match="stale calibration cache: data_sha256 changed") as e:
         trt_plan.check_calibration_cache(cache, _material(data_sha256="z" * 64))

@@ -28,6 +28,15 @@ class AsyncRunner(Runner, Protocol):
         ...
 
 
+class SelfTimedRunner(Runner, Protocol):
+    """Optional: a runner whose backend times each call itself (OpenVINO's InferRequest.latency), so the harness
+    can report the backend's figure beside the Python call's (the difference is the cost of calling from Python)."""
+
+    def last_latency_ms(self) -> float:
+        """The backend's own time for the last `run` call, in milliseconds."""
+        ...
+
+
 @dataclass
 class BuildResult:
     artifact: Path  # the file a runner loads (IR .xml, ONNX, TensorRT plan)

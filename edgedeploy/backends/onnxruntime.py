@@ -38,6 +38,17 @@ class OnnxRuntimeBackend:
         return OnnxRuntimeRunner(build.artifact, threads)
 
 
+def kernel_ops() -> set[tuple[str, str]] | None:
+    """(domain, op type) of every kernel the CPU provider registers ("" is ONNX's domain); None when this ONNX Runtime
+    cannot list them."""
+    try:
+        from onnxruntime.capi import _pybind_state
+        kernels = _pybind_state.get_all_opkernel_def()
+    except (ImportError, AttributeError):
+        return None
+    return {(k.domain, k.op_name) for k in kernels if k.provider == "CPUExecutionProvider"}
+
+
 class OnnxRuntimeRunner:
     def __init__(self, path: Path, threads: int | None = None):
         import onnxruntime as ort

@@ -10,6 +10,7 @@ INFERENCE_PRECISION_HINT and the runner reports the value the plugin actually us
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,7 @@ class OpenVINOBackend:
         try:
             model = ov.convert_model(str(onnx_path))
         except Exception as e:
-            raise EdgeDeployError(f"OpenVINO cannot convert the model: {str(e).strip().splitlines()[-1]}",
-                                  where=str(onnx_path)) from None
+            raise _conversion_error(str(e), Path(onnx_path)) from None
         staged = fileio.staging_dir(out_dir)
         ov.save_model(model, str(staged / "model.xml"), compress_to_fp16=(precision == "fp16"))
         for name in ("model.xml", "model.bin"):
@@ -81,14 +81,30 @@ class OpenVINOBackend:
         return OpenVINORunner(build.artifact, settings.device, hint, threads)
 
 
+def _conversion_error(message: str, onnx_path: Path) -> EdgeDeployError:
+    """OpenVINO names the op types it cannot convert (`domain.Op`); the error names the nodes that use them."""
+    import onnx
+
+    found = re.search(r"No conversion rule found for operations: (.+)", message)
+    if found is None:
+        return EdgeDeployError(f"OpenVINO cannot convert the model: {message.strip().splitlines()[-1]}",
+                               where=str(onnx_path))
+    ops = {re.sub(r"-\d+$", "", op.strip()) for op in found.group(1).split(",")}
+    nodes = [n for n in onnx.load(str(onnx_path), load_external_data=False).graph.node
+             if (f"{n.domain}.{n.op_type}" if n.domain else n.op_type) in ops]
+    named = ", ".join(f"{n.name!r} ({n.domain + ':' if n.domain else ''}{n.op_type})" for n in nodes[:3])
+    more = f" and {len(nodes) - 3} more" if len(nodes) > 3 else ""
+    return EdgeDeployError(f"OpenVINO has no conversion for node {named or ', '.join(sorted(ops))}{more}",
+                           where=str(onnx_path), fix="build it with --target onnxruntime (which runs it), or "
+                                                     "replace the op with standard ONNX operators")
+
+
 class OpenVINORunner:
     def __init__(self, xml: Path, device: str, precision_hint: str, threads: int | None = None):
         import openvino as ov
 
         core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": precision_hint, "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
+        config = self.compile_config(precision_hint, threads)
         self._core, self._xml, self._device, self._config = core, xml, device, config
         self._throughput = None  # compiled with the THROUGHPUT hint on first use by run_many
         try:
@@ -109,11 +125,22 @@ class OpenVINORunner:
             "performance_hint": "LATENCY",
         }
 
+    @staticmethod
+    def compile_config(precision_hint: str, threads: int | None = None) -> dict[str, object]:
+        """The properties every synchronous compile uses (tools/bench_latency.py hands the same to benchmark_app)."""
+        config: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision_hint, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        return config
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # synchronous: the inputs outlive the call, so OpenVINO may read them in place; outputs are copied out of
         # the request's buffers before the next call reuses them (saves ~30 µs per call over the copying defaults)
         results = self.request.infer(feeds, share_inputs=True, share_outputs=True)
         return {name: np.array(value, copy=True) for name, value in zip(self.output_names, results.values())}
+
+    def last_latency_ms(self) -> float:
+        return float(self.request.latency)  # the plugin's own timing of the last infer(), in ms
 
     def run_many(self, feeds: dict[str, np.ndarray], count: int, requests: int | None = None) -> dict:
         """Throughput: an AsyncInferQueue of `requests` (default: the plugin's optimal number) on a compilation

@@ -414,7 +414,7 @@ def _make_calibrator(trt: Any, builder: Any, config: Any, network: Any, plan: tr
 
         def write_calibration_cache(self, data: Any) -> None:
             fileio.write_bytes(cache, bytes(memoryview(data)))
-            fileio.write_json(key_file, trt_plan.calibration_key_record(material))
+            fileio.write_json(key_file, trt_plan.calibration_key_record(material, cache))
 
     calibrator = Calibrator()
     config.int8_calibrator = calibrator

@@ -521,16 +521,18 @@ def calibration_key(material: Mapping[str, Any]) -> str:
 def check_calibration_cache(cache: Path, material: Mapping[str, Any]) -> bool:
     """True when `cache` exists and was made from exactly `material`; False when there is none (calibrate).
 
-    A cache whose key file (`<cache>.json`) is missing or different is refused with the fields that changed: it is
-    never reused silently (the failure users of other exporters hit with stale `.cache` files).
+    A cache whose key file (`<cache>.json`) is missing or different is refused with the fields that changed, and one
+    whose bytes no longer match the size and sha256 in its key file is refused as changed: it is never reused
+    silently (the failure users of other exporters hit with stale `.cache` files).
     """
     cache = Path(cache)
     return cache_keys.check_key_file(cache, cache.with_name(cache.name + ".json"), material)
 
 
-def calibration_key_record(material: Mapping[str, Any]) -> dict[str, Any]:
-    """The content of `<cache>.json`, written next to a calibration cache."""
-    return cache_keys.key_record(material, schema="edgedeploy.trt-calibration/1")
+def calibration_key_record(material: Mapping[str, Any], cache: Path) -> dict[str, Any]:
+    """The content of `<cache>.json`, written next to the calibration cache once it is written: the key and the
+    cache file's size and sha256, so a changed or truncated cache is refused too."""
+    return cache_keys.key_record(material, Path(cache), schema="edgedeploy.trt-calibration/2")
 
 
 # ------------------------------------------------------------------------------------------------------ trtexec

@@ -101,6 +101,11 @@ def _parse_bn(g: Graph, node: onnx.NodeProto, stats: PassStats | None) -> Affine
     params = [g.exact(n) for n in node.input[1:5]]
     if any(p is None or p.ndim != 1 or p.dtype.kind != "f" for p in params):
         return None
+    if len({p.size for p in params}) != 1:
+        if stats is not None:  # a malformed node: ONNX Runtime refuses it, and the verification says so
+            stats.note(f"BatchNormalization '{node.name}': scale/B/mean/var have lengths {[p.size for p in params]}; "
+                       "left unchanged")
+        return None
     rank = channel_rank(g, x)
     if rank is None or rank < 2:
         if stats is not None:
@@ -180,8 +185,10 @@ def _linear(g: Graph, node: onnx.NodeProto) -> _Linear | None:
         if stored_b is None or stored_b.dtype != stored.dtype:
             return None
         bias = g.exact(node.input[2])
-    if node.op_type in ("Conv", "ConvTranspose") and w.ndim < 3:
-        return None
+    if node.op_type in ("Conv", "ConvTranspose"):
+        group = _groups(node)  # must divide the weight's first axis: Conv's out channels, ConvTranspose's in channels
+        if w.ndim < 3 or group < 1 or w.shape[0] % group:
+            return None
     if node.op_type in ("Gemm", "MatMul") and w.ndim != 2:
         return None
     return _Linear(node, w, bias, stored.dtype)

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import AttributeProto, TensorProto, numpy_helper
+
+from edgedeploy.errors import EdgeDeployError
 
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE})
 
@@ -103,11 +105,20 @@ def _all_names(graph: onnx.GraphProto, acc: set[str]) -> None:
             _all_names(sub, acc)
 
 
+def tensor_value(tensor: TensorProto, where: str) -> np.ndarray:
+    """A TensorProto as an array; EdgeDeployError naming it when its data does not fill its dims (a corrupt file)."""
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError) as e:
+        raise EdgeDeployError(f"tensor data does not match its dims {list(tensor.dims)} and type ({e})", where=where,
+                              fix="Re-export the model") from None
+
+
 def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
     """The value of a `Constant` node as an array, or None for sparse/string constants."""
     for attr in node.attribute:
         if attr.name == "value":
-            return numpy_helper.to_array(attr.t)
+            return tensor_value(attr.t, f"Constant node '{node.name}'")
         if attr.name == "value_float":
             return np.array(attr.f, dtype=np.float32)
         if attr.name == "value_floats":
@@ -166,6 +177,9 @@ class Graph:
 
     Nodes are held as standalone `NodeProto`s; edit them only through the methods here (or, for attributes and the
     constant inputs of a node, directly) so the maps stay right. `finish()` writes everything back into a new model.
+    A graph the maps cannot describe (a tensor with two writers, a cycle, an attribute of another kind than its op
+    takes, a constant whose data does not fit its dims) is an EdgeDeployError naming the tensor or node, not a wrong
+    edit.
     """
 
     def __init__(self, model: onnx.ModelProto, *, infer_shapes: bool = False):
@@ -187,11 +201,37 @@ class Graph:
         self.producer: dict[str, onnx.NodeProto] = {}
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
         self._live: set[int] = {id(n) for n in self.nodes}
+        defined = set(self.input_names) | set(self.initializers)
         for node in self.nodes:
+            for o in node.output:
+                if o and (o in self.producer or o in defined):
+                    first = f"node '{self.producer[o].name}'" if o in self.producer else "a graph input or initializer"
+                    raise EdgeDeployError(f"tensor '{o}' is written by node '{node.name}' and by {first}",
+                                          where=f"tensor '{o}'", fix="Re-export the model (each tensor has one writer)")
             self._index(node)
         self._collect_types(self.model)
+        self._check_attributes()
+        self._toposorted()  # refuses a cycle before any edit
         if infer_shapes:
             self._infer_shapes()
+
+    def _check_attributes(self) -> None:
+        """EdgeDeployError naming the node whose attribute is not of the kind its op's schema declares: the passes
+        read attributes as those kinds (a corrupt or hand-edited model; the ONNX checker refuses it too)."""
+        for node in self.nodes:
+            if node.domain not in ("", "ai.onnx") or not onnx.defs.has(node.op_type):
+                continue  # an op ONNX does not define: the passes leave it alone
+            try:
+                schema = onnx.defs.get_schema(node.op_type, self.opset, "")
+            except onnx.defs.SchemaError:  # newer than the model's (or a bogus) opset: its attributes' kinds last
+                schema = onnx.defs.get_schema(node.op_type, "")
+            for a in node.attribute:
+                want = schema.attributes.get(a.name)
+                if want is not None and a.type != int(want.type):
+                    kind = AttributeProto.AttributeType.Name
+                    raise EdgeDeployError(
+                        f"attribute '{a.name}' of {node.op_type} node '{node.name}' is {kind(a.type)}, the op takes "
+                        f"{kind(int(want.type))}", where=f"node '{node.name}'", fix="Re-export the model")
 
     # ------------------------------------------------------------------ maps
 
@@ -270,7 +310,7 @@ class Graph:
             tensor = self.initializers[name]
             if tensor.data_location == TensorProto.EXTERNAL:
                 return None
-            return numpy_helper.to_array(tensor)
+            return tensor_value(tensor, f"initializer '{name}'")
         node = self.producer.get(name)
         if node is None:
             return None
@@ -496,24 +536,27 @@ class Graph:
         return [n for n in self.nodes if id(n) not in keep]
 
     def _toposorted(self) -> list[onnx.NodeProto]:
-        """Stable topological order (original order wherever the data flow allows)."""
+        """Stable topological order (original order wherever the data flow allows); EdgeDeployError naming a node
+        on a cycle, which no order can have."""
         available = set(self.input_names) | set(self.initializers) | {""}
-        produced_here = {o for n in self.nodes for o in n.output if o}
+        produced_here = {o: n for n in self.nodes for o in n.output if o}
         pending = list(self.nodes)
         order: list[onnx.NodeProto] = []
         while pending:
             rest = []
-            progressed = False
             for node in pending:
                 if all(i in available or i not in produced_here for i in node_reads(node)):
                     order.append(node)
                     available.update(node.output)
-                    progressed = True
                 else:
                     rest.append(node)
-            if not progressed:  # a cycle: keep the remaining order; the checker will say what is wrong
-                order.extend(rest)
-                break
+            if len(rest) == len(pending):  # every pending node waits on another: walk back until one repeats
+                node, seen = rest[0], set()
+                while id(node) not in seen:
+                    seen.add(id(node))
+                    node = next(produced_here[i] for i in node_reads(node) if i in produced_here and i not in available)
+                raise EdgeDeployError(f"{node.op_type} node '{node.name}' depends on its own output (a cycle)",
+                                      where=f"node '{node.name}'", fix="Re-export the model")
             pending = rest
         return order
 

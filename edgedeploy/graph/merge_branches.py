@@ -109,6 +109,9 @@ def _conv_geometry(node: onnx.NodeProto, w: np.ndarray):
     ks = attr(node, "kernel_shape", None)
     if ks is not None and list(ks) != list(w.shape[2:]):
         return None
+    group = int(attr(node, "group", 1))
+    if (len(strides), len(dil), len(pads)) != (nd, nd, 2 * nd) or group < 1 or w.shape[0] % group:
+        return None  # malformed: ONNX Runtime refuses it, so there is nothing to merge
     return strides, dil, pads[:nd], pads[nd:]
 
 

@@ -27,6 +27,7 @@ from edgedeploy.graph.merge_branches import merge_branches
 from edgedeploy.graph.prune import prune_outputs
 from edgedeploy.graph.simplify import SIMPLIFIERS, check_size, simplify
 from edgedeploy.graph.verify import compare_models, violations
+from edgedeploy.onnx_checks import check_external_data
 
 RealInputs = Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | None
 DEFAULT_PASSES = ("prune", "fold_affine", "merge_branches", "fold_affine", "simplify")
@@ -210,10 +211,16 @@ def optimize_model(
     model: onnx.ModelProto, settings: OptimizeSettings | None = None, real_inputs: RealInputs = None
 ) -> tuple[onnx.ModelProto, OptimizeReport]:
     """Run the configured passes, each verified against the model before it; returns (new model, report).
-    The input model is not modified. UsageError for bad settings, an unknown kept output, or a model over 2 GB."""
+    The input model is not modified. UsageError for bad settings, an unknown kept output, a model over 2 GB, or one
+    that fails the ONNX checker (the passes and their verification assume a well-formed graph)."""
     s = settings or OptimizeSettings()
     s.validate()
     check_size(model)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - ValidationError, and others for protos the checker cannot read
+        raise UsageError(f"the model fails the ONNX checker: {_one_line(exc, 300).rstrip('.')}", where="optimize input",
+                         fix="Fix or re-export the model; optimize only takes graphs the checker accepts") from exc
     t_start = time.perf_counter()
     report = OptimizeReport(
         nodes_before=op_counts(model),
@@ -298,19 +305,10 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
             where=str(p),
             fix="Re-export the model",
         )
+    check_external_data(model, p)  # before any is read: inside the model's folder, and there
     external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
-        total = 0
-        for t in external:
-            info = {e.key: e.value for e in t.external_data}
-            data_path = p.parent / info.get("location", "")
-            if not data_path.is_file():
-                raise UsageError(
-                    f"external data file '{info.get('location', '')}' of tensor '{t.name}' is missing",
-                    where=str(p),
-                    fix="Keep the .data file next to the .onnx file, or export with external_data=False",
-                )
-            total += int(info.get("length", 0) or 0)
+        total = sum(int({e.key: e.value for e in t.external_data}.get("length", 0) or 0) for t in external)
         if total > 2**31 - 1:
             raise UsageError(
                 f"model weights are {total / 2**30:.2f} GiB, over the 2 GiB protobuf limit the optimize stage needs",

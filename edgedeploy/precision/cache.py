@@ -6,18 +6,26 @@ in order), the method settings and the library versions. The key is the sha256 o
 Cache layout (default `<out>/cache`, or `calibration.cache_dir` to share it between builds):
 
     <root>/<kind>/<key[:16]>/...files...     the result
-    <root>/<kind>/<key[:16]>/key.json        {"schema", "kind", "key", "material"}; written last, so an entry
-                                             without it is incomplete and never used
+    <root>/<kind>/<key[:16]>/key.json        {"schema", "kind", "key", "material", "files"}; written last, so an
+                                             entry without it is incomplete and never used
 
 An equal key is reused ("reused"). A result made from other material is never used silently: when no entry has the
 key, the newest entry of the same kind is named as stale with the fields that changed ("rebuilt"); an entry whose
 key.json does not match its material or folder is refused and rebuilt ("refused").
+
+The key says what a result was made from, not that its files are still what was made: `files` records the size and
+sha256 of every file the result holds, and reuse checks them, so a truncated, bit-flipped, missing or added file is
+refused (naming the file) and rebuilt, never loaded. A key file without `files` (schema /1, before the hashes) cannot
+vouch for its files and is refused like a changed one: recalibrating costs seconds to a minute, reusing a corrupt
+result costs a wrong artifact. A single-file result (TensorRT's calibrator cache) gets the same record beside it
+(`<file>.json`) and the same check.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +35,7 @@ from typing import Any
 from edgedeploy import fileio
 from edgedeploy.errors import EdgeDeployError
 
-SCHEMA = "edgedeploy.calibration-cache/1"
+SCHEMA = "edgedeploy.calibration-cache/2"
 KEY_FILE = "key.json"
 _KEY_LEN = 16
 
@@ -37,8 +45,31 @@ def key_of(material: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def key_record(material: Mapping[str, Any], schema: str = SCHEMA, **extra: Any) -> dict[str, Any]:
-    return {"schema": schema, **extra, "key": key_of(material), "material": dict(material)}
+def _listing(artifact: Path) -> dict[str, Path]:
+    """The files a result holds, by path relative to its folder (a single-file result: its own name); a folder's
+    key.json describes the others, so it is not one of them."""
+    if not artifact.is_dir():
+        return {artifact.name: artifact}
+    out = {}
+    for folder, _, names in os.walk(artifact):
+        for name in names:
+            path = Path(folder) / name
+            rel = path.relative_to(artifact).as_posix()
+            if rel != KEY_FILE:
+                out[rel] = path
+    return out
+
+
+def _content(artifact: Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {"size", "sha256"}} of every file `artifact` (a file or a folder) holds."""
+    return {rel: {"size": p.stat().st_size, "sha256": fileio.sha256_file(p)}
+            for rel, p in sorted(_listing(Path(artifact)).items())}
+
+
+def key_record(material: Mapping[str, Any], artifact: Path, schema: str = SCHEMA, **extra: Any) -> dict[str, Any]:
+    """The key file of `artifact` made from `material`: the key, the material and the files' sizes and hashes."""
+    return {"schema": schema, **extra, "key": key_of(material), "material": dict(material),
+            "files": _content(artifact)}
 
 
 def changed_fields(new: Mapping[str, Any], old: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -53,26 +84,61 @@ def changed_fields(new: Mapping[str, Any], old: Mapping[str, Any], prefix: str =
     return out
 
 
+def _content_problem(artifact: Path, recorded: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(file, what is wrong) for the first file of `artifact` that differs from its record, else None. Sizes are
+    compared before any file is hashed, so a truncated file costs no read."""
+    files = _listing(artifact)
+    for rel in sorted(set(recorded) | set(files)):
+        if rel not in files:
+            return rel, "missing"
+        if rel not in recorded:
+            return rel, "not in the key file's file list (added after the result was made)"
+    for rel, path in sorted(files.items()):
+        want, size = recorded[rel], path.stat().st_size
+        if size != want.get("size"):
+            return rel, f"content hash mismatch ({size} bytes, recorded {want.get('size')})"
+    for rel, path in sorted(files.items()):
+        got = fileio.sha256_file(path)
+        if got != recorded[rel].get("sha256"):
+            return rel, f"content hash mismatch (sha256 {got[:12]}, recorded {str(recorded[rel].get('sha256'))[:12]})"
+    return None
+
+
 def check_key_file(artifact: Path, key_file: Path, material: Mapping[str, Any], what: str = "calibration cache") -> bool:
-    """True when `artifact` exists and `key_file` says it was made from exactly `material`; False when there is no
-    artifact (calibrate). A missing, unreadable or different key is an EdgeDeployError naming what changed."""
+    """True when `artifact` (a file or a folder) exists, `key_file` says it was made from exactly `material`, and its
+    files still have the recorded sizes and hashes; False when there is no artifact (calibrate). Anything else is an
+    EdgeDeployError naming what changed (a field of the material, or a file)."""
     artifact, key_file = Path(artifact), Path(key_file)
     if not artifact.exists():
         return False
+    refit = f"delete it (and its key file {key_file.name}) to recalibrate"
     if not key_file.is_file():
         raise EdgeDeployError(f"{what} has no key file, so what it was calibrated on is unknown",
                               where=str(artifact), fix=f"delete it to recalibrate (its key goes to {key_file.name})")
     try:
         recorded = json.loads(key_file.read_text())
     except (OSError, ValueError) as e:
-        raise EdgeDeployError(f"unreadable calibration key file ({e})", where=str(key_file),
+        raise EdgeDeployError(f"unreadable calibration key file ({' '.join(str(e).split())})", where=str(key_file),
                               fix="delete the cache and its key file to recalibrate") from None
-    if recorded.get("key") == key_of(material) and recorded.get("material") == json.loads(
-            json.dumps(dict(material), default=str)):
-        return True
-    changed = changed_fields(material, recorded.get("material", {}))
-    raise EdgeDeployError(f"stale {what}: {', '.join(changed) or 'key'} changed since it was made",
-                          where=str(artifact), fix="delete it (and its key file) to recalibrate")
+    if not isinstance(recorded, dict):
+        raise EdgeDeployError("calibration key file is not a JSON object", where=str(key_file), fix=refit)
+    material = json.loads(json.dumps(dict(material), default=str))
+    old = recorded.get("material")
+    if recorded.get("key") != key_of(material) or old != material:
+        changed = changed_fields(material, old) if isinstance(old, Mapping) else []
+        raise EdgeDeployError(f"stale {what}: {', '.join(changed) or 'key'} changed since it was made",
+                              where=str(artifact), fix=refit)
+    files = recorded.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        raise EdgeDeployError(f"{what}: its key file records no content hashes (older format, schema "
+                              f"{recorded.get('schema')}), so its files cannot be checked", where=str(key_file),
+                              fix=refit)
+    problem = _content_problem(artifact, files)
+    if problem is not None:
+        rel, text = problem
+        where = artifact / rel if artifact.is_dir() else artifact
+        raise EdgeDeployError(f"{what}: {rel}: {text}", where=str(where), fix=refit)
+    return True
 
 
 @dataclass
@@ -96,7 +162,7 @@ class CacheEntry:
         return fileio.staging_dir(self.dir)
 
     def commit(self, staged: Path) -> None:
-        fileio.write_json(Path(staged) / KEY_FILE, key_record(self.material, kind=self.kind))
+        fileio.write_json(Path(staged) / KEY_FILE, key_record(self.material, Path(staged), kind=self.kind))
         fileio.replace_dir(staged, self.dir)
 
     def report(self) -> dict[str, Any]:
@@ -109,7 +175,7 @@ class CalibrationCache:
         self.root = Path(root)
 
     def entry(self, kind: str, material: Mapping[str, Any]) -> CacheEntry:
-        """The entry for this material: reused when its key file matches, else to be (re)built, saying why."""
+        """The entry for this material: reused when its key file and files match, else to be (re)built, saying why."""
         material = json.loads(json.dumps(dict(material), default=str))
         key = key_of(material)
         folder = self.root / kind / key[:_KEY_LEN]
@@ -136,6 +202,8 @@ class CalibrationCache:
             try:
                 rec = json.loads(kf.read_text())
             except (OSError, ValueError):
+                continue
+            if not isinstance(rec, dict) or not isinstance(rec.get("material"), dict):
                 continue
             mtime = kf.stat().st_mtime
             if best is None or mtime > best[0]:

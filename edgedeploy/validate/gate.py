@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import ValidationError
 
 from edgedeploy import __version__, fileio
 from edgedeploy.config import BuildSpec, RegressionSettings, TensorThresholds, Thresholds, ValidationSettings
 from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.outfolder import OutputFolder
 
 REPORT_SCHEMA = "edgedeploy.report/2"
 ACCEPTED_BASELINE_SCHEMAS = ("edgedeploy.report/1", "edgedeploy.report/2")
@@ -177,14 +178,9 @@ _OVERRIDABLE = {"thresholds", "validation", "regression"}
 
 def apply_config(spec: BuildSpec, path: Path) -> BuildSpec:
     """Overlay thresholds / validation / regression from a YAML file (a full build spec, or just those keys)."""
-    from edgedeploy.config import load_spec
+    from edgedeploy.config import load_spec, load_yaml
 
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError("config file not found", where=str(path)) from None
-    except (OSError, yaml.YAMLError) as e:
-        raise UsageError(f"cannot read config ({type(e).__name__})", where=str(path)) from None
+    raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise UsageError("config must be a YAML mapping", where=str(path))
     if "model" in raw:
@@ -253,6 +249,18 @@ def load_reference(path: Path) -> tuple[dict, dict, np.ndarray | None, np.ndarra
     return inputs, outputs, targets, labels
 
 
+def read_manifest(artifact_dir: Path) -> tuple[dict[str, Any], BuildSpec]:
+    """manifest.json of a built artifact folder and the build spec it records."""
+    if not Path(artifact_dir).is_dir():
+        raise UsageError("artifact folder not found", where=str(artifact_dir))
+    manifest = _read_json(Path(artifact_dir) / "manifest.json", "manifest.json")
+    try:
+        return manifest, BuildSpec.model_validate(manifest["spec"])
+    except (KeyError, ValidationError) as e:
+        raise UsageError(f"manifest.json holds no readable build spec ({type(e).__name__})",
+                         where=str(Path(artifact_dir) / "manifest.json")) from None
+
+
 def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, config: Path | None = None,
                       out_dir: Path | None = None, junit: Path | None = None) -> dict[str, Any]:
     """Re-run the artifact in `artifact_dir` on its stored reference, check thresholds (and a baseline), write
@@ -265,14 +273,7 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
 
     start = time.perf_counter()
     artifact_dir = Path(artifact_dir)
-    if not artifact_dir.is_dir():
-        raise UsageError("artifact folder not found", where=str(artifact_dir))
-    manifest = _read_json(artifact_dir / "manifest.json", "manifest.json")
-    try:
-        spec = BuildSpec.model_validate(manifest["spec"])
-    except (KeyError, ValidationError) as e:
-        raise UsageError(f"manifest.json holds no readable build spec ({type(e).__name__})",
-                         where=str(artifact_dir / "manifest.json")) from None
+    manifest, spec = read_manifest(artifact_dir)
     if config is not None:
         spec = apply_config(spec, config)
     base_report = load_baseline(baseline) if baseline is not None else None
@@ -323,8 +324,10 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     report["passed"] = all(c["passed"] for c in report["checks"])
     report["wall_seconds"] = time.perf_counter() - start
     out_dir = Path(out_dir) if out_dir is not None else artifact_dir / "validate"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_reports(report, out_dir)
+    inside = Path(os.path.abspath(out_dir)).is_relative_to(os.path.abspath(artifact_dir))
+    with OutputFolder(out_dir, lock_for=artifact_dir if inside else None) as folder:  # all three reports or none
+        write_reports(report, folder.staging)
+        folder.commit()
     if junit is not None:
         fileio.write_text(junit, junit_xml.to_junit(report))
     return report
@@ -340,4 +343,5 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
 
 
 __all__ = ["REPORT_SCHEMA", "check", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
-           "load_baseline", "apply_config", "write_reports", "output_thresholds", "ValidationSettings"]
+           "load_baseline", "apply_config", "read_manifest", "load_reference", "write_reports", "output_thresholds",
+           "ValidationSettings"]

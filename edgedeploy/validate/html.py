@@ -115,7 +115,8 @@ def plot_layers(layers: list[dict]) -> str | None:
     fig, ax = plt.subplots(figsize=(11, 0.28 * len(rows) + 1.2))
     ax.barh([r["layer"] for r in rows][::-1], [max(r.get("rel_l2", 0.0), 1e-12) for r in rows][::-1],
             color="#8e24aa")
-    ax.set(xscale="log", title="Per-layer error vs the float graph (worst first)", xlabel="rel-L2")
+    ax.set(xscale="log", title="Per-layer INT8 error: each layer alone on the float graph's activations "
+                               "(worst first)", xlabel="rel-L2 vs the float layer")
     return _png(fig)
 
 
@@ -185,4 +186,55 @@ def render_html(report: dict[str, Any]) -> str:
                      f"{html.escape(str(b.get('processor')))}.</p>")
     parts.append(f"<p style='color:#888'>schema {html.escape(report['schema'])}, edgedeploy "
                  f"{html.escape(str(report.get('edgedeploy')))}</p></body></html>")
+    return "\n".join(parts)
+
+
+def plot_cumulative(layers: list[dict]) -> str | None:
+    """Cumulative error of every matched layer in graph order, quantized layers marked: where the error grows."""
+    plt = _plt()
+    if not layers:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 3.4))
+    xs = range(len(layers))
+    ax.plot(xs, [max(r["rel_l2"], 1e-12) for r in layers], color="#546e7a", lw=1)
+    marked = [(i, r) for i, r in enumerate(layers) if r["quantized"]]
+    ax.scatter([i for i, _ in marked], [max(r["rel_l2"], 1e-12) for _, r in marked], s=12, color="#8e24aa",
+               label="quantized layer", zorder=3)
+    ax.set(yscale="log", title="Cumulative error along the graph (layer output, quantized vs float)",
+           xlabel="layer (graph order)", ylabel="rel-L2")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def render_precision_debug(report: dict[str, Any], top: int = 30) -> str:
+    """report.html of `edgedeploy debug precision`."""
+    by_name = {r["layer"]: r for r in report["layers"]}
+    title = f"edgedeploy debug precision: {report['name']} → {report['target']} int8"
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+             f"<p>Quantized model <code>{html.escape(report['quantized_model'])}</code> vs <code>deploy.onnx</code>, "
+             f"both on {html.escape(report['backend'])}, {report['samples']} samples. Local error: the layer alone "
+             "on float activations; cumulative: its output in the quantized graph.</p>"]
+    plot = plot_layers(report["layer_errors"])
+    if plot:
+        parts += ["<h2>Per-layer error (local)</h2>", _img(plot, "per-layer local error")]
+    cumulative = plot_cumulative(report["layers"])
+    if cumulative:
+        parts.append(_img(cumulative, "cumulative error along the graph"))
+    parts += [f"<h2>Worst {min(top, len(report['ranking']))} layers</h2>",
+              _table(["#", "layer", "op", "local rel-L2", "cumulative rel-L2", "SNR dB"],
+                     [[i + 1, n, by_name[n]["op_type"], by_name[n]["local_rel_l2"], by_name[n]["rel_l2"],
+                       by_name[n]["snr_db"]] for i, n in enumerate(report["ranking"][:top])])]
+    if "trials" in report:
+        parts += ["<h2>Search: worst layers kept in float</h2>",
+                  _table(["layers in float", "result", "mAP@0.5 drop", "top-1 drop", "failed checks", "cache", "s"],
+                         [[len(t["kept_float"]), "pass" if t["passed"] else "fail",
+                           (t["task"] or {}).get("map50_drop"), (t["task"] or {}).get("top1_drop"),
+                           "; ".join(t["failed_checks"]) or "—", t["cache"], t["seconds"]] for t in report["trials"]],
+                         ["pass" if t["passed"] else "fail" for t in report["trials"]], css="checks")]
+        result = report["result"]
+        parts.append(f"<pre>{html.escape(result['snippet'])}</pre>" if result["passed"] else
+                     "<p class='warn'>The budget does not hold even with the searched layers kept in float.</p>")
+    parts.append(f"<p style='color:#888'>schema {html.escape(report['schema'])}</p></body></html>")
     return "\n".join(parts)

@@ -95,6 +95,13 @@ def render_markdown(report: dict[str, Any]) -> str:
                      ["top-5 accuracy: reference / artifact", f"{_fmt(task['reference_top5'])} / {_fmt(task['top5'])}"],
                      ["top-1 drop", task["top1_drop"]]]
         lines += ["## Classification", "", *_table(["metric", "value"], rows)]
+    if report.get("layer_errors"):
+        worst = report["layer_errors"][:5]
+        lines += [f"## Per-layer INT8 error (worst {len(worst)} of {len(report['layer_errors'])} quantized layers)", "",
+                  *_table(["layer", "op", "alone on float inputs (rel-L2)", "in the quantized graph (rel-L2)"],
+                          [[f"`{r['layer']}`", r.get("op_type"), r["rel_l2"], r.get("cumulative_rel_l2")]
+                           for r in worst]),
+                  "`edgedeploy debug precision` ranks every layer and finds the fewest to keep in float.", ""]
     if report.get("precision_stage"):
         lines += _precision_section(report["precision_stage"])
     lat = report["latency"]
@@ -171,3 +178,33 @@ def _async(a: dict | None) -> str:
 
 def _pct(v: float | None) -> str:
     return "unknown" if v is None else f"{v:.0%}"
+
+
+def render_precision_debug_markdown(report: dict[str, Any], top: int = 15) -> str:
+    """report.md of `edgedeploy debug precision`: the worst layers, the search trials, the scope found."""
+    lines = [f"# edgedeploy debug precision: {report['name']} → {report['target']} int8", "",
+             f"Quantized model `{report['quantized_model']}` vs `deploy.onnx`, both on {report['backend']}, "
+             f"{report['samples']} samples. Local error: the layer alone on float activations; cumulative: its "
+             "output in the quantized graph.", "",
+             f"## Worst {min(top, len(report['ranking']))} of {len(report['ranking'])} quantized layers", ""]
+    by_name = {lay["layer"]: lay for lay in report["layers"]}
+    lines += _table(["#", "layer", "op", "local rel-L2", "cumulative rel-L2", "SNR dB"],
+                    [[i + 1, f"`{name}`", by_name[name]["op_type"], by_name[name]["local_rel_l2"],
+                      by_name[name]["rel_l2"], by_name[name]["snr_db"]]
+                     for i, name in enumerate(report["ranking"][:top])])
+    if "trials" in report:
+        budget = ", ".join(f"{k} {_fmt(v)}" for k, v in report["budget"].items())
+        lines += ["## Search: worst layers kept in float", "", f"Budget (int8): {budget or 'none set'}.", ""]
+        lines += _table(["layers in float", "result", "mAP@0.5 drop", "top-1 drop", "failed checks", "cache", "s"],
+                        [[len(t["kept_float"]), "pass" if t["passed"] else "**fail**",
+                          (t["task"] or {}).get("map50_drop"), (t["task"] or {}).get("top1_drop"),
+                          "; ".join(t["failed_checks"]) or "—", t["cache"], t["seconds"]] for t in report["trials"]])
+        result = report["result"]
+        if result["passed"]:
+            lines += [f"**Found:** {len(result['kept_float'])} layer(s) in float meet the budget. Add to the build "
+                      "config (also in keep-float.yaml):", "", "```yaml", result["snippet"].rstrip(), "```", ""]
+        else:
+            lines += ["**Not found:** the budget does not hold even with the worst layers searched kept in float "
+                      "(raise --max-layers, or look at calibration data and preprocessing).", ""]
+    return "\n".join(lines)
+

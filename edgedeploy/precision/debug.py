@@ -1,0 +1,274 @@
+"""`edgedeploy debug precision`: find the layers that lose INT8 accuracy, and keep the fewest of them in float so
+the budget holds.
+
+1. **Localise** (edgedeploy.precision.localize) the artifact's quantized graph on the first `samples` validation
+   inputs: per layer, the cumulative error and the error the layer adds alone; rank the quantized layers.
+2. **Search** (optional): requantize with the k worst layers kept in float, k = 1, 2, 4, … until the int8 checks
+   pass, then bisect down to the smallest k that passes. Each trial is quantized by the precision stage itself
+   (keyed and cached exactly like a build, so the rebuild reuses it) and checked with the build's own int8 checks
+   (task-metric drop and tensor budgets vs the reference) on the artifact's whole validation set.
+3. **Rebuild** (optional): a normal `edgedeploy build` with that ignored scope, validated and reported like any build.
+
+OpenVINO artifacts are analysed on OpenVINO (NNCF ignored scope: `int8.ignored_scope.names`, OpenVINO op names);
+Q/DQ artifacts (onnxruntime, and trt, whose int8 route builds the same Q/DQ ONNX) on ONNX Runtime
+(`int8.qdq.excluded.names`, ONNX node names).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedeploy import fileio
+from edgedeploy.config import BuildSpec, Thresholds
+from edgedeploy.errors import UsageError
+from edgedeploy.outfolder import OutputFolder
+from edgedeploy.precision.localize import LayerError, layer_errors, localize_model, rank
+
+SCHEMA = "edgedeploy.precision-debug/1"
+REPORT_FILE = "precision-debug.json"
+
+
+@dataclass
+class Trial:
+    kept_float: list[str]
+    passed: bool
+    failed_checks: list[str]
+    task: dict[str, Any] | None
+    tensors: dict[str, dict[str, float]]
+    cache: str  # reused | new | rebuilt | refused
+    seconds: float
+
+
+@dataclass
+class Artifact:
+    """What the analysis needs from a built int8 folder."""
+
+    dir: Path
+    spec: BuildSpec
+    inputs: dict[str, np.ndarray]
+    reference: dict[str, np.ndarray]
+    targets: np.ndarray | None
+    labels: np.ndarray | None
+
+    @property
+    def backend(self) -> str:
+        """The backend the analysis runs on: OpenVINO for its IR, ONNX Runtime for Q/DQ graphs."""
+        return "openvino" if self.spec.target == "openvino" else "onnxruntime"
+
+    @property
+    def deploy_onnx(self) -> Path:
+        return self.dir / "deploy.onnx"
+
+    def quantized_model(self) -> Path:
+        from edgedeploy.precision.stage import QDQ_ONNX
+
+        path = self.dir / ("openvino/model.xml" if self.backend == "openvino" else QDQ_ONNX)
+        if not path.is_file():
+            raise UsageError("the artifact's quantized model is missing", where=str(path),
+                             fix="rebuild the artifact with --precision int8")
+        return path
+
+
+def load_artifact(artifact_dir: Path) -> Artifact:
+    from edgedeploy.validate.gate import load_reference, read_manifest
+
+    artifact_dir = Path(artifact_dir)
+    _, spec = read_manifest(artifact_dir)
+    if spec.precision != "int8":
+        raise UsageError(f"the artifact is {spec.precision}; debug precision analyses int8 builds",
+                         where=str(artifact_dir), fix="build it with --precision int8 first")
+    if spec.target == "trt" and spec.tensorrt.int8_route == "calibrator":
+        raise UsageError("a TensorRT implicit-calibrator build has no Q/DQ graph to analyse", where=str(artifact_dir),
+                         fix="use tensorrt.int8_route: qdq")
+    inputs, reference, targets, labels = load_reference(artifact_dir / "reference.npz")
+    return Artifact(artifact_dir, spec, inputs, reference, targets, labels)
+
+
+def localize_artifact(art: Artifact, samples: int, threads: int | None = None) -> list[LayerError]:
+    feeds = {k: np.ascontiguousarray(v[:samples]) for k, v in art.inputs.items()}
+    return localize_model(art.backend, art.deploy_onnx, art.quantized_model(), feeds, threads)
+
+
+def keep_in_float(spec: BuildSpec, layers: list[str], cache_dir: Path) -> BuildSpec:
+    """`spec` with `layers` added to the scope its int8 route leaves unquantized (accuracy-aware search off: this
+    search replaces it), calibration results cached in `cache_dir`."""
+    int8 = spec.int8
+    if spec.target == "openvino":
+        scope = int8.ignored_scope
+        int8 = int8.model_copy(update={"ignored_scope": scope.model_copy(
+            update={"names": _merged(scope.names, layers)})})
+    else:
+        excluded = int8.qdq.excluded
+        int8 = int8.model_copy(update={"qdq": int8.qdq.model_copy(update={"excluded": excluded.model_copy(
+            update={"names": _merged(excluded.names, layers)})})})
+    int8 = int8.model_copy(update={"accuracy_aware": int8.accuracy_aware.model_copy(update={"enabled": False})})
+    calibration = spec.calibration.model_copy(update={"cache_dir": spec.calibration.cache_dir or cache_dir})
+    return spec.model_copy(update={"int8": int8, "calibration": calibration})
+
+
+def _merged(existing: list[str], extra: list[str]) -> list[str]:
+    return list(existing) + [name for name in extra if name not in existing]
+
+
+def run_trial(art: Artifact, layers: list[str], budget: Thresholds, threads: int | None = None) -> Trial:
+    """Quantize with `layers` kept in float (the precision stage, cached), run the whole validation set, check."""
+    from edgedeploy.backends import get_backend
+    from edgedeploy.pipeline import library_versions
+    from edgedeploy.precision.stage import run_precision
+    from edgedeploy.validate import evaluate, metrics
+    from edgedeploy.validate.gate import threshold_checks
+
+    start = time.perf_counter()
+    spec = keep_in_float(art.spec, layers, art.dir / "cache")
+    backend = get_backend(art.backend)
+    settings = spec.openvino if art.backend == "openvino" else None
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-debug-precision.") as work:
+        prec = run_precision(spec, art.deploy_onnx, Path(work), None, library_versions())
+        built = backend.build(prec.model_path, Path(work) / art.backend, "int8", settings)
+        runner = backend.load(built, settings, threads)
+        outputs = evaluate.run_all(runner, art.inputs)
+    names = [n for n in runner.output_names if n in art.reference]
+    tensors = metrics.compare_outputs(art.reference, outputs, names)
+    task = evaluate.task_metrics(spec.validation, art.reference, outputs, art.targets, art.labels)
+    checks = threshold_checks(budget, tensors, task)
+    return Trial(kept_float=list(layers), passed=all(c["passed"] for c in checks),
+                 failed_checks=[c["message"] for c in checks if not c["passed"]],
+                 task={k: v for k, v in (task or {}).items() if isinstance(v, (int, float, str))} or None,
+                 tensors={n: {k: m[k] for k in ("rel_l2", "snr_db", "cosine")} for n, m in tensors.items()},
+                 cache=prec.info.get("cache", {}).get("status", "none"), seconds=time.perf_counter() - start)
+
+
+def search(art: Artifact, ranking: list[str], budget: Thresholds, max_layers: int,
+           progress: Callable[[Trial], None] = lambda t: None, threads: int | None = None) -> list[Trial]:
+    """Trials, in the order run: as built, then k = 1, 2, 4, … worst layers kept in float until one passes (at most
+    `max_layers`), then bisection to the smallest passing k. The answer is the passing trial with the fewest layers."""
+    trials: dict[int, Trial] = {}
+
+    def attempt(k: int) -> Trial:
+        if k not in trials:
+            trials[k] = run_trial(art, ranking[:k], budget, threads)
+            progress(trials[k])
+        return trials[k]
+
+    if attempt(0).passed:
+        return list(trials.values())
+    limit = min(max_layers, len(ranking))
+    low, k = 0, 1
+    while k < limit and not attempt(k).passed:
+        low, k = k, 2 * k
+    if k >= limit:
+        k = limit
+        if not attempt(k).passed:
+            return list(trials.values())
+    high = k
+    while high - low > 1:  # trials[low] failed, trials[high] passed
+        mid = (low + high) // 2
+        low, high = (low, mid) if attempt(mid).passed else (mid, high)
+    return list(trials.values())
+
+
+def best(trials: list[Trial]) -> Trial | None:
+    passing = [t for t in trials if t.passed]
+    return min(passing, key=lambda t: len(t.kept_float)) if passing else None
+
+
+def budget_for(spec: BuildSpec, overrides: dict[str, float | None]) -> Thresholds:
+    budget = spec.thresholds.get("int8") or Thresholds()
+    return budget.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def scope_snippet(spec: BuildSpec, layers: list[str]) -> str:
+    """The YAML to add to the build config so a build keeps `layers` in float."""
+    import yaml
+
+    scoped = keep_in_float(spec, layers, Path("cache")).int8
+    if spec.target == "openvino":
+        body = {"int8": {"ignored_scope": {"names": scoped.ignored_scope.names}}}
+    else:
+        body = {"int8": {"qdq": {"excluded": {"names": scoped.qdq.excluded.names}}}}
+    return "# layers kept in float by `edgedeploy debug precision`\n" + yaml.safe_dump(body, sort_keys=False)
+
+
+def write_outputs(report: dict[str, Any], out_dir: Path) -> None:
+    from edgedeploy.validate.html import render_precision_debug
+    from edgedeploy.validate.report import render_precision_debug_markdown
+
+    fileio.write_json(out_dir / REPORT_FILE, report)
+    fileio.write_text(out_dir / "report.md", render_precision_debug_markdown(report))
+    fileio.write_text(out_dir / "report.html", render_precision_debug(report))
+    if report.get("result") and report["result"].get("snippet"):
+        fileio.write_text(out_dir / "keep-float.yaml", report["result"]["snippet"])
+
+
+def debug_precision(artifact_dir: Path, out_dir: Path | None = None, *, samples: int = 32, do_search: bool = False,
+                    max_layers: int = 16, budget_overrides: dict[str, float | None] | None = None,
+                    progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Localise (and with `do_search`, find the fewest layers to keep in float); writes precision-debug.json,
+    report.md, report.html (and keep-float.yaml) to `out_dir` (default ARTIFACT_DIR/debug-precision)."""
+    start = time.perf_counter()
+    art = load_artifact(artifact_dir)
+    if samples < 1:
+        raise UsageError(f"--samples must be at least 1, not {samples}")
+    out_dir = Path(out_dir) if out_dir is not None else art.dir / "debug-precision"
+    # the artifact's lock for the whole run, since the trials write into its calibration cache
+    with OutputFolder(out_dir, lock_for=art.dir, marker=REPORT_FILE) as folder:
+        report = _analyse(art, samples, do_search, max_layers, budget_overrides or {}, progress)
+        report["seconds"] = time.perf_counter() - start
+        write_outputs(report, folder.staging)
+        folder.commit()
+    return report
+
+
+def _analyse(art: Artifact, samples: int, do_search: bool, max_layers: int,
+             budget_overrides: dict[str, float | None], progress: Callable[[str], None]) -> dict[str, Any]:
+    threads = art.spec.validation.latency.threads
+    progress(f"localising {art.quantized_model().relative_to(art.dir)} on {art.backend}")
+    layers = localize_artifact(art, samples, threads)
+    ranked = rank(layers)
+    report: dict[str, Any] = {
+        "schema": SCHEMA, "artifact_dir": str(art.dir), "name": art.spec.name, "target": art.spec.target,
+        "backend": art.backend, "quantized_model": str(art.quantized_model().relative_to(art.dir)),
+        "samples": min(samples, len(next(iter(art.inputs.values())))),
+        "layers": [lay.to_dict() for lay in layers], "ranking": [lay.layer for lay in ranked],
+        "layer_errors": layer_errors(layers),
+    }
+    if not do_search:
+        return report
+    budget = budget_for(art.spec, budget_overrides)
+    report["budget"] = budget.model_dump(exclude_none=True, exclude={"outputs"})
+
+    def show(t: Trial) -> None:
+        progress(f"{len(t.kept_float):>2} in float: {'pass' if t.passed else 'fail'}"
+                 + (f", mAP@0.5 drop {t.task['map50_drop']:.4f}" if t.task and "map50_drop" in t.task else "")
+                 + f" ({t.cache}, {t.seconds:.1f} s)")
+
+    trials = search(art, [lay.layer for lay in ranked], budget, max_layers, show, threads)
+    report["trials"] = [asdict(t) for t in trials]
+    found = best(trials)
+    report["result"] = {"passed": found is not None, "kept_float": found.kept_float if found else None,
+                        "snippet": scope_snippet(art.spec, found.kept_float) if found else None}
+    return report
+
+
+def rebuild(artifact_dir: Path, kept_float: list[str], out: Path, listener=None) -> dict[str, Any]:
+    """A normal build of the artifact's spec with `kept_float` left unquantized; its calibration result is the
+    search's (same key, same cache)."""
+    from edgedeploy import pipeline
+    from edgedeploy.validate.gate import read_manifest
+
+    _, spec = read_manifest(Path(artifact_dir))
+    if Path(out).resolve() == Path(artifact_dir).resolve():
+        raise UsageError("--rebuild must name a new folder, not the artifact being analysed", where=str(out))
+    return pipeline.build(keep_in_float(spec, kept_float, Path(artifact_dir) / "cache"), Path(out),
+                          listener=listener)
+
+
+__all__ = ["debug_precision", "rebuild", "load_artifact", "localize_artifact", "run_trial", "search", "best",
+           "keep_in_float", "scope_snippet", "Trial", "Artifact"]

@@ -1,0 +1,24 @@
+"""Running the real command line in a subprocess and reading its one error line (shared by the CLI tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+PROGRESS = ("edgedeploy build ", "✓ ", "PASS ", "FAIL ")  # how a build's progress lines start
+
+
+def run_cli(*args: str, cwd=None, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+    """`edgedeploy ARGS`; COLUMNS keeps rich from wrapping lines, so each message is one line."""
+    return subprocess.run([sys.executable, "-m", "edgedeploy.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env={**os.environ, "COLUMNS": "1000"}, **popen)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one `error:` line of a failed command: its last stderr line; any before it are a build's progress."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+    assert lines and lines[-1].startswith("error:"), result.stderr
+    assert all(line.startswith(PROGRESS) for line in lines[:-1]), result.stderr
+    return lines[-1]
