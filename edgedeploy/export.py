@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -115,6 +116,17 @@ def _dynamic_shapes(inputs: list[InputSpec]):
     return shapes
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_onnx(spec: BuildSpec, module, out_path: Path, real_inputs: dict[str, np.ndarray] | None = None) -> Path:
     """Export `module` to `out_path` atomically (dynamo exporter, named I/O, dynamic dims from the spec)."""
     torch = _torch()
@@ -126,7 +138,8 @@ def export_onnx(spec: BuildSpec, module, out_path: Path, real_inputs: dict[str, 
     tmp = tmp_dir / out_path.name
     log = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
+                _quiet_logger("torch.onnx"):  # its handlers write to the real stderr ("torchvision is not installed")
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,

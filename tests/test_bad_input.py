@@ -484,6 +484,22 @@ def _(bench, here, out):
     return Run(_int8(bench, here, out, bench.root / "calib0.npy"), handled=handled)
 
 
+@case("cached calibration result bit-flipped (handled: refused by content hash, rebuilt)", 0)
+def _(bench, here, out):
+    shutil.copytree(bench.int8, out)
+    (cached,) = out.glob("cache/*/*/model.qdq.onnx")
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cached.write_bytes(bytes(data))
+
+    def handled():
+        note = _cache_note(out, "refused")
+        assert "model.qdq.onnx: content hash mismatch" in note
+        return note
+
+    return Run(_int8(bench, here, out, bench.root / "calib0.npy"), handled=handled)
+
+
 # the output folder ------------------------------------------------------------------------------------------
 
 @case("--out is an existing file", 2, "the output path is a file, not a folder", "choose a folder for --out")
