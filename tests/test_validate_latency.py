@@ -83,6 +83,18 @@ def test_openvino_async_queue(matmul_onnx, tmp_path):
     np.testing.assert_allclose(runner.run(feeds(2))["y"], runner.run(feeds(2))["y"])
 
 
+def test_openvino_own_timer_is_recorded_beside_the_python_call(matmul_onnx, tmp_path):
+    backend = OpenVINOBackend()
+    runner = backend.load(backend.build(matmul_onnx, tmp_path / "ov", "fp32"), threads=1)
+    result = latency.measure_sync(runner, feeds(8), warmup=2, iterations=50)
+    own = result["backend_timing"]
+    assert own["source"].startswith("openvino")
+    # the plugin times the inference inside the Python call: never longer, call by call
+    assert 0 < own["min_ms"] <= result["min_ms"] and own["median_ms"] <= result["median_ms"]
+    assert own["max_ms"] <= result["max_ms"]
+    assert "backend_timing" not in latency.measure_sync(OnnxRuntimeRunner(matmul_onnx, threads=1), feeds(8), 2, 10)
+
+
 def test_runner_without_run_many_reports_sync_throughput():
     class Plain:
         input_names, output_names, conditions = ["x"], ["y"], {"backend": "plain"}

@@ -168,9 +168,10 @@ def render_html(report: dict[str, Any]) -> str:
                   _table(["metric", "value"], [[k, task[k]] for k in keys])]
     parts += ["<h2>Latency</h2>",
               _table(["batch", "median ms", "p90 ms", "p99 ms", "min ms", "max ms", "mean ms", "CoV", "n",
-                      "samples/s (sync)", "samples/s (async)", "load/core", "others' CPU"],
+                      "backend's own median ms", "samples/s (sync)", "samples/s (async)", "load/core", "others' CPU"],
                      [[t["batch"], t["median_ms"], t["p90_ms"], t["p99_ms"], t["min_ms"], t.get("max_ms"),
                        t["mean_ms"], f"{t['cov']:.1%}" + (" unstable" if t["unstable"] else ""), t.get("iterations"),
+                       (t.get("backend_timing") or {}).get("median_ms", "—"),
                        t["throughput_per_s"],
                        (t.get("async") or {}).get("throughput_per_s", "= sync"), t.get("load_per_core"),
                        t.get("other_cpu_busy")] for t in report["latency"]])]

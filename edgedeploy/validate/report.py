@@ -118,7 +118,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     if lat:
         t = lat[0]
         lines += [f"Load per core before timing {_pct(t.get('load_per_core'))}; other processes' CPU use while timing "
-                  f"{_pct(t.get('other_cpu_busy'))}. Sync latency includes the Python call and output copy.", ""]
+                  f"{_pct(t.get('other_cpu_busy'))}. Sync latency includes the Python call and output copy."
+                  + "".join(f" Batch {x['batch']} by {x['backend_timing']['source']}: median "
+                            f"{_fmt(x['backend_timing']['median_ms'])} ms." for x in lat if x.get("backend_timing")),
+                  ""]
     if "optimize" in report:
         lines += [
             "## Graph",
