@@ -458,16 +458,21 @@ def _cache_note(out: Path, status: str) -> str:
     return f"calibration cache {cache['status']}: {cache['note']}"
 
 
+def _cache_handled(out: Path, status: str, says: str) -> Callable[[], str]:
+    """The check of a handled cache fault: the report names the status and why."""
+    def handled() -> str:
+        note = _cache_note(out, status)
+        assert says in note, note
+        return note
+
+    return handled
+
+
 @case("stale calibration cache (handled: rebuilt, reported)", 0)
 def _(bench, here, out):
     shutil.copytree(bench.int8, out)
-
-    def handled():
-        note = _cache_note(out, "rebuilt")
-        assert "data_sha256 changed" in note
-        return note
-
-    return Run(_int8(bench, here, out, bench.root / "calib1.npy"), handled=handled)
+    return Run(_int8(bench, here, out, bench.root / "calib1.npy"),
+               handled=_cache_handled(out, "rebuilt", "data_sha256 changed"))
 
 
 @case("corrupt calibration cache entry (handled: refused, rebuilt)", 0)
@@ -475,13 +480,7 @@ def _(bench, here, out):
     shutil.copytree(bench.int8, out)
     for key_file in out.glob("cache/*/*/key.json"):
         key_file.write_text("{ not json")
-
-    def handled():
-        note = _cache_note(out, "refused")
-        assert "key file" in note
-        return note
-
-    return Run(_int8(bench, here, out, bench.root / "calib0.npy"), handled=handled)
+    return Run(_int8(bench, here, out, bench.root / "calib0.npy"), handled=_cache_handled(out, "refused", "key file"))
 
 
 @case("cached calibration result bit-flipped (handled: refused by content hash, rebuilt)", 0)
@@ -491,13 +490,8 @@ def _(bench, here, out):
     data = bytearray(cached.read_bytes())
     data[len(data) // 2] ^= 0xFF
     cached.write_bytes(bytes(data))
-
-    def handled():
-        note = _cache_note(out, "refused")
-        assert "model.qdq.onnx: content hash mismatch" in note
-        return note
-
-    return Run(_int8(bench, here, out, bench.root / "calib0.npy"), handled=handled)
+    return Run(_int8(bench, here, out, bench.root / "calib0.npy"),
+               handled=_cache_handled(out, "refused", "model.qdq.onnx: content hash mismatch"))
 
 
 # the output folder ------------------------------------------------------------------------------------------
