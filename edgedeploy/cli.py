@@ -13,6 +13,7 @@ from typing import Optional, get_args
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from edgedeploy.errors import EdgeDeployError, UsageError
 
@@ -40,7 +41,7 @@ class _RichStages:
     def done(self, stage: str, seconds: float, summary: str) -> None:
         if self._status is not None:
             self._status.stop()
-        console.print(f"[green]✓[/] {stage:<9} {seconds:6.1f} s  {summary}")
+        console.print(f"[green]✓[/] {stage:<9} {seconds:6.1f} s  {escape(summary)}", highlight=False)
 
     def stop(self) -> None:
         if self._status is not None:
@@ -58,15 +59,17 @@ def build(
     """Export, optimize, build and validate a model; exit 1 when a check fails."""
     from edgedeploy import pipeline
     from edgedeploy.config import Precision, Target, demo_spec_path, load_spec
+    from edgedeploy.outfolder import OutputFolder
 
     spec = load_spec(config if config is not None else demo_spec_path())
     for flag, value, allowed in (("--target", target, Target), ("--precision", precision, Precision)):
         if value is not None and value not in get_args(allowed):
             raise UsageError(f"invalid {flag} {value!r}", fix=f"use one of: {', '.join(get_args(allowed))}")
     spec = spec.model_copy(update={k: v for k, v in {"target": target, "precision": precision}.items() if v})
-    out = out or Path("edgedeploy-out") / f"{spec.name}-{spec.target}-{spec.precision}"
+    out = OutputFolder(out or Path("edgedeploy-out") / f"{spec.name}-{spec.target}-{spec.precision}").check()
     pipeline.check_request(spec)
-    console.print(f"[bold]edgedeploy build[/] {spec.name} → {spec.target} {spec.precision} in {out}")
+    console.print(f"[bold]edgedeploy build[/] {escape(spec.name)} → {spec.target} {spec.precision} in "
+                  f"{escape(str(out))}", highlight=False)
     stages = _RichStages()
     try:
         report = pipeline.build(spec, out, trust_code=trust_code, listener=stages)
@@ -82,15 +85,16 @@ def validate(
     junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here (one testcase per check)"),
     config: Optional[Path] = typer.Option(
         None, "--config", help="YAML overriding thresholds / validation / regression (or a full build spec)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder [default: ARTIFACT_DIR/validate]"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder [default: ARTIFACT_DIR-validate]"),
 ) -> None:
     """Re-run a built artifact on its stored reference (no torch), check thresholds and a baseline; exit 0 pass,
     1 fail, 2 usage error. Writes report.json, report.md and report.html."""
+    from edgedeploy.outfolder import report_path
     from edgedeploy.validate.gate import validate_artifact
 
     with console.status("[bold]validate[/]…"):
         report = validate_artifact(artifact_dir, baseline=baseline, config=config, out_dir=out, junit=junit)
-    out = out or artifact_dir / "validate"
+    out = report_path(artifact_dir, out, "validate")
     for c in report["checks"]:
         mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "skip": "[yellow]-[/]"}[c["status"]]
         if c["status"] != "pass":
@@ -110,19 +114,23 @@ def optimize(
     """Fold BN and per-channel affines, merge RepConv branches, prune outputs, simplify; every pass verified."""
     from edgedeploy import fileio
     from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
+    from edgedeploy.outfolder import output_file
 
     if simplifier not in ("auto", "onnxsim", "onnxslim", "none"):
         raise UsageError(f"invalid --simplifier {simplifier!r}", fix="use one of: auto, onnxsim, onnxslim, none")
+    output = output_file(output, "--output")
+    report = output_file(report, "--report") if report is not None else None
     settings = OptimizeSettings(keep_outputs=keep_output or None, drop_outputs=drop_output, simplifier=simplifier)
     with console.status("[bold]optimize[/]…"):
         result = optimize_file(model, output, settings)
-    console.print(result.summary(), highlight=False)
+    console.print(Text(result.summary()), highlight=False)
     if report is not None:
         fileio.write_json(report, result.to_dict())
     rolled_back = [p.name for p in result.passes if p.status in ("rolled_back", "failed")]
     note = f"; not applied: {', '.join(rolled_back)} (see the report)" if rolled_back else ""
-    console.print(f"[green]✓[/] {output}: {sum(result.nodes_before.values())} → {sum(result.nodes_after.values())} "
-                  f"nodes, outputs {', '.join(result.outputs)}{note}")
+    console.print(f"[green]✓[/] " + escape(f"{output}: {sum(result.nodes_before.values())} → "
+                                           f"{sum(result.nodes_after.values())} nodes, outputs "
+                                           f"{', '.join(result.outputs)}{note}"), highlight=False)
 
 
 debug_app = typer.Typer(no_args_is_help=True, help="Find what loses accuracy in a built artifact.")
@@ -141,14 +149,17 @@ def debug_precision(
     rebuild: Optional[Path] = typer.Option(None, "--rebuild", help="with --search: build the found configuration "
                                                                    "into this folder"),
     top: int = typer.Option(10, "--top", help="layers listed here (all are in the report)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder [default: ARTIFACT_DIR/debug-precision]"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder [default: ARTIFACT_DIR-debug-precision]"),
 ) -> None:
     """Rank the layers of an INT8 artifact by the error each adds (vs its float graph, per intermediate tensor);
     with --search, keep the worst in float until the budget holds; exit 1 when no such set is found."""
+    from edgedeploy.outfolder import OutputFolder, report_path
     from edgedeploy.precision import debug
 
     if rebuild is not None and not search:
         raise UsageError("--rebuild needs --search (it builds what the search found)")
+    if rebuild is not None:  # refused now, not after the search
+        rebuild = OutputFolder(rebuild, flag="--rebuild").check()
     with console.status("[bold]debug precision[/]…") as status:
         report = debug.debug_precision(
             artifact_dir, out, samples=samples, do_search=search, max_layers=max_layers,
@@ -162,17 +173,17 @@ def debug_precision(
         lay = by_name[name]
         console.print(f"  {lay['local_rel_l2']:.4f} / {lay['rel_l2']:.4f}  {escape(name)} ({lay['op_type']})",
                       highlight=False)
-    report_dir = out or artifact_dir / "debug-precision"
+    report_dir = report_path(artifact_dir, out, "debug-precision")
     result = report.get("result")
     if result is None:
-        console.print(f"→ {report_dir / 'report.md'}", highlight=False, soft_wrap=True)
+        console.print(Text(f"→ {report_dir / 'report.md'}"), highlight=False, soft_wrap=True)
         return
     if not result["passed"]:
         raise EdgeDeployError(f"the int8 budget does not hold with up to {max_layers} worst layers in float",
                               where=str(report_dir / "report.md"),
                               fix="raise --max-layers, or check the calibration data and preprocessing")
     console.print(f"[green]✓[/] {len(result['kept_float'])} layer(s) in float meet the budget → "
-                  f"{report_dir / 'keep-float.yaml'}", highlight=False, soft_wrap=True)
+                  f"{escape(str(report_dir / 'keep-float.yaml'))}", highlight=False, soft_wrap=True)
     if rebuild is not None:
         stages = _RichStages()
         try:
@@ -194,7 +205,7 @@ def _finish(report: dict, out: Path) -> None:
 def _print_summary(report: dict, out: Path) -> None:
     task = report.get("task")
     worst = max(report["tensors"].items(), key=lambda kv: kv[1]["rel_l2"])
-    parts = [f"rel-L2 {worst[1]['rel_l2']:.2e} ({worst[0]})"]
+    parts = [f"rel-L2 {worst[1]['rel_l2']:.2e} ({escape(worst[0])})"]
     if task and "map50" in task:
         parts.append(f"mAP@0.5 {task['map50']:.4f} (reference {task['reference_map50']:.4f})")
     elif task and task.get("kind") == "classification":
@@ -204,7 +215,8 @@ def _print_summary(report: dict, out: Path) -> None:
     verdict = "[green]PASS[/]" if report["passed"] else "[red]FAIL[/]"
     counts = {k: sum(c.get("status") == k for c in report["checks"]) for k in ("pass", "fail", "skip")}
     parts.append(f"checks {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
-    console.print(f"{verdict} {'; '.join(parts)}; total {report['wall_seconds']:.1f} s → {out / 'report.md'}")
+    console.print(f"{verdict} {'; '.join(parts)}; total {report['wall_seconds']:.1f} s → "
+                  f"{escape(str(out / 'report.md'))}", highlight=False)
 
 
 @app.command()
@@ -225,17 +237,31 @@ def inspect(
                               fix="rebuild the engine on this machine (edgedeploy build ... --target trt)")
 
 
+def _error_line(label: str, message: str) -> None:
+    """`label message` on stderr; the message is plain text, never read as rich markup (paths and names are the
+    user's: `res[/]ult` is a folder name, not a closing tag)."""
+    console.print(Text.assemble((label, "red"), " ", message), highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    """The command line, with every failure as one line: EdgeDeployError (and OS errors the user can fix, such as a
+    full disk) as `error:` with their exit code; anything else is a bug in edgedeploy or a library (`internal error`)."""
     try:
         app()
     except EdgeDeployError as e:
         if _debug["on"]:
             traceback.print_exc()
-        console.print(f"[red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
+        _error_line("error:", e.message)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/]")
+        _error_line("interrupted", "")
         sys.exit(130)
+    except MemoryError as e:  # the machine's limit, not a bug: say so, and what to change
+        if _debug["on"]:
+            traceback.print_exc()
+        _error_line("error:", f"out of memory ({type(e).__name__}: {e}). use fewer validation or calibration "
+                              "samples (validation.samples, calibration.subset_size), or a machine with more memory")
+        sys.exit(1)
     except Exception as e:  # a bug in edgedeploy or a library: still one line unless --debug
         from edgedeploy.fileio import write_error
 
@@ -243,10 +269,9 @@ def main() -> None:
             traceback.print_exc()
         known = write_error(e) if isinstance(e, OSError) else None  # a full disk or read-only folder, not a bug
         if known is not None:
-            console.print(f"[red]error:[/] {escape(known.message)}", highlight=False, soft_wrap=True)
+            _error_line("error:", known.message)
             sys.exit(known.exit_code)
-        console.print(f"[red]internal error:[/] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
-                      highlight=False, soft_wrap=True)
+        _error_line("internal error:", f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
         sys.exit(1)
 
 

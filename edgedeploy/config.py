@@ -20,11 +20,14 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, JsonValue, S
                       field_validator, model_validator)
 
 from edgedeploy.errors import UsageError
+from edgedeploy.fileio import read_input
 
 Target = Literal["openvino", "onnxruntime", "trt"]
 Precision = Literal["fp32", "fp16", "int8"]
 DType = Literal["float32", "float16", "uint8", "int8", "int32", "int64"]
 _MAX_NODES = 100_000  # values in a config once YAML aliases are expanded; real ones have a few hundred
+_MAX_CONFIG_BYTES = 16 << 20  # a config is a few KiB; this refuses a wrong file before parsing it
+_MAX_NAME_BYTES = 128
 
 
 def _no_nul(path: Path) -> Path:
@@ -118,7 +121,7 @@ class DetectionSettings(_Strict):
 
 
 class LatencySettings(_Strict):
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 8])
     warmup: int = Field(10, ge=0)
     iterations: int = Field(100, ge=1, description="timed calls per batch size (ignored when duration_s is set)")
     duration_s: float | None = Field(None, gt=0, description="time budget per batch size instead of a fixed count")
@@ -325,8 +328,18 @@ class Fp16Settings(_Strict):
     keep_fp32_nodes: Regexes = Field(default_factory=list, description="node names (or regexes) kept in fp32")
 
 
+def _folder_name(name: str) -> str:
+    """`name` names the default output folder (edgedeploy-out/NAME-TARGET-PRECISION): one path component."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\") or not name.isprintable():
+        raise ValueError(f"{name!r} must be one folder name: no '/' or '\\', not '.' or '..', printable characters")
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        raise ValueError(f"the name is {len(name.encode())} bytes; at most {_MAX_NAME_BYTES} (it names a folder)")
+    return name
+
+
 class BuildSpec(_Strict):
-    name: str = "model"
+    name: Annotated[str, AfterValidator(_folder_name)] = Field(
+        "model", description="names the default output folder, edgedeploy-out/NAME-TARGET-PRECISION")
     model: ModelSource
     inputs: list[InputSpec] = Field(min_length=1)
     outputs: list[str] = Field(default_factory=list, description="names given to the exported outputs, in order")
@@ -370,14 +383,12 @@ class _SpecLoader(yaml.SafeLoader):
 
 
 def load_yaml(path: str | Path) -> Any:
-    """The YAML document in a config file; UsageError naming the file (and line) for a missing, unreadable or
-    non-UTF-8 file, invalid YAML, a repeated key, nesting too deep to read, or aliases that cycle or explode."""
+    """The YAML document in a config file; UsageError naming the file (and line) for a missing, unreadable, oversized
+    or non-UTF-8 file, one that is not a regular file (a FIFO, a device, a folder), invalid YAML, a repeated key, nesting too deep to read, or aliases that cycle or explode."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError("config file not found", where=str(path), fix="check the path") from None
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_input(path, "config file", max_bytes=_MAX_CONFIG_BYTES).decode("utf-8")
+    except UnicodeDecodeError as e:
         raise UsageError(f"cannot read config ({e})", where=str(path)) from None
     try:
         raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass

@@ -45,7 +45,12 @@ def load_checkpoint(path: Path, trust_code: bool = False) -> Any:
         except ImportError:
             raise EdgeDeployError("reading .safetensors needs the safetensors package", where=str(path),
                                   fix="pip install safetensors") from None
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors raises SafetensorError (or OSError) for a damaged file
+            raise EdgeDeployError(f"cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})",
+                                  where=str(path), fix="the file is corrupt, truncated or not a .safetensors "
+                                                       "checkpoint; save it again") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_code)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage

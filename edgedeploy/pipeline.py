@@ -92,7 +92,9 @@ def check_request(spec: BuildSpec) -> Backend:
     for path, key in ((spec.model.onnx, "model.onnx"), (spec.model.checkpoint, "model.checkpoint"),
                       (spec.validation.data, "validation.data")):
         if path is not None and not Path(path).is_file():
-            raise UsageError(f"{key} not found", where=str(path), fix=f"check {key} in the config")
+            kind = fileio.file_kind(Path(path).stat().st_mode) if Path(path).exists() else None
+            raise UsageError(f"{key} is {kind}, not a file" if kind else f"{key} not found", where=str(path),
+                             fix=f"check {key} in the config")
     check_precision_request(spec)
     return backend
 
@@ -242,7 +244,7 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: boo
     if given is not None:
         source_file = Path(spec.model.onnx)
         fileio.write_bytes(raw_path, given.SerializeToString())
-        reference = _run_onnx_reference(raw_path, data.inputs)
+        reference = _run_onnx_reference(raw_path, data.inputs, where=source_file)
         source = {"kind": "onnx", "file": str(source_file), "sha256": fileio.sha256_file(source_file),
                   "reference": "ONNX Runtime on the given ONNX"}
     else:
@@ -281,10 +283,10 @@ def _onnx_source(spec: BuildSpec) -> onnx.ModelProto:
     return model
 
 
-def _run_onnx_reference(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _run_onnx_reference(path: Path, inputs: dict[str, np.ndarray], where: Path) -> dict[str, np.ndarray]:
     from edgedeploy.backends.onnxruntime import OnnxRuntimeRunner
 
-    return evaluation.run_all(OnnxRuntimeRunner(path), inputs)
+    return evaluation.run_all(OnnxRuntimeRunner(path, where=where), inputs)
 
 
 def _check_finite(reference: dict[str, np.ndarray], where: str) -> None:

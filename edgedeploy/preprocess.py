@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgedeploy import arrayfile
 from edgedeploy.config import BuildSpec, InputSpec, Preprocess
 from edgedeploy.errors import UsageError
 
@@ -74,8 +75,19 @@ def check_input(spec_in: InputSpec, array: np.ndarray, where: str) -> None:
                          where=where, fix="fix inputs[].shape or the preprocessing")
 
 
+def check_targets(targets: np.ndarray, where: str, name: str = "targets") -> None:
+    """Detection labels must be (M, 6) numbers: image index, class, x1, y1, x2, y2."""
+    if targets.ndim != 2 or targets.shape[1] != 6 or targets.dtype.kind not in "iuf":
+        raise UsageError(f"`{name}` must be (M, 6) numbers (image, class, x1, y1, x2, y2), got {targets.dtype} "
+                         f"{list(targets.shape)}", where=where, fix="fix the detection labels")
+    if targets.dtype.kind == "f" and not np.isfinite(targets).all():
+        raise UsageError(f"`{name}` holds NaN or Inf values", where=where, fix="fix the detection labels")
+
+
 def load_validation_set(spec: BuildSpec, random_samples: int = 8) -> ValidationSet:
-    """Real inputs from `validation.data` (an .npz), else seeded random inputs of the configured shapes."""
+    """Real inputs from `validation.data` (an .npz, read as untrusted arrays), else seeded random inputs of the
+    configured shapes. `images` holds raw uint8 images, preprocessed here; an array named like an input that already
+    has the input's dtype and rank is that input as it is (so float images are never scaled by 1/255 again)."""
     settings = spec.validation
     if settings.data is None:
         rng = np.random.default_rng(0)
@@ -85,36 +97,44 @@ def load_validation_set(spec: BuildSpec, random_samples: int = 8) -> ValidationS
             inputs[spec_in.name] = rng.random(shape).astype(spec_in.dtype)
         return ValidationSet(inputs, None, f"seeded random ({random_samples} samples)")
     path = Path(settings.data)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UsageError("validation data not found", where=str(path), fix="check validation.data") from None
-    except (ValueError, OSError) as e:
-        raise UsageError(f"cannot read validation data as .npz ({e})", where=str(path)) from None
-    with data:
-        keys = set(data.files)
+    with arrayfile.open_npz(path, "validation data", fix="check validation.data") as data:
         n = settings.samples
-        if "images" in keys:
+        if "images" in data and not _is_model_input(spec, "images", data.headers["images"]):
             if len(spec.inputs) != 1:
                 raise UsageError("`images` feeds a single-input model; give `inputs` keyed by input name",
                                  where=str(path))
-            images = data["images"][:n]
-            if images.ndim != 4 or images.shape[-1] != 3:
-                raise UsageError(f"`images` must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}",
-                                 where=str(path))
-            inputs = {spec.inputs[0].name: preprocess(images, spec.preprocess, spec.inputs[0].dtype)}
+            header = data.headers["images"]
+            if header.dtype != np.uint8 or len(header.shape) != 4 or header.shape[-1] != 3:
+                float_note = (f"; float arrays are not raw images: store them as {spec.inputs[0].name!r}, the "
+                              f"preprocessed input ({spec.inputs[0].dtype}, {list(spec.inputs[0].shape)})"
+                              if header.dtype.kind == "f" else "")
+                raise UsageError(f"`images` must be uint8 (N, H, W, 3), got {header.dtype} {list(header.shape)}"
+                                 f"{float_note}", where=str(path), fix="fix the validation data")
+            inputs = {spec.inputs[0].name: preprocess(data["images"][:n], spec.preprocess, spec.inputs[0].dtype)}
         else:
-            missing = [i.name for i in spec.inputs if i.name not in keys]
+            missing = [i.name for i in spec.inputs if i.name not in data]
             if missing:
-                raise UsageError(f"no array `images`, nor arrays for inputs {missing} (has {sorted(keys)})",
+                raise UsageError(f"no array `images`, nor arrays for inputs {missing} (has {sorted(data.files)})",
                                  where=str(path), fix="store raw images as `images` or model inputs by input name")
             inputs = {i.name: data[i.name][:n] for i in spec.inputs}
-        targets = data["targets"].astype(np.float32) if "targets" in keys else None
+        targets = data["targets"] if "targets" in data else None
     for spec_in in spec.inputs:
         check_input(spec_in, inputs[spec_in.name], str(path))
+    counts = {name: len(a) for name, a in inputs.items()}
+    if len(set(counts.values())) != 1 or 0 in counts.values():
+        raise UsageError(f"the inputs hold different or no sample counts ({counts})", where=str(path),
+                         fix="give every input the same number of samples, at least one")
     count = len(next(iter(inputs.values())))
     if targets is not None:
+        check_targets(targets, str(path))
+        targets = targets.astype(np.float32)
         targets = targets[targets[:, 0] < count]
     if spec.validation.task == "detection" and targets is None:
         raise UsageError("validation.task is detection but the data has no `targets` (M, 6) array", where=str(path))
     return ValidationSet(inputs, targets, f"{path.name} ({count} samples)")
+
+
+def _is_model_input(spec: BuildSpec, name: str, header: arrayfile.Header) -> bool:
+    """Whether the array `name` is a model input as it is (named like one, with its dtype, rank and fixed sizes)."""
+    return any(i.name == name and header.dtype == np.dtype(i.dtype) and len(header.shape) == len(i.shape)
+               and all(isinstance(d, str) or d == s for d, s in zip(i.shape, header.shape)) for i in spec.inputs)

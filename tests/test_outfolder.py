@@ -12,13 +12,13 @@ from onnx import TensorProto, helper
 from edgedeploy import cli, fileio
 from edgedeploy.errors import EdgeDeployError
 from edgedeploy.onnx_checks import check_operators
-from edgedeploy.outfolder import MARKER, OutputFolder
+from edgedeploy.outfolder import BUILD_MARKER, OutputFolder
 
 
 def finished(folder, text: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.onnx").write_text(text)
-    (folder / MARKER).write_text("{}")
+    (folder / BUILD_MARKER).write_text("{}")
 
 
 def test_a_failed_write_leaves_the_previous_folder_and_no_staging(tmp_path):
@@ -26,7 +26,7 @@ def test_a_failed_write_leaves_the_previous_folder_and_no_staging(tmp_path):
     finished(out, "old")
     with pytest.raises(EdgeDeployError, match="model.onnx: cannot write: no space left") as info:
         with OutputFolder(out) as folder:
-            fileio.write_text(folder.staging / MARKER, "{}")
+            fileio.write_text(folder.staging / BUILD_MARKER, "{}")
             with fileio.atomic_open(folder.staging / "model.onnx") as f:
                 f.write(b"half")
                 raise OSError(errno.ENOSPC, "No space left on device")
@@ -75,7 +75,7 @@ def test_kept_results_are_linked_in_and_survive_the_swap(tmp_path):
 def test_a_folder_edgedeploy_did_not_write_is_never_replaced(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(EdgeDeployError, match="holds files but no report.json") as info:
+    with pytest.raises(EdgeDeployError, match="holds files but no edgedeploy-build.json") as info:
         OutputFolder(tmp_path / "mine").__enter__()
     assert info.value.exit_code == 2
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

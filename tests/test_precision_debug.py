@@ -100,13 +100,13 @@ def test_search_keeps_the_planted_layer_in_float_and_the_rebuild_passes(planted_
     assert report["result"]["passed"]
     kept = report["result"]["kept_float"]
     assert [localize._node_name(k) for k in kept] == ["conv2"]
-    snippet = yaml.safe_load((out / "debug-precision" / "keep-float.yaml").read_text())
+    snippet = yaml.safe_load((out.with_name(f"{out.name}-debug-precision") / "keep-float.yaml").read_text())
     names = snippet["int8"]["ignored_scope"]["names"] if "ignored_scope" in snippet["int8"] else \
         snippet["int8"]["qdq"]["excluded"]["names"]
     assert names == kept
     for name in ("precision-debug.json", "report.md", "report.html"):
-        assert (out / "debug-precision" / name).stat().st_size > 0
-    assert "conv2" in (out / "debug-precision" / "report.md").read_text()
+        assert (out.with_name(f"{out.name}-debug-precision") / name).stat().st_size > 0
+    assert "conv2" in (out.with_name(f"{out.name}-debug-precision") / "report.md").read_text()
 
     rebuilt = debug.rebuild(out, kept, tmp_path / "rebuilt")
     assert rebuilt["passed"], [c["message"] for c in rebuilt["checks"] if not c["passed"]]
@@ -115,7 +115,7 @@ def test_search_keeps_the_planted_layer_in_float_and_the_rebuild_passes(planted_
 
 def test_search_reports_failure_when_the_budget_cannot_hold(planted_build):
     out, _ = planted_build
-    report = debug.debug_precision(out, tmp_path_out := out / "debug-none", samples=8, do_search=True,
+    report = debug.debug_precision(out, tmp_path_out := out.with_name("debug-none"), samples=8, do_search=True,
                                    max_layers=1, budget_overrides={"max_rel_l2": 1e-9})
     assert not report["result"]["passed"] and report["result"]["kept_float"] is None
     assert [len(t["kept_float"]) for t in report["trials"]] == [0, 1]
@@ -133,10 +133,10 @@ def test_cli_on_the_demo_int8_artifact():
     out, _ = built("onnxruntime", "int8")
     result = run_cli("debug", "precision", str(out), "--top", "5")
     assert result.returncode == 0, result.stderr
-    report = json.loads((out / "debug-precision" / "precision-debug.json").read_text())
+    report = json.loads((out.with_name(f"{out.name}-debug-precision") / "precision-debug.json").read_text())
     assert len(report["ranking"]) >= 30  # every quantized Conv of the demo, and more
     assert report["ranking"][0] in result.stderr
-    html = (out / "debug-precision" / "report.html").read_text()
+    html = (out.with_name(f"{out.name}-debug-precision") / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2
 
 

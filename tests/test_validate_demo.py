@@ -40,8 +40,9 @@ def test_committed_baseline_is_a_demo_openvino_fp32_report():
 
 
 def test_fresh_demo_build_passes_the_baseline(tmp_path, no_latency_gate):
-    pipeline.build(fast(load_spec(demo_spec_path()), target="openvino", precision="fp32"), tmp_path)
-    report = gate.validate_artifact(tmp_path, baseline=BASELINE, config=no_latency_gate, junit=tmp_path / "j.xml")
+    pipeline.build(fast(load_spec(demo_spec_path()), target="openvino", precision="fp32"), tmp_path / "build")
+    report = gate.validate_artifact(tmp_path / "build", baseline=BASELINE, config=no_latency_gate,
+                                    junit=tmp_path / "j.xml")
     assert report["passed"], [c["message"] for c in report["checks"] if not c["passed"]]
     names = {c["name"] for c in report["checks"]}
     assert {"baseline.map50", "baseline.map50_95", "baseline.pred.rel_l2", "pred.rel_l2"} <= names
@@ -58,7 +59,7 @@ def test_wrong_normalisation_fails_the_baseline(tmp_path, no_latency_gate):
     assert "baseline.map50" in failed and not any(n.endswith("rel_l2") for n in failed)
     cases = {c.get("name"): c for c in ET.parse(tmp_path / "j.xml").getroot().iter("testcase")}
     assert "below limit >= " in cases["baseline.map50"].find("failure").get("message")
-    assert json.loads((out / "validate" / "report.json").read_text())["passed"] is False
+    assert json.loads((tmp_path / "wrong-validate" / "report.json").read_text())["passed"] is False
 
 
 def test_committed_int8_baseline_is_a_full_demo_openvino_int8_report():
@@ -80,8 +81,8 @@ def _int8_from_exported_onnx(**updates):
 
 
 def test_demo_int8_artifact_passes_the_int8_baseline(tmp_path, no_latency_gate):
-    pipeline.build(_int8_from_exported_onnx(), tmp_path)
-    report = gate.validate_artifact(tmp_path, baseline=INT8_BASELINE, config=no_latency_gate,
+    pipeline.build(_int8_from_exported_onnx(), tmp_path / "build")
+    report = gate.validate_artifact(tmp_path / "build", baseline=INT8_BASELINE, config=no_latency_gate,
                                     junit=tmp_path / "j.xml")
     assert report["passed"], [c["message"] for c in report["checks"] if not c["passed"]]
     assert {"baseline.map50", "baseline.map50_95", "baseline.pred.rel_l2", "map50_drop"} <= {

@@ -94,6 +94,11 @@ def by_name(report: dict) -> dict[str, dict]:
     return {c["name"]: c for c in report["checks"]}
 
 
+def reports(art: Path) -> Path:
+    """Where `edgedeploy validate` writes its reports by default: beside the build folder."""
+    return art.with_name(f"{art.name}-validate")
+
+
 # --------------------------------------------------------------------------------------------- build + validate
 def test_build_report_has_classification_and_schema(built):
     out, report = built
@@ -119,7 +124,7 @@ def test_validate_reruns_the_artifact_and_passes(built, tmp_path):
     assert report["tensors"]["logits"]["rel_l2"] == pytest.approx(built[1]["tensors"]["logits"]["rel_l2"], abs=1e-7)
     assert report["task"]["top1"] == built[1]["task"]["top1"]
     for name in ("report.json", "report.md", "report.html"):
-        assert (art / "validate" / name).is_file()
+        assert (reports(art) / name).is_file()
     suite = ET.parse(junit_path).getroot().find("testsuite")
     assert int(suite.get("tests")) == len(report["checks"]) and suite.get("failures") == "0"
 
@@ -147,7 +152,7 @@ def test_planted_fault_fails_and_junit_names_the_metric(built, tmp_path):
     assert {"logits.rel_l2", "artifact.files_unchanged"} <= set(failures)
     message = failures["logits.rel_l2"].get("message")
     assert "exceeds limit <= 1e-05" in message and "logits.rel_l2 = " in message
-    report = json.loads((art / "validate" / "report.json").read_text())
+    report = json.loads((reports(art) / "report.json").read_text())
     assert not report["passed"]
     assert by_name(report)["artifact.files_unchanged"]["changed"] == ["openvino/model.xml", "openvino/model.bin"]
 
@@ -167,7 +172,7 @@ def test_nan_output_is_its_own_failing_check(built, tmp_path):
     assert "NaN" in finite["message"]
     assert report["tensors"]["logits"]["nan_count"] == SAMPLES
     assert np.isfinite(report["tensors"]["logits"]["rel_l2"])  # the other metrics stay numbers (strict JSON)
-    json.loads((art / "validate" / "report.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    json.loads((reports(art) / "report.json").read_text(), parse_constant=lambda c: pytest.fail(c))
 
 
 def test_per_output_override_and_config_file(built, tmp_path):
@@ -263,6 +268,6 @@ def test_html_is_self_contained_with_plots(built, tmp_path):
     for _, b64 in images:
         assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http://" not in page and "https://" not in page and "<script" not in page
-    md = (art / "validate" / "report.md").read_text()
+    md = (reports(art) / "report.md").read_text()
     assert md.startswith("# edgedeploy validate: digits-mlp → openvino fp32 — PASS")
     assert "## Classification" in md and "top-1 agreement" in md

@@ -9,8 +9,11 @@ INFERENCE_PRECISION_HINT and the runner reports the value the plugin actually us
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +102,34 @@ def _conversion_error(message: str, onnx_path: Path) -> EdgeDeployError:
                                                      "replace the op with standard ONNX operators")
 
 
+@contextlib.contextmanager
+def _native_stderr_quiet() -> Iterator[None]:
+    """Native libraries' own writes to file descriptor 2 discarded for the block (Python's sys.stderr is untouched
+    in between: nothing of ours is printed there meanwhile); the exception they raise still says what failed."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _runtime_error(error: Exception, xml: Path, doing: str) -> EdgeDeployError:
+    """OpenVINO's exception as one line naming the IR and what to do (its last line: the first ones are C++ source
+    locations)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = (lines[-1] if lines else type(error).__name__).rstrip(".")
+    if "allocate" in text.lower() or "memory" in text.lower():
+        fix = "the model needs more memory than this machine has: check its shapes, or use fewer samples"
+    else:
+        fix = ("rebuild the artifact with this OpenVINO (edgedeploy build), or check `openvino.device` and that "
+               "OpenVINO itself compiles and runs it (benchmark_app -m MODEL.xml)")
+    return EdgeDeployError(f"OpenVINO {doing}: {text}", where=str(xml), fix=fix)
+
+
 class OpenVINORunner:
     def __init__(self, xml: Path, device: str, precision_hint: str, threads: int | None = None):
         import openvino as ov
@@ -108,11 +139,11 @@ class OpenVINORunner:
         self._core, self._xml, self._device, self._config = core, xml, device, config
         self._throughput = None  # compiled with the THROUGHPUT hint on first use by run_many
         try:
-            self.compiled = core.compile_model(str(xml), device, config)
-        except Exception as e:
-            raise EdgeDeployError(f"OpenVINO cannot compile the model for {device}: "
-                                  f"{str(e).strip().splitlines()[-1]}", where=str(xml)) from None
-        self.request = self.compiled.create_infer_request()
+            with _native_stderr_quiet():  # a malformed IR makes each frontend OpenVINO tries log C++ errors there
+                self.compiled = core.compile_model(str(xml), device, config)
+            self.request = self.compiled.create_infer_request()
+        except Exception as e:  # OpenVINO raises RuntimeError (and its own types) for a bad IR, device or memory
+            raise _runtime_error(e, xml, f"cannot compile the model for {device}") from None
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
         self.output_names = [p.get_any_name() for p in self.compiled.outputs]
         self.conditions = {
@@ -136,7 +167,10 @@ class OpenVINORunner:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # synchronous: the inputs outlive the call, so OpenVINO may read them in place; outputs are copied out of
         # the request's buffers before the next call reuses them (saves ~30 µs per call over the copying defaults)
-        results = self.request.infer(feeds, share_inputs=True, share_outputs=True)
+        try:
+            results = self.request.infer(feeds, share_inputs=True, share_outputs=True)
+        except Exception as e:
+            raise _runtime_error(e, self._xml, "failed running the model") from None
         return {name: np.array(value, copy=True) for name, value in zip(self.output_names, results.values())}
 
     def last_latency_ms(self) -> float:
@@ -148,8 +182,11 @@ class OpenVINORunner:
         import openvino as ov
 
         if self._throughput is None:
-            self._throughput = self._core.compile_model(str(self._xml), self._device,
-                                                        {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"})
+            try:
+                self._throughput = self._core.compile_model(str(self._xml), self._device,
+                                                            {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"})
+            except Exception as e:
+                raise _runtime_error(e, self._xml, f"cannot compile the model for {self._device}") from None
             self._queues: dict[int, ov.AsyncInferQueue] = {}
         n = requests or int(self._throughput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         queue = self._queues.get(n)

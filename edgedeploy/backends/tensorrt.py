@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy import fileio
+from edgedeploy import arrayfile, fileio
 from edgedeploy.backends import trt_cuda, trt_manifest, trt_plan
 from edgedeploy.backends.base import BuildResult
 from edgedeploy.backends.trt_timing import summarize_ms
@@ -431,7 +431,7 @@ def _make_calibrator(trt: Any, builder: Any, config: Any, network: Any, plan: tr
 
 def _calibration_batches(path: Path, dtypes: dict[str, np.dtype], batch: int) -> list[dict[str, np.ndarray]]:
     """Batches of model inputs from an .npz (arrays named like the inputs, or `input.<name>` as in reference.npz)."""
-    with np.load(path) as data:
+    with arrayfile.open_npz(path, "calibration data", fix="check tensorrt.calibration_data") as data:
         arrays = {}
         for name, dtype in dtypes.items():
             key = name if name in data.files else f"input.{name}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy import arrayfile, fileio
 from edgedeploy.config import BuildSpec, CalibrationSpec, InputSpec, import_callable
 from edgedeploy.errors import UsageError
 from edgedeploy.preprocess import fit_image, input_hw, preprocess
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_MAX_PIXELS = 50_000_000  # an 8K frame is 33 Mpx; a calibration image is resized to the model's input anyway
 HASH_SCHEMA = b"edgedeploy.calibration/1"
 
 
@@ -112,6 +115,9 @@ def _resolve_format(settings: CalibrationSpec) -> str:
     path = Path(settings.data)
     if not path.exists():
         raise UsageError("calibration data not found", where=str(path), fix="check calibration.data")
+    if not path.is_file() and not path.is_dir():
+        raise UsageError(f"calibration data is {fileio.file_kind(path.stat().st_mode)}, not a file or a folder",
+                         where=str(path), fix="check calibration.data")
     if settings.format != "auto":
         return settings.format
     if path.is_file():
@@ -158,16 +164,31 @@ def _from_images(spec: BuildSpec, settings: CalibrationSpec, path: Path):
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 HWC RGB; a corrupt or unreadable file is a UsageError naming it."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as uint8 HWC RGB; a corrupt or unreadable file, or one of more than IMAGE_MAX_PIXELS pixels
+    (checked from its header, before it is decoded: a decompression bomb), is a UsageError naming it."""
+    from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise UsageError(f"unreadable or corrupt calibration image ({type(e).__name__}: {str(e).splitlines()[0]})",
-                         where=str(path), fix="replace or delete the file") from None
+    fix = "replace or delete the file"
+    too_large = f"more than the {IMAGE_MAX_PIXELS / 1e6:.0f} megapixels a calibration image may have"
+    with fileio.open_input(path, "calibration image", fix=fix) as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with the budget named
+        try:
+            with Image.open(f) as im:
+                pixels = im.width * im.height
+                if pixels > IMAGE_MAX_PIXELS:
+                    raise UsageError(f"calibration image is {im.width}x{im.height} ({pixels / 1e6:.0f} megapixels), "
+                                     f"{too_large}", where=str(path), fix="downscale it to about the model's input size")
+                im.load()
+                return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except (UsageError, MemoryError):
+            raise
+        except Image.DecompressionBombError:
+            raise UsageError(f"calibration image is {too_large} (its header says so; a decompression bomb?)",
+                             where=str(path), fix="downscale it to about the model's input size") from None
+        except Exception as e:  # Pillow's decoders raise what they raise on a damaged file; all are the file's
+            text = str(e).splitlines()
+            raise UsageError(f"unreadable or corrupt calibration image ({type(e).__name__}"
+                             f"{': ' + text[0] if text else ''})", where=str(path), fix=fix) from None
 
 
 def _from_arrays(spec: BuildSpec, settings: CalibrationSpec, path: Path, fmt: str):
@@ -196,28 +217,25 @@ def _from_arrays(spec: BuildSpec, settings: CalibrationSpec, path: Path, fmt: st
 
 
 def _read_array_file(spec: BuildSpec, f: Path, fmt: str) -> list[tuple[str, dict[str, np.ndarray], bool]]:
-    try:
-        loaded = np.load(f, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise UsageError(f"cannot read calibration {fmt} ({type(e).__name__}: {str(e).splitlines()[0]})",
-                         where=str(f), fix="the file is corrupt, or holds pickled objects (not allowed)") from None
+    fix = "check calibration.data (numeric arrays saved with np.save / np.savez)"
     if fmt == "npy":
         spec_in = _single_input(spec, ".npy arrays", str(f))
-        a = np.asarray(loaded)
+        a = arrayfile.read_npy(f, "calibration data", fix=fix)
         if _looks_like_images(a, spec_in):
             return [(f.name, {"images": a}, True)]
         if a.ndim == len(spec_in.shape) - 1:
             a = a[None]
         return [(f.name, {spec_in.name: a}, False)]
-    with loaded:
+    with arrayfile.open_npz(f, "calibration data", fix=fix) as loaded:
         keys = set(loaded.files)
-        if "images" in keys and not any(i.name == "images" and loaded["images"].dtype == np.dtype(i.dtype)
+        if "images" in keys and not any(i.name == "images" and loaded.headers["images"].dtype == np.dtype(i.dtype)
                                         for i in spec.inputs):
             _single_input(spec, "`images` arrays", str(f))
-            a = loaded["images"]
-            if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
-                raise UsageError(f"`images` must be uint8 (N, H, W, 3), got {a.dtype} {list(a.shape)}", where=str(f))
-            return [(f.name, {"images": a}, True)]
+            header = loaded.headers["images"]
+            if len(header.shape) != 4 or header.shape[-1] != 3 or header.dtype != np.uint8:
+                raise UsageError(f"`images` must be uint8 (N, H, W, 3), got {header.dtype} {list(header.shape)}",
+                                 where=str(f), fix=fix)
+            return [(f.name, {"images": loaded["images"]}, True)]
         missing = [i.name for i in spec.inputs if i.name not in keys]
         if missing:
             raise UsageError(f"no array `images`, nor arrays for inputs {missing} (has {sorted(keys)})", where=str(f),

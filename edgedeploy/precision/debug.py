@@ -16,6 +16,7 @@ Q/DQ artifacts (onnxruntime, and trt, whose int8 route builds the same Q/DQ ONNX
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ import numpy as np
 from edgedeploy import fileio
 from edgedeploy.config import BuildSpec, Thresholds
 from edgedeploy.errors import UsageError
-from edgedeploy.outfolder import OutputFolder
+from edgedeploy.outfolder import FolderLock, OutputFolder, report_path
 from edgedeploy.precision.localize import LayerError, layer_errors, localize_model, rank
 
 SCHEMA = "edgedeploy.precision-debug/1"
@@ -79,7 +80,7 @@ class Artifact:
 def load_artifact(artifact_dir: Path) -> Artifact:
     from edgedeploy.validate.gate import load_reference, read_manifest
 
-    artifact_dir = Path(artifact_dir)
+    artifact_dir = Path(os.path.realpath(artifact_dir))
     _, spec = read_manifest(artifact_dir)
     if spec.precision != "int8":
         raise UsageError(f"the artifact is {spec.precision}; debug precision analyses int8 builds",
@@ -87,7 +88,7 @@ def load_artifact(artifact_dir: Path) -> Artifact:
     if spec.target == "trt" and spec.tensorrt.int8_route == "calibrator":
         raise UsageError("a TensorRT implicit-calibrator build has no Q/DQ graph to analyse", where=str(artifact_dir),
                          fix="use tensorrt.int8_route: qdq")
-    inputs, reference, targets, labels = load_reference(artifact_dir / "reference.npz")
+    inputs, reference, targets, labels = load_reference(artifact_dir / "reference.npz", spec)
     return Artifact(artifact_dir, spec, inputs, reference, targets, labels)
 
 
@@ -211,14 +212,17 @@ def debug_precision(artifact_dir: Path, out_dir: Path | None = None, *, samples:
                     max_layers: int = 16, budget_overrides: dict[str, float | None] | None = None,
                     progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Localise (and with `do_search`, find the fewest layers to keep in float); writes precision-debug.json,
-    report.md, report.html (and keep-float.yaml) to `out_dir` (default ARTIFACT_DIR/debug-precision)."""
+    report.md, report.html (and keep-float.yaml) to `out_dir` (default ARTIFACT_DIR-debug-precision beside it)."""
     start = time.perf_counter()
-    art = load_artifact(artifact_dir)
     if samples < 1:
         raise UsageError(f"--samples must be at least 1, not {samples}")
-    out_dir = Path(out_dir) if out_dir is not None else art.dir / "debug-precision"
-    # the artifact's lock for the whole run, since the trials write into its calibration cache
-    with OutputFolder(out_dir, lock_for=art.dir, marker=REPORT_FILE) as folder:
+    if not Path(artifact_dir).is_dir():
+        raise UsageError("artifact folder not found", where=str(artifact_dir),
+                         fix="pass the folder `edgedeploy build --precision int8 --out` wrote")
+    out_dir = report_path(artifact_dir, out_dir, "debug-precision")
+    # the artifact's lock, exclusive for the whole run, since the trials write into its calibration cache
+    with FolderLock(artifact_dir), OutputFolder(out_dir, kind="report") as folder:
+        art = load_artifact(artifact_dir)
         report = _analyse(art, samples, do_search, max_layers, budget_overrides or {}, progress)
         report["seconds"] = time.perf_counter() - start
         write_outputs(report, folder.staging)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy import arrayfile
 from edgedeploy.backends.base import Runner
 from edgedeploy.config import BuildSpec, LatencySettings, ValidationSettings
 from edgedeploy.errors import EdgeDeployError, UsageError
@@ -44,7 +45,7 @@ def load_labels(settings: ValidationSettings, count: int) -> np.ndarray | None:
     """Classification labels (`labels`, (N,) ints) from the validation .npz, or None when it has none."""
     if settings.data is None:
         return None
-    with np.load(Path(settings.data), allow_pickle=False) as data:
+    with arrayfile.open_npz(Path(settings.data), "validation data", fix="check validation.data") as data:
         if "labels" not in data.files:
             return None
         labels = np.asarray(data["labels"]).reshape(-1)[:count]

@@ -19,15 +19,17 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictFloat, StrictInt,
+                      ValidationError)
 
-from edgedeploy import __version__, fileio
-from edgedeploy.config import BuildSpec, RegressionSettings, TensorThresholds, Thresholds, ValidationSettings
+from edgedeploy import __version__, arrayfile, fileio
+from edgedeploy.config import (BuildSpec, Precision, RegressionSettings, Target, TensorThresholds, Thresholds,
+                               ValidationSettings)
 from edgedeploy.errors import EdgeDeployError, UsageError
-from edgedeploy.outfolder import OutputFolder
+from edgedeploy.outfolder import FolderLock, OutputFolder, output_file, report_path
 
 REPORT_SCHEMA = "edgedeploy.report/2"
 ACCEPTED_BASELINE_SCHEMAS = ("edgedeploy.report/1", "edgedeploy.report/2")
@@ -99,18 +101,94 @@ def threshold_checks(budget: Thresholds | None, tensors: dict[str, dict], task: 
 
 
 # --------------------------------------------------------------------------------------------- baseline
-def load_baseline(path: Path) -> dict[str, Any]:
+_MAX_JSON_BYTES = 64 << 20  # reports and manifests are KiB to a few MiB
+
+
+class _Record(BaseModel):
+    """Part of a JSON file edgedeploy wrote and reads back: the fields it uses are typed and finite (a number given
+    as a string, a list for an object, NaN are refused naming the key); the others are kept as they are."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+
+class BaselineTensor(_Record):
+    rel_l2: StrictFloat = Field(ge=0)
+
+
+class BaselineLatency(_Record):
+    batch: StrictInt = Field(ge=1)
+    median_ms: StrictFloat = Field(gt=0)
+    cov: StrictFloat = Field(0.0, ge=0)
+
+
+class BaselineTask(_Record):
+    map50: StrictFloat | None = None
+    map50_95: StrictFloat | None = None
+    map50_vs_reference: StrictFloat | None = None
+    top1: StrictFloat | None = None
+    top5: StrictFloat | None = None
+    top1_agreement: StrictFloat | None = None
+    top5_agreement: StrictFloat | None = None
+
+
+class Baseline(_Record):
+    """A committed report.json compared against (`validate --baseline`)."""
+
+    schema_: Literal[ACCEPTED_BASELINE_SCHEMAS] = Field(alias="schema")
+    target: Target
+    precision: Precision
+    edgedeploy: str | None = None
+    created: str | None = None
+    task: BaselineTask | None = None
+    tensors: dict[str, BaselineTensor] = Field(default_factory=dict)
+    latency: list[BaselineLatency] = Field(default_factory=list)
+    conditions: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+def _inside(path: str) -> str:
+    """A path recorded in a manifest: relative and inside the folder (no `..`, not absolute)."""
+    parts = Path(path).parts
+    if not path or "\0" in path or Path(path).is_absolute() or ".." in parts:
+        raise ValueError(f"{path!r} is not a path inside the artifact folder")
+    return path
+
+
+InsidePath = Annotated[str, AfterValidator(_inside)]
+
+
+class ManifestArtifact(_Record):
+    path: InsidePath
+
+
+class Manifest(_Record):
+    """manifest.json of a build folder: what validate and debug read from it."""
+
+    schema_: Literal["edgedeploy.manifest/1"] = Field(alias="schema")
+    spec: BuildSpec
+    artifact: ManifestArtifact | None = None  # manifests before report/2 kept it only in report.json
+    files: dict[InsidePath, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=dict)
+    source: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+def _validated(model: type[BaseModel], raw: Any, path: Path, what: str, fix: str) -> BaseModel:
     try:
-        baseline = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UsageError("baseline report not found", where=str(path)) from None
-    except (OSError, ValueError) as e:
-        raise UsageError(f"baseline is not a readable JSON report ({e})", where=str(path)) from None
+        return model.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]).replace("schema_", "schema") or "(top level)"
+        key = key if key.isprintable() else repr(key)[1:-1]
+        more = e.error_count() - 1
+        raise UsageError(f"{what} `{key}`: {first['msg']}" + (f" (and {more} more)" if more else ""),
+                         where=str(path), fix=fix) from None
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    fix = "use a report.json written by edgedeploy build or validate"
+    baseline = _read_json(Path(path), "baseline report", fix)
     if not isinstance(baseline, dict) or baseline.get("schema") not in ACCEPTED_BASELINE_SCHEMAS:
         raise UsageError(f"baseline schema {baseline.get('schema') if isinstance(baseline, dict) else None!r} "
-                         f"is not one of {', '.join(ACCEPTED_BASELINE_SCHEMAS)}", where=str(path),
-                         fix="use a report.json written by edgedeploy build or validate")
-    return baseline
+                         f"is not one of {', '.join(ACCEPTED_BASELINE_SCHEMAS)}", where=str(path), fix=fix)
+    return _validated(Baseline, baseline, Path(path), "baseline", fix).model_dump(by_alias=True)
 
 
 def _latency_mismatch(current: dict, baseline: dict) -> str | None:
@@ -209,14 +287,14 @@ def apply_config(spec: BuildSpec, path: Path) -> BuildSpec:
     return new
 
 
-def _read_json(path: Path, what: str) -> dict:
+def _read_json(path: Path, what: str, fix: str) -> Any:
+    """A JSON file edgedeploy wrote, read without trusting it (a regular file, at most _MAX_JSON_BYTES)."""
+    data = fileio.read_input(path, what, max_bytes=_MAX_JSON_BYTES, fix=fix)
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{what} not found: not an edgedeploy output folder", where=str(path),
-                         fix="pass the folder `edgedeploy build --out` wrote") from None
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read {what} ({e})", where=str(path)) from None
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise UsageError(f"the {what} is not readable JSON ({reason})", where=str(path), fix=fix) from None
 
 
 def integrity_checks(artifact_dir: Path, manifest: dict) -> list[dict]:
@@ -233,55 +311,99 @@ def integrity_checks(artifact_dir: Path, manifest: dict) -> list[dict]:
     return [c]
 
 
-def load_reference(path: Path) -> tuple[dict, dict, np.ndarray | None, np.ndarray | None]:
-    """reference.npz → (inputs, reference outputs, detection targets, classification labels)."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UsageError("reference.npz not found", where=str(path), fix="rebuild the artifact") from None
-    with data:
+def load_reference(path: Path, spec: BuildSpec | None = None, fix: str = "rebuild the artifact"
+                   ) -> tuple[dict, dict, np.ndarray | None, np.ndarray | None]:
+    """reference.npz → (inputs, reference outputs, detection targets, classification labels), read as untrusted
+    arrays (edgedeploy.arrayfile) and checked against each other (one sample count) and `spec`'s inputs."""
+    from edgedeploy.preprocess import check_input, check_targets
+
+    with arrayfile.open_npz(path, "reference.npz", fix=fix) as data:
         inputs = {k[6:]: data[k] for k in data.files if k.startswith("input.")}
         outputs = {k[7:]: data[k] for k in data.files if k.startswith("output.")}
         targets = data["label.targets"] if "label.targets" in data.files else None
         labels = data["label.labels"] if "label.labels" in data.files else None
     if not inputs or not outputs:
-        raise UsageError("reference.npz holds no input.* / output.* arrays", where=str(path))
+        raise UsageError("reference.npz holds no input.* / output.* arrays", where=str(path), fix=fix)
+    counts = {f"{kind}.{k}": len(v) for kind, arrays in (("input", inputs), ("output", outputs))
+              for k, v in arrays.items()}
+    if len(set(counts.values())) != 1 or 0 in counts.values():
+        raise UsageError(f"reference.npz arrays hold different or no sample counts ({counts})", where=str(path),
+                         fix=fix)
+    for spec_in in spec.inputs if spec is not None else []:
+        if spec_in.name not in inputs:
+            raise UsageError(f"reference.npz has no input {spec_in.name!r} (has {sorted(inputs)})", where=str(path),
+                             fix=fix)
+        check_input(spec_in, inputs[spec_in.name], str(path))
+    if targets is not None:
+        check_targets(targets, str(path), "label.targets")
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(
+            next(iter(inputs.values())))):
+        raise UsageError(f"reference.npz `label.labels` must be one integer per sample, got {labels.dtype} "
+                         f"{list(labels.shape)}", where=str(path), fix=fix)
     return inputs, outputs, targets, labels
 
 
 def read_manifest(artifact_dir: Path) -> tuple[dict[str, Any], BuildSpec]:
-    """manifest.json of a built artifact folder and the build spec it records."""
+    """manifest.json of a built artifact folder (typed: `Manifest`) and the build spec it records."""
     if not Path(artifact_dir).is_dir():
-        raise UsageError("artifact folder not found", where=str(artifact_dir))
-    manifest = _read_json(Path(artifact_dir) / "manifest.json", "manifest.json")
-    try:
-        return manifest, BuildSpec.model_validate(manifest["spec"])
-    except (KeyError, ValidationError) as e:
-        raise UsageError(f"manifest.json holds no readable build spec ({type(e).__name__})",
-                         where=str(Path(artifact_dir) / "manifest.json")) from None
+        raise UsageError("artifact folder not found", where=str(artifact_dir),
+                         fix="pass the folder `edgedeploy build --out` wrote")
+    path = Path(artifact_dir) / "manifest.json"
+    fix = "pass the folder `edgedeploy build --out` wrote, or rebuild it"
+    if not path.exists():
+        raise UsageError("manifest.json not found: not an edgedeploy output folder", where=str(path), fix=fix)
+    raw = _read_json(path, "manifest.json", fix)
+    if not isinstance(raw, dict) or "spec" not in raw:
+        raise UsageError("manifest.json holds no build spec", where=str(path), fix=fix)
+    manifest = _validated(Manifest, raw, path, "manifest.json", fix)
+    return manifest.model_dump(by_alias=True, mode="json"), manifest.spec
 
 
 def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, config: Path | None = None,
                       out_dir: Path | None = None, junit: Path | None = None) -> dict[str, Any]:
     """Re-run the artifact in `artifact_dir` on its stored reference, check thresholds (and a baseline), write
-    report.json / report.md / report.html to `out_dir` (default: artifact_dir/validate) and JUnit XML to `junit`."""
+    report.json / report.md / report.html to `out_dir` (default: ARTIFACT_DIR-validate beside it) and JUnit XML to
+    `junit`. The report folder and --junit are checked before anything runs; the build folder is held with a shared
+    lock for the whole run, so no build replaces the artifact while it is checked (edgedeploy.outfolder)."""
+    from edgedeploy.validate import junit as junit_xml
+
+    start = time.perf_counter()
+    if not Path(artifact_dir).is_dir():
+        raise UsageError("artifact folder not found", where=str(artifact_dir),
+                         fix="pass the folder `edgedeploy build --out` wrote")
+    artifact_dir = Path(os.path.realpath(artifact_dir))
+    out_dir = report_path(artifact_dir, out_dir, "validate")
+    junit = output_file(junit, "--junit", within=out_dir) if junit is not None else None
+    with FolderLock(artifact_dir, shared=True), OutputFolder(out_dir, kind="report") as folder:
+        report = _validate(artifact_dir, baseline, config)
+        report["wall_seconds"] = time.perf_counter() - start
+        write_reports(report, folder.staging)
+        if junit is not None and junit.is_relative_to(folder.final):  # part of the report folder's transaction
+            fileio.write_text(folder.staging / junit.relative_to(folder.final), junit_xml.to_junit(report))
+        folder.commit()
+    if junit is not None and not junit.is_relative_to(out_dir):
+        fileio.write_text(junit, junit_xml.to_junit(report))
+    return report
+
+
+def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None) -> dict[str, Any]:
     from edgedeploy.backends import get_backend
     from edgedeploy.backends.base import BuildResult
     from edgedeploy.pipeline import _cpu_name, library_versions
     from edgedeploy.validate import evaluate
-    from edgedeploy.validate import junit as junit_xml
 
-    start = time.perf_counter()
-    artifact_dir = Path(artifact_dir)
     manifest, spec = read_manifest(artifact_dir)
     if config is not None:
         spec = apply_config(spec, config)
     base_report = load_baseline(baseline) if baseline is not None else None
     artifact = manifest.get("artifact")
     if artifact is None:  # manifests before report/2 kept it only in report.json
-        artifact = _read_json(artifact_dir / "report.json", "report.json").get("artifact")
-    if not artifact:
-        raise UsageError("neither manifest.json nor report.json names the artifact", where=str(artifact_dir))
+        path, fix = artifact_dir / "report.json", "rebuild the artifact"
+        raw = _read_json(path, "report.json", fix)
+        if not isinstance(raw, dict) or not raw.get("artifact"):
+            raise UsageError("neither manifest.json nor report.json names the artifact", where=str(artifact_dir),
+                             fix=fix)
+        artifact = _validated(ManifestArtifact, raw["artifact"], path, "report.json artifact", fix).model_dump()
     backend = get_backend(spec.target)
     missing = backend.missing()
     if missing:
@@ -289,13 +411,23 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     info = {k: v for k, v in artifact.items() if k != "path"}
     built = BuildResult(artifact=artifact_dir / artifact["path"], files=[], info=info)
     if not built.artifact.is_file():
-        raise UsageError("the artifact file is missing", where=str(built.artifact))
+        raise UsageError("the artifact file is missing", where=str(built.artifact), fix="rebuild the artifact")
 
-    inputs, reference, targets, labels = load_reference(artifact_dir / "reference.npz")
     checks = integrity_checks(artifact_dir, manifest)
+    changed = "reference.npz" in checks[0]["changed"]
+    inputs, reference, targets, labels = load_reference(
+        artifact_dir / "reference.npz", spec,
+        fix="it changed since the build (manifest.json records another hash): rebuild the artifact" if changed
+        else "rebuild the artifact")
     settings = {"openvino": spec.openvino, "trt": spec.tensorrt}.get(spec.target)
-    runner = backend.load(built, settings, spec.validation.latency.threads)
-    result = evaluate.evaluate(spec, runner, inputs, reference, targets, labels)
+    try:
+        runner = backend.load(built, settings, spec.validation.latency.threads)
+        result = evaluate.evaluate(spec, runner, inputs, reference, targets, labels)
+    except EdgeDeployError as e:
+        if checks[0]["changed"]:  # the likelier cause
+            e.fix = (f"{', '.join(checks[0]['changed'])} changed since the build (manifest.json records other "
+                     "hashes): rebuild the artifact")
+        raise
     count = len(next(iter(inputs.values())))
     report: dict[str, Any] = {
         "schema": REPORT_SCHEMA,
@@ -322,14 +454,6 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
                               "created": base_report.get("created"),
                               "processor": base_report.get("conditions", {}).get("processor")}
     report["passed"] = all(c["passed"] for c in report["checks"])
-    report["wall_seconds"] = time.perf_counter() - start
-    out_dir = Path(out_dir) if out_dir is not None else artifact_dir / "validate"
-    inside = Path(os.path.abspath(out_dir)).is_relative_to(os.path.abspath(artifact_dir))
-    with OutputFolder(out_dir, lock_for=artifact_dir if inside else None) as folder:  # all three reports or none
-        write_reports(report, folder.staging)
-        folder.commit()
-    if junit is not None:
-        fileio.write_text(junit, junit_xml.to_junit(report))
     return report
 
 
