@@ -118,6 +118,8 @@ def optimize(
 
     if simplifier not in ("auto", "onnxsim", "onnxslim", "none"):
         raise UsageError(f"invalid --simplifier {simplifier!r}", fix="use one of: auto, onnxsim, onnxslim, none")
+    with fileio.open_input(model, "ONNX model"):  # a FIFO or a device is refused before ONNX reads from it
+        pass
     output = output_file(output, "--output")
     report = output_file(report, "--report") if report is not None else None
     settings = OptimizeSettings(keep_outputs=keep_output or None, drop_outputs=drop_output, simplifier=simplifier)

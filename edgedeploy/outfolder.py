@@ -17,8 +17,8 @@ manifest.json always describe the files beside it.
 Kinds. A build folder holds `edgedeploy-build.json` (and manifest.json); a report folder (`edgedeploy validate`,
 `edgedeploy debug precision`) holds `edgedeploy-report.json`. A write replaces only an empty folder or one of its own
 kind, and is refused inside any edgedeploy folder (the next write there would delete it); a report folder is also
-refused where it is or holds a build folder. Folders written before the markers are recognised by their files
-(manifest.json + report.json: a build; report.json or precision-debug.json alone: a report).
+refused where it is or holds a build folder. Folders written before the markers are recognised by their report.json
+(its `kind`: build or validate) or precision-debug.json.
 
 Locks. A build (and `debug precision`, which writes the artifact's calibration cache) holds the folder's lock
 exclusively; `validate` holds a shared lock on the build folder it reads for its whole run. Whoever comes second stops
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import shutil
 import stat
@@ -67,10 +68,20 @@ def folder_kind(path: Path) -> Kind | None:
         return "build"
     if (path / REPORT_MARKER).is_file():
         return "report"
-    if (path / "manifest.json").is_file() and (path / "report.json").is_file():
-        return "build"
-    if (path / "report.json").is_file() or (path / "precision-debug.json").is_file():
+    if (path / "precision-debug.json").is_file():
         return "report"
+    return {"build": "build", "validate": "report"}.get(_legacy_report_kind(path / "report.json"))
+
+
+def _legacy_report_kind(report: Path) -> str | None:
+    """`kind` of an edgedeploy report.json (folders written before the markers say what they are only there)."""
+    try:
+        with fileio.open_input(report, "report.json", max_bytes=64 << 20) as f:
+            data = json.load(f)
+    except (UsageError, ValueError, RecursionError, OSError):
+        return None
+    if isinstance(data, dict) and str(data.get("schema", "")).startswith("edgedeploy.report/"):
+        return data.get("kind")
     return None
 
 
@@ -292,7 +303,7 @@ class OutputFolder:
             raise UsageError(f"the folder holds files but no {_MARKERS[self.kind]}, so edgedeploy did not write it; it "
                              "would be replaced as a whole, so it was refused", where=str(self.final),
                              fix=f"choose a new or empty folder for {self.flag}, or delete this one")
-        for marker in (BUILD_MARKER, "manifest.json"):
+        for marker in (BUILD_MARKER, "report.json"):
             for inner in self.final.rglob(marker):
                 if inner.parent != self.final and folder_kind(inner.parent) == "build":
                     raise UsageError(f"{self.flag} holds the build folder {inner.parent}; replacing it as a whole would "
@@ -313,6 +324,10 @@ def _lock(path: Path, folder: Path, shared: bool) -> int:
                                   "the file it points to", where=str(path),
                                   fix="remove the link (you did not make it: check who can write to this folder)"
                                   ) from None
+        if e.errno == errno.EISDIR:
+            raise EdgeDeployError("the lock file is a folder, not edgedeploy's own lock file; refused",
+                                  where=str(path), fix="remove it (you did not make it: check who can write to this "
+                                                       "folder)") from None
         if shared and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return _read_only_lock(path, folder)
         raise (fileio.write_error(e, path) or e) from None

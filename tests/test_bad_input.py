@@ -657,6 +657,40 @@ def _(bench, here, out):
                keep=(here / "out-validate",))
 
 
+@case("validate --out is a symbolic link", 2, "--out is a symbolic link (to elsewhere)", existing=True)
+def _(bench, here, out):
+    (here / "elsewhere").mkdir()
+    (here / "reports").symlink_to("elsewhere")
+    return Run(["validate", str(out), "--out", str(here / "reports")], (str(here / "reports"),),
+               keep=(here / "elsewhere",))
+
+
+@case("debug precision --rebuild inside the build folder", 2, "--rebuild lies inside a build folder", existing=True)
+def _(bench, here, out):
+    return Run(["debug", "precision", str(out), "--search", "--rebuild", str(out / "again")], (str(out / "again"),),
+               keep=(here / "out-debug-precision",))
+
+
+@case("--junit is a symbolic link", 2, "--junit is a symbolic link (to notes.txt)", existing=True)
+def _(bench, here, out):
+    (here / "notes.txt").write_text("keep me")
+    (here / "junit.xml").symlink_to("notes.txt")
+    return Run(["validate", str(out), "--junit", str(here / "junit.xml")], (str(here / "junit.xml"),),
+               keep=(here / "notes.txt", here / "out-validate"))
+
+
+@case("validate a file instead of a build folder", 2, "the artifact folder is a file, not a folder", existing=True)
+def _(bench, here, out):
+    return Run(["validate", str(out / "manifest.json")], (str(out / "manifest.json"),),
+               keep=(here / "out-validate",))
+
+
+@case("optimize a FIFO", 2, "the ONNX model is a FIFO (named pipe), not a file")
+def _(bench, here, out):
+    os.mkfifo(here / "model.onnx")
+    return Run(["optimize", str(here / "model.onnx"), "--output", str(out)], (str(here / "model.onnx"),))
+
+
 @case("optimize --output is a folder", 2, "--output is a folder, not a file", "give --output a file path")
 def _(bench, here, out):
     out.mkdir()
@@ -755,6 +789,12 @@ def _(bench, here, out):
 def _(bench, here, out):
     os.link(_victim(here), here / ".out.lock")
     return Run(build(bench.config(here), out), (str(here / ".out.lock"),), keep=(here / "victim.txt",))
+
+
+@case("lock file planted as a folder", 1, "the lock file is a folder", existing=True)
+def _(bench, here, out):
+    (here / ".out.lock").mkdir()
+    return Run(build(bench.config(here), out), (str(here / ".out.lock"),))
 
 
 @case("lock file planted as a FIFO", 1, "the lock file is a FIFO (named pipe)", existing=True)

@@ -125,3 +125,42 @@ def test_a_build_carries_the_caches_inside_its_folder_and_leaves_the_others(tmp_
     assert staged.calibration.cache_dir == folder.staging / "calib" and kept[0] == "calib"
     staged, kept = _reused_results(spec(cache_dir=str(tmp_path / "shared")), folder)
     assert staged.calibration.cache_dir == tmp_path / "shared" and "shared" not in kept
+
+
+def test_validate_shares_the_lock_and_a_build_is_refused_naming_the_reader(tmp_path):
+    from edgedeploy.outfolder import FolderLock
+
+    finished(tmp_path / "out", "built")
+    with FolderLock(tmp_path / "out", shared=True), FolderLock(tmp_path / "out", shared=True):  # two validates
+        with pytest.raises(EdgeDeployError, match=rf"edgedeploy validate \(PID {os.getpid()}\) is reading"):
+            OutputFolder(tmp_path / "out").__enter__()
+    with OutputFolder(tmp_path / "out"):
+        with pytest.raises(EdgeDeployError, match=rf"\(PID {os.getpid()}\) is writing this folder"):
+            FolderLock(tmp_path / "out", shared=True).__enter__()
+    assert (tmp_path / "out" / "model.onnx").read_text() == "built"
+
+
+def test_legacy_folders_are_known_by_their_report(tmp_path):
+    import json
+
+    from edgedeploy.outfolder import folder_kind
+
+    for name, kind in (("b", "build"), ("v", "validate"), ("other", None)):
+        (tmp_path / name).mkdir()
+        schema = "edgedeploy.report/2" if kind else "something/1"
+        (tmp_path / name / "report.json").write_text(json.dumps({"schema": schema, "kind": kind}))
+    assert [folder_kind(tmp_path / n) for n in ("b", "v", "other")] == ["build", "report", None]
+
+
+@pytest.mark.parametrize("raised", [RuntimeError("closing tag '[/]' at position 3"), MemoryError("[bold]x")])
+def test_the_error_handler_prints_markup_as_text(monkeypatch, capsys, raised):
+    def fail():
+        raise raised
+
+    monkeypatch.setattr(cli, "app", fail)
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(raised) in lines[0], lines
+    assert lines[0].startswith("internal error:" if isinstance(raised, RuntimeError) else "error: out of memory")

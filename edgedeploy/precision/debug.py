@@ -213,12 +213,12 @@ def debug_precision(artifact_dir: Path, out_dir: Path | None = None, *, samples:
                     progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Localise (and with `do_search`, find the fewest layers to keep in float); writes precision-debug.json,
     report.md, report.html (and keep-float.yaml) to `out_dir` (default ARTIFACT_DIR-debug-precision beside it)."""
+    from edgedeploy.validate.gate import check_build_folder
+
     start = time.perf_counter()
     if samples < 1:
         raise UsageError(f"--samples must be at least 1, not {samples}")
-    if not Path(artifact_dir).is_dir():
-        raise UsageError("artifact folder not found", where=str(artifact_dir),
-                         fix="pass the folder `edgedeploy build --precision int8 --out` wrote")
+    check_build_folder(artifact_dir)
     out_dir = report_path(artifact_dir, out_dir, "debug-precision")
     # the artifact's lock, exclusive for the whole run, since the trials write into its calibration cache
     with FolderLock(artifact_dir), OutputFolder(out_dir, kind="report") as folder:

@@ -343,11 +343,17 @@ def load_reference(path: Path, spec: BuildSpec | None = None, fix: str = "rebuil
     return inputs, outputs, targets, labels
 
 
+def check_build_folder(artifact_dir: Path) -> None:
+    """Refuse an ARTIFACT_DIR that is missing or not a folder (before a report folder or a lock is made for it)."""
+    if not Path(artifact_dir).is_dir():
+        raise UsageError("the artifact folder is a file, not a folder" if Path(artifact_dir).exists() else
+                         "artifact folder not found", where=str(artifact_dir),
+                         fix="pass the folder `edgedeploy build --out` wrote")
+
+
 def read_manifest(artifact_dir: Path) -> tuple[dict[str, Any], BuildSpec]:
     """manifest.json of a built artifact folder (typed: `Manifest`) and the build spec it records."""
-    if not Path(artifact_dir).is_dir():
-        raise UsageError("artifact folder not found", where=str(artifact_dir),
-                         fix="pass the folder `edgedeploy build --out` wrote")
+    check_build_folder(artifact_dir)
     path = Path(artifact_dir) / "manifest.json"
     fix = "pass the folder `edgedeploy build --out` wrote, or rebuild it"
     if not path.exists():
@@ -368,9 +374,7 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     from edgedeploy.validate import junit as junit_xml
 
     start = time.perf_counter()
-    if not Path(artifact_dir).is_dir():
-        raise UsageError("artifact folder not found", where=str(artifact_dir),
-                         fix="pass the folder `edgedeploy build --out` wrote")
+    check_build_folder(artifact_dir)
     artifact_dir = Path(os.path.realpath(artifact_dir))
     out_dir = report_path(artifact_dir, out_dir, "validate")
     junit = output_file(junit, "--junit", within=out_dir) if junit is not None else None
