@@ -130,9 +130,9 @@ def optimize(
         fileio.write_json(report, result.to_dict())
     rolled_back = [p.name for p in result.passes if p.status in ("rolled_back", "failed")]
     note = f"; not applied: {', '.join(rolled_back)} (see the report)" if rolled_back else ""
-    console.print(f"[green]✓[/] " + escape(f"{output}: {sum(result.nodes_before.values())} → "
-                                           f"{sum(result.nodes_after.values())} nodes, outputs "
-                                           f"{', '.join(result.outputs)}{note}"), highlight=False)
+    console.print("[green]✓[/] " + escape(f"{output}: {sum(result.nodes_before.values())} → "
+                                          f"{sum(result.nodes_after.values())} nodes, outputs "
+                                          f"{', '.join(result.outputs)}{note}"), highlight=False)
 
 
 debug_app = typer.Typer(no_args_is_help=True, help="Find what loses accuracy in a built artifact.")
@@ -151,7 +151,8 @@ def debug_precision(
     rebuild: Optional[Path] = typer.Option(None, "--rebuild", help="with --search: build the found configuration "
                                                                    "into this folder"),
     top: int = typer.Option(10, "--top", help="layers listed here (all are in the report)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder [default: ARTIFACT_DIR-debug-precision]"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="report folder [default: ARTIFACT_DIR-debug-precision]"),
 ) -> None:
     """Rank the layers of an INT8 artifact by the error each adds (vs its float graph, per intermediate tensor);
     with --search, keep the worst in float until the budget holds; exit 1 when no such set is found."""
@@ -247,7 +248,8 @@ def _error_line(label: str, message: str) -> None:
 
 def main() -> None:
     """The command line, with every failure as one line: EdgeDeployError (and OS errors the user can fix, such as a
-    full disk) as `error:` with their exit code; anything else is a bug in edgedeploy or a library (`internal error`)."""
+    full disk) as `error:` with their exit code; anything else is a bug in edgedeploy or a library
+    (`internal error`)."""
     try:
         app()
     except EdgeDeployError as e:

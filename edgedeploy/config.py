@@ -384,7 +384,8 @@ class _SpecLoader(yaml.SafeLoader):
 
 def load_yaml(path: str | Path) -> Any:
     """The YAML document in a config file; UsageError naming the file (and line) for a missing, unreadable, oversized
-    or non-UTF-8 file, one that is not a regular file (a FIFO, a device, a folder), invalid YAML, a repeated key, nesting too deep to read, or aliases that cycle or explode."""
+    or non-UTF-8 file, one that is not a regular file (a FIFO, a device, a folder), invalid YAML, a repeated key,
+    nesting too deep to read, or aliases that cycle or explode."""
     path = Path(path)
     try:
         text = read_input(path, "config file", max_bytes=_MAX_CONFIG_BYTES).decode("utf-8")

@@ -306,8 +306,8 @@ class OutputFolder:
         for marker in (BUILD_MARKER, "report.json"):
             for inner in self.final.rglob(marker):
                 if inner.parent != self.final and folder_kind(inner.parent) == "build":
-                    raise UsageError(f"{self.flag} holds the build folder {inner.parent}; replacing it as a whole would "
-                                     "delete that build", where=str(self.final),
+                    raise UsageError(f"{self.flag} holds the build folder {inner.parent}; replacing it as a whole "
+                                     "would delete that build", where=str(self.final),
                                      fix=f"choose another {self.flag}, or move the build out of it")
 
 

@@ -87,7 +87,7 @@ def check_targets(targets: np.ndarray, where: str, name: str = "targets") -> Non
 def load_validation_set(spec: BuildSpec, random_samples: int = 8) -> ValidationSet:
     """Real inputs from `validation.data` (an .npz, read as untrusted arrays), else seeded random inputs of the
     configured shapes. `images` holds raw uint8 images, preprocessed here; an array named like an input that already
-    has the input's dtype and rank is that input as it is (so float images are never scaled by 1/255 again)."""
+    has the input's dtype and shape is that input as it is (so float images are never scaled by 1/255 again)."""
     settings = spec.validation
     if settings.data is None:
         rng = np.random.default_rng(0)

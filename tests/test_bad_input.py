@@ -571,7 +571,8 @@ def _(bench, here, out):
     first = run_cli("validate", str(out))  # its report folder, out-validate, must survive the second run
     assert first.returncode == 0, first.stderr
     path, limit = _file_size_limit(here / "out-validate")
-    return Run(["validate", str(out)], (str(path),), {"preexec_fn": limit}, keep=(here / "out-validate",))  # noqa: PLW1509
+    return Run(["validate", str(out)], (str(path),), {"preexec_fn": limit},  # noqa: PLW1509
+               keep=(here / "out-validate",))
 
 
 @case("two builds into one folder at once", 1, "is writing this folder", "wait for it to finish", existing=True)
@@ -812,22 +813,14 @@ def _planted_links_removed(out: Path, victim: Path, link: Path) -> Callable[[], 
     return handled
 
 
-@case("staging folder planted as a symbolic link (handled: the link removed, not followed)", 0)
-def _(bench, here, out):
-    (here / "mine").mkdir()
-    (here / "mine" / "thesis.tex").write_text("months of work")
-    (here / ".out.staging").symlink_to(here / "mine")
-    return Run(build(bench.config(here), out), handled=_planted_links_removed(out, here / "mine", here / ".out.staging"),
-               keep=(here / "mine",))
-
-
-@case("old folder planted as a symbolic link (handled: the link removed, not followed)", 0)
-def _(bench, here, out):
-    (here / "mine").mkdir()
-    (here / "mine" / "thesis.tex").write_text("months of work")
-    (here / ".out.old").symlink_to(here / "mine")
-    return Run(build(bench.config(here), out), handled=_planted_links_removed(out, here / "mine", here / ".out.old"),
-               keep=(here / "mine",))
+for _folder in ("staging", "old"):
+    @case(f"{_folder} folder planted as a symbolic link (handled: the link removed, not followed)", 0)
+    def _(bench, here, out, planted=f".out.{_folder}"):
+        (here / "mine").mkdir()
+        (here / "mine" / "thesis.tex").write_text("months of work")
+        (here / planted).symlink_to(here / "mine")
+        return Run(build(bench.config(here), out), keep=(here / "mine",),
+                   handled=_planted_links_removed(out, here / "mine", here / planted))
 
 
 # a build and a validate of one folder at once ---------------------------------------------------------------------
@@ -973,8 +966,8 @@ def _(bench, here, out):
     return _validation(bench, here, out, here / "v.npz")
 
 
-@case("validation images as floats (would be scaled by 1/255 twice)", 2, "`images` must be uint8 (N, H, W, 3), got float32",
-      "float arrays are not raw images")
+@case("validation images as floats (would be scaled by 1/255 twice)", 2,
+      "`images` must be uint8 (N, H, W, 3), got float32", "float arrays are not raw images")
 def _(bench, here, out):
     return _validation(bench, here, out, here / "v.npz", images=images(8, HW).astype(np.float32) / 255)
 

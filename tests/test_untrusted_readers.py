@@ -1,6 +1,6 @@
 """Property tests for the readers of untrusted files: whatever an .npz/.npy, a baseline report, a manifest or a
-calibration image holds — arrays of any dtype and shape (object arrays, 0-d, structured, strings, empty), the bytes of a
-valid file truncated, bit-flipped or spliced, arbitrary JSON in place of any field — the reader returns what it
+calibration image holds — arrays of any dtype and shape (object arrays, 0-d, structured, strings, empty), the bytes
+of a valid file truncated, bit-flipped or spliced, arbitrary JSON in place of any field — the reader returns what it
 promises or raises one UsageError naming the file; never another exception. What a reader accepts is then used the
 way edgedeploy uses it (the baseline compared, the arrays read as samples) without an exception either.
 

@@ -177,7 +177,8 @@ def read_image(path: Path) -> np.ndarray:
                 pixels = im.width * im.height
                 if pixels > IMAGE_MAX_PIXELS:
                     raise UsageError(f"calibration image is {im.width}x{im.height} ({pixels / 1e6:.0f} megapixels), "
-                                     f"{too_large}", where=str(path), fix="downscale it to about the model's input size")
+                                     f"{too_large}", where=str(path),
+                                     fix="downscale it to about the model's input size")
                 im.load()
                 return np.asarray(im.convert("RGB"), dtype=np.uint8)
         except (UsageError, MemoryError):
