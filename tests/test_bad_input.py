@@ -1077,7 +1077,7 @@ def _(bench, here, out):
 
 
 @case("reference.npz input of the wrong dtype", 2, "input 'images' has dtype float64, the config says float32",
-      existing=True)
+      "changed since the build", existing=True)
 def _(bench, here, out):
     with np.load(out / "reference.npz") as data:
         return _reference(out, **{"input.images": data["input.images"].astype(np.float64)})

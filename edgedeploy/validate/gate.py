@@ -333,7 +333,10 @@ def load_reference(path: Path, spec: BuildSpec | None = None, fix: str = "rebuil
         if spec_in.name not in inputs:
             raise UsageError(f"reference.npz has no input {spec_in.name!r} (has {sorted(inputs)})", where=str(path),
                              fix=fix)
-        check_input(spec_in, inputs[spec_in.name], str(path))
+        try:
+            check_input(spec_in, inputs[spec_in.name], str(path))
+        except UsageError as e:
+            raise UsageError(f"reference.npz {e.what}", where=str(path), fix=fix) from None
     if targets is not None:
         check_targets(targets, str(path), "label.targets")
     if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(
