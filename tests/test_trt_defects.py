@@ -183,7 +183,7 @@ def test_defect6_calibrator_failures_surface_and_its_buffers_are_freed(monkeypat
     model.cuda.fail["cudaMemcpy"] = 1  # the second batch's upload fails inside get_batch
     (tmp_path / "trt" / "int8-entropy2.cache").unlink()
     (tmp_path / "trt" / "int8-entropy2.cache.json").unlink()
-    with pytest.raises(EdgeDeployError, match="cudaMemcpy.*failed"):
+    with pytest.raises(EdgeDeployError, match=r"INT8 calibration failed at batch 2 of 3: CUDA call cudaMemcpy.*failed"):
         TensorRTBackend().build(tmp_path / "deploy.onnx", tmp_path / "trt", "int8", s)
     assert built.artifact.is_file() and not model.cuda.device
 

@@ -45,6 +45,7 @@ def test_names_follow_each_release(model):
     assert trt.ILogger.ERROR is trt.ILogger.Severity.ERROR  # export_values
     assert trt.Logger.WARNING is trt.ILogger.Severity.WARNING  # copied by the package's __init__.py
     assert trt.nptype(trt.float16) is np.float16
+    assert trt.DataType(int(trt.DataType.HALF)) == trt.DataType.HALF  # enums take their value, as pybind11's do
     with pytest.raises(TypeError, match="Could not resolve TensorRT datatype"):
         trt.nptype(trt.bfloat16)
 

@@ -446,7 +446,6 @@ class EnumInfo:
 
 
 _HOLDERS = {"unique_ptr", "shared_ptr", "nodelete"}
-_IGNORED_CHAIN = {"def_buffer", "export_values", "value"}
 
 
 class BindingReader:
@@ -859,7 +858,7 @@ def build_surface(src: Source) -> dict[str, Any]:
         overridable = reader.overridable(c.trampoline)
         if overridable:
             entry["overridable"] = dict(sorted(overridable.items()))
-        extra = package["class_attributes"].get(name.split(".")[-1] if "." not in name else name)
+        extra = package["class_attributes"].get(name)
         if extra:
             entry["python_attributes"] = extra
         if name in package["copied_members"]:

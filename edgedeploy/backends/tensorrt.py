@@ -447,7 +447,7 @@ def _make_calibrator(trt: Any, builder: Any, config: Any, network: Any, plan: tr
             base.__init__(self)
             self.index = 0
             self.buffers: dict[str, trt_cuda.DeviceBuffer] = {}
-            self.failure: Exception | None = None
+            self.failure: tuple[str, Exception] | None = None  # (while doing what, the exception)
 
         def get_batch_size(self) -> int:
             return 1  # explicit-batch networks carry the batch in each input's shape
@@ -468,7 +468,7 @@ def _make_calibrator(trt: Any, builder: Any, config: Any, network: Any, plan: tr
                     trt_cuda.upload(buf, arr)
                     ptrs.append(buf.ptr)
             except Exception as e:  # noqa: BLE001 - kept and raised after the build (see the class docstring)
-                self.failure = e
+                self.failure = (f"at batch {self.index + 1} of {len(batches)}", e)
                 return None
             self.index += 1
             return ptrs
@@ -477,7 +477,7 @@ def _make_calibrator(trt: Any, builder: Any, config: Any, network: Any, plan: tr
             try:
                 return cache.read_bytes() if reuse else None
             except Exception as e:  # noqa: BLE001 - as in get_batch
-                self.failure = e
+                self.failure = ("reading the calibration cache", e)
                 return None
 
         def write_calibration_cache(self, data: Any) -> None:
@@ -485,16 +485,14 @@ def _make_calibrator(trt: Any, builder: Any, config: Any, network: Any, plan: tr
                 fileio.write_bytes(cache, bytes(memoryview(data)))
                 fileio.write_json(key_file, trt_plan.calibration_key_record(material, cache))
             except Exception as e:  # noqa: BLE001 - as in get_batch
-                self.failure = e
+                self.failure = ("writing the calibration cache", e)
 
         def raise_failure(self) -> None:
             if self.failure is None:
                 return
-            if isinstance(self.failure, EdgeDeployError):
-                raise self.failure
-            where = f" at batch {self.index + 1} of {len(batches)}" if batches else ""
-            raise EdgeDeployError(f"INT8 calibration failed{where}: {type(self.failure).__name__}: {self.failure}",
-                                  where=str(cal.data or cache)) from self.failure
+            doing, e = self.failure
+            detail = e.message if isinstance(e, EdgeDeployError) else f"{type(e).__name__}: {e}"
+            raise EdgeDeployError(f"INT8 calibration failed {doing}: {detail}", where=str(cal.data or cache)) from e
 
         def free(self) -> None:
             for buf in self.buffers.values():
@@ -724,7 +722,7 @@ class TensorRTRunner:
                 "throughput_per_s": batch * 1e3 / stats["host_wall"]["median_ms"]}
 
     def close(self) -> None:
-        for buf in [*getattr(self, "device", {}).values(), *getattr(self, "host", {}).values()]:
+        for buf in [*self.device.values(), *self.host.values()]:
             buf.free()
         self.device, self.host = {}, {}
         if getattr(self, "stream", None) is not None:

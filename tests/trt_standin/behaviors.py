@@ -42,7 +42,6 @@ _LAYER_TYPES = {"Conv": "CONVOLUTION", "ConvTranspose": "DECONVOLUTION", "Relu":
                 "Resize": "RESIZE", "Gemm": "MATRIX_MULTIPLY", "MatMul": "MATRIX_MULTIPLY", "Softmax": "SOFTMAX",
                 "QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE", "Cast": "CAST",
                 "Identity": "IDENTITY", "Slice": "SLICE", "Split": "SLICE", "Constant": "CONSTANT"}
-_PRECISION_FLAGS = ("FP16", "INT8", "BF16", "FP8", "INT4")
 
 REGISTRY: dict[str, Any] = {}
 STORED = {  # properties that just keep what is set (with TensorRT's defaults set at creation)

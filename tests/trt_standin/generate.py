@@ -9,7 +9,8 @@ read-only, write-only or both as bound; instances take no attributes the binding
 must call its base __init__, as pybind11 requires.
 
 What a call *does* comes from behaviors.py; a member that exists but has no modelled behaviour raises NotModelled,
-so the stand-in never answers with something made up.
+so the stand-in never answers with something made up. Enum values are the members' positions in the binding (the
+surface records names, not C++ values): compare members, not numbers.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class _Unmodelled:
         raise NotModelled(self.where)
 
 
-class EnumMeta(StandInMeta):
+class EnumMeta(type):
     def __iter__(cls):
         return iter(cls.__members__.values())
 
@@ -264,11 +265,11 @@ def make_class(qualname: str, spec: dict, bases: tuple[type, ...], behaviours: d
     for name in spec.get("python_attributes", []):
         ns[name] = behaviours.get(f"{qualname}.{name}", _Unmodelled(qualname, name))
     if spec.get("buffer"):
-        return _buffer_class(short, qualname, ns)
+        return _buffer_class(short, ns)
     return StandInMeta(short, bases or (StandInObject,), ns)
 
 
-def _buffer_class(short: str, qualname: str, ns: dict[str, Any]) -> type:
+def _buffer_class(short: str, ns: dict[str, Any]) -> type:
     """A class with the buffer protocol (memoryview(obj) works, as on IHostMemory): a bytes subclass whose own
     methods (decode, hex, ...) stay hidden, since the binding has none of them."""
     allowed = {name for name in ns if not name.startswith("__")} | {"_state", "_ready"}
