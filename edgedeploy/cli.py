@@ -57,8 +57,11 @@ def build(
 ) -> None:
     """Export, optimize, build and validate a model; exit 1 when a check fails."""
     from edgedeploy import pipeline
+    from edgedeploy.bundle.manifest import is_bundle
     from edgedeploy.config import Precision, Target, demo_spec_path, load_spec
 
+    if config is not None and is_bundle(config):
+        return _build_bundle(config, target, precision, out)
     spec = load_spec(config if config is not None else demo_spec_path())
     for flag, value, allowed in (("--target", target, Target), ("--precision", precision, Precision)):
         if value is not None and value not in get_args(allowed):
@@ -73,6 +76,50 @@ def build(
     finally:
         stages.stop()
     _finish(report, out)
+
+
+def _build_bundle(bundle: Path, target: Optional[str], precision: Optional[str], out: Optional[Path]) -> None:
+    """`build BUNDLE`: what a device runs, with no PyTorch (edgedeploy.bundle.build)."""
+    from edgedeploy.bundle.build import build_from_bundle
+
+    out = out or Path("edgedeploy-out") / f"{bundle.name}-{target or 'default'}-{precision or 'default'}"
+    console.print(f"[bold]edgedeploy build[/] bundle {bundle} → {target or 'default target'} "
+                  f"{precision or 'default precision'} in {out}")
+    stages = _RichStages()
+    try:
+        report = build_from_bundle(bundle, out, target=target, precision=precision, listener=stages)
+    finally:
+        stages.stop()
+    _finish(report, out)
+
+
+@app.command()
+def bundle(
+    config: Optional[Path] = typer.Argument(None, help="YAML build spec; without it, the bundled demo detector"),
+    out: Path = typer.Option(..., "--out", "-o", help="the bundle folder (replaced as a whole)"),
+    precision: list[str] = typer.Option([], "--precision", "-p", help="fp32 | fp16 | int8, repeatable "
+                                        "[default: fp32, fp16, and int8 when the spec has calibration data]"),
+    trust_code: bool = typer.Option(False, "--trust-code", help="allow loading a pickled checkpoint (runs code from it)"),
+) -> None:
+    """Make a bundle a device builds and validates from without PyTorch: deploy.onnx and its fp16 / Q/DQ variants,
+    the reference, the calibration samples, the spec and a manifest with hashes."""
+    from edgedeploy.bundle.make import make_bundle
+    from edgedeploy.config import Precision, demo_spec_path, load_spec
+
+    bad = [p for p in precision if p not in get_args(Precision)]
+    if bad:
+        raise UsageError(f"invalid --precision {bad[0]!r}", fix=f"use one of: {', '.join(get_args(Precision))}")
+    spec = load_spec(config if config is not None else demo_spec_path())
+    console.print(f"[bold]edgedeploy bundle[/] {spec.name} → {out}")
+    stages = _RichStages()
+    try:
+        manifest = make_bundle(spec, out, precision or None, trust_code=trust_code, listener=stages)
+    finally:
+        stages.stop()
+    size = sum(f["size"] for f in manifest["files"].values())
+    console.print(f"[green]✓[/] {out}: {', '.join(manifest['precisions'])}; {len(manifest['files'])} files, "
+                  f"{size / 1e6:.1f} MB; on the device: edgedeploy build {out} --target trt|openvino|onnxruntime",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()
