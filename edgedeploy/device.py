@@ -215,6 +215,9 @@ def summary(conditions: dict[str, Any] | None) -> str:
     temps = conditions.get("temperatures_c")
     if temps:
         parts.append(f"max {max(temps.values()):.0f} °C")
+    load = conditions.get("cpu", {}).get("load_1m_per_core")
+    if load is not None:
+        parts.append(f"load {load:.2f}/core")
     return ", ".join(parts)
 
 
