@@ -113,8 +113,8 @@ class Ssh:
             done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         else:
             done = _streamed(cmd)
-        if done.returncode == SSH_ERROR:
-            raise connection_error(self.destination, done.stderr, what)
+        if done.returncode == SSH_ERROR:  # ssh's own failure, never the command's
+            raise connection_error(self.destination, done.stderr, what, lost=True)
         return done
 
     def upload(self, local: Path, remote: str, what: str) -> None:
@@ -156,8 +156,9 @@ def _streamed(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(cmd, code, None, "".join(tail))
 
 
-def connection_error(destination: Destination, said: str, what: str) -> EdgeDeployError:
-    """One line for a failed ssh/scp: what ssh said (its last meaningful line) and what to do about it."""
+def connection_error(destination: Destination, said: str, what: str, lost: bool = False) -> EdgeDeployError:
+    """One line for a failed ssh/scp: what ssh said (its last meaningful line) and what to do about it. `lost`: ssh
+    itself failed (exit 255), so the connection went, even when ssh had nothing to say (a killed session)."""
     lines = [line.strip() for line in said.splitlines()
              if line.strip() and not line.startswith(("@@@", "Warning: Permanently added"))]
     if any("Host key verification failed" in line or "IDENTIFICATION HAS CHANGED" in line for line in lines):
@@ -165,12 +166,14 @@ def connection_error(destination: Destination, said: str, what: str) -> EdgeDepl
             "the device's host key does not match the one in known_hosts (ssh: Host key verification failed)",
             where=str(destination), fix="if the device was reinstalled, check its new key's fingerprint on the device "
                                         "and remove the old one with `ssh-keygen -R HOST`; otherwise do not connect")
-    detail = lines[-1] if lines else "no message"
+    signs = [line for line in lines if any(sign in line for sign in _LOST)]
+    detail = (signs or lines or ["no message"])[-1]
     if what == "connecting":
         return EdgeDeployError(f"cannot connect over SSH ({detail})", where=str(destination),
                                fix="check that `ssh DEVICE` works from this shell (host, port, key, agent, "
                                    "~/.ssh/config)")
-    if any(sign in line for line in lines for sign in _LOST) or not lines:
+    if signs or lost or not lines:
+        detail = detail if signs else "ssh exited with 255"
         return EdgeDeployError(f"the SSH connection was lost while {what} ({detail})", where=str(destination),
                                fix="nothing local was changed; check the device and the network, then run the "
                                    "command again")
