@@ -68,14 +68,19 @@ def _row(path: Path, report: dict[str, Any]) -> dict[str, Any]:
 
 def _accuracy(task: dict[str, Any]) -> str:
     if "map50" in task:
-        return f"mAP@0.5 {task['map50']:.4f} (Δ {-task['map50_drop']:+.4f})"
+        return f"mAP@0.5 {task['map50']:.4f} (Δ {_delta(task['map50_drop'])})"
     if "top1" in task:
-        return f"top-1 {task['top1']:.4f} (Δ {-task['top1_drop']:+.4f})"
+        return f"top-1 {task['top1']:.4f} (Δ {_delta(task['top1_drop'])})"
     if "top1_agreement" in task:
         return f"top-1 agreement {task['top1_agreement']:.4f}"
     if "map50_vs_reference" in task:
         return f"mAP@0.5 vs reference {task['map50_vs_reference']:.4f}"
     return "—"
+
+
+def _delta(drop: float) -> str:
+    """The change vs the reference (minus the drop), signed, with no "-0.0000" for a change that rounds to zero."""
+    return f"{round(-drop, 4) + 0.0:+.4f}"
 
 
 def _cell(row: dict[str, Any]) -> str:
