@@ -171,3 +171,31 @@ def test_connection_dropped_while_the_device_builds(own_server, demo_bundle, pre
     assert last.startswith("error: device: the SSH connection was lost while the device built (the device may "
                            "still be working in"), stderr
     assert snapshot(out) == before
+
+
+def test_device_without_edgedeploy(server, demo_bundle, tmp_path):
+    done = run_cli("remote", "device", "build", str(demo_bundle), "--out", "out", "-F", str(server.config),
+                   "--venv", "/nonexistent/venv", "--remote-dir", str(tmp_path / "device"), cwd=tmp_path)
+    assert done.returncode == 1
+    assert error_line(done).startswith("error: device: edgedeploy is not installed on the device (looked for "
+                                       "/nonexistent/venv/bin/edgedeploy in /nonexistent/venv)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text, host, port", [("jetson", "jetson", None), ("me@orin.local", "me@orin.local", None),
+                                              ("me@10.0.0.7:2222", "me@10.0.0.7", 2222),
+                                              ("me@[fe80::1]:22", "me@fe80::1", 22)])
+def test_destination(text, host, port):
+    from edgedeploy.remote.ssh import Destination
+
+    d = Destination.parse(text)
+    assert (d.host, d.port) == (host, port)
+
+
+@pytest.mark.parametrize("text", ["me@host:99999", "me@host:port", "a b", ""])
+def test_bad_destination_is_a_usage_error(text):
+    from edgedeploy.errors import UsageError
+    from edgedeploy.remote.ssh import Destination
+
+    with pytest.raises(UsageError):
+        Destination.parse(text)

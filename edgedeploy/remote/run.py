@@ -60,6 +60,7 @@ class RemoteJob:
         """Build the bundle on the device with `edgedeploy build BUNDLE ARGS`; fetch the folder into `out`."""
         bundle = open_bundle(bundle_dir)  # a broken bundle is refused here, before anything is sent
         folder = OutputFolder(out)
+        folder._check_replaceable()  # and a folder the fetch could not replace, before the device works for nothing
         start = time.perf_counter()
         with self.ssh:
             self._timed("connect", start)
@@ -88,6 +89,7 @@ class RemoteJob:
         out = out or artifact_dir / "validate"
         inside = Path(os.path.abspath(out)).is_relative_to(os.path.abspath(artifact_dir))
         folder = OutputFolder(out, lock_for=artifact_dir if inside else None)
+        folder._check_replaceable()
         start = time.perf_counter()
         with self.ssh:
             self._timed("connect", start)
