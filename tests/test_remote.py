@@ -186,10 +186,13 @@ def test_device_without_edgedeploy(server, demo_bundle, tmp_path):
                                               ("me@10.0.0.7:2222", "me@10.0.0.7", 2222),
                                               ("me@[fe80::1]:22", "me@fe80::1", 22)])
 def test_destination(text, host, port):
-    from edgedeploy.remote.ssh import Destination
+    from edgedeploy.remote.ssh import Destination, Ssh
 
     d = Destination.parse(text)
     assert (d.host, d.port) == (host, port)
+    scp_host = Ssh(d)._remote_host()
+    assert scp_host == (host.replace("fe80::1", "[fe80::1]") if ":" in host else host)
+    assert Ssh(Destination.parse("[::1]"))._remote_host() == "[::1]"
 
 
 @pytest.mark.parametrize("text", ["me@host:99999", "me@host:port", "a b", ""])

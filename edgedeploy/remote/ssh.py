@@ -126,9 +126,8 @@ class Ssh:
         self._scp([f"{self._remote_host()}:{remote}", str(local)], what)
 
     def _remote_host(self) -> str:
-        host = self.destination.host
-        user, _, name = host.rpartition("@")
-        return f"{user}@[{name}]" if ":" in name else host  # an IPv6 address needs brackets in scp's syntax
+        user, at, name = self.destination.host.rpartition("@")
+        return f"{user}{at}[{name}]" if ":" in name else self.destination.host  # IPv6 needs brackets in scp's syntax
 
     def _scp(self, paths: list[str], what: str) -> None:
         limit = ["-l", str(self.bwlimit_kbit)] if self.bwlimit_kbit else []
