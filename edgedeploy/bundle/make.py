@@ -23,11 +23,10 @@ import onnx
 from edgedeploy import __version__, fileio, pipeline
 from edgedeploy.bundle.manifest import CALIBRATION, MANIFEST, SCHEMA, SPEC, VARIANTS, file_table
 from edgedeploy.config import BuildSpec, Precision
-from edgedeploy.errors import UsageError
 from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.calibration import load_calibration
-from edgedeploy.precision.stage import check_precision_request, run_precision
+from edgedeploy.precision.stage import run_precision
 from edgedeploy.preprocess import load_validation_set
 from edgedeploy.validate import evaluate as evaluation
 
@@ -42,12 +41,9 @@ def make_bundle(spec: BuildSpec, out: Path, precisions: list[Precision] | None =
                 listener: pipeline.StageListener | None = None) -> dict[str, Any]:
     """Write the bundle for `spec` into `out` (replaced as a whole); returns its manifest."""
     precisions = sorted(set(precisions or default_precisions(spec)) | {"fp32"}, key=list(VARIANTS).index)
-    if "int8" in precisions:
-        check_precision_request(spec.model_copy(update={"target": "onnxruntime", "precision": "int8"}))
-    for path, key in ((spec.model.onnx, "model.onnx"), (spec.model.checkpoint, "model.checkpoint"),
-                      (spec.validation.data, "validation.data")):
-        if path is not None and not Path(path).is_file():
-            raise UsageError(f"{key} not found", where=str(path), fix=f"check {key} in the config")
+    # what a build would refuse before export (missing files, int8 without calibration data), the variants being
+    # what the precision stage makes for ONNX Runtime
+    pipeline.check_request(spec.model_copy(update={"target": "onnxruntime", "precision": precisions[-1]}))
     timer = pipeline._Timer(listener or pipeline.StageListener())
     folder = OutputFolder(out, marker=MANIFEST)
     with folder, tempfile.TemporaryDirectory(prefix="edgedeploy-bundle-") as work:
