@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgedeploy import __version__, fileio
+from edgedeploy import __version__, device, fileio
 from edgedeploy.backends import Backend, get_backend
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import EdgeDeployError, UsageError
@@ -190,6 +190,7 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
         "validation_data": data.source,
         "artifact": {"path": str(built.artifact.relative_to(out_dir)), **built.info},
         "conditions": {**runner.conditions, "machine": platform.machine(), "processor": _cpu_name()},
+        "device": device.read_conditions(),
         "optimize": {"outputs": opt_report.outputs, "deploy_ops": deploy_ops,
                      "passes": [{"name": p.name, "status": p.status, "reason": p.reason,
                                  "nodes_before": p.node_count_before, "nodes_after": p.node_count_after,

@@ -267,6 +267,7 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     report.json / report.md / report.html to `out_dir` (default: artifact_dir/validate) and JUnit XML to `junit`."""
     from edgedeploy.backends import get_backend
     from edgedeploy.backends.base import BuildResult
+    from edgedeploy.device import read_conditions
     from edgedeploy.pipeline import _cpu_name, library_versions
     from edgedeploy.validate import evaluate
     from edgedeploy.validate import junit as junit_xml
@@ -310,6 +311,7 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
         "artifact": artifact,
         "artifact_dir": str(artifact_dir),
         "conditions": {**runner.conditions, "machine": platform.machine(), "processor": _cpu_name()},
+        "device": read_conditions(),
         "libraries": library_versions(),
         **{k: result[k] for k in ("tensors", "task", "latency")},
         "checks": checks + result["checks"],
