@@ -202,6 +202,7 @@ class Row:
     foldable_left: bool = False
     passes: list[tuple[str, str, str]] = field(default_factory=list)  # name, status, reason
     worst: tuple[float, float | None, str] = (0.0, None, "")  # the output nearest its limit: rel-L2, limit, name
+    drift_ratio: float = float("nan")  # the deployed graph's largest error / drift (see signal_to_drift)
     within: bool = True
     latency: tuple[float, float] = (0.0, 0.0)
     inputs: str = ""
@@ -242,6 +243,7 @@ def run_entry(entry: Entry, work: Path, latency_s: float = 1.0) -> Row:
         name, e = max(report.errors.items(), key=lambda kv: kv[1]["ratio"])
         row.worst = (e["rel_l2"], e["limit_rel_l2"], name)
         row.within = all(r["ratio"] <= 1.0 for r in report.errors.values())
+        row.drift_ratio = signal_to_drift(report.errors)
     shapes = report.verification.get("input_shapes", {})
     row.inputs = ", ".join(f"{k} {'x'.join(map(str, v['shape']))}" for k, v in shapes.items()) + \
         (" (given)" if given else "")
@@ -284,23 +286,29 @@ def plant_margins(entry: Entry, work: Path) -> dict[str, str]:
             out[label] = "n/a"
             continue
         errors, bad = ref.check(cand)
-        out[label] = f"{signal_to_drift(errors):.3g}x {'rejected' if bad else 'accepted'}"
+        out[label] = f"{_times(signal_to_drift(errors))} {'rejected' if bad else 'accepted'}"
     return out
+
+
+def _times(ratio: float) -> str:
+    """'3.2x' the drift; '-' where no drift was measurable (integer inputs, or outputs ulp changes do not move)."""
+    return "-" if ratio != ratio else f"{ratio:.3g}x"
 
 
 def markdown(rows: list[Row]) -> str:
     head = ("| model | exporter | nodes | BN (next to linear) | foldable left | passes p f m f s | rel-L2 (limit) "
-            "| ORT ms before → after | inputs | licence |")
-    lines = [head, "|" + "---|" * 10]
+            "| error / drift | ORT ms before → after | inputs | licence |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         if r.missing:
-            lines.append(f"| {r.name} | {r.exporter} | not installed: `{r.missing}` |||||||{r.licence} |")
+            lines.append(f"| {r.name} | {r.exporter} | not installed: `{r.missing}` ||||||||{r.licence} |")
             continue
         limit = f" ({r.worst[1]:.1e})" if r.worst[1] is not None else ""
         lines.append(
             f"| {r.name} | {r.exporter} | {r.nodes[0]} → {r.nodes[1]} | {r.bn[0]} ({r.bn_linear}) → {r.bn[1]} "
             f"| {'yes' if r.foldable_left else 'no'} | {' '.join(STATUS[s] for _, s, _ in r.passes)} "
-            f"| {r.worst[0]:.1e}{limit}{'' if r.within else ' OVER'} | {r.latency[0]:.2f} → {r.latency[1]:.2f} "
+            f"| {r.worst[0]:.1e}{limit}{'' if r.within else ' OVER'} | {_times(r.drift_ratio)} "
+            f"| {r.latency[0]:.2f} → {r.latency[1]:.2f} "
             f"| {r.inputs} | {r.licence or 'built here'} |")
     lines.append("")
     lines.append("passes: p prune, f fold_affine, m merge_branches, f fold_affine, s simplify; a applied, - nothing "

@@ -288,11 +288,11 @@ def _reference_check(model: onnx.ModelProto, s: OptimizeSettings, real_inputs: R
         reference = Reference.measure(model, real_inputs, shapes=s.input_shapes, tolerance=s.tolerance_rule(),
                                       seed=s.seed, samples=s.samples, batch=s.dynamic_dim)
     except VerifyError as exc:
-        why = f"{exc.what}. {exc.fix}" if exc.fix else exc.what
+        why = exc.what
         report.verification = {"error": why, "wall_s": time.perf_counter() - t0}
 
         def cannot(_: onnx.ModelProto) -> tuple[dict, list[str]]:
-            raise VerifyError(f"the input model could not be run for verification: {why}")
+            raise VerifyError(why)
 
         return cannot
     report.verification = {
@@ -317,6 +317,8 @@ def _verify(after: onnx.ModelProto, check: Checker, pr: PassReport) -> tuple[str
         return "rolled_back", f"result fails the ONNX checker: {_one_line(exc)}"
     try:
         pr.errors, bad = check(after)
+    except VerifyError as exc:
+        return "failed", f"could not be checked: {exc.what}"
     except Exception as exc:  # noqa: BLE001
         return "failed", f"could not be checked: {_one_line(exc)}"
     if bad:

@@ -24,7 +24,7 @@ from typing import Any
 
 import onnx
 
-from edgedeploy.errors import UsageError
+from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.graph.constants import fold_constants
 from edgedeploy.graph.ir import PassStats, param_count
 from edgedeploy.graph.verify import Checker, RealInputs, Reference
@@ -39,7 +39,7 @@ class Candidate:
 
     name: str
     status: str  # "verified", "failed" (raised / not valid ONNX / could not be checked), "rejected" (outputs
-    # changed beyond the limit), "skipped" (would repeat a shorter chain)
+    # changed beyond the limit), "skipped" (would repeat a shorter chain, or its prefix was not verified)
     reason: str = ""
     nodes: int | None = None
     params: int | None = None
@@ -182,7 +182,7 @@ def simplify(
             continue
         if prefix is None:
             why = f"{'+'.join(chain[:-1])} gave no verified result, so the chain was not run"
-            stats.candidates.append(Candidate(name, "failed", why))
+            stats.candidates.append(Candidate(name, "skipped", why))
             continue
         t0 = time.perf_counter()
         cand = Candidate(name, "failed")
@@ -198,7 +198,8 @@ def simplify(
         try:
             cand.errors, bad = check(out)
         except Exception as exc:  # noqa: BLE001 - could not be checked: failed, never "unchanged"
-            cand.reason = f"could not be checked: {' '.join(str(exc).split())[:300]}"
+            text = exc.what if isinstance(exc, EdgeDeployError) else f"{type(exc).__name__}: {exc}"
+            cand.reason = f"could not be checked: {' '.join(text.split())[:600]}"
             cand.wall_s = time.perf_counter() - t0
             stats.candidates.append(cand)
             continue
