@@ -5,6 +5,8 @@ training-structured exports of networks built here (tools/corpus_nets.py). Nothi
     python tools/optimize_corpus.py                      # every model whose package is installed, plus the built ones
     python tools/optimize_corpus.py --ci                 # the subset tests/test_optimize_corpus.py runs
     python tools/optimize_corpus.py --only ppocr-det-v4 --markdown table.md
+    python tools/optimize_corpus.py --plants           # exact fold and planted bugs, in multiples of the drift
+    python tools/optimize_corpus.py --drift-methods    # ORT optimizations on/off vs ±1 ulp, next to the exact fold
 
 Prints, per model: nodes and BatchNormalization before → after (and BN next to a Conv/Gemm/MatMul in the input),
 whether fold_affine would still fold anything in the result, every pass's status, the worst rel-L2 of the result
@@ -295,6 +297,38 @@ def _times(ratio: float) -> str:
     return "-" if ratio != ratio else f"{ratio:.3g}x"
 
 
+def drift_methods(entry: Entry, work: Path) -> str | None:
+    """Two candidate measures of a graph's own fp32 noise next to the error of the exact fold, per output (worst
+    over the input sets): ONNX Runtime with all graph optimizations against none (ORT's own reordering and fusions),
+    and ±1 ulp on every float input (what verify.Reference uses)."""
+    import onnxruntime as ort
+
+    from edgedeploy.graph.fold_affine import fold_affine
+    from edgedeploy.graph.optimize import load_model
+    from edgedeploy.graph.verify import Reference, tensor_errors
+
+    path = entry.path(work)
+    if path is None:
+        return None
+    model = load_model(path)
+    ref = Reference.measure(model, entry.inputs() if entry.inputs else None)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    full = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = ref.output_names
+    wanted = {i.name for i in full.get_inputs()}
+    fold_errors, _ = ref.check(fold_affine(model)[0])
+    cells = []
+    for n in names:
+        ort_drift = max(tensor_errors(st.outputs[n], dict(zip(names, full.run(
+            names, {k: v for k, v in st.feeds.items() if k in wanted})))[n])["rel_l2"] for st in ref.sets)
+        ulp = max(st.drift[n]["rel_l2"] for st in ref.sets)
+        fold = max(x["rel_l2"] for x in fold_errors[n]["sets"]) if n in fold_errors else float("nan")
+        cells.append(f"{n}: ORT-opt {ort_drift:.1e}, ±ulp {ulp:.1e}, fold {fold:.1e}")
+    return f"| {entry.name} | " + "<br>".join(cells) + " |"
+
+
 def markdown(rows: list[Row]) -> str:
     head = ("| model | exporter | nodes | BN (next to linear) | foldable left | passes p f m f s | rel-L2 (limit) "
             "| error / drift | ORT ms before → after | inputs | licence |")
@@ -331,10 +365,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--plants", action="store_true", help="instead: error/drift of the exact fold and of each "
                                                               "planted wrong rewrite, and the rule's verdict")
+    parser.add_argument("--drift-methods", action="store_true", help="instead: the drift of ORT optimizations on "
+                                                                     "vs off and of ±1 ulp inputs, vs the exact fold")
     args = parser.parse_args(argv)
     entries = [e for e in CORPUS if (not args.only or e.name in args.only) and (not args.ci or e.ci)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgedeploy-corpus-") as tmp:
+        if args.drift_methods:
+            print("| model | per output: drift measured two ways, and the exact fold's error (worst over input sets) |")
+            print("|---|---|")
+            for entry in entries:
+                line = drift_methods(entry, Path(tmp))
+                if line:
+                    print(line, flush=True)
+            return 0
         if args.plants:
             print("| model | " + " | ".join(["exact fold", *_plant_names()]) + " |")
             print("|---|" + "---|" * (1 + len(_plant_names())))
