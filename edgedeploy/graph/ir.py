@@ -153,11 +153,17 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def param_count(model: onnx.ModelProto) -> int:
-    """Elements in all initializers and Constant nodes of the main graph (weights, whatever their storage)."""
+    """Elements in all initializers and Constant nodes, subgraphs (If/Loop bodies) included: weights, whatever their
+    storage, so that a simplifier moving them into a branch does not look like it removed them."""
+    return _graph_params(model.graph)
+
+
+def _graph_params(graph: onnx.GraphProto) -> int:
     total = 0
-    for t in model.graph.initializer:
+    for t in graph.initializer:
         total += int(np.prod(t.dims, dtype=np.int64))
-    for node in model.graph.node:
+    for node in graph.node:
+        total += sum(_graph_params(sub) for sub in subgraphs(node))
         if node.op_type == "Constant":
             for a in node.attribute:
                 if a.name == "value":
