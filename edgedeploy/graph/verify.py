@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgedeploy.errors import EdgeDeployError
+from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.shapes import DEFAULT_BATCH, InputShapes, graph_inputs, resolve_shapes
 
 TINY = np.finfo(np.float64).tiny
@@ -85,8 +85,8 @@ def random_inputs(model: onnx.ModelProto, seed: int = 0, dynamic_dim: int = 2,
         elif np.issubdtype(dtype, np.integer):
             feeds[vi.name] = rng.integers(0, 4, size=shape).astype(dtype)
         else:
-            raise EdgeDeployError(f"graph input of type {onnx.TensorProto.DataType.Name(elem)} cannot be generated",
-                                  where=f"input '{vi.name}'", fix="Give real inputs for verification", exit_code=2)
+            raise UsageError(f"graph input of type {onnx.TensorProto.DataType.Name(elem)} cannot be generated",
+                             where=f"input '{vi.name}'", fix="Give real inputs for verification")
     return feeds
 
 
@@ -295,13 +295,13 @@ def _as_model_inputs(model: onnx.ModelProto, arrays: Feeds) -> dict[str, np.ndar
     for name, value in arrays.items():
         value = np.asarray(value)
         if name not in types:
-            raise EdgeDeployError(f"the given inputs have an array {name!r}, which is not an input of the model",
-                                  fix=f"name the arrays after the model's inputs: {', '.join(types)}", exit_code=2)
+            raise UsageError(f"the given inputs have an array {name!r}, which is not an input of the model",
+                             fix=f"name the arrays after the model's inputs: {', '.join(types)}")
         want = np.dtype(types[name])
         if value.dtype != want:
             if value.dtype.kind != want.kind or want.kind not in "f":
-                raise EdgeDeployError(f"given input {name!r} is {value.dtype}, the model takes {want}",
-                                      fix=f"save it as {want}", exit_code=2)
+                raise UsageError(f"given input {name!r} is {value.dtype}, the model takes {want}",
+                                 fix=f"save it as {want}")
             value = value.astype(want)
         out[name] = value
     return out
