@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.errors import EdgeDeployError, UsageError, strip_ansi
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Take a trained model to a verified TensorRT / OpenVINO / ONNX Runtime artifact.")
@@ -210,24 +210,43 @@ def optimize(
     keep_output: list[str] = typer.Option([], "--keep-output", help="keep only these outputs (repeatable)"),
     drop_output: list[str] = typer.Option([], "--drop-output", help="drop outputs by name or glob, e.g. 'aux*'"),
     simplifier: str = typer.Option("auto", "--simplifier", help="auto | onnxsim | onnxslim | none"),
+    input_shape: list[str] = typer.Option(
+        [], "--input-shape", help="NAME:1x3x48x192, the shape verification runs an input at (repeatable); "
+                                  "without it dynamic dims take sizes from --inputs, else chosen and reported"),
+    inputs: Optional[Path] = typer.Option(
+        None, "--inputs", help="representative inputs: an .npz with one array per model input (by name; the "
+                               "first 8 samples are used)"),
+    strict: bool = typer.Option(False, "--strict", help="exit 1 when any pass is not applied (rolled back/failed)"),
     report: Optional[Path] = typer.Option(None, "--report", help="write the verification report (JSON) here"),
 ) -> None:
     """Fold BN and per-channel affines, merge RepConv branches, prune outputs, simplify; every pass verified."""
     from edgedeploy import fileio
     from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
+    from edgedeploy.shapes import load_input_arrays, parse_input_shape
 
     if simplifier not in ("auto", "onnxsim", "onnxslim", "none"):
         raise UsageError(f"invalid --simplifier {simplifier!r}", fix="use one of: auto, onnxsim, onnxslim, none")
-    settings = OptimizeSettings(keep_outputs=keep_output or None, drop_outputs=drop_output, simplifier=simplifier)
+    shapes = dict(parse_input_shape(text) for text in input_shape)
+    real = load_input_arrays(inputs) if inputs is not None else None
+    settings = OptimizeSettings(keep_outputs=keep_output or None, drop_outputs=drop_output, simplifier=simplifier,
+                                input_shapes=shapes)
     with console.status("[bold]optimize[/]…"):
-        result = optimize_file(model, output, settings)
-    console.print(result.summary(), highlight=False)
+        result = optimize_file(model, output, settings, real_inputs=real)
+    console.print(result.summary(), highlight=False, markup=False)
     if report is not None:
         fileio.write_json(report, result.to_dict())
-    rolled_back = [p.name for p in result.passes if p.status in ("rolled_back", "failed")]
-    note = f"; not applied: {', '.join(rolled_back)} (see the report)" if rolled_back else ""
-    console.print(f"[green]✓[/] {output}: {sum(result.nodes_before.values())} → {sum(result.nodes_after.values())} "
-                  f"nodes, outputs {', '.join(result.outputs)}{note}")
+    for line in result.warnings():
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    skipped = [p.name for p in result.not_applied()]
+    note = f"; not applied: {', '.join(skipped)}" + ("" if report else " (--report has every figure)") \
+        if skipped else ""
+    mark = "[yellow]![/]" if skipped else "[green]✓[/]"
+    console.print(f"{mark} {output}: {sum(result.nodes_before.values())} → {sum(result.nodes_after.values())} "
+                  f"nodes, outputs {', '.join(result.outputs)}{note}", highlight=False)
+    if strict and skipped:
+        raise EdgeDeployError(f"--strict: {len(skipped)} pass(es) not applied: {', '.join(skipped)}",
+                              where=str(report or output), fix="see the warnings above; give --input-shape or "
+                                                               "--inputs when the inputs could not check a pass")
 
 
 debug_app = typer.Typer(no_args_is_help=True, help="Find what loses accuracy in a built artifact.")
@@ -390,6 +409,8 @@ def main() -> None:
     except EdgeDeployError as e:
         if _debug["on"]:
             traceback.print_exc()
+            if e.log:
+                console.print(e.log, markup=False, highlight=False, soft_wrap=True)
         console.print(f"[red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
@@ -404,7 +425,8 @@ def main() -> None:
         if known is not None:
             console.print(f"[red]error:[/] {escape(known.message)}", highlight=False, soft_wrap=True)
             sys.exit(known.exit_code)
-        console.print(f"[red]internal error:[/] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+        console.print(f"[red]internal error:[/] {type(e).__name__}: {escape(strip_ansi(str(e)))} "
+                      "(rerun with --debug for the traceback)",
                       highlight=False, soft_wrap=True)
         sys.exit(1)
 

@@ -206,6 +206,8 @@ def inputs_from_onnx(model: Any) -> list[InputInfo]:
     """Inputs of an ONNX model (a path or a ModelProto); a dimension without a name gets `<input>.<axis>`."""
     import onnx
 
+    from edgedeploy.shapes import dim_of
+
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model), load_external_data=False)
     initializers = {i.name for i in model.graph.initializer}
@@ -215,11 +217,9 @@ def inputs_from_onnx(model: Any) -> list[InputInfo]:
             continue
         tensor = value.type.tensor_type
         dims: list[int | str] = []
-        for axis, d in enumerate(tensor.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
-                dims.append(int(d.dim_value))
-            else:
-                dims.append(d.dim_param or f"{value.name}.{axis}")
+        for axis, d in enumerate(tensor.shape.dim):  # -1, 0, "?" and absent are dynamic, each its own dimension
+            dim = dim_of(d)
+            dims.append(f"{value.name}.{axis}" if dim is None else dim)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "float32"
         out.append(InputInfo(value.name, tuple(dims), dtype))
     return out
