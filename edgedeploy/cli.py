@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.errors import EdgeDeployError, UsageError, strip_ansi
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Take a trained model to a verified TensorRT / OpenVINO / ONNX Runtime artifact.")
@@ -58,9 +58,12 @@ def build(
 ) -> None:
     """Export, optimize, build and validate a model; exit 1 when a check fails."""
     from edgedeploy import pipeline
+    from edgedeploy.bundle.manifest import is_bundle
     from edgedeploy.config import Precision, Target, demo_spec_path, load_spec
     from edgedeploy.outfolder import OutputFolder
 
+    if config is not None and is_bundle(config):
+        return _build_bundle(config, target, precision, out)
     spec = load_spec(config if config is not None else demo_spec_path())
     for flag, value, allowed in (("--target", target, Target), ("--precision", precision, Precision)):
         if value is not None and value not in get_args(allowed):
@@ -76,6 +79,111 @@ def build(
     finally:
         stages.stop()
     _finish(report, out)
+
+
+def _build_bundle(bundle: Path, target: Optional[str], precision: Optional[str], out: Optional[Path]) -> None:
+    """`build BUNDLE`: what a device runs, with no PyTorch (edgedeploy.bundle.build)."""
+    from edgedeploy.bundle.build import build_from_bundle
+    from edgedeploy.outfolder import OutputFolder
+
+    out = OutputFolder(out or Path("edgedeploy-out") / f"{bundle.name}-{target or 'default'}-{precision or 'default'}"
+                       ).check()
+    console.print(f"[bold]edgedeploy build[/] bundle {escape(str(bundle))} → {target or 'default target'} "
+                  f"{precision or 'default precision'} in {escape(str(out))}", highlight=False)
+    stages = _RichStages()
+    try:
+        report = build_from_bundle(bundle, out, target=target, precision=precision, listener=stages)
+    finally:
+        stages.stop()
+    _finish(report, out)
+
+
+@app.command()
+def bundle(
+    config: Optional[Path] = typer.Argument(None, help="YAML build spec; without it, the bundled demo detector"),
+    out: Path = typer.Option(..., "--out", "-o", help="the bundle folder (replaced as a whole)"),
+    precision: list[str] = typer.Option([], "--precision", "-p", help="fp32 | fp16 | int8, repeatable "
+                                        "[default: fp32, fp16, and int8 when the spec has calibration data]"),
+    trust_code: bool = typer.Option(False, "--trust-code", help="allow loading a pickled checkpoint (runs code from it)"),
+) -> None:
+    """Make a bundle a device builds and validates from without PyTorch: deploy.onnx and its fp16 / Q/DQ variants,
+    the reference, the calibration samples, the spec and a manifest with hashes."""
+    from edgedeploy.bundle.make import make_bundle
+    from edgedeploy.config import Precision, demo_spec_path, load_spec
+
+    bad = [p for p in precision if p not in get_args(Precision)]
+    if bad:
+        raise UsageError(f"invalid --precision {bad[0]!r}", fix=f"use one of: {', '.join(get_args(Precision))}")
+    spec = load_spec(config if config is not None else demo_spec_path())
+    console.print(f"[bold]edgedeploy bundle[/] {spec.name} → {out}")
+    stages = _RichStages()
+    try:
+        manifest = make_bundle(spec, out, precision or None, trust_code=trust_code, listener=stages)
+    finally:
+        stages.stop()
+    size = sum(f["size"] for f in manifest["files"].values())
+    console.print(f"[green]✓[/] {out}: {', '.join(manifest['precisions'])}; {len(manifest['files'])} files, "
+                  f"{size / 1e6:.1f} MB; on the device: edgedeploy build {out} --target trt|openvino|onnxruntime",
+                  highlight=False, soft_wrap=True)
+
+
+@app.command()
+def remote(
+    device: str = typer.Argument(..., help="USER@HOST[:PORT], or a host alias from your ~/.ssh/config"),
+    action: str = typer.Argument(..., help="build | validate"),
+    path: Path = typer.Argument(..., help="build: a bundle (edgedeploy bundle); validate: a build folder"),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="build: openvino | onnxruntime | trt"),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="build: fp32 | fp16 | int8"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="local folder the device's output is fetched into "
+                                       "[build: edgedeploy-out/BUNDLE-TARGET-HOST; validate: PATH/validate]"),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="validate: a report.json to compare against"),
+    config: Optional[Path] = typer.Option(None, "--config", help="validate: YAML overriding thresholds"),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="validate: write JUnit XML here"),
+    venv: Optional[str] = typer.Option(None, "--venv", help="the virtual environment on the device that has "
+                                       "edgedeploy (absolute, or relative to the home folder) [default: PATH]"),
+    remote_dir: str = typer.Option(".edgedeploy/remote", "--remote-dir", help="work folder on the device"),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", "-F", help="ssh_config to use instead of "
+                                              "~/.ssh/config"),
+    ssh_option: list[str] = typer.Option([], "--ssh-option", help="an ssh -o option, e.g. ProxyJump=gw "
+                                         "(repeatable)"),
+    bwlimit: Optional[int] = typer.Option(None, "--bwlimit", help="limit copies to this many Kbit/s (scp -l)"),
+    keep_remote: bool = typer.Option(False, "--keep-remote", help="keep the run's folder on the device"),
+) -> None:
+    """Build a bundle or validate a build folder on a device over SSH: copy it there, run edgedeploy in --venv
+    showing its progress, fetch the output folder back (whole, or not at all), exit with the device's exit code."""
+    import shutil
+
+    from edgedeploy.outfolder import report_path
+    from edgedeploy.remote.run import RemoteJob
+    from edgedeploy.remote.ssh import Destination, Ssh
+
+    if action not in ("build", "validate"):
+        raise UsageError(f"invalid action {action!r}", fix="use build or validate")
+    wrong = [flag for flag, value, used_by in (
+        ("--target", target, "build"), ("--precision", precision, "build"), ("--baseline", baseline, "validate"),
+        ("--config", config, "validate"), ("--junit", junit, "validate")) if value is not None and used_by != action]
+    if wrong:
+        raise UsageError(f"{wrong[0]} does not apply to `remote {action}`")
+    dest = Destination.parse(device)
+    job = RemoteJob(Ssh(dest, ssh_config, list(ssh_option), bwlimit), venv=venv, remote_dir=remote_dir,
+                    keep_remote=keep_remote, columns=shutil.get_terminal_size((120, 24)).columns,
+                    say=lambda line: console.print(f"[bold]{escape(str(dest))}[/] {escape(line)}", highlight=False,
+                                                   soft_wrap=True))
+    if action == "build":
+        args = [*(["--target", target] if target else []), *(["--precision", precision] if precision else [])]
+        out = out or Path("edgedeploy-out") / f"{path.name}-{target or 'default'}-{dest.host.split('@')[-1]}"
+        code = job.build(path, out, args)
+    else:
+        files = {flag: f for flag, f in (("--baseline", baseline), ("--config", config)) if f is not None}
+        for f in files.values():
+            if not f.is_file():
+                raise UsageError("file not found", where=str(f))
+        out = report_path(path, out, "validate")
+        code = job.validate(path, out, [], files, junit)
+    console.print(f"[bold]{escape(str(dest))}[/] exit code {code}; "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in job.seconds.items()) + f" → {escape(str(out))}",
+                  highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -109,12 +217,20 @@ def optimize(
     keep_output: list[str] = typer.Option([], "--keep-output", help="keep only these outputs (repeatable)"),
     drop_output: list[str] = typer.Option([], "--drop-output", help="drop outputs by name or glob, e.g. 'aux*'"),
     simplifier: str = typer.Option("auto", "--simplifier", help="auto | onnxsim | onnxslim | none"),
+    input_shape: list[str] = typer.Option(
+        [], "--input-shape", help="NAME:1x3x48x192, the shape verification runs an input at (repeatable); "
+                                  "without it dynamic dims take sizes from --inputs, else chosen and reported"),
+    inputs: Optional[Path] = typer.Option(
+        None, "--inputs", help="representative inputs: an .npz with one array per model input (by name; the "
+                               "first 8 samples are used)"),
+    strict: bool = typer.Option(False, "--strict", help="exit 1 when any pass is not applied (rolled back/failed)"),
     report: Optional[Path] = typer.Option(None, "--report", help="write the verification report (JSON) here"),
 ) -> None:
     """Fold BN and per-channel affines, merge RepConv branches, prune outputs, simplify; every pass verified."""
     from edgedeploy import fileio
     from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
     from edgedeploy.outfolder import output_file
+    from edgedeploy.shapes import load_input_arrays, parse_input_shape
 
     if simplifier not in ("auto", "onnxsim", "onnxslim", "none"):
         raise UsageError(f"invalid --simplifier {simplifier!r}", fix="use one of: auto, onnxsim, onnxslim, none")
@@ -122,17 +238,28 @@ def optimize(
         pass
     output = output_file(output, "--output")
     report = output_file(report, "--report") if report is not None else None
-    settings = OptimizeSettings(keep_outputs=keep_output or None, drop_outputs=drop_output, simplifier=simplifier)
+    shapes = dict(parse_input_shape(text) for text in input_shape)
+    real = load_input_arrays(inputs) if inputs is not None else None
+    settings = OptimizeSettings(keep_outputs=keep_output or None, drop_outputs=drop_output, simplifier=simplifier,
+                                input_shapes=shapes)
     with console.status("[bold]optimize[/]…"):
-        result = optimize_file(model, output, settings)
-    console.print(Text(result.summary()), highlight=False)
+        result = optimize_file(model, output, settings, real_inputs=real)
+    console.print(result.summary(), highlight=False, markup=False)
     if report is not None:
         fileio.write_json(report, result.to_dict())
-    rolled_back = [p.name for p in result.passes if p.status in ("rolled_back", "failed")]
-    note = f"; not applied: {', '.join(rolled_back)} (see the report)" if rolled_back else ""
-    console.print("[green]✓[/] " + escape(f"{output}: {sum(result.nodes_before.values())} → "
-                                          f"{sum(result.nodes_after.values())} nodes, outputs "
-                                          f"{', '.join(result.outputs)}{note}"), highlight=False)
+    for line in result.warnings():
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    skipped = [p.name for p in result.not_applied()]
+    note = f"; not applied: {', '.join(skipped)}" + ("" if report else " (--report has every figure)") \
+        if skipped else ""
+    mark = "[yellow]![/]" if skipped else "[green]✓[/]"
+    console.print(f"{mark} " + escape(f"{output}: {sum(result.nodes_before.values())} → "
+                                      f"{sum(result.nodes_after.values())} nodes, outputs "
+                                      f"{', '.join(result.outputs)}{note}"), highlight=False)
+    if strict and skipped:
+        raise EdgeDeployError(f"--strict: {len(skipped)} pass(es) not applied: {', '.join(skipped)}",
+                              where=str(report or output), fix="see the warnings above; give --input-shape or "
+                                                               "--inputs when the inputs could not check a pass")
 
 
 debug_app = typer.Typer(no_args_is_help=True, help="Find what loses accuracy in a built artifact.")
@@ -196,6 +323,60 @@ def debug_precision(
         _finish(built, rebuild)
 
 
+ci_app = typer.Typer(no_args_is_help=True, help="Write CI workflows that build and validate on many devices.")
+app.add_typer(ci_app, name="ci")
+
+
+@ci_app.command("github")
+def ci_github(
+    config: Optional[str] = typer.Argument(None, help="the build spec's path in your repository [default: the demo]"),
+    device: list[str] = typer.Option(..., "--device", "-d", help="NAME=LABEL,LABEL[:TARGET], one per kind of "
+                                     "device, e.g. orin-nano=self-hosted,jetson,orin-nano:trt (repeatable)"),
+    precision: list[str] = typer.Option([], "--precision", "-p", help="fp32 | fp16 | int8, repeatable "
+                                        "[default: fp32, fp16]"),
+    out: Path = typer.Option(Path(".github/workflows/edgedeploy-fleet.yml"), "--out", "-o",
+                             help="the workflow file to write"),
+    install: Optional[str] = typer.Option(None, "--install", help="pip requirement for edgedeploy on the runners "
+                                          "[default: this version from PyPI]"),
+    timeout: int = typer.Option(120, "--timeout", help="minutes each device job may take"),
+) -> None:
+    """Write a GitHub Actions workflow: the bundle made on a hosted runner, built and validated on a self-hosted
+    runner of each device kind x precision, and one fleet table in the run's summary."""
+    from edgedeploy import fileio
+    from edgedeploy.config import Precision
+    from edgedeploy.fleet.github import DeviceKind, workflow
+
+    bad = [p for p in precision if p not in get_args(Precision)]
+    if bad:
+        raise UsageError(f"invalid --precision {bad[0]!r}", fix=f"use one of: {', '.join(get_args(Precision))}")
+    kinds = [DeviceKind.parse(d) for d in device]
+    fileio.write_text(out, workflow(kinds, precision or ["fp32", "fp16"], config, install, device_timeout=timeout))
+    console.print(f"[green]✓[/] {escape(str(out))}: {len(kinds)} device kind(s) x {len(precision) or 2} "
+                  f"precision(s); register a self-hosted runner with each kind's labels", highlight=False)
+
+
+report_app = typer.Typer(no_args_is_help=True, help="Work with report.json files.")
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("merge")
+def report_merge(
+    reports: list[Path] = typer.Argument(..., help="report.json files, e.g. out/*/report.json"),
+    out: Path = typer.Option(Path("fleet"), "--out", "-o", help="folder for fleet.md, fleet.html and fleet.json"),
+) -> None:
+    """One table of many devices' reports (device x precision: accuracy, latency, pass/fail) in Markdown and HTML;
+    exit 1 when any report failed."""
+    from edgedeploy.fleet.merge import merge
+
+    rows = merge(reports, out)
+    failed = [r["run"] for r in rows if not r["passed"]]
+    console.print(f"{len(rows) - len(failed)} of {len(rows)} runs passed → {escape(str(out / 'fleet.md'))}",
+                  highlight=False, soft_wrap=True)
+    if failed:
+        raise EdgeDeployError(f"failed runs: {', '.join(failed)}", where=str(out / "fleet.md"),
+                              fix="the table names each run's failed checks")
+
+
 def _finish(report: dict, out: Path) -> None:
     """Print the one-line summary; a failed check makes the command exit 1, naming the checks."""
     _print_summary(report, out)
@@ -255,6 +436,8 @@ def main() -> None:
     except EdgeDeployError as e:
         if _debug["on"]:
             traceback.print_exc()
+            if e.log:
+                console.print(e.log, markup=False, highlight=False, soft_wrap=True)
         _error_line("error:", e.message)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
@@ -275,7 +458,8 @@ def main() -> None:
         if known is not None:
             _error_line("error:", known.message)
             sys.exit(known.exit_code)
-        _error_line("internal error:", f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
+        _error_line("internal error:", f"{type(e).__name__}: {strip_ansi(str(e))} "
+                                       "(rerun with --debug for the traceback)")
         sys.exit(1)
 
 

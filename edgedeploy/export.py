@@ -7,10 +7,12 @@ user passes --trust-code.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import os
 import tempfile
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy.config import BuildSpec, InputSpec, import_callable
-from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.errors import EdgeDeployError, UsageError, strip_ansi
 
 _SINGLE_FILE_LIMIT = 1_800_000_000  # protobuf's 2 GB cap, with room for the graph itself
 
@@ -108,33 +110,60 @@ def _example_inputs(inputs: list[InputSpec], real: dict[str, np.ndarray] | None)
     return tuple(examples)
 
 
-def _dynamic_shapes(inputs: list[InputSpec]):
+def forward_arity(module, count: int) -> None:
+    """Config inputs map to forward()'s positional parameters by position (the deployed graph keeps the config's
+    names, whatever the Python arguments are called); a UsageError when the counts cannot match."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):  # a C++/scripted forward without a Python signature: torch checks it itself
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+    if count < len(required) or (count > len(positional) and not varargs):
+        names = ", ".join(p.name for p in positional) or "no arguments"
+        raise UsageError(f"the config lists {count} input(s) but {type(module).__name__}.forward takes "
+                         f"{len(required)}{'' if len(required) == len(positional) else f'..{len(positional)}'} "
+                         f"({names})", where="inputs",
+                         fix="list one input per forward() argument, in the same order; the config's names are "
+                             "the deployed graph's and need not match the Python argument names")
+
+
+def _dynamic_shapes(inputs: list[InputSpec]) -> tuple[dict[int, Any], ...]:
+    """torch.export's dynamic_shapes as a tuple: it matches forward()'s arguments by position, not by name."""
     torch = _torch()
     dims: dict[str, Any] = {}
-    shapes = {}
-    for spec_in in inputs:
-        axes = {}
-        for axis, d in enumerate(spec_in.shape):
-            if isinstance(d, str):
-                axes[axis] = dims.setdefault(d, torch.export.Dim(d))
-        shapes[spec_in.name] = axes
-    return shapes
+    return tuple({axis: dims.setdefault(d, torch.export.Dim(_dim_name(d))) for axis, d in enumerate(spec_in.shape)
+                  if isinstance(d, str)} for spec_in in inputs)
+
+
+def _dim_name(name: str) -> str:
+    """torch.export.Dim needs a Python identifier; the ONNX graph's dim name comes from it."""
+    cleaned = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    return cleaned if cleaned.isidentifier() else f"d_{cleaned}"
 
 
 @contextlib.contextmanager
-def _quiet_logger(name: str):
+def _captured_logger(name: str, stream: io.StringIO):
+    """Send `name`'s records to `stream` only: its own handlers write to the real stderr, past redirect_stderr."""
     logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    saved = (logger.handlers[:], logger.propagate, logger.level)
+    handler = logging.StreamHandler(stream)
+    logger.handlers, logger.propagate = [handler], False
+    logger.setLevel(logging.INFO)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.handlers, logger.propagate, _ = saved
+        logger.setLevel(saved[2])
 
 
 def export_onnx(spec: BuildSpec, module, out_path: Path, real_inputs: dict[str, np.ndarray] | None = None) -> Path:
-    """Export `module` to `out_path` atomically (dynamo exporter, named I/O, dynamic dims from the spec)."""
+    """Export `module` to `out_path` atomically (dynamo exporter, the config's input/output names, dynamic dims
+    from the spec; inputs map to forward()'s arguments by position). On failure the exporter's whole log is in a file
+    the error names (and, for --debug, in the error's `log`)."""
     torch = _torch()
+    forward_arity(module, len(spec.inputs))
     examples = _example_inputs(spec.inputs, real_inputs)
     param_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     external = param_bytes > _SINGLE_FILE_LIMIT
@@ -144,7 +173,7 @@ def export_onnx(spec: BuildSpec, module, out_path: Path, real_inputs: dict[str, 
     log = io.StringIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
-                _quiet_logger("torch.onnx"):  # its handlers write to the real stderr ("torchvision is not installed")
+                _captured_logger("torch.onnx", log):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,
@@ -163,14 +192,31 @@ def export_onnx(spec: BuildSpec, module, out_path: Path, real_inputs: dict[str, 
     except EdgeDeployError:
         raise
     except Exception as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EdgeDeployError(f"torch.onnx.export failed: {detail}", where=spec.model.factory,
-                              fix="run with --debug for the exporter's full log") from e
+        raise _export_error(spec, e, log.getvalue()) from e
     finally:
         for leftover in tmp_dir.iterdir():
             leftover.unlink()
         tmp_dir.rmdir()
     return out_path
+
+
+def _export_error(spec: BuildSpec, exc: BaseException, log: str) -> EdgeDeployError:
+    """One line naming the cause (torch.export's own message, without its colour codes); the exporter's log and the
+    traceback go to a file outside the output folder (a failed build's staging folder is discarded)."""
+    text = strip_ansi(str(exc)).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    cause = next((ln for ln in lines if not ln.startswith(("Failed to export", "This is step"))), None)
+    detail = lines[0] if lines else type(exc).__name__
+    if cause and cause != detail:
+        detail = f"{detail.rstrip('.')}: {cause}"
+    full = strip_ansi(log + "\n" + "".join(traceback.format_exception(exc)))
+    fd, name = tempfile.mkstemp(prefix="edgedeploy-export-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(full)
+    err = EdgeDeployError(f"torch.onnx.export failed: {detail[:500]}", where=spec.model.factory,
+                          fix=f"the exporter's log is in {name} (--debug prints it)")
+    err.log = full
+    return err
 
 
 def reference_outputs(module, inputs: dict[str, np.ndarray], output_names: list[str],

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.shapes import Dim, format_dims, input_dims
 
 if TYPE_CHECKING:
     from edgedeploy.config import BuildSpec
@@ -62,13 +63,9 @@ def check_external_data(model: onnx.ModelProto, path: Path) -> None:
                              fix="copy the data file next to the model")
 
 
-def _dims(value: onnx.ValueInfoProto) -> list[int | str | None]:
-    shape = value.type.tensor_type.shape
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim]
-
-
-def _shape_matches(model_dims: list[int | str | None], config_dims: list[int | str]) -> bool:
-    """Same rank; a static model dimension needs that size in the config (not a dynamic name)."""
+def _shape_matches(model_dims: list[Dim], config_dims: list[int | str]) -> bool:
+    """Same rank; a static model dimension needs that size in the config (not a dynamic name). Every dimension that
+    is not a positive integer in the model (a name, `?`, -1, 0, none) is dynamic, so any config entry fits it."""
     return len(model_dims) == len(config_dims) and all(
         not isinstance(m, int) or m == c for m, c in zip(model_dims, config_dims))
 
@@ -90,10 +87,9 @@ def check_io(model: onnx.ModelProto, spec: BuildSpec, path: Path) -> None:
         if dtype is not None and dtype != spec_in.dtype:
             raise UsageError(f"input {spec_in.name!r} is {dtype} in the model, the config says {spec_in.dtype}",
                              where=str(path), fix=f"set inputs[].dtype to {dtype}")
-        dims = _dims(value)
-        if value.type.tensor_type.HasField("shape") and not _shape_matches(dims, spec_in.shape):
-            shown = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
-            raise UsageError(f"input {spec_in.name!r} has shape {shown} in the model, the config says "
+        dims = input_dims(value)
+        if dims is not None and not _shape_matches(dims, spec_in.shape):
+            raise UsageError(f"input {spec_in.name!r} has shape {format_dims(dims)} in the model, the config says "
                              f"[{', '.join(map(str, spec_in.shape))}]", where=str(path),
                              fix="make inputs[].shape match the model (a name for a dynamic dimension)")
     extra = [name for name in inputs if name not in {i.name for i in spec.inputs}]

@@ -15,9 +15,9 @@ manifest.json always describe the files beside it.
                                 <name>, a writer was killed mid-swap: it is put back.
 
 Kinds. A build folder holds `edgedeploy-build.json` (and manifest.json); a report folder (`edgedeploy validate`,
-`edgedeploy debug precision`) holds `edgedeploy-report.json`. A write replaces only an empty folder or one of its own
-kind, and is refused inside any edgedeploy folder (the next write there would delete it); a report folder is also
-refused where it is or holds a build folder. Folders written before the markers are recognised by their report.json
+`edgedeploy debug precision`) holds `edgedeploy-report.json`; a bundle folder its `bundle.json`. A write replaces
+only an empty folder or one of its own kind, and is refused inside any edgedeploy folder (the next write there would
+delete it); a report folder is also refused where it is or holds a build folder. Folders written before the markers are recognised by their report.json
 (its `kind`: build or validate) or precision-debug.json.
 
 Locks. A build (and `debug precision`, which writes the artifact's calibration cache) holds the folder's lock
@@ -53,9 +53,11 @@ from edgedeploy.errors import EdgeDeployError, UsageError
 
 BUILD_MARKER = "edgedeploy-build.json"
 REPORT_MARKER = "edgedeploy-report.json"
-Kind = Literal["build", "report"]
-_MARKERS: dict[str, str] = {"build": BUILD_MARKER, "report": REPORT_MARKER}
-_WHAT = {"build": "a build folder", "report": "a report folder (edgedeploy validate / debug precision)"}
+BUNDLE_MARKER = "bundle.json"  # the bundle's own manifest (edgedeploy.bundle.manifest), written by the bundle
+Kind = Literal["build", "report", "bundle"]
+_MARKERS: dict[str, str] = {"build": BUILD_MARKER, "report": REPORT_MARKER, "bundle": BUNDLE_MARKER}
+_WHAT = {"build": "a build folder", "report": "a report folder (edgedeploy validate / debug precision)",
+         "bundle": "a bundle folder (edgedeploy bundle)"}
 _LONGEST_SIBLING = ".staging"  # the longest suffix of the names written beside the folder (.NAME.staging)
 _INNER_PATH_ROOM = 256  # the deepest path a build writes inside its folder, with room to spare
 
@@ -68,6 +70,8 @@ def folder_kind(path: Path) -> Kind | None:
         return "build"
     if (path / REPORT_MARKER).is_file():
         return "report"
+    if (path / BUNDLE_MARKER).is_file():
+        return "bundle"
     if (path / "precision-debug.json").is_file():
         return "report"
     return {"build": "build", "validate": "report"}.get(_legacy_report_kind(path / "report.json"))
@@ -249,8 +253,9 @@ class OutputFolder:
         return self.final
 
     def commit(self) -> None:
-        fileio.write_json(self.staging / _MARKERS[self.kind],
-                          {"schema": "edgedeploy.folder/1", "kind": self.kind, "edgedeploy": __version__})
+        marker = self.staging / _MARKERS[self.kind]
+        if not marker.exists():  # a bundle writes its own (bundle.json)
+            fileio.write_json(marker, {"schema": "edgedeploy.folder/1", "kind": self.kind, "edgedeploy": __version__})
         fileio.replace_dir(self.staging, self.final)
         self.committed = True
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgedeploy import __version__, fileio
+from edgedeploy import __version__, device, fileio
 from edgedeploy.backends import Backend, get_backend
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import EdgeDeployError, UsageError
@@ -159,6 +159,7 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
                                     simplifier=spec.optimize.simplifier)
         opt_report = optimize_file(raw_path, deploy_path, settings, real_inputs=evaluation.first(data.inputs, evaluation.RUN_BATCH))
         fileio.write_json(out_dir / "optimize.json", folder.relocate(opt_report.to_dict()))
+        require_asked_passes(spec, opt_report)
         deploy_ops = _op_counts(onnx.load(str(deploy_path)))
         t.summary = f"{sum(deploy_ops.values())} nodes, outputs {', '.join(opt_report.outputs)}"
 
@@ -192,6 +193,7 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
         "validation_data": data.source,
         "artifact": {"path": str(built.artifact.relative_to(out_dir)), **built.info},
         "conditions": {**runner.conditions, "machine": platform.machine(), "processor": _cpu_name()},
+        "device": device.read_conditions(),
         "optimize": {"outputs": opt_report.outputs, "deploy_ops": deploy_ops,
                      "passes": [{"name": p.name, "status": p.status, "reason": p.reason,
                                  "nodes_before": p.node_count_before, "nodes_after": p.node_count_after,
@@ -225,6 +227,21 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
     fileio.write_json(out_dir / "manifest.json", folder.relocate(manifest))
     write_reports(report, out_dir)  # report.json, report.md, report.html
     return report
+
+
+def require_asked_passes(spec: BuildSpec, report: Any) -> None:
+    """Strict for what the config asks for explicitly (outputs to keep/drop, a simplifier): such a pass that was not
+    applied fails the build; the default passes only warn, in optimize.json and the report."""
+    asked = spec.optimize.model_fields_set
+    wanted = {"prune"} if {"keep_outputs", "drop_outputs"} & asked else set()
+    if "simplifier" in asked and spec.optimize.simplifier != "none":
+        wanted.add("simplify")
+    missed = [p for p in report.not_applied() if p.name in wanted]
+    if missed:
+        p = missed[0]
+        raise EdgeDeployError(f"the optimize pass {p.name}, which the config asks for, was {p.status.replace('_', ' ')}: "
+                              f"{p.reason}", where="optimize", fix="fix the model or inputs the reason names, or "
+                                                                   "remove the request from the config's optimize:")
 
 
 def _rel(path: Path, base: Path) -> str:

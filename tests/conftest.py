@@ -32,3 +32,18 @@ def write_config(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory) -> Path:
+    """The demo as a bundle (fp32, fp16, int8): 100 validation samples, 32 calibration samples, a short latency run,
+    so that building from it on a "device" takes seconds. Made once per test session; tests copy it to change it."""
+    from edgedeploy.bundle.make import make_bundle
+
+    spec = fast(load_spec(demo_spec_path()))
+    spec = spec.model_copy(update={
+        "validation": spec.validation.model_copy(update={"samples": 100}),
+        "calibration": spec.calibration.model_copy(update={"subset_size": 32})})
+    out = tmp_path_factory.mktemp("bundle") / "demo-bundle"
+    make_bundle(spec, out, ["fp32", "fp16", "int8"])
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -81,3 +82,105 @@ def test_exporter_modes(tmp_path, exporter_optimize):
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param and not batch.dim_value  # dynamic batch
     assert [p.name for p in tmp_path.iterdir()] == ["raw.onnx"]  # one file, no temp leftovers
+
+
+# ------------------------------------------------------------------------------------------------ own models
+
+
+class _Named(torch.nn.Module):
+    """forward()'s argument is `x`, the config calls the input `images`: torch.export keys by the Python name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)).mean((2, 3))
+
+
+def _own_spec(tmp_path, inputs):
+    from edgedeploy.config import BuildSpec
+
+    return BuildSpec.model_validate({"name": "own", "model": {"factory": "x:y"}, "inputs": inputs,
+                                     "outputs": ["logits"]})
+
+
+def test_config_inputs_map_to_forward_arguments_by_position(tmp_path):
+    spec = _own_spec(tmp_path, [{"name": "images", "shape": ["batch", 3, 16, 16]}])
+    path = export.export_onnx(spec, _Named().eval(), tmp_path / "raw.onnx")
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["images"]  # the deployed graph keeps the config's name
+    assert [o.name for o in model.graph.output] == ["logits"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # the batch stays dynamic
+
+
+def test_input_count_that_cannot_match_forward_is_one_clear_error(tmp_path):
+    spec = _own_spec(tmp_path, [{"name": "images", "shape": ["batch", 3, 16, 16]},
+                                {"name": "extra", "shape": ["batch", 4]}])
+    with pytest.raises(UsageError, match=r"config lists 2 input\(s\) but _Named.forward takes 1 \(x\)") as info:
+        export.export_onnx(spec, _Named().eval(), tmp_path / "raw.onnx")
+    assert "in the same order" in info.value.message
+    assert not (tmp_path / "raw.onnx").exists()
+
+
+class _DataDependent(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: torch.export refuses it
+            return x * 2
+        return x
+
+
+def test_a_failed_export_names_its_cause_and_log_without_colour_codes(tmp_path):
+    spec = _own_spec(tmp_path, [{"name": "images", "shape": ["batch", 4]}])
+    with pytest.raises(EdgeDeployError) as info:
+        export.export_onnx(spec, _DataDependent(), tmp_path / "raw.onnx")
+    message = info.value.message
+    assert "\x1b" not in message and "torch.onnx.export failed" in message
+    log = Path(message.split("the exporter's log is in ")[1].split(" ")[0])
+    assert log.is_file() and "Traceback" in log.read_text() and "\x1b" not in log.read_text()
+    assert info.value.log == log.read_text()
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    log.unlink()
+
+
+def test_readme_own_model_spec_builds_a_forward_x_model(tmp_path, monkeypatch):
+    """The README's 'Your own model' YAML, unchanged, with a model whose forward() argument is `x`."""
+    from edgedeploy import pipeline
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Your own model", 1)[1]
+    yaml_text = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "mynet.yaml").write_text(yaml_text)
+    package = tmp_path / "mypackage"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(
+        "import torch\n\n\n"
+        "class MyNet(torch.nn.Module):\n"
+        "    def __init__(self, num_classes):\n"
+        "        super().__init__()\n"
+        "        self.conv = torch.nn.Conv2d(3, 8, 3, stride=4, padding=1, bias=False)\n"
+        "        self.bn = torch.nn.BatchNorm2d(8)\n"
+        "        self.fc = torch.nn.Linear(8, num_classes)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))\n\n\n"
+        "def build_mynet(num_classes):\n"
+        "    return MyNet(num_classes)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = load_spec(tmp_path / "mynet.yaml")
+    build_mynet = import_callable(spec.model.factory, "model.factory")
+
+    (tmp_path / "weights").mkdir()
+    torch.manual_seed(0)
+    torch.save(build_mynet(**spec.model.kwargs).state_dict(), tmp_path / "weights" / "mynet.pt")
+    images = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    np.savez(tmp_path / "val.npz", images=images)
+    latency = spec.validation.latency.model_copy(update={"batch_sizes": [1], "warmup": 1, "iterations": 2,
+                                                         "async_requests": 0})
+    spec = spec.model_copy(update={"target": "onnxruntime", "precision": "fp32",
+                                   "validation": spec.validation.model_copy(update={"latency": latency})})
+    report = pipeline.build(spec, tmp_path / "out")
+    assert report["passed"], [c for c in report["checks"] if not c["passed"]]
+    deployed = onnx.load(str(tmp_path / "out" / "deploy.onnx"))
+    assert [i.name for i in deployed.graph.input] == ["images"]

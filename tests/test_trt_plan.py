@@ -251,7 +251,7 @@ def test_memory_level_and_timing_cache():
     p = plan("fp16", workspace_mb=512, builder_optimization_level=5, timing_cache="/caches/t.cache")
     assert p.workspace_bytes == 512 << 20 and p.builder_optimization_level == 5
     assert p.timing_cache == Path("/caches/t.cache")
-    cmd = trt_plan.trtexec_command(p, shapes={"images": [1, 3, 64, 64]})
+    cmd = trt_plan.trtexec_command(p, batch=1)
     assert "--memPoolSize=workspace:512M" in cmd and "--timingCacheFile=/caches/t.cache" in cmd
     assert "--shapes=images:1x3x64x64" in cmd and "--fp16" in cmd
     assert "--fp16" not in trt_plan.trtexec_command(plan("fp16", 11))

@@ -85,20 +85,33 @@ def _ort_qdq_check(out: Path, outputs: dict, reference_inputs: dict) -> dict[str
             for name in ort.output_names if name in outputs}
 
 
-def _trtexec(plan: trt_plan.TrtBuildPlan, batch_shape: dict[str, list[int]], workdir: Path) -> dict[str, Any]:
+def bench_batches(plan: trt_plan.TrtBuildPlan, inputs: list[trt_plan.InputInfo]) -> tuple[int, ...]:
+    """The batch sizes to time: the smallest and the largest the plan's profiles accept (1 and 8 by default), or the
+    model's own batch when every input is static. A batch outside the profile cannot run, so none is hard-coded."""
+    rng = trt_plan.batch_range(plan)
+    if rng is None:
+        first = inputs[0].shape[0] if inputs and inputs[0].shape else 1
+        return (int(first),)
+    return tuple(sorted({rng[0], rng[1]}))
+
+
+def _trtexec(plan: trt_plan.TrtBuildPlan, batch: int, workdir: Path) -> dict[str, Any]:
+    """trtexec on the same ONNX with the plan's flags and profiles, timed at `batch` (when the plan has profiles)."""
     from edgedeploy.backends.trt_timing import parse_trtexec
 
     exe = shutil.which("trtexec")
     if exe is None:
         return {"status": "not on PATH"}
-    cmd = trt_plan.trtexec_command(plan, shapes=batch_shape, trtexec=exe, engine_out=workdir / "trtexec.plan")
+    cmd = trt_plan.trtexec_command(plan, batch=batch if plan.profiles else None, trtexec=exe,
+                                   engine_out=workdir / "trtexec.plan")
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired:
         return {"status": "timed out", "command": cmd}
     (workdir / "trtexec.log").write_text(run.stdout + run.stderr)
     parsed = parse_trtexec(run.stdout + run.stderr)
-    return {"status": "ok" if run.returncode == 0 else f"exit {run.returncode}", "command": cmd, **parsed}
+    return {"status": "ok" if run.returncode == 0 else f"exit {run.returncode}", "command": cmd, "batch": batch,
+            **parsed}
 
 
 def gpu_run(spec: BuildSpec, out_root: Path, precisions: tuple[str, ...], iterations: int) -> int:
@@ -131,6 +144,8 @@ def gpu_run(spec: BuildSpec, out_root: Path, precisions: tuple[str, ...], iterat
             row["map50"] = report["task"]["map50"]
             row["reference_map50"] = report["task"]["reference_map50"]
         row["artifact"] = report["artifact"]
+        plan = trt_backend.TensorRTBackend().plan(out / "deploy.onnx", out / "trt", precision, spec.tensorrt)
+        batches = bench_batches(plan, trt_plan.inputs_from_spec(spec.inputs))
         ref = np.load(out / "reference.npz")
         inputs = {k.removeprefix("input."): ref[k] for k in ref.files if k.startswith("input.")}
         runner = trt_backend.load_plan(out / "trt" / trt_plan.PLAN_FILE)
@@ -139,15 +154,13 @@ def gpu_run(spec: BuildSpec, out_root: Path, precisions: tuple[str, ...], iterat
             qdq = _ort_qdq_check(out, outputs, inputs) if precision == "int8" else None
             if qdq is not None:
                 row["vs_ort_qdq_rel_l2"] = max(m["rel_l2"] for m in qdq.values())
-            for batch in (1, 8):
+            row["bench"] = {}
+            for batch in batches:
                 feed = {k: np.ascontiguousarray(np.resize(v, (batch, *v.shape[1:]))) for k, v in inputs.items()}
-                row[f"bench_b{batch}"] = runner.benchmark(feed, warmup=max(10, iterations // 10),
-                                                          iterations=iterations)
+                row["bench"][batch] = runner.benchmark(feed, warmup=max(10, iterations // 10), iterations=iterations)
         finally:
             runner.close()
-        plan = trt_backend.TensorRTBackend().plan(out / "deploy.onnx", out / "trt", precision, spec.tensorrt)
-        shape = {i.name: [1, *[d for d in inputs[i.name].shape[1:]]] for i in trt_plan.inputs_from_spec(spec.inputs)}
-        row["trtexec_b1"] = _trtexec(plan, shape, out / "trt")
+        row["trtexec"] = _trtexec(plan, batches[0], out / "trt")
         print(f"  {precision}: {row['status']}")
     print()
     print(format_table(rows, here))
@@ -158,25 +171,30 @@ def gpu_run(spec: BuildSpec, out_root: Path, precisions: tuple[str, ...], iterat
 
 
 def format_table(rows: list[dict[str, Any]], here: dict[str, Any]) -> str:
-    def ms(row: dict, key: str, field: str = "gpu_compute", stat: str = "median_ms") -> str:
-        b = row.get(key)
-        return f"{b[field][stat]:.3f}" if b else "-"
+    def bench(row: dict, which: int) -> tuple[int, dict] | None:
+        b = row.get("bench") or {}
+        return sorted(b.items())[which] if b else None
+
+    def ms(row: dict, which: int, field: str = "gpu_compute", stat: str = "median_ms") -> str:
+        got = bench(row, which)
+        return f"{got[1][field][stat]:.3f} @b{got[0]}" if got else "-"
 
     def tx(row: dict) -> str:
-        t = row.get("trtexec_b1") or {}
-        return f"{t['gpu_compute']['median_ms']:.3f}" if "gpu_compute" in t else t.get("status", "-")
+        t = row.get("trtexec") or {}
+        return f"{t['gpu_compute']['median_ms']:.3f} @b{t['batch']}" if "gpu_compute" in t else t.get("status", "-")
 
-    head = ["precision", "status", "rel-L2 vs PyTorch", "mAP@0.5 (ref)", "vs ORT Q/DQ", "GPU b1 med/p99 ms",
-            "e2e b1 med ms", "GPU b8 med ms", "trtexec GPU b1 ms"]
+    head = ["precision", "status", "rel-L2 vs PyTorch", "mAP@0.5 (ref)", "vs ORT Q/DQ", "GPU small-batch med/p99 ms",
+            "e2e small-batch med ms", "GPU large-batch med ms", "trtexec GPU ms"]
     lines = [head]
     for r in rows:
+        small = bench(r, 0)
         lines.append([
             r["precision"], r["status"],
             f"{r['rel_l2']:.2e}" if "rel_l2" in r else "-",
             f"{r['map50']:.4f} ({r['reference_map50']:.4f})" if "map50" in r else "-",
             f"{r['vs_ort_qdq_rel_l2']:.2e}" if "vs_ort_qdq_rel_l2" in r else "-",
-            f"{ms(r, 'bench_b1')}/{ms(r, 'bench_b1', stat='p99_ms')}" if r.get("bench_b1") else "-",
-            ms(r, "bench_b1", "latency"), ms(r, "bench_b8"), tx(r),
+            f"{ms(r, 0)} / {small[1]['gpu_compute']['p99_ms']:.3f}" if small else "-",
+            ms(r, 0, "latency"), ms(r, -1), tx(r),
         ])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     text = [f"TensorRT {here['trt_version']} · {here['gpu']['name']} (sm {here['gpu']['compute_capability']})"]
@@ -189,10 +207,10 @@ def format_table(rows: list[dict[str, Any]], here: dict[str, Any]) -> str:
             text.append(f"{r['precision']}: {r['reason']}")
         if r.get("failed_checks"):
             text.append(f"{r['precision']}: failed checks {', '.join(r['failed_checks'])}")
-        for key in ("bench_b1", "bench_b8"):
-            if r.get(key) and r[key]["gpu_compute"]["unstable"]:
-                text.append(f"{r['precision']}: {key} GPU compute time is unstable "
-                            f"(CoV {r[key]['gpu_compute']['cov']:.1%})")
+        for batch, stats in sorted((r.get("bench") or {}).items()):
+            if stats["gpu_compute"]["unstable"]:
+                text.append(f"{r['precision']}: batch {batch} GPU compute time is unstable "
+                            f"(CoV {stats['gpu_compute']['cov']:.1%})")
     return "\n".join(text)
 
 

@@ -45,10 +45,7 @@ class OpenVINOBackend:
             raise UsageError(f"the openvino target builds {', '.join(self.precisions)} here, not {precision}")
         if precision == "int8" or Path(onnx_path).suffix == ".xml":
             return self._place_ir(Path(onnx_path), out_dir, precision)
-        try:
-            model = ov.convert_model(str(onnx_path))
-        except Exception as e:
-            raise _conversion_error(str(e), Path(onnx_path)) from None
+        model = convert_onnx(Path(onnx_path))
         staged = fileio.staging_dir(out_dir)
         ov.save_model(model, str(staged / "model.xml"), compress_to_fp16=(precision == "fp16"))
         for name in ("model.xml", "model.bin"):
@@ -82,6 +79,31 @@ class OpenVINOBackend:
         precision = build.info.get("precision", "fp32")
         hint = settings.inference_precision if settings.inference_precision != "auto" else _DEFAULT_HINT[precision]
         return OpenVINORunner(build.artifact, settings.device, hint, threads)
+
+
+def convert_onnx(onnx_path: Path):
+    """`ov.convert_model` of an ONNX file, with every input dim that is not a positive integer in the ONNX file made
+    dynamic: OpenVINO's ONNX frontend reads `dim_value: 0` (Paddle2ONNX, tf2onnx) as a static size 0."""
+    import onnx
+    import openvino as ov
+
+    from edgedeploy.shapes import graph_inputs, input_dims
+
+    try:
+        model = ov.convert_model(str(onnx_path))
+    except Exception as e:
+        raise _conversion_error(str(e), Path(onnx_path)) from None
+    wanted = {}
+    for value in graph_inputs(onnx.load(str(onnx_path), load_external_data=False)):
+        dims = input_dims(value)
+        if dims is not None:
+            wanted[value.name] = ov.PartialShape([ov.Dimension(d) if isinstance(d, int) else ov.Dimension()
+                                                  for d in dims])
+    current = {p.get_any_name(): p.get_partial_shape() for p in model.inputs}
+    changed = {name: shape for name, shape in wanted.items() if name in current and current[name] != shape}
+    if changed:
+        model.reshape(changed)
+    return model
 
 
 def _conversion_error(message: str, onnx_path: Path) -> EdgeDeployError:

@@ -9,9 +9,11 @@ tensorrt` happens inside the methods, so `--target trt` without TensorRT is one 
 
 from __future__ import annotations
 
+import collections
 import json
 import platform
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,10 @@ from edgedeploy.errors import EdgeDeployError, UsageError
 
 
 def install_hint() -> str:
-    if platform.machine() == "aarch64":
-        return ("TensorRT is not installed: on a Jetson install JetPack's TensorRT packages "
-                "(sudo apt install nvidia-tensorrt python3-libnvinfer); pip wheels do not exist there")
+    if platform.machine() == "aarch64":  # NVIDIA's SBSA wheels need Ubuntu 24.04+: JetPack 7, not JetPack 6
+        return ("TensorRT is not installed: on JetPack 6 install JetPack's TensorRT packages (sudo apt install "
+                "nvidia-tensorrt python3-libnvinfer); on JetPack 7.2.2+ (Ubuntu 24.04) pip install tensorrt "
+                "(NVIDIA's ARM SBSA wheels) or the apt packages")
     return 'TensorRT is not installed: pip install "edgedeploy[tensorrt]" (the tensorrt wheel; needs an NVIDIA GPU)'
 
 
@@ -53,28 +56,52 @@ def probe_runtime() -> dict[str, Any]:
     return {"trt_version": trt.__version__, "gpu": gpu, "reason": None}
 
 
-class _Logger:
-    """Builds a trt.ILogger subclass that keeps warnings and errors for the report and error messages."""
-
-    def __new__(cls, trt: Any) -> Any:
-        class Collecting(trt.ILogger):
-            def __init__(self) -> None:
-                trt.ILogger.__init__(self)
-                self.errors: list[str] = []
-                self.warnings: list[str] = []
-
-            def log(self, severity: Any, msg: str) -> None:
-                level = int(severity)
-                if level <= int(trt.ILogger.Severity.ERROR):
-                    self.errors.append(msg)
-                elif level == int(trt.ILogger.Severity.WARNING):
-                    self.warnings.append(msg)
-
-        return Collecting()
+_LOGGERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # the tensorrt module → its logger
 
 
-def _last_error(logger: Any) -> str:
-    return f": {logger.errors[-1].strip()}" if getattr(logger, "errors", None) else ""
+def process_logger(trt: Any) -> Any:
+    """The one TensorRT logger of this process. TensorRT treats its logger as a singleton: every Builder, Runtime and
+    parser must be given the same one, and messages go to the first one it was given, so a logger per object loses
+    the errors of every object but the first. This one keeps the last 1000 warnings and errors, numbered, so each
+    operation can read what it caused (`mark()` before, `errors_since(mark)` after)."""
+    logger = _LOGGERS.get(trt)
+    if logger is None:
+        logger = _LOGGERS[trt] = _collecting_logger(trt)
+    return logger
+
+
+def _collecting_logger(trt: Any) -> Any:
+    base = trt.ILogger
+    error_level = int(base.Severity.ERROR)
+    warning_level = int(base.Severity.WARNING)
+
+    class Collecting(base):
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.count = 0
+            self.kept: collections.deque[tuple[int, int, str]] = collections.deque(maxlen=1000)
+
+        def log(self, severity: Any, msg: str) -> None:
+            level = int(severity)
+            if level <= warning_level:
+                self.kept.append((self.count, level, str(msg)))
+                self.count += 1
+
+        def mark(self) -> int:
+            return self.count
+
+        def errors_since(self, mark: int) -> list[str]:
+            return [m for n, level, m in self.kept if n >= mark and level <= error_level]
+
+        def warnings_since(self, mark: int) -> list[str]:
+            return [m for n, level, m in self.kept if n >= mark and level == warning_level]
+
+    return Collecting()
+
+
+def _last_error(logger: Any, mark: int) -> str:
+    errors = logger.errors_since(mark)
+    return f": {errors[-1].strip()}" if errors else ""
 
 
 def _enum(trt_enum: Any, member: str, what: str, version: str) -> Any:
@@ -82,7 +109,20 @@ def _enum(trt_enum: Any, member: str, what: str, version: str) -> Any:
         return getattr(trt_enum, member)
     except AttributeError:
         raise EdgeDeployError(f"TensorRT {version} has no {what}.{member}",
-                              fix="the plan was made for another TensorRT major version; rebuild the plan") from None
+                              fix="the plan needs another TensorRT version; plan the build with the installed "
+                                  "TensorRT (edgedeploy build plans from it)") from None
+
+
+def numpy_dtype(trt: Any, dtype: Any, tensor: str, where: Path) -> np.dtype:
+    """The numpy dtype of a TensorRT I/O tensor; numpy has none for bf16, fp8, int4 (trt.nptype raises TypeError)."""
+    try:
+        return np.dtype(trt.nptype(dtype))
+    except TypeError:
+        name = str(getattr(dtype, "name", dtype))
+        raise EdgeDeployError(f"tensor {tensor!r} is {name}, which numpy has no type for, so edgedeploy cannot feed "
+                              f"or read it", where=str(where),
+                              fix="give the model float32/float16/int I/O and keep the other types inside the graph "
+                                  "(cast after the input, before the output)") from None
 
 
 def _dtype_name(trt: Any, dtype: Any) -> str:
@@ -141,7 +181,8 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
     version = trt.__version__
     onnx_path = trt_plan.require_planned_onnx(plan)
     gpu = trt_cuda.device_info()
-    logger = _Logger(trt)
+    logger = process_logger(trt)
+    mark = logger.mark()
     builder = trt.Builder(logger)
 
     flags = 0
@@ -150,18 +191,15 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     for name in plan.parser_flags:
-        flag_enum = getattr(trt, "OnnxParserFlag", None)
-        if flag_enum is not None and hasattr(flag_enum, name):
-            parser.set_flag(getattr(flag_enum, name))
+        parser.set_flag(_enum(trt.OnnxParserFlag, name, "OnnxParserFlag", version))
     if not parser.parse_from_file(str(onnx_path)):
-        raise _parser_error(parser, onnx_path, logger)
+        raise _parser_error(parser, onnx_path, logger, mark)
 
     config = builder.create_builder_config()
     for name in plan.builder_flags:
         config.set_flag(_enum(trt.BuilderFlag, name, "BuilderFlag", version))
     for name in plan.cleared_flags:
-        if hasattr(trt.BuilderFlag, name):
-            config.clear_flag(getattr(trt.BuilderFlag, name))
+        config.clear_flag(_enum(trt.BuilderFlag, name, "BuilderFlag", version))
     if plan.workspace_bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
     config.builder_optimization_level = plan.builder_optimization_level
@@ -172,16 +210,21 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         profile = builder.create_optimization_profile()
         for p in plan.profiles:
             profile.set_shape(p.input, p.min, p.opt, p.max)
-        config.add_optimization_profile(profile)
+        if config.add_optimization_profile(profile) < 0:
+            raise EdgeDeployError(f"TensorRT refused the optimization profile{_last_error(logger, mark)}",
+                                  where=str(onnx_path), fix="check tensorrt.profiles against the model's inputs")
 
     if plan.hardware_compatibility != "none":
-        member = {"ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
-        level = _enum(trt.HardwareCompatibilityLevel, member[plan.hardware_compatibility],
-                      "HardwareCompatibilityLevel", version)
+        member, minimum, generation = {
+            "ampere_plus": ("AMPERE_PLUS", (8, 0), "an Ampere"),
+            # NvInfer.h: "only supported for engines built on NVIDIA Turing and later GPUs"
+            "same_compute_capability": ("SAME_COMPUTE_CAPABILITY", (7, 5), "a Turing"),
+        }[plan.hardware_compatibility]
+        level = _enum(trt.HardwareCompatibilityLevel, member, "HardwareCompatibilityLevel", version)
         built_cc = tuple(int(x) for x in gpu["compute_capability"].split("."))
-        if plan.hardware_compatibility == "ampere_plus" and built_cc < (8, 0):
-            raise UsageError(f"hardware_compatibility ampere_plus must be built on an Ampere or newer GPU; "
-                             f"{gpu['name']} has compute capability {gpu['compute_capability']}")
+        if built_cc < minimum:
+            raise UsageError(f"hardware_compatibility {plan.hardware_compatibility} must be built on {generation} or "
+                             f"newer GPU; {gpu['name']} has compute capability {gpu['compute_capability']}")
         config.hardware_compatibility_level = level
 
     fallback_layers: list[dict[str, Any]] = []
@@ -204,22 +247,26 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
 
     calibration_info = None
     calibrator = None
-    if plan.calibration is not None:
-        calibrator, calibration_info = _make_calibrator(trt, builder, config, network, plan, onnx_path)
-
-    timing_cache = _load_timing_cache(config, plan.timing_cache)
-
-    start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    seconds = time.perf_counter() - start
+    try:
+        if plan.calibration is not None:
+            calibrator, calibration_info = _make_calibrator(trt, builder, config, network, plan, onnx_path)
+        timing_cache, timing_note = _load_timing_cache(config, plan.timing_cache, logger, mark)
+        start = time.perf_counter()
+        serialized = builder.build_serialized_network(network, config)
+        seconds = time.perf_counter() - start
+        if calibrator is not None:
+            calibrator.raise_failure()  # TensorRT's wrapper swallows exceptions raised in the calibrator's methods
+    finally:
+        if calibrator is not None:  # the config holds the calibrator: detach it, then free its device buffers
+            config.int8_calibrator = None
+            calibrator.free()
     if serialized is None:
-        raise EdgeDeployError(f"TensorRT could not build the engine{_last_error(logger)}", where=str(onnx_path),
+        raise EdgeDeployError(f"TensorRT could not build the engine{_last_error(logger, mark)}", where=str(onnx_path),
                               fix="rerun with --debug; check the workspace limit and the layers named above")
     data = bytes(memoryview(serialized))
-    del calibrator
     fileio.write_bytes(plan.plan_path, data)
-    if plan.timing_cache is not None and timing_cache is not None:
-        fileio.write_bytes(plan.timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+    if plan.timing_cache is not None:
+        fileio.write_bytes(plan.timing_cache, bytes(memoryview(timing_cache.serialize())))
 
     # inspect what was built: I/O tensors, layers, and (on DLA) what ran where
     runtime = trt.Runtime(logger)
@@ -229,7 +276,7 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         runtime.DLA_core = plan.dla_core
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
-        raise EdgeDeployError(f"TensorRT wrote a plan it cannot load back{_last_error(logger)}",
+        raise EdgeDeployError(f"TensorRT wrote a plan it cannot load back{_last_error(logger, mark)}",
                               where=str(plan.plan_path))
     io_tensors = _io_tensors(trt, engine)
     layers_path = plan.plan_path.with_name(plan.plan_path.name + ".layers.json")
@@ -256,13 +303,14 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         "hardware_compatibility": plan.hardware_compatibility,
         "version_compatible": plan.version_compatible,
         "build_seconds": round(seconds, 3),
+        "timing_cache": timing_note,
         "manifest": plan.manifest_path.name,
-        "tensorrt_warnings": logger.warnings[:20],
+        "tensorrt_warnings": logger.warnings_since(mark)[:20],
     }
     return BuildResult(artifact=plan.plan_path, files=[plan.plan_path, layers_path, plan.manifest_path], info=info)
 
 
-def _parser_error(parser: Any, onnx_path: Path, logger: Any) -> EdgeDeployError:
+def _parser_error(parser: Any, onnx_path: Path, logger: Any, mark: int) -> EdgeDeployError:
     """The parser's errors with the failing node's name and op (from the error, else from the ONNX graph)."""
     nodes = None
     described = []
@@ -286,7 +334,7 @@ def _parser_error(parser: Any, onnx_path: Path, logger: Any) -> EdgeDeployError:
             where += f" ({op}, #{index})" if name and op else (f" ({op})" if op else "")
         described.append(f"{where}: {err.code()}: {str(err.desc()).strip()}")
     if not described:
-        described.append(f"no parser error recorded{_last_error(logger)}")
+        described.append(f"no parser error recorded{_last_error(logger, mark)}")
     more = f" (+{len(described) - 1} more)" if len(described) > 1 else ""
     return EdgeDeployError(f"TensorRT's ONNX parser rejected {described[0]}{more}", where=str(onnx_path),
                            fix="check the op against TensorRT's ONNX operator support for this version, or keep "
@@ -314,16 +362,24 @@ def _check_network_inputs(network: Any, plan: trt_plan.TrtBuildPlan, onnx_path: 
                                   fix=f"set tensorrt.profiles.{tensor.name}")
 
 
-def _load_timing_cache(config: Any, path: Path | None) -> Any:
-    """Attach a timing cache (loaded from `path` when it exists); a cache from another GPU/version starts over."""
-    data = b""
+def _load_timing_cache(config: Any, path: Path | None, logger: Any, mark: int) -> tuple[Any, str]:
+    """Attach a timing cache: the one at `path` when it exists and TensorRT takes it, else a fresh one. TensorRT
+    returns None from create_timing_cache for a stale or corrupt cache (NVIDIA's own samples check for that) and
+    False from set_timing_cache for one made on another GPU or TensorRT version; either way the build starts over
+    with a fresh cache, which is saved over the old one. Returns the cache and what happened, in words."""
     if path is not None and Path(path).is_file():
-        data = Path(path).read_bytes()
-    cache = config.create_timing_cache(data)
-    if not config.set_timing_cache(cache, False) and data:
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
-    return cache
+        cache = config.create_timing_cache(Path(path).read_bytes())
+        if cache is not None and config.set_timing_cache(cache, False):
+            return cache, f"reused {path}"
+        why = "unreadable" if cache is None else "made on another GPU or TensorRT version"
+        note = f"{path} was {why}{_last_error(logger, mark)}; started a fresh cache"
+    else:
+        note = "fresh" + (f" (saved to {path})" if path is not None else " (in memory only)")
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise EdgeDeployError(f"TensorRT could not create a timing cache{_last_error(logger, mark)}",
+                              fix="rerun with --debug; the TensorRT installation may be incomplete")
+    return cache, note
 
 
 def _io_tensors(trt: Any, engine: Any) -> list[dict[str, Any]]:
@@ -376,45 +432,72 @@ def _make_calibrator(trt: Any, builder: Any, config: Any, network: Any, plan: tr
     batch = cal.batch_size
     if all(static.values()):
         batch = int(network.get_input(0).shape[0])
-    dtypes = {network.get_input(i).name: np.dtype(trt.nptype(network.get_input(i).dtype))
-              for i in range(network.num_inputs)}
+    dtypes = {network.get_input(i).name: numpy_dtype(trt, network.get_input(i).dtype, network.get_input(i).name,
+                                                     onnx_path) for i in range(network.num_inputs)}
     batches = [] if reuse else _calibration_batches(Path(cal.data), dtypes, batch)
     if not reuse and not batches:
         raise UsageError(f"calibration data has fewer than {batch} samples", where=str(cal.data))
     base = {"entropy2": trt.IInt8EntropyCalibrator2, "minmax": trt.IInt8MinMaxCalibrator}[cal.algorithm]
 
     class Calibrator(base):
+        """TensorRT calls these methods during the build through a wrapper that prints and swallows any exception
+        (calibration would just end early), so each one keeps its exception for `raise_failure()` after the build."""
+
         def __init__(self) -> None:
             base.__init__(self)
             self.index = 0
             self.buffers: dict[str, trt_cuda.DeviceBuffer] = {}
+            self.failure: tuple[str, Exception] | None = None  # (while doing what, the exception)
 
         def get_batch_size(self) -> int:
             return 1  # explicit-batch networks carry the batch in each input's shape
 
         def get_batch(self, names: list[str]) -> list[int] | None:
-            if self.index >= len(batches):
+            if self.failure is not None or self.index >= len(batches):
                 return None
-            feed = batches[self.index]
+            try:
+                feed = batches[self.index]
+                ptrs = []
+                for name in names:
+                    arr = feed[name]
+                    buf = self.buffers.get(name)
+                    if buf is None or buf.nbytes < arr.nbytes:
+                        if buf is not None:
+                            buf.free()
+                        buf = self.buffers[name] = trt_cuda.DeviceBuffer(arr.nbytes)
+                    trt_cuda.upload(buf, arr)
+                    ptrs.append(buf.ptr)
+            except Exception as e:  # noqa: BLE001 - kept and raised after the build (see the class docstring)
+                self.failure = (f"at batch {self.index + 1} of {len(batches)}", e)
+                return None
             self.index += 1
-            rt = trt_cuda.runtime()
-            ptrs = []
-            for name in names:
-                arr = feed[name]
-                buf = self.buffers.get(name)
-                if buf is None or buf.nbytes < arr.nbytes:
-                    buf = self.buffers[name] = trt_cuda.DeviceBuffer(arr.nbytes)
-                trt_cuda.call(rt.cudaMemcpy(buf.ptr, arr.ctypes.data, arr.nbytes,
-                                            rt.cudaMemcpyKind.cudaMemcpyHostToDevice), "cudaMemcpy(calibration)")
-                ptrs.append(buf.ptr)
             return ptrs
 
         def read_calibration_cache(self) -> bytes | None:
-            return cache.read_bytes() if reuse else None
+            try:
+                return cache.read_bytes() if reuse else None
+            except Exception as e:  # noqa: BLE001 - as in get_batch
+                self.failure = ("reading the calibration cache", e)
+                return None
 
         def write_calibration_cache(self, data: Any) -> None:
-            fileio.write_bytes(cache, bytes(memoryview(data)))
-            fileio.write_json(key_file, trt_plan.calibration_key_record(material, cache))
+            try:
+                fileio.write_bytes(cache, bytes(memoryview(data)))
+                fileio.write_json(key_file, trt_plan.calibration_key_record(material, cache))
+            except Exception as e:  # noqa: BLE001 - as in get_batch
+                self.failure = ("writing the calibration cache", e)
+
+        def raise_failure(self) -> None:
+            if self.failure is None:
+                return
+            doing, e = self.failure
+            detail = e.message if isinstance(e, EdgeDeployError) else f"{type(e).__name__}: {e}"
+            raise EdgeDeployError(f"INT8 calibration failed {doing}: {detail}", where=str(cal.data or cache)) from e
+
+        def free(self) -> None:
+            for buf in self.buffers.values():
+                buf.free()
+            self.buffers = {}
 
     calibrator = Calibrator()
     config.int8_calibrator = calibrator
@@ -464,7 +547,11 @@ class TensorRTRunner:
 
     def __init__(self, plan_path: Path, manifest: dict[str, Any], gpu: dict[str, Any]):
         trt = self.trt = _import_trt()
-        self.logger = _Logger(trt)
+        self.device: dict[str, trt_cuda.DeviceBuffer] = {}
+        self.host: dict[str, trt_cuda.PinnedBuffer] = {}
+        self.stream: trt_cuda.Stream | None = None
+        self.logger = process_logger(trt)
+        mark = self.logger.mark()
         self.runtime = trt.Runtime(self.logger)
         if manifest.get("compatibility", {}).get("version_compatible"):
             self.runtime.engine_host_code_allowed = True  # a plan we built (its manifest and hash checked)
@@ -473,14 +560,14 @@ class TensorRTRunner:
             self.runtime.DLA_core = int(device["dla_core"])
         self.engine = self.runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
         if self.engine is None:
-            raise EdgeDeployError(f"TensorRT cannot load the plan{_last_error(self.logger)}", where=str(plan_path),
-                                  fix="rebuild the engine on this machine")
+            raise EdgeDeployError(f"TensorRT cannot load the plan{_last_error(self.logger, mark)}",
+                                  where=str(plan_path), fix="rebuild the engine on this machine")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self.input_names = [n for n in names if is_input[n]]
         self.output_names = [n for n in names if not is_input[n]]
-        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self.dtypes = {n: numpy_dtype(trt, self.engine.get_tensor_dtype(n), n, plan_path) for n in names}
         self.ranges: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         for n in self.input_names:
             shape = tuple(int(d) for d in self.engine.get_tensor_shape(n))
@@ -490,7 +577,9 @@ class TensorRTRunner:
             else:
                 self.ranges[n] = (shape, shape)
         for n in self.input_names:  # size every buffer for the largest shapes
-            self.context.set_input_shape(n, self.ranges[n][1])
+            if not self.context.set_input_shape(n, self.ranges[n][1]):
+                raise EdgeDeployError(f"TensorRT refused the profile's largest shape {list(self.ranges[n][1])} for "
+                                      f"input {n!r}{_last_error(self.logger, mark)}", where=str(plan_path))
         max_shapes = {n: self.ranges[n][1] for n in self.input_names}
         for n in self.output_names:
             shape = tuple(int(d) for d in self.context.get_tensor_shape(n))
@@ -500,13 +589,18 @@ class TensorRTRunner:
                                       where=str(plan_path))
             max_shapes[n] = shape
         self.stream = trt_cuda.Stream()
-        self.device: dict[str, trt_cuda.DeviceBuffer] = {}
-        self.host: dict[str, trt_cuda.PinnedBuffer] = {}
-        for n, shape in max_shapes.items():
-            nbytes = int(np.prod(shape, dtype=np.int64)) * self.dtypes[n].itemsize
-            self.device[n] = trt_cuda.DeviceBuffer(nbytes)
-            self.host[n] = trt_cuda.PinnedBuffer(nbytes)
-            self.context.set_tensor_address(n, self.device[n].ptr)
+        try:
+            for n, shape in max_shapes.items():
+                nbytes = int(np.prod(shape, dtype=np.int64)) * self.dtypes[n].itemsize
+                self.device[n] = trt_cuda.DeviceBuffer(nbytes)
+                self.host[n] = trt_cuda.PinnedBuffer(nbytes)
+                if not self.context.set_tensor_address(n, self.device[n].ptr):
+                    raise EdgeDeployError(f"TensorRT refused the device address of tensor {n!r}"
+                                          f"{_last_error(self.logger, mark)}", where=str(plan_path),
+                                          fix="rebuild the engine on this machine; rerun with --debug")
+        except BaseException:
+            self.close()
+            raise
         self.manifest = manifest
         dla = f", DLA core {device.get('dla_core')}" if device.get("type") == "DLA" else ""
         self.conditions = {
@@ -561,9 +655,10 @@ class TensorRTRunner:
             if arr.ndim != len(hi) or any(not a <= d <= b for a, d, b in zip(lo, arr.shape, hi)):
                 raise UsageError(f"input {n!r} shape {list(arr.shape)} is outside the plan's profile "
                                  f"{list(lo)}..{list(hi)}", fix="rebuild with tensorrt.profiles covering it")
+            mark = self.logger.mark()
             if not self.context.set_input_shape(n, arr.shape):
                 raise EdgeDeployError(f"TensorRT refused shape {list(arr.shape)} for input {n!r}"
-                                      f"{_last_error(self.logger)}")
+                                      f"{_last_error(self.logger, mark)}")
             self.host[n].view(arr.dtype, arr.size)[:] = arr.ravel()
             nbytes[n] = arr.nbytes
         return nbytes
@@ -579,8 +674,9 @@ class TensorRTRunner:
             trt_cuda.copy_h2d(self.device[n], self.host[n].ptr, nb, self.stream)
         if events:
             events[1].record(self.stream)
+        mark = self.logger.mark()
         if not self.context.execute_async_v3(self.stream.handle):
-            raise EdgeDeployError(f"TensorRT execution failed{_last_error(self.logger)}")
+            raise EdgeDeployError(f"TensorRT execution failed{_last_error(self.logger, mark)}")
         if events:
             events[2].record(self.stream)
         for n, shape in out_shapes.items():
@@ -640,4 +736,5 @@ class TensorRTRunner:
             pass
 
 
-__all__ = ["TensorRTBackend", "TensorRTRunner", "apply_plan", "install_hint", "load_plan", "probe_runtime"]
+__all__ = ["TensorRTBackend", "TensorRTRunner", "apply_plan", "install_hint", "load_plan", "numpy_dtype",
+           "probe_runtime", "process_logger"]

@@ -53,12 +53,30 @@ def call(result: Any, what: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def handle(obj: Any) -> int:
-    """The integer value of a cuda-python handle (stream, event) or pointer."""
+def _native_handle_reader() -> Any:
+    """cuda-python's documented reader of a handle's value (cuda.bindings.utils.get_cuda_native_handle, 12.9.1+ and
+    13.x; it replaces int(handle), NVIDIA/cuda-python#564), or None on releases that predate it."""
     try:
-        return int(obj)
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return None
+    return get_cuda_native_handle
+
+
+def handle(obj: Any) -> int:
+    """The native value of a cuda-python handle (a stream or event: what TensorRT's execute_async_v3 takes), or of a
+    pointer (cuda-python returns those as ints). Never `getPtr()`: that is the address of the Python object's storage
+    of the handle, not the handle."""
+    if isinstance(obj, int):
+        return obj
+    reader = _native_handle_reader()
+    if reader is not None:
+        return int(reader(obj))
+    try:
+        return int(obj)  # cuda-python before 12.9.1: int() is how a handle's value is read
     except TypeError:
-        return int(obj.getPtr())
+        raise EdgeDeployError(f"cannot read the CUDA handle value of {type(obj).__name__}",
+                              fix="upgrade cuda-python (pip install -U cuda-python)") from None
 
 
 def is_jetson() -> bool:
@@ -153,6 +171,17 @@ class Event:
             self.obj = None
 
 
+def upload(dst: DeviceBuffer, array: np.ndarray) -> None:
+    """Synchronous host→device copy of a C-contiguous array (the calibrator's batches: TensorRT reads them as soon as
+    get_batch returns)."""
+    rt = runtime()
+    array = np.ascontiguousarray(array)
+    if array.nbytes > dst.nbytes:
+        raise EdgeDeployError(f"{array.nbytes} bytes do not fit the {dst.nbytes}-byte device buffer")
+    call(rt.cudaMemcpy(dst.ptr, array.ctypes.data, array.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice),
+         "cudaMemcpy(host→device)")
+
+
 def copy_h2d(dst: DeviceBuffer, src_ptr: int, nbytes: int, stream: Stream) -> None:
     rt = runtime()
     call(rt.cudaMemcpyAsync(dst.ptr, src_ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.obj),
@@ -166,4 +195,4 @@ def copy_d2h(dst_ptr: int, src: DeviceBuffer, nbytes: int, stream: Stream) -> No
 
 
 __all__ = ["CUDA_PYTHON_HINT", "DeviceBuffer", "Event", "PinnedBuffer", "Stream", "call", "copy_d2h", "copy_h2d",
-           "device_info", "handle", "is_jetson", "runtime"]
+           "device_info", "handle", "is_jetson", "runtime", "upload"]

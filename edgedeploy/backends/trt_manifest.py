@@ -9,16 +9,20 @@ and fails deep inside deserialization, so edgedeploy records what a plan needs a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from edgedeploy import fileio
 from edgedeploy.backends.trt_plan import manifest_path_for, parse_version
 from edgedeploy.errors import EdgeDeployError, UsageError
 
 MANIFEST_SCHEMA = "edgedeploy.trt-manifest/1"
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; anything this large is not one
 # TensorRT's support matrix: version-compatible engines run on later runtimes of the same major version, and
 # across majors only TensorRT 8 → 10 and TensorRT 10 → 11.
 _CROSS_MAJOR = {(8, 10), (10, 11)}
@@ -201,17 +205,157 @@ def locate_manifest(path: str | Path) -> Path:
     return manifest
 
 
+# -------------------------------------------------------------------------------------------- manifest model
+# A manifest is read from a file anyone may have edited: every field edgedeploy reads is typed (strictly: "10" is no
+# int, "yes" no bool), the plan is a file name next to the manifest, and numbers are finite.
+
+def _version(text: str) -> str:
+    if not re.fullmatch(r"\d+(\.\d+){1,4}", text):
+        raise ValueError("must look like 10.3.0.30")
+    return text
+
+
+def _cc(text: str) -> str:
+    if not re.fullmatch(r"\d+\.\d+", text):
+        raise ValueError("must look like 8.7")
+    return text
+
+
+def _file_name(text: str) -> str:
+    if not text or text in (".", "..") or any(c in text for c in "/\\\0"):
+        raise ValueError("must be a file name next to the manifest")
+    return text
+
+
+def _sha256(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise ValueError("must be 64 hex digits")
+    return text
+
+
+Version = Annotated[str, AfterValidator(_version)]
+Cc = Annotated[str, AfterValidator(_cc)]
+FileName = Annotated[str, AfterValidator(_file_name)]
+Sha256 = Annotated[str, AfterValidator(_sha256)]
+Shape = list[int]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+
+
+class _TensorRT(_Part):
+    version: Version
+    major: int | None = None
+
+
+class _Gpu(_Part):
+    name: str | None = None
+    compute_capability: Cc
+
+
+class _Compatibility(_Part):
+    hardware: Literal["none", "ampere_plus", "same_compute_capability"]
+    version_compatible: bool
+
+
+class _FallbackLayer(_Part):
+    name: str
+    type: str
+
+
+class _Device(_Part):
+    type: Literal["GPU", "DLA"]
+    dla_core: int | None = Field(None, ge=0)
+    gpu_fallback: bool = False
+    gpu_fallback_layers: list[_FallbackLayer] = Field(default_factory=list)
+
+
+class _Flags(_Part):
+    strongly_typed: bool
+    builder: list[str] = Field(default_factory=list)
+    cleared: list[str] = Field(default_factory=list)
+    network: list[str] = Field(default_factory=list)
+    parser: list[str] = Field(default_factory=list)
+
+
+class _Profile(_Part):
+    min: Shape
+    opt: Shape
+    max: Shape
+
+
+class _IoTensor(_Part):
+    name: str
+    mode: Literal["input", "output"]
+    dtype: str
+    shape: Shape
+    profile: _Profile | None = None
+
+
+class _Platform(_Part):
+    machine: str | None = None
+    jetson: bool = False
+
+
+class _Build(_Part):
+    seconds: float | None = None
+    builder_optimization_level: int | None = None
+    workspace_bytes: int | None = None
+    timing_cache: str | None = None
+    engine_layers: int | None = None
+
+
+class PlanManifest(_Part):
+    """The typed manifest (`model.plan.json`); `read_manifest` validates every file against it."""
+
+    schema_: Literal["edgedeploy.trt-manifest/1"] = Field(alias="schema")
+    edgedeploy: str | None = None
+    plan: FileName
+    plan_sha256: Sha256
+    plan_bytes: int = Field(ge=0)
+    onnx: str
+    onnx_sha256: str
+    precision: Literal["fp32", "fp16", "int8"]
+    route: str
+    tensorrt: _TensorRT
+    gpu: _Gpu
+    platform: _Platform = Field(default_factory=_Platform)
+    compatibility: _Compatibility
+    device: _Device
+    flags: _Flags
+    io_tensors: list[_IoTensor]
+    build: _Build = Field(default_factory=_Build)
+    calibration: dict[str, Any] | None = None
+    plan_description: dict[str, Any] = Field(default_factory=dict)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def read_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
-    """(manifest, its path) for a plan, a manifest or a folder; checks the schema."""
+    """(manifest, its path) for a plan, a manifest or a folder: parsed and validated against `PlanManifest`, so a
+    malformed file is one UsageError naming it and the first problems, never another exception."""
     mpath = locate_manifest(path)
+    fix = ("the manifest is written by `edgedeploy build --target trt` next to the plan; rebuild the plan rather "
+           "than edit it")
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UsageError(f"unreadable manifest ({e})", where=str(mpath)) from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
+        if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+        data = json.loads(mpath.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+    except (OSError, ValueError, RecursionError) as e:
+        raise UsageError(f"unreadable manifest ({type(e).__name__}: {e})", where=str(mpath), fix=fix) from None
+    if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
         raise UsageError(f"not an edgedeploy TensorRT manifest (schema {MANIFEST_SCHEMA!r} expected)",
-                         where=str(mpath))
-    return manifest, mpath
+                         where=str(mpath), fix=fix)
+    try:
+        manifest = PlanManifest.model_validate(data)
+    except ValidationError as e:
+        problems = [f"`{'.'.join(str(x) for x in err['loc'])}`: {err['msg']}" for err in e.errors()]
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise UsageError(f"malformed manifest: {'; '.join(problems[:3])}{more}", where=str(mpath), fix=fix) from None
+    return manifest.model_dump(mode="json", by_alias=True), mpath
 
 
 def plan_file_problem(manifest: Mapping[str, Any], manifest_path: Path) -> str | None:
@@ -289,6 +433,6 @@ def inspect(path: str | Path, *, runtime_trt_version: str | None = None, gpu_cc:
     return "\n".join(lines), result, manifest
 
 
-__all__ = ["MANIFEST_SCHEMA", "PlanCompatibility", "build_manifest", "check_plan_compatible",
+__all__ = ["MANIFEST_SCHEMA", "PlanCompatibility", "PlanManifest", "build_manifest", "check_plan_compatible",
            "ensure_plan_compatible", "format_cc", "format_manifest", "inspect", "locate_manifest",
            "plan_file_problem", "read_manifest"]

@@ -36,6 +36,8 @@ DEFAULT_BATCH = (1, 1, 8)  # min / opt / max of an unprofiled leading dimension:
 _PRECISIONS = ("fp32", "fp16", "int8")
 _DLA_LAST_TRT10 = (10, 7)  # TensorRT docs: "TensorRT 10.7 was the last 10.x release that supported DLA"
 _DLA_FIRST_TRT11 = (11, 4, 1)  # DLA returns in 11.4.1, on Jetson AGX Orin with JetPack 7.2.2+
+_SAME_CC_FIRST_TRT10 = (10, 9)  # HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY and trtexec's value appear in 10.9
+_ADJUST_FOR_DLA_FIRST_TRT10 = (10, 16)  # OnnxParserFlag.ADJUST_FOR_DLA (and trtexec --adjustForDLA): 10.16 and 11.x
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,12 @@ class InputInfo:
 
     @property
     def dynamic(self) -> bool:
-        return any(isinstance(d, str) for d in self.shape)
+        return any(is_dynamic_dim(d) for d in self.shape)
+
+
+def is_dynamic_dim(dim: int | str) -> bool:
+    """Whether a dimension of an `InputInfo` shape is dynamic (given a profile) rather than fixed."""
+    return isinstance(dim, str)
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,8 @@ def inputs_from_onnx(model: Any) -> list[InputInfo]:
     """Inputs of an ONNX model (a path or a ModelProto); a dimension without a name gets `<input>.<axis>`."""
     import onnx
 
+    from edgedeploy.shapes import dim_of
+
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model), load_external_data=False)
     initializers = {i.name for i in model.graph.initializer}
@@ -208,11 +217,9 @@ def inputs_from_onnx(model: Any) -> list[InputInfo]:
             continue
         tensor = value.type.tensor_type
         dims: list[int | str] = []
-        for axis, d in enumerate(tensor.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
-                dims.append(int(d.dim_value))
-            else:
-                dims.append(d.dim_param or f"{value.name}.{axis}")
+        for axis, d in enumerate(tensor.shape.dim):  # -1, 0, "?" and absent are dynamic, each its own dimension
+            dim = dim_of(d)
+            dims.append(f"{value.name}.{axis}" if dim is None else dim)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "float32"
         out.append(InputInfo(value.name, tuple(dims), dtype))
     return out
@@ -258,6 +265,9 @@ def plan_profiles(inputs: Sequence[InputInfo], settings: TensorRTSettings,
     `tensorrt.profiles` keys are input names (min/opt/max are full shapes) or dynamic dimension names (ints).
     A leading dynamic dimension without a profile gets `default_batch`; any other unprofiled dynamic
     dimension is an error, because no default fits an unknown height or sequence length.
+
+    This is the one place profile shapes are derived (the builder, the manifest and every trtexec line take them
+    from here); which dimensions count as dynamic is `InputInfo.dynamic` / `is_dynamic_dim`.
     """
     entries = dict(settings.profiles)
     input_names = {i.name for i in inputs}
@@ -294,7 +304,7 @@ def plan_profiles(inputs: Sequence[InputInfo], settings: TensorRTSettings,
             continue
         lo, mid, hi = [], [], []
         for axis, d in enumerate(info.shape):
-            if isinstance(d, int):
+            if not is_dynamic_dim(d):
                 lo.append(d), mid.append(d), hi.append(d)
             elif d in entries:
                 r = entries[d]
@@ -343,7 +353,8 @@ def precision_route(precision: str, major: int, settings: TensorRTSettings,
                              "calibrators and BuilderFlag.INT8",
                              fix="use int8_route: qdq (the Q/DQ ONNX the precision stage calibrates on the CPU)")
         notes = ["calibrator cache keyed by model hash + data hash + settings + TensorRT version; a stale cache is "
-                 "refused, never reused"]
+                 "refused, never reused",
+                 "the implicit calibrator is deprecated since TensorRT 10.1 (its calls warn) and removed in 11"]
         if settings.calibration_data is None:
             notes.append("the calibrator needs tensorrt.calibration_data (an .npz of model inputs) unless its cache "
                          "is present and its key matches")
@@ -422,6 +433,12 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
         if settings.hardware_compatibility != "none":
             raise UsageError("`tensorrt.hardware_compatibility` applies to GPU engines; a DLA engine is built for "
                              "the DLA of the device it runs on", fix="set hardware_compatibility: none with dla_core")
+        if major >= 11 or (version is not None and version[:2] >= _ADJUST_FOR_DLA_FIRST_TRT10):
+            parser_flags.append("ADJUST_FOR_DLA")
+            notes.append("the ONNX parser adjusts layers for the DLA (OnnxParserFlag.ADJUST_FOR_DLA)")
+        elif version is None:
+            notes.append("on TensorRT 10.16+ the ONNX parser also adjusts layers for the DLA "
+                         "(OnnxParserFlag.ADJUST_FOR_DLA, trtexec --adjustForDLA)")
         if settings.gpu_fallback:
             builder_flags.append("GPU_FALLBACK")
             notes.append("layers DLA cannot run fall back to the GPU; the build reports them")
@@ -449,8 +466,13 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
         notes.append("hardware compatibility ampere_plus: build on an Ampere or newer GPU (compute capability 8.0+); "
                      "runs on 8.0+; fewer tactics (no cuDNN/cuBLAS), usually slower")
     elif hw == "same_compute_capability":
+        if major == 10 and version is not None and version[:2] < _SAME_CC_FIRST_TRT10:
+            raise UsageError(f"`tensorrt.hardware_compatibility: same_compute_capability` needs TensorRT 10.9 or "
+                             f"newer; TensorRT {trt_version} has only none and ampere_plus",
+                             fix="use ampere_plus, or upgrade TensorRT")
         notes.append("hardware compatibility same_compute_capability: runs on GPUs with the build GPU's compute "
-                     "capability")
+                     "capability; build on a Turing or newer GPU (compute capability 7.5+)"
+                     + ("; needs TensorRT 10.9+" if major == 10 and version is None else ""))
     if settings.version_compatible:
         builder_flags.append("VERSION_COMPATIBLE")
         notes.append("version-compatible: runs on later TensorRT " + (
@@ -537,24 +559,48 @@ def calibration_key_record(material: Mapping[str, Any], cache: Path) -> dict[str
 
 # ------------------------------------------------------------------------------------------------------ trtexec
 
-def trtexec_command(plan: TrtBuildPlan, *, shapes: Mapping[str, Sequence[int]] | None = None,
-                    engine_out: Path | None = None, trtexec: str = "trtexec") -> list[str]:
-    """The trtexec invocation that builds the same ONNX the way the plan does (for side-by-side timing)."""
+def batch_range(plan: TrtBuildPlan) -> tuple[int, int] | None:
+    """(smallest, largest) leading dimension every profiled input accepts, or None when no input is profiled."""
+    if not plan.profiles:
+        return None
+    lo = max(p.min[0] for p in plan.profiles if p.min)
+    hi = min(p.max[0] for p in plan.profiles if p.max)
+    if lo > hi:
+        raise UsageError(f"the inputs' profiles share no batch size (leading dimensions {lo}..{hi})")
+    return lo, hi
+
+
+def trtexec_command(plan: TrtBuildPlan, *, batch: int | None = None, engine_out: Path | None = None,
+                    trtexec: str = "trtexec") -> list[str]:
+    """The trtexec invocation that builds the same ONNX the way the plan does (for side-by-side timing).
+
+    Every flag is one trtexec of the plan's major version parses (tests check each line against trtexec's sources),
+    and every profile is stated, a static one (min = opt = max, as DLA needs) too: trtexec would otherwise build
+    with dynamic dimensions set to 1. `batch` sets the leading dimension of `--shapes` (inference shapes; without
+    it trtexec runs the opt shapes); it must lie in every profile's range.
+    """
     cmd = [trtexec, f"--onnx={plan.onnx_path}"]
     if "FP16" in plan.builder_flags:
         cmd.append("--fp16")
     if "INT8" in plan.builder_flags:
         cmd.append("--int8")
+    if plan.calibration is not None:  # the implicit calibrator's scales: trtexec reads the cache we wrote
+        cmd.append(f"--calib={plan.calibration.cache}")
     if "STRONGLY_TYPED" in plan.network_flags:
         cmd.append("--stronglyTyped")
     if "TF32" in plan.cleared_flags:
         cmd.append("--noTF32")
-    dyn = [p for p in plan.profiles if not p.static]
-    if dyn:
-        fmt = lambda attr: ",".join(f"{p.input}:{'x'.join(map(str, getattr(p, attr)))}" for p in dyn)  # noqa: E731
+    if plan.profiles:
+        fmt = lambda attr: ",".join(f"{p.input}:{'x'.join(map(str, getattr(p, attr)))}"  # noqa: E731
+                                    for p in plan.profiles)
         cmd += [f"--minShapes={fmt('min')}", f"--optShapes={fmt('opt')}", f"--maxShapes={fmt('max')}"]
-    if shapes:
-        cmd.append("--shapes=" + ",".join(f"{k}:{'x'.join(map(str, v))}" for k, v in shapes.items()))
+    if batch is not None:
+        rng = batch_range(plan)
+        if rng is None or not rng[0] <= batch <= rng[1]:
+            raise UsageError(f"batch {batch} is outside the plan's batch range "
+                             f"{'static' if rng is None else f'{rng[0]}..{rng[1]}'}")
+        cmd.append("--shapes=" + ",".join(f"{p.input}:{'x'.join(map(str, (batch, *p.opt[1:])))}"
+                                          for p in plan.profiles))
     if plan.workspace_bytes:
         cmd.append(f"--memPoolSize=workspace:{plan.workspace_bytes // (1 << 20)}M")
     cmd.append(f"--builderOptimizationLevel={plan.builder_optimization_level}")
@@ -562,6 +608,8 @@ def trtexec_command(plan: TrtBuildPlan, *, shapes: Mapping[str, Sequence[int]] |
         cmd.append(f"--useDLACore={plan.dla_core}")
         if plan.gpu_fallback:
             cmd.append("--allowGPUFallback")
+    if "ADJUST_FOR_DLA" in plan.parser_flags:
+        cmd.append("--adjustForDLA")
     if plan.hardware_compatibility != "none":
         level = {"ampere_plus": "ampere+", "same_compute_capability": "sameComputeCapability"}
         cmd.append(f"--hardwareCompatibilityLevel={level[plan.hardware_compatibility]}")
@@ -575,8 +623,8 @@ def trtexec_command(plan: TrtBuildPlan, *, shapes: Mapping[str, Sequence[int]] |
 
 
 __all__ = [
-    "CalibrationPlan", "DEPLOY_ONNX", "InputInfo", "PLAN_FILE", "TrtBuildPlan", "TrtProfile",
+    "CalibrationPlan", "DEPLOY_ONNX", "InputInfo", "PLAN_FILE", "TrtBuildPlan", "TrtProfile", "batch_range",
     "calibration_key", "calibration_key_material", "calibration_key_record", "check_calibration_cache",
-    "inputs_from_onnx", "inputs_from_spec", "manifest_path_for", "parse_version", "plan_build", "plan_profiles",
-    "precision_route", "require_planned_onnx", "resolve_major", "trtexec_command",
+    "inputs_from_onnx", "inputs_from_spec", "is_dynamic_dim", "manifest_path_for", "parse_version", "plan_build",
+    "plan_profiles", "precision_route", "require_planned_onnx", "resolve_major", "trtexec_command",
 ]

@@ -1,6 +1,6 @@
 """Fold per-channel affines (BatchNormalization, Mul/Add/Sub/Div by a constant) into adjacent linear ops.
 
-One pass, driven to a fixed point:
+One pass, driven to a fixed point (after bypassing Identity nodes, which would hide a neighbour):
 
 1. every inference-form BatchNormalization becomes Mul(s) + Add(t), s = γ/√(σ²+ε), t = β − μ·s (its own ε);
 2. chains of constant affines collapse into one canonical Mul → Add;
@@ -431,11 +431,26 @@ def _bn_to_mul_add(g: Graph, aff: Affine, stats: PassStats) -> None:
     stats.count("batchnorm_rewritten")
 
 
+def _drop_identities(g: Graph, stats: PassStats) -> None:
+    """Identity nodes between ops (Paddle2ONNX writes hundreds) would hide a conv's neighbour: readers read the
+    Identity's input instead. One whose output is a graph output, or is read inside a subgraph, stays."""
+    for node in list(g.nodes):
+        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") or g.is_output(node.output[0]):
+            continue
+        readers = g.users(node.output[0])
+        if any(node.output[0] not in r.input for r in readers):
+            continue
+        g.replace_uses(node.output[0], node.input[0])
+        g.remove_node(node)
+        stats.count("identities_removed")
+
+
 def fold_affine(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassStats]:
     """Fold BatchNormalization and constant Mul/Add/Sub/Div into neighbouring Conv/ConvTranspose/Gemm/MatMul where
     exact; leave every other BatchNormalization as one Mul + Add. Returns a new model and what was done."""
     stats = PassStats("fold_affine")
     g = Graph(model, infer_shapes=True)
+    _drop_identities(g, stats)
     for node in list(g.nodes):
         if node.op_type == "BatchNormalization":
             aff = parse_affine(g, node, stats)

@@ -153,11 +153,17 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def param_count(model: onnx.ModelProto) -> int:
-    """Elements in all initializers and Constant nodes of the main graph (weights, whatever their storage)."""
+    """Elements in all initializers and Constant nodes, subgraphs (If/Loop bodies) included: weights, whatever their
+    storage, so that a simplifier moving them into a branch does not look like it removed them."""
+    return _graph_params(model.graph)
+
+
+def _graph_params(graph: onnx.GraphProto) -> int:
     total = 0
-    for t in model.graph.initializer:
+    for t in graph.initializer:
         total += int(np.prod(t.dims, dtype=np.int64))
-    for node in model.graph.node:
+    for node in graph.node:
+        total += sum(_graph_params(sub) for sub in subgraphs(node))
         if node.op_type == "Constant":
             for a in node.attribute:
                 if a.name == "value":
@@ -360,7 +366,7 @@ class Graph:
     def add_initializer(self, array: np.ndarray, base: str, exact: np.ndarray | None = None) -> str:
         """A new initializer named after `base`; `exact` is its float64 value before rounding to array's dtype."""
         name = self.fresh(base)
-        tensor = numpy_helper.from_array(np.ascontiguousarray(array), name)
+        tensor = numpy_helper.from_array(np.asarray(array, order="C"), name)
         self.graph.initializer.append(tensor)
         self.initializers[name] = self.graph.initializer[-1]
         if exact is not None:
@@ -371,7 +377,7 @@ class Graph:
         """Make `name` an initializer holding `array`; whatever produced it must already be removed."""
         if name in self.producer or name in self.initializers:
             raise ValueError(f"{name!r} is still defined")
-        self.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.graph.initializer.append(numpy_helper.from_array(np.asarray(array, order="C"), name))
         self.initializers[name] = self.graph.initializer[-1]
         self._names.add(name)
         self._computed.pop(name, None)
@@ -389,14 +395,14 @@ class Graph:
         if name and self.sole_user(name) is node:
             written = False
             if name in self.initializers and name not in self.input_names:
-                self.initializers[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), name))
+                self.initializers[name].CopyFrom(numpy_helper.from_array(np.asarray(array, order="C"), name))
                 written = True
             else:
                 prod = self.producer.get(name)
                 if prod is not None and prod.op_type == "Constant":
                     del prod.attribute[:]
                     prod.attribute.append(
-                        onnx.helper.make_attribute("value", numpy_helper.from_array(np.ascontiguousarray(array)))
+                        onnx.helper.make_attribute("value", numpy_helper.from_array(np.asarray(array, order="C")))
                     )
                     written = True
             if written:

@@ -1,9 +1,11 @@
 """The optimize stage: raw.onnx → deploy.onnx through verified ONNX → ONNX passes.
 
-Default order: prune → fold_affine → merge_branches → fold_affine (folds what merging exposed) → simplify. After
-each pass the result is checked with the ONNX checker and run in ONNX Runtime against the model before the pass;
-a pass that breaks the checker or moves any kept output beyond tolerance is rolled back (its result dropped) and the
-report says so, so a wrong pass can cost speed but never correctness.
+Default order: prune → fold_affine → merge_branches → fold_affine (folds what merging exposed) → simplify. Before the
+first pass the input model is measured once (`verify.Reference`: its outputs on seeded and given inputs, and its own
+fp32 noise per output); after each pass the result is checked with the ONNX checker and run in ONNX Runtime against
+that reference, so the errors of successive passes cannot add up unseen. A pass that breaks the checker or moves any
+kept output beyond its limit is rolled back (its result dropped); one whose result could not be checked at all is
+`failed`, never `unchanged`; the report says why either way, so a wrong pass can cost speed but never correctness.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,21 +28,22 @@ from edgedeploy.graph.ir import PassStats, op_counts, param_count
 from edgedeploy.graph.merge_branches import merge_branches
 from edgedeploy.graph.prune import prune_outputs
 from edgedeploy.graph.simplify import SIMPLIFIERS, check_size, simplify
-from edgedeploy.graph.verify import compare_models, violations
+from edgedeploy.graph.verify import Checker, RealInputs, Reference, Tolerance, VerifyError
 from edgedeploy.onnx_checks import check_external_data
 
-RealInputs = Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | None
 DEFAULT_PASSES = ("prune", "fold_affine", "merge_branches", "fold_affine", "simplify")
-HALF_TYPES = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+NOT_APPLIED = ("rolled_back", "failed")
 
 
 @dataclass
 class OptimizeSettings:
     """What to run and how strictly to verify it.
 
-    tolerance: max rel-L2 per output (float32/64). half_tolerance: the same for float16/bfloat16 outputs, which
-    cannot match to 1e-5 once any weight is re-rounded. max_abs_tolerance: max |ref − new| per output, scaled by
-    max(1, |ref|max); None disables this guard.
+    An output passes when, on every input set, rel-L2 ≤ max(tolerance, drift_k × drift) and max |ref − new| ≤
+    max(max_abs_tolerance × max(1, |ref|max), drift_k × drift_max_abs), drift being the graph's own fp32 noise
+    (verify.Reference). half_tolerance is the rel-L2 floor for float16/bfloat16 outputs, which cannot match to 1e-5
+    once any weight is re-rounded. max_abs_tolerance None disables the max-abs guard. input_shapes fixes the size of
+    dynamic dims (NAME → full shape); dynamic_dim is the leading dynamic dim of the random inputs.
     """
 
     keep_outputs: list[str] | None = None
@@ -49,7 +52,9 @@ class OptimizeSettings:
     tolerance: float = 1e-5
     max_abs_tolerance: float | None = 1e-4
     half_tolerance: float = 5e-3
+    drift_k: float = 8.0
     passes: tuple[str, ...] = DEFAULT_PASSES
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     seed: int = 0
     samples: int = 2
     dynamic_dim: int = 2
@@ -66,10 +71,13 @@ class OptimizeSettings:
                 where="optimize simplifier",
                 fix=f"Use one of {', '.join(SIMPLIFIERS)}",
             )
-        if not (self.tolerance > 0 and self.half_tolerance > 0):
+        if not (self.tolerance > 0 and self.half_tolerance > 0 and self.drift_k > 0):
             raise UsageError("tolerances must be positive", where="optimize tolerance")
         if self.samples < 0 or self.dynamic_dim < 1:
             raise UsageError("samples must be >= 0 and dynamic_dim >= 1", where="optimize settings")
+
+    def tolerance_rule(self) -> Tolerance:
+        return Tolerance(self.tolerance, self.max_abs_tolerance, self.drift_k, self.half_tolerance)
 
 
 @dataclass
@@ -83,7 +91,7 @@ class PassReport:
     nodes_after: dict[str, int] = field(default_factory=dict)
     params_before: int = 0
     params_after: int = 0
-    errors: dict[str, dict[str, float]] = field(default_factory=dict)
+    errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     wall_s: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -95,10 +103,22 @@ class PassReport:
     def node_count_after(self) -> int:
         return sum(self.nodes_after.values())
 
+    def worst(self) -> tuple[float, float | None]:
+        """(rel-L2, limit) of the output nearest its limit, for tables."""
+        if not self.errors:
+            return 0.0, None
+        e = max(self.errors.values(), key=lambda r: r.get("ratio", r["rel_l2"]))
+        return e["rel_l2"], e.get("limit_rel_l2")
+
 
 @dataclass
 class OptimizeReport:
-    """Everything the optimize stage did, JSON-serializable through `to_dict()`."""
+    """Everything the optimize stage did, JSON-serializable through `to_dict()`.
+
+    `verification` holds the input shapes (and which sizes were chosen), the input sets, the tolerance rule and the
+    measured drift and limit of every output on every input set; `errors` is the deployed graph's error against the
+    input model, output by output, with its limit.
+    """
 
     passes: list[PassReport] = field(default_factory=list)
     nodes_before: dict[str, int] = field(default_factory=dict)
@@ -106,6 +126,8 @@ class OptimizeReport:
     params_before: int = 0
     params_after: int = 0
     outputs: list[str] = field(default_factory=list)
+    errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
     input_path: str | None = None
@@ -113,6 +135,15 @@ class OptimizeReport:
 
     def status_of(self, name: str) -> list[str]:
         return [p.status for p in self.passes if p.name == name]
+
+    def not_applied(self) -> list[PassReport]:
+        return [p for p in self.passes if p.status in NOT_APPLIED]
+
+    def warnings(self) -> list[str]:
+        """One line per pass that was not applied (rolled back, or failed), with its reason; then what limited the
+        verification itself (outputs the inputs could not check finely)."""
+        return [f"pass {p.name} {p.status.replace('_', ' ')}: {p.reason}" for p in self.not_applied()] + \
+            list(self.verification.get("warnings", []))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -124,14 +155,19 @@ class OptimizeReport:
         return _jsonable(d)
 
     def summary(self) -> str:
-        """A short plain-text table, one line per pass."""
-        lines = [f"{'pass':<16}{'status':<13}{'nodes':>13}{'params':>22}  worst rel_l2"]
+        """A short plain-text table, one line per pass, and the input shapes verification ran at."""
+        lines = [f"{'pass':<16}{'status':<13}{'nodes':>13}{'params':>22}  rel_l2 (limit) nearest its limit"]
         for p in self.passes:
-            worst = max((e["rel_l2"] for e in p.errors.values()), default=0.0)
+            worst, limit = p.worst()
+            shown = f"{worst:.2e}" + (f" ({limit:.1e})" if limit is not None else "")
+            reason = f"  ({p.reason[:160]}{'...' if len(p.reason) > 160 else ''})" if p.reason else ""
             lines.append(
                 f"{p.name:<16}{p.status:<13}{p.node_count_before:>6} → {p.node_count_after:<4}"
-                f"{p.params_before:>10} → {p.params_after:<9}  {worst:.2e}" + (f"  ({p.reason})" if p.reason else "")
+                f"{p.params_before:>10} → {p.params_after:<9}  {shown}{reason}"
             )
+        for name, info in self.verification.get("input_shapes", {}).items():
+            axes = f" ({'; '.join(info['dynamic_axes'])})" if info["dynamic_axes"] else ""
+            lines.append(f"input {name}: {'x'.join(map(str, info['shape']))}{axes}")
         return "\n".join(lines)
 
 
@@ -153,44 +189,23 @@ def _jsonable(obj: Any) -> Any:
 # ------------------------------------------------------------------------------------------------ pass registry
 
 
-def _tolerances(model: onnx.ModelProto, s: OptimizeSettings) -> dict[str, tuple[float, float | None]]:
-    tol = {}
-    for o in model.graph.output:
-        half = o.type.tensor_type.elem_type in HALF_TYPES
-        if half:
-            tol[o.name] = (max(s.tolerance, s.half_tolerance), None)
-        else:
-            tol[o.name] = (s.tolerance, s.max_abs_tolerance)
-    return tol
-
-
-def _run_prune(model: onnx.ModelProto, s: OptimizeSettings, real_inputs: RealInputs):
+def _run_prune(model: onnx.ModelProto, s: OptimizeSettings, check: Checker):
     return prune_outputs(model, keep=s.keep_outputs, drop=s.drop_outputs)
 
 
-def _run_fold(model: onnx.ModelProto, s: OptimizeSettings, real_inputs: RealInputs):
+def _run_fold(model: onnx.ModelProto, s: OptimizeSettings, check: Checker):
     return fold_affine(model)
 
 
-def _run_merge(model: onnx.ModelProto, s: OptimizeSettings, real_inputs: RealInputs):
+def _run_merge(model: onnx.ModelProto, s: OptimizeSettings, check: Checker):
     return merge_branches(model)
 
 
-def _run_simplify(model: onnx.ModelProto, s: OptimizeSettings, real_inputs: RealInputs):
-    return simplify(
-        model,
-        s.simplifier,
-        tolerance=s.tolerance,
-        max_abs_tolerance=s.max_abs_tolerance,
-        per_output_tolerance=_tolerances(model, s),
-        real_inputs=real_inputs,
-        seed=s.seed,
-        samples=s.samples,
-        dynamic_dim=s.dynamic_dim,
-    )
+def _run_simplify(model: onnx.ModelProto, s: OptimizeSettings, check: Checker):
+    return simplify(model, s.simplifier, check=check)
 
 
-PassFn = Callable[[onnx.ModelProto, OptimizeSettings, RealInputs], "tuple[onnx.ModelProto, PassStats]"]
+PassFn = Callable[[onnx.ModelProto, OptimizeSettings, Checker], "tuple[onnx.ModelProto, PassStats]"]
 PASSES: dict[str, PassFn] = {
     "prune": _run_prune,
     "fold_affine": _run_fold,
@@ -210,9 +225,10 @@ def _one_line(exc: BaseException, limit: int = 400) -> str:
 def optimize_model(
     model: onnx.ModelProto, settings: OptimizeSettings | None = None, real_inputs: RealInputs = None
 ) -> tuple[onnx.ModelProto, OptimizeReport]:
-    """Run the configured passes, each verified against the model before it; returns (new model, report).
-    The input model is not modified. UsageError for bad settings, an unknown kept output, a model over 2 GB, or one
-    that fails the ONNX checker (the passes and their verification assume a well-formed graph)."""
+    """Run the configured passes, each verified against the input model; returns (new model, report).
+    The input model is not modified. UsageError for bad settings, an unknown kept output, an input shape that
+    contradicts the model, a model over 2 GB, or one that fails the ONNX checker (the passes and their verification
+    assume a well-formed graph)."""
     s = settings or OptimizeSettings()
     s.validate()
     check_size(model)
@@ -227,13 +243,14 @@ def optimize_model(
         params_before=param_count(model),
         settings=_jsonable(asdict(s)),
     )
+    check = _reference_check(model, s, real_inputs, report)
     current = model
     for name in s.passes:
         t0 = time.perf_counter()
         pr = PassReport(name, "unchanged", nodes_before=op_counts(current), params_before=param_count(current))
         pr.nodes_after, pr.params_after = pr.nodes_before, pr.params_before
         try:
-            new, stats = PASSES[name](current, s, real_inputs)
+            new, stats = PASSES[name](current, s, check)
             pr.details = stats.to_dict()
         except UsageError:
             raise
@@ -244,9 +261,12 @@ def optimize_model(
             continue
         if stats.changed:
             pr.nodes_after, pr.params_after = op_counts(new), param_count(new)
-            pr.status, pr.reason = _verify(current, new, s, real_inputs, pr)
+            pr.status, pr.reason = _verify(new, check, pr)
             if pr.status == "applied":
                 current = new
+                report.errors = pr.errors
+        elif getattr(stats, "not_applied", lambda: None)() is not None:
+            pr.status, pr.reason = stats.not_applied()
         pr.wall_s = time.perf_counter() - t0
         report.passes.append(pr)
     report.nodes_after = op_counts(current)
@@ -259,24 +279,48 @@ def optimize_model(
     return current, report
 
 
-def _verify(
-    before: onnx.ModelProto, after: onnx.ModelProto, s: OptimizeSettings, real_inputs: RealInputs, pr: PassReport
-) -> tuple[str, str]:
+def _reference_check(model: onnx.ModelProto, s: OptimizeSettings, real_inputs: RealInputs,
+                     report: OptimizeReport) -> Checker:
+    """Measure the input model once (outputs, drift) and return the check every pass result goes through; when it
+    cannot be measured, a check that fails with that reason (so every changed pass is `failed`, with it)."""
+    t0 = time.perf_counter()
+    try:
+        reference = Reference.measure(model, real_inputs, shapes=s.input_shapes, tolerance=s.tolerance_rule(),
+                                      seed=s.seed, samples=s.samples, batch=s.dynamic_dim)
+    except VerifyError as exc:
+        why = exc.what
+        report.verification = {"error": why, "wall_s": time.perf_counter() - t0}
+
+        def cannot(_: onnx.ModelProto) -> tuple[dict, list[str]]:
+            raise VerifyError(why)
+
+        return cannot
+    report.verification = {
+        "input_shapes": reference.shapes.to_dict(),
+        "shapes_that_failed": reference.tried,
+        "input_sets": [st.label for st in reference.sets],
+        "rule": "rel_l2 <= max(floor, k * drift_rel_l2) and max_abs <= max(max_abs_floor * max(1, |ref|max), "
+                "k * drift_max_abs) per output and input set; drift: the input model's outputs moved by +-1 ulp "
+                "on every float input element",
+        "tolerance": asdict(reference.tolerance),
+        "drift": reference.drift_table(),
+        "warnings": reference.warnings(),
+        "wall_s": time.perf_counter() - t0,
+    }
+    return reference.check
+
+
+def _verify(after: onnx.ModelProto, check: Checker, pr: PassReport) -> tuple[str, str]:
     try:
         onnx.checker.check_model(after)
     except Exception as exc:  # noqa: BLE001
         return "rolled_back", f"result fails the ONNX checker: {_one_line(exc)}"
     try:
-        pr.errors = compare_models(
-            before, after, real_inputs, seed=s.seed, samples=s.samples, dynamic_dim=s.dynamic_dim
-        )
+        pr.errors, bad = check(after)
+    except VerifyError as exc:
+        return "failed", f"could not be checked: {exc.what}"
     except Exception as exc:  # noqa: BLE001
-        return "failed", f"could not verify the result: {_one_line(exc)}"
-    tol = _tolerances(before, s)
-    bad = []
-    for out, e in pr.errors.items():
-        rel, abs_ = tol.get(out, (s.tolerance, s.max_abs_tolerance))
-        bad += violations({out: e}, rel, abs_)
+        return "failed", f"could not be checked: {_one_line(exc)}"
     if bad:
         return "rolled_back", "outputs changed beyond tolerance: " + "; ".join(bad)
     return "applied", ""

@@ -18,17 +18,16 @@ import contextlib
 import inspect
 import io
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import onnx
 
-from edgedeploy.errors import UsageError
+from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.graph.constants import fold_constants
 from edgedeploy.graph.ir import PassStats, param_count
-from edgedeploy.graph.verify import compare_models, violations
+from edgedeploy.graph.verify import Checker, RealInputs, Reference
 
 SIMPLIFIERS = ("auto", "onnxsim", "onnxslim", "none")
 PROTOBUF_LIMIT = 2**31 - 1  # bytes: a ModelProto cannot be serialized past this
@@ -39,7 +38,8 @@ class Candidate:
     """One simplifier run (or chain) and what came of it."""
 
     name: str
-    status: str  # "verified", "failed" (raised / not valid ONNX), "rejected" (outputs changed), "skipped"
+    status: str  # "verified", "failed" (raised / not valid ONNX / could not be checked), "rejected" (outputs
+    # changed beyond the limit), "skipped" (would repeat a shorter chain, or its prefix was not verified)
     reason: str = ""
     nodes: int | None = None
     params: int | None = None
@@ -150,19 +150,16 @@ def simplify(
     model: onnx.ModelProto,
     simplifier: str = "auto",
     *,
-    tolerance: float = 1e-5,
-    max_abs_tolerance: float | None = 1e-4,
-    per_output_tolerance: Mapping[str, tuple[float, float | None]] | None = None,
-    real_inputs: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | None = None,
-    seed: int = 0,
-    samples: int = 2,
-    dynamic_dim: int = 2,
+    check: Checker | None = None,
+    real_inputs: RealInputs = None,
 ) -> tuple[onnx.ModelProto, PassStats]:
     """The smallest verified result among the chosen simplifier runs (the input model if none is smaller).
 
-    `stats.details["candidates"]` lists every run with its status and reason; a simplifier that raises, fails the
-    ONNX checker or changes an output beyond `tolerance` (rel-L2; `per_output_tolerance` maps an output to its
-    own (rel_l2, max_abs)) is reported and its result discarded.
+    `check(candidate)` returns (errors, violations) against the reference (optimize passes the stage's
+    `Reference`, whose limits are calibrated to the graph's own fp32 noise); without it the input model is measured
+    as the reference, on `real_inputs` too. `stats.details["candidates"]` lists every run with its status and
+    reason: a simplifier that raises or whose result fails the ONNX checker is `failed`, one whose result cannot be
+    run is `failed` (it could not be checked), one that changes an output beyond its limit is `rejected`.
     """
     if simplifier not in SIMPLIFIERS:
         raise UsageError(
@@ -171,6 +168,8 @@ def simplify(
             fix=f"Use one of {', '.join(SIMPLIFIERS)}",
         )
     check_size(model)
+    if check is None:
+        check = Reference.measure(model, real_inputs).check
     stats = SimplifyStats("simplify")
     best, best_key, best_name = model, (len(model.graph.node), param_count(model)), "input"
     results: dict[tuple[str, ...], onnx.ModelProto] = {}
@@ -183,7 +182,7 @@ def simplify(
             continue
         if prefix is None:
             why = f"{'+'.join(chain[:-1])} gave no verified result, so the chain was not run"
-            stats.candidates.append(Candidate(name, "failed", why))
+            stats.candidates.append(Candidate(name, "skipped", why))
             continue
         t0 = time.perf_counter()
         cand = Candidate(name, "failed")
@@ -197,16 +196,16 @@ def simplify(
             continue
         cand.nodes, cand.params = len(out.graph.node), param_count(out)
         try:
-            cand.errors = compare_models(model, out, real_inputs, seed=seed, samples=samples, dynamic_dim=dynamic_dim)
-            bad = []
-            for out_name, e in cand.errors.items():
-                rel, abs_ = (per_output_tolerance or {}).get(out_name, (tolerance, max_abs_tolerance))
-                bad += violations({out_name: e}, rel, abs_)
-            missing = [o.name for o in model.graph.output if o.name not in {x.name for x in out.graph.output}]
-            if missing:
-                bad.append(f"outputs missing: {', '.join(missing)}")
-        except Exception as exc:  # noqa: BLE001
-            bad = [f"could not be verified: {' '.join(str(exc).split())[:300]}"]
+            cand.errors, bad = check(out)
+        except Exception as exc:  # noqa: BLE001 - could not be checked: failed, never "unchanged"
+            text = exc.what if isinstance(exc, EdgeDeployError) else f"{type(exc).__name__}: {exc}"
+            cand.reason = f"could not be checked: {' '.join(text.split())[:600]}"
+            cand.wall_s = time.perf_counter() - t0
+            stats.candidates.append(cand)
+            continue
+        missing = [o.name for o in model.graph.output if o.name not in {x.name for x in out.graph.output}]
+        if missing:
+            bad.append(f"outputs missing: {', '.join(missing)}")
         cand.wall_s = time.perf_counter() - t0
         if bad:
             cand.status, cand.reason = "rejected", "; ".join(bad)
@@ -234,6 +233,17 @@ class SimplifyStats(PassStats):
 
     candidates: list[Candidate] = field(default_factory=list)
     chosen: str = "input"
+
+    def not_applied(self) -> tuple[str, str] | None:
+        """When nothing was kept and a candidate was rejected or failed: the pass's status and reason (a rejected
+        candidate is a rollback; one that raised or could not be checked is a failure). None otherwise."""
+        if self.changed:
+            return None
+        for status, pass_status in (("rejected", "rolled_back"), ("failed", "failed")):
+            hit = [c for c in self.candidates if c.status == status]
+            if hit:
+                return pass_status, "; ".join(f"{c.name} {status}: {c.reason}" for c in hit)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()

@@ -132,11 +132,13 @@ def localize_openvino(float_onnx: Path, int8_xml: Path, inputs: dict[str, np.nda
     CPU plugin with the f32 precision hint (so bf16 never blurs the comparison)."""
     import openvino as ov
 
+    from edgedeploy.backends.openvino import convert_onnx
+
     core = ov.Core()
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    fp, q = ov.convert_model(str(float_onnx)), core.read_model(str(int8_xml))
+    fp, q = convert_onnx(Path(float_onnx)), core.read_model(str(int8_xml))
 
     def ops(model) -> dict[str, Any]:
         return {o.get_friendly_name(): o for o in model.get_ops() if o.get_type_name() not in _OV_PLUMBING}

@@ -56,10 +56,11 @@ def _quiet():
 def quantize_ir(onnx_path: Path, calib: CalibrationSet, int8: Int8Settings):
     """nncf.quantize on the OpenVINO model of `onnx_path`; returns the quantized ov.Model."""
     import nncf
-    import openvino as ov
+
+    from edgedeploy.backends.openvino import convert_onnx
 
     _quiet()
-    model = ov.convert_model(str(onnx_path))
+    model = convert_onnx(onnx_path)
     dataset = nncf.Dataset(calib.samples)
     try:
         return nncf.quantize(model, dataset, subset_size=len(calib), **_common(int8))
@@ -71,15 +72,16 @@ def quantize_ir_accuracy_aware(onnx_path: Path, calib: CalibrationSet, int8: Int
                                validation_items: list[Any], validation_fn: Callable[[Any, list[Any]], float]):
     """nncf.quantize_with_accuracy_control: layers are reverted to float until the metric drop is <= max_drop."""
     import nncf
-    import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    from edgedeploy.backends.openvino import convert_onnx
 
     _quiet()
     aa = int8.accuracy_aware
     restorer = AdvancedAccuracyRestorerParameters(ranking_subset_size=aa.ranking_subset_size)
     if aa.max_num_iterations:
         restorer.max_num_iterations = aa.max_num_iterations
-    model = ov.convert_model(str(onnx_path))
+    model = convert_onnx(onnx_path)
     try:
         return nncf.quantize_with_accuracy_control(
             model, nncf.Dataset(calib.samples), nncf.Dataset(validation_items), validation_fn=validation_fn,

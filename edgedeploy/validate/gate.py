@@ -396,6 +396,7 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
 def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None) -> dict[str, Any]:
     from edgedeploy.backends import get_backend
     from edgedeploy.backends.base import BuildResult
+    from edgedeploy.device import read_conditions
     from edgedeploy.pipeline import _cpu_name, library_versions
     from edgedeploy.validate import evaluate
 
@@ -449,6 +450,7 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None) ->
         "artifact": artifact,
         "artifact_dir": str(artifact_dir),
         "conditions": {**runner.conditions, "machine": platform.machine(), "processor": _cpu_name()},
+        "device": read_conditions(),
         "libraries": library_versions(),
         **{k: result[k] for k in ("tensors", "task", "latency")},
         "checks": checks + result["checks"],

@@ -12,6 +12,7 @@ import html
 import io
 from typing import Any
 
+from edgedeploy import device
 from edgedeploy.validate.metrics import ABS_ERROR_QUANTILES
 from edgedeploy.validate.report import _fmt, _limit, _status
 
@@ -178,6 +179,7 @@ def render_html(report: dict[str, Any]) -> str:
     lat = plot_latency(report["latency"])
     if lat:
         parts.append(_img(lat, "latency histogram and CDF"))
+    parts += device.html_section(report.get("device"))
     layers = report.get("layer_errors")
     if layers:
         parts += ["<h2>Per-layer error</h2>", _img(plot_layers(layers), "per-layer error")]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgedeploy import device
+
 
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):
@@ -122,6 +124,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                   + "".join(f" Batch {x['batch']} by {x['backend_timing']['source']}: median "
                             f"{_fmt(x['backend_timing']['median_ms'])} ms." for x in lat if x.get("backend_timing")),
                   ""]
+    lines += device.markdown(report.get("device"))
     if "optimize" in report:
         lines += [
             "## Graph",

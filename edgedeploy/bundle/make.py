@@ -1,0 +1,147 @@
+"""`edgedeploy bundle`: on the workstation, everything a device needs to build and validate without PyTorch.
+
+Runs the stages that need the model source (export with the PyTorch reference, the verified graph passes) and the
+precision variants that need calibration or a cast (deploy.fp16.onnx, the calibrated deploy.int8.qdq.onnx), and
+writes them with the reference and the calibration samples into a bundle folder (layout in manifest.py). No backend
+is built here: a TensorRT plan is tied to the device's GPU and TensorRT version, so the device builds it.
+
+The bundle is written like a build folder (edgedeploy.outfolder): staged next to its final place and swapped in
+whole, so a failed or killed run leaves the previous bundle as it was.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgedeploy import __version__, fileio, pipeline
+from edgedeploy.bundle.manifest import CALIBRATION, MANIFEST, SCHEMA, SPEC, VARIANTS, file_table
+from edgedeploy.config import BuildSpec, Precision
+from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
+from edgedeploy.outfolder import OutputFolder
+from edgedeploy.precision.calibration import load_calibration
+from edgedeploy.precision.stage import run_precision
+from edgedeploy.preprocess import load_validation_set
+from edgedeploy.validate import evaluate as evaluation
+
+
+def default_precisions(spec: BuildSpec) -> list[str]:
+    """fp32 and fp16 always; int8 when the spec names calibration data."""
+    has_calibration = spec.calibration.data is not None or spec.calibration.function is not None
+    return ["fp32", "fp16"] + (["int8"] if has_calibration else [])
+
+
+def make_bundle(spec: BuildSpec, out: Path, precisions: list[Precision] | None = None, *, trust_code: bool = False,
+                listener: pipeline.StageListener | None = None) -> dict[str, Any]:
+    """Write the bundle for `spec` into `out` (replaced as a whole); returns its manifest."""
+    precisions = sorted(set(precisions or default_precisions(spec)) | {"fp32"}, key=list(VARIANTS).index)
+    # what a build would refuse before export (missing files, int8 without calibration data), the variants being
+    # what the precision stage makes for ONNX Runtime
+    pipeline.check_request(spec.model_copy(update={"target": "onnxruntime", "precision": precisions[-1]}))
+    timer = pipeline._Timer(listener or pipeline.StageListener())
+    folder = OutputFolder(out, kind="bundle")
+    with folder, tempfile.TemporaryDirectory(prefix="edgedeploy-bundle-") as work:
+        staging = folder.staging
+        with timer.stage("export") as t:
+            given = pipeline._onnx_source(spec) if spec.model.onnx is not None else None
+            data = load_validation_set(spec)
+            labels = evaluation.load_labels(spec.validation, len(next(iter(data.inputs.values()))))
+            raw_path, _, source = pipeline._export(spec, staging, data, trust_code, labels, given)
+            t.summary = f"reference from {source['reference']} on {data.source}"
+        with timer.stage("optimize") as t:
+            deploy_path = staging / VARIANTS["fp32"]
+            settings = OptimizeSettings(keep_outputs=list(spec.optimize.keep_outputs) or None,
+                                        drop_outputs=list(spec.optimize.drop_outputs),
+                                        simplifier=spec.optimize.simplifier)
+            opt = optimize_file(raw_path, deploy_path, settings,
+                                real_inputs=evaluation.first(data.inputs, evaluation.RUN_BATCH))
+            fileio.write_json(staging / "optimize.json", folder.relocate(opt.to_dict()))
+            raw_path.unlink()  # the device builds from deploy.onnx
+            deploy_ops = pipeline._op_counts(onnx.load(str(deploy_path)))
+            t.summary = f"{sum(deploy_ops.values())} nodes, outputs {', '.join(opt.outputs)}"
+        with timer.stage("precision") as t:
+            variants = _variants(spec, precisions, deploy_path, staging, Path(work), data)
+            t.summary = ", ".join(f"{p}: {VARIANTS[p]}" for p in precisions)
+        with timer.stage("bundle") as t:
+            if "int8" in precisions:
+                _write_calibration(spec, staging / CALIBRATION)
+            fileio.write_json(staging / SPEC, _device_spec(spec, "int8" in precisions).model_dump(mode="json"))
+            manifest = _manifest(spec, precisions, source, variants, deploy_path, opt, deploy_ops,
+                                 file_table(staging))
+            fileio.write_json(staging / MANIFEST, folder.relocate(manifest))
+            size = sum(f["size"] for f in manifest["files"].values())
+            t.summary = f"{len(manifest['files'])} files, {size / 1e6:.1f} MB"
+        folder.commit()
+    return manifest
+
+
+def _variants(spec: BuildSpec, precisions: list[str], deploy_path: Path, staging: Path, work: Path,
+              data) -> dict[str, dict[str, Any]]:
+    """deploy.fp16.onnx and deploy.int8.qdq.onnx as the precision stage makes them for ONNX Runtime and TensorRT
+    (TensorRT 11 builds fp16 from the cast graph; the Q/DQ graph serves both); the calibration cache stays out."""
+    info = {"fp32": {"method": "none (fp32 deploy graph)"}}
+    check_inputs = evaluation.first(data.inputs, evaluation.RUN_BATCH)
+    calibration = spec.calibration.model_copy(update={"cache_dir": spec.calibration.cache_dir or work / "cache"})
+    for precision in precisions[1:]:
+        variant = spec.model_copy(update={"target": "onnxruntime", "precision": precision, "calibration": calibration})
+        result = run_precision(variant, deploy_path, staging, data, pipeline.library_versions(), check_inputs)
+        if result.model_path.name != VARIANTS[precision]:
+            raise RuntimeError(f"the precision stage wrote {result.model_path.name}, not {VARIANTS[precision]}")
+        info[precision] = result.info
+    return info
+
+
+def _write_calibration(spec: BuildSpec, path: Path) -> None:
+    """The calibration samples as model inputs, stacked in the order used, so the device reads exactly them (the
+    same sha256, so keyed calibration results made from them match)."""
+    calib = load_calibration(spec)
+    with fileio.atomic_open(path) as f:
+        np.savez_compressed(f, **calib.stacked())
+
+
+def _device_spec(spec: BuildSpec, int8: bool) -> BuildSpec:
+    """The spec as the device reads it: the model is the bundle's deploy.onnx, validation inputs come from
+    reference.npz, calibration from calibration.npz; workstation paths (checkpoint, caches, data) are dropped."""
+    calibration = spec.calibration.model_copy(update={
+        "data": Path(CALIBRATION) if int8 else None, "function": None, "format": "npz" if int8 else "auto",
+        "cache_dir": None})
+    tensorrt = spec.tensorrt.model_copy(update={
+        "calibration_data": Path(CALIBRATION) if int8 else None, "calibration_cache": None, "timing_cache": None})
+    validation = spec.validation.model_copy(update={"data": None, "samples": None})
+    return spec.model_copy(update={"model": spec.model.model_validate({"onnx": VARIANTS["fp32"]}),
+                                   "validation": validation, "calibration": calibration, "tensorrt": tensorrt})
+
+
+def _manifest(spec: BuildSpec, precisions: list[str], source: dict, variants: dict, deploy_path: Path, opt,
+              deploy_ops: dict[str, int], files: dict) -> dict[str, Any]:
+    model = onnx.load(str(deploy_path), load_external_data=False)
+    return {
+        "schema": SCHEMA,
+        "edgedeploy": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "name": spec.name,
+        "precisions": precisions,
+        "default": {"target": spec.target, "precision": spec.precision if spec.precision in precisions else "fp32"},
+        "graph": {"inputs": [i.name for i in model.graph.input], "outputs": [o.name for o in model.graph.output],
+                  "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+                  "ir_version": model.ir_version},
+        "source": source,
+        "optimize": {"outputs": opt.outputs, "deploy_ops": deploy_ops,
+                     "passes": [{"name": p.name, "status": p.status, "reason": p.reason,
+                                 "nodes_before": p.node_count_before, "nodes_after": p.node_count_after,
+                                 "max_rel_l2": max((e["rel_l2"] for e in p.errors.values()), default=None)}
+                                for p in opt.passes]},
+        "precision": variants,
+        "made_with": {"libraries": pipeline.library_versions(), "python": platform.python_version(),
+                      "machine": platform.machine()},
+        "files": files,
+    }
+
+
+__all__ = ["make_bundle", "default_precisions"]

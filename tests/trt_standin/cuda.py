@@ -1,0 +1,306 @@
+"""A CPU stand-in for the cuda-python runtime calls edgedeploy makes (`cuda.bindings.runtime`), on NumPy buffers.
+
+Device and pinned allocations are NumPy arrays addressed by their real host address, so copies are real `memmove`s
+and the TensorRT stand-in can read what was copied. Every device-side pointer is checked against the live
+allocations, so a wrong pointer is an error code, never a write to random memory. Streams and events are objects
+whose native handle is a number this stand-in hands out; `getPtr()` returns the address of the handle's storage, as
+cuda-python's does, which is not the handle. Nothing runs on a GPU: event times are host clock readings, used only to
+exercise the code that reads them, never reported as measurements.
+
+Flavours model the cuda-python releases edgedeploy meets:
+- "13":   `cuda.bindings.runtime` and `cuda.bindings.utils.get_cuda_native_handle` (12.9.1+ and 13.x); int() works.
+- "12.6": `cuda.bindings.runtime` without `get_cuda_native_handle`; int() is the way to read a handle.
+- "strict": as "13", but int() on a handle warns (DeprecationWarning) and `getPtr()` is all older code falls back
+  to: it checks that our code uses get_cuda_native_handle, which cuda-python added to replace int()
+  (NVIDIA/cuda-python#564, #773).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import itertools
+import time
+import types
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+FLAVOURS = ("13", "12.6", "strict")
+
+
+class cudaError_t(enum.IntEnum):  # noqa: N801 - cuda-python's names
+    cudaSuccess = 0
+    cudaErrorInvalidValue = 1
+    cudaErrorMemoryAllocation = 2
+    cudaErrorInvalidDevicePointer = 17
+    cudaErrorInvalidResourceHandle = 400
+    cudaErrorNotReady = 600
+
+
+class cudaMemcpyKind(enum.IntEnum):  # noqa: N801
+    cudaMemcpyHostToHost = 0
+    cudaMemcpyHostToDevice = 1
+    cudaMemcpyDeviceToHost = 2
+    cudaMemcpyDeviceToDevice = 3
+    cudaMemcpyDefault = 4
+
+
+_MESSAGES = {
+    cudaError_t.cudaSuccess: b"no error",
+    cudaError_t.cudaErrorInvalidValue: b"invalid argument",
+    cudaError_t.cudaErrorMemoryAllocation: b"out of memory",
+    cudaError_t.cudaErrorInvalidDevicePointer: b"invalid device pointer",
+    cudaError_t.cudaErrorInvalidResourceHandle: b"invalid resource handle",
+    cudaError_t.cudaErrorNotReady: b"device not ready",
+}
+
+
+class _Handle:
+    """A cuda-python handle object: its native value via get_cuda_native_handle or int(), getPtr() → storage."""
+
+    kind = "handle"
+
+    def __init__(self, value: int = 0, *, strict: bool = False):
+        self._storage = ctypes.c_void_p(int(value))
+        self._strict = strict
+
+    @property
+    def native(self) -> int:
+        return int(self._storage.value or 0)
+
+    def __int__(self) -> int:
+        if self._strict:
+            warnings.warn(f"int({type(self).__name__}) is going away: use cuda.bindings.utils."
+                          f"get_cuda_native_handle", DeprecationWarning, stacklevel=2)
+        return self.native
+
+    def getPtr(self) -> int:  # noqa: N802 - cuda-python's name
+        return ctypes.addressof(self._storage)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} 0x{self.native:x}>"
+
+
+class cudaStream_t(_Handle):  # noqa: N801
+    kind = "stream"
+
+
+class cudaEvent_t(_Handle):  # noqa: N801
+    kind = "event"
+
+
+@dataclass
+class DeviceProp:
+    name: bytes
+    major: int
+    minor: int
+    totalGlobalMem: int  # noqa: N815
+    integrated: int = 0
+
+
+@dataclass
+class CudaStandIn:
+    """The state behind the stand-in runtime module: allocations, streams, events, the pretend device."""
+
+    flavour: str = "13"
+    compute_capability: tuple[int, int] = (8, 7)
+    device_name: str = "edgedeploy CPU stand-in (no GPU)"
+    total_memory: int = 8 << 30
+    fail: dict[str, int] = field(default_factory=dict)  # call name → fail after this many more successes
+    device: dict[int, np.ndarray] = field(default_factory=dict)
+    pinned: dict[int, np.ndarray] = field(default_factory=dict)
+    streams: dict[int, cudaStream_t] = field(default_factory=dict)
+    events: dict[int, float | None] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(0x7E000010, 0x10))
+
+    def __post_init__(self) -> None:
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"unknown cuda flavour {self.flavour!r}; one of {FLAVOURS}")
+
+    # -------------------------------------------------------------------------------------------- helpers
+    def _failing(self, name: str) -> bool:
+        self.calls.append(name)
+        if name not in self.fail:
+            return False
+        if self.fail[name] <= 0:
+            return True
+        self.fail[name] -= 1
+        return False
+
+    def _native(self, obj: Any, kind: str) -> int | None:
+        if isinstance(obj, (int, np.integer)) and not isinstance(obj, bool):
+            return int(obj)
+        if isinstance(obj, _Handle) and obj.kind == kind:
+            return obj.native
+        return None
+
+    def device_range_ok(self, ptr: int, nbytes: int) -> bool:
+        return self._inside(self.device, ptr, nbytes)
+
+    @staticmethod
+    def _inside(table: dict[int, np.ndarray], ptr: int, nbytes: int) -> bool:
+        return any(base <= ptr and ptr + nbytes <= base + arr.nbytes for base, arr in table.items())
+
+    def read_device(self, ptr: int, nbytes: int) -> bytes:
+        if not self.device_range_ok(ptr, nbytes):
+            raise ValueError(f"0x{ptr:x}+{nbytes} is not inside a live device allocation")
+        return ctypes.string_at(ptr, nbytes)
+
+    def write_device(self, ptr: int, data: bytes) -> None:
+        if not self.device_range_ok(ptr, len(data)):
+            raise ValueError(f"0x{ptr:x}+{len(data)} is not inside a live device allocation")
+        ctypes.memmove(ptr, data, len(data))
+
+    def live_stream(self, native: int) -> bool:
+        return native == 0 or native in self.streams
+
+    # ------------------------------------------------------------------------------------------- runtime
+    def module(self) -> types.ModuleType:
+        """The `cuda.bindings.runtime` stand-in."""
+        rt = types.ModuleType("cuda.bindings.runtime")
+        rt.cudaError_t, rt.cudaMemcpyKind = cudaError_t, cudaMemcpyKind
+        rt.cudaStream_t, rt.cudaEvent_t = cudaStream_t, cudaEvent_t
+        for name in dir(self):
+            if name.startswith("cuda"):
+                setattr(rt, name, getattr(self, name))
+        return rt
+
+    def utils_module(self) -> types.ModuleType | None:
+        if self.flavour == "12.6":
+            return None
+        utils = types.ModuleType("cuda.bindings.utils")
+
+        def get_cuda_native_handle(obj: Any) -> int:
+            if not isinstance(obj, _Handle):
+                raise TypeError(f"Unknown type: {type(obj)}")
+            return obj.native
+
+        utils.get_cuda_native_handle = get_cuda_native_handle
+        return utils
+
+    def cudaGetErrorString(self, error: cudaError_t) -> tuple:  # noqa: N802
+        return cudaError_t.cudaSuccess, _MESSAGES.get(cudaError_t(error), b"unknown error")
+
+    def cudaGetDevice(self) -> tuple:  # noqa: N802
+        return cudaError_t.cudaSuccess, 0
+
+    def cudaGetDeviceCount(self) -> tuple:  # noqa: N802
+        return cudaError_t.cudaSuccess, 1
+
+    def cudaGetDeviceProperties(self, device: int) -> tuple:  # noqa: N802
+        if device != 0:
+            return cudaError_t.cudaErrorInvalidValue, None
+        major, minor = self.compute_capability
+        return cudaError_t.cudaSuccess, DeviceProp(self.device_name.encode(), major, minor, self.total_memory)
+
+    def cudaDriverGetVersion(self) -> tuple:  # noqa: N802
+        return cudaError_t.cudaSuccess, 13000 if self.flavour != "12.6" else 12060
+
+    def cudaRuntimeGetVersion(self) -> tuple:  # noqa: N802
+        return self.cudaDriverGetVersion()
+
+    def _alloc(self, table: dict[int, np.ndarray], size: int, what: str) -> tuple:
+        if self._failing(what) or size <= 0:
+            return cudaError_t.cudaErrorMemoryAllocation, None
+        raw = np.zeros(int(size) + 256, dtype=np.uint8)  # cudaMalloc's pointers are 256-byte aligned
+        offset = -raw.ctypes.data % 256
+        arr = raw[offset:offset + int(size)]
+        table[arr.ctypes.data] = arr
+        return cudaError_t.cudaSuccess, arr.ctypes.data
+
+    def cudaMalloc(self, size: int) -> tuple:  # noqa: N802
+        return self._alloc(self.device, size, "cudaMalloc")
+
+    def cudaMallocHost(self, size: int) -> tuple:  # noqa: N802
+        return self._alloc(self.pinned, size, "cudaMallocHost")
+
+    def cudaFree(self, devPtr: int) -> tuple:  # noqa: N802, N803
+        self.calls.append("cudaFree")
+        return (cudaError_t.cudaSuccess,) if self.device.pop(int(devPtr), None) is not None else (
+            cudaError_t.cudaErrorInvalidDevicePointer,)
+
+    def cudaFreeHost(self, ptr: int) -> tuple:  # noqa: N802
+        self.calls.append("cudaFreeHost")
+        return (cudaError_t.cudaSuccess,) if self.pinned.pop(int(ptr), None) is not None else (
+            cudaError_t.cudaErrorInvalidValue,)
+
+    def _copy(self, dst: int, src: int, count: int, kind: cudaMemcpyKind, what: str) -> tuple:
+        if self._failing(what):
+            return (cudaError_t.cudaErrorInvalidValue,)
+        dst, src, count = int(dst), int(src), int(count)
+        kind = cudaMemcpyKind(kind)
+        sides = {cudaMemcpyKind.cudaMemcpyHostToDevice: ("host", "device"),
+                 cudaMemcpyKind.cudaMemcpyDeviceToHost: ("device", "host"),
+                 cudaMemcpyKind.cudaMemcpyDeviceToDevice: ("device", "device")}.get(kind)
+        if sides is None or count < 0:
+            return (cudaError_t.cudaErrorInvalidValue,)
+        for side, ptr in zip(sides, (src, dst)):
+            if side == "device" and not self.device_range_ok(ptr, count):
+                return (cudaError_t.cudaErrorInvalidValue,)
+            if side == "host" and self._inside(self.device, ptr, 1):
+                return (cudaError_t.cudaErrorInvalidValue,)
+        ctypes.memmove(dst, src, count)
+        return (cudaError_t.cudaSuccess,)
+
+    def cudaMemcpy(self, dst: int, src: int, count: int, kind: cudaMemcpyKind) -> tuple:  # noqa: N802
+        return self._copy(dst, src, count, kind, "cudaMemcpy")
+
+    def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: cudaMemcpyKind, stream: Any) -> tuple:  # noqa: N802
+        native = self._native(stream, "stream")
+        if native is None or not self.live_stream(native):
+            return (cudaError_t.cudaErrorInvalidResourceHandle,)
+        return self._copy(dst, src, count, kind, "cudaMemcpyAsync")
+
+    def cudaStreamCreate(self) -> tuple:  # noqa: N802
+        if self._failing("cudaStreamCreate"):
+            return cudaError_t.cudaErrorMemoryAllocation, None
+        stream = cudaStream_t(next(self._ids), strict=self.flavour == "strict")
+        self.streams[stream.native] = stream
+        return cudaError_t.cudaSuccess, stream
+
+    def cudaStreamSynchronize(self, stream: Any) -> tuple:  # noqa: N802
+        native = self._native(stream, "stream")
+        ok = native is not None and self.live_stream(native)
+        return (cudaError_t.cudaSuccess if ok else cudaError_t.cudaErrorInvalidResourceHandle,)
+
+    def cudaStreamDestroy(self, stream: Any) -> tuple:  # noqa: N802
+        native = self._native(stream, "stream")
+        ok = native is not None and self.streams.pop(native, None) is not None
+        return (cudaError_t.cudaSuccess if ok else cudaError_t.cudaErrorInvalidResourceHandle,)
+
+    def cudaEventCreate(self) -> tuple:  # noqa: N802
+        event = cudaEvent_t(next(self._ids), strict=self.flavour == "strict")
+        self.events[event.native] = None
+        return cudaError_t.cudaSuccess, event
+
+    def cudaEventRecord(self, event: Any, stream: Any) -> tuple:  # noqa: N802
+        e, s = self._native(event, "event"), self._native(stream, "stream")
+        if e not in self.events or s is None or not self.live_stream(s):
+            return (cudaError_t.cudaErrorInvalidResourceHandle,)
+        self.events[e] = time.perf_counter()
+        return (cudaError_t.cudaSuccess,)
+
+    def cudaEventSynchronize(self, event: Any) -> tuple:  # noqa: N802
+        e = self._native(event, "event")
+        return (cudaError_t.cudaSuccess if e in self.events else cudaError_t.cudaErrorInvalidResourceHandle,)
+
+    def cudaEventElapsedTime(self, start: Any, end: Any) -> tuple:  # noqa: N802
+        a, b = self._native(start, "event"), self._native(end, "event")
+        if a not in self.events or b not in self.events:
+            return cudaError_t.cudaErrorInvalidResourceHandle, None
+        if self.events[a] is None or self.events[b] is None:
+            return cudaError_t.cudaErrorNotReady, None
+        return cudaError_t.cudaSuccess, (self.events[b] - self.events[a]) * 1e3
+
+    def cudaEventDestroy(self, event: Any) -> tuple:  # noqa: N802
+        e = self._native(event, "event")
+        ok = e in self.events
+        self.events.pop(e, None)
+        return (cudaError_t.cudaSuccess if ok else cudaError_t.cudaErrorInvalidResourceHandle,)
+
+
+__all__ = ["FLAVOURS", "CudaStandIn", "cudaError_t", "cudaEvent_t", "cudaMemcpyKind", "cudaStream_t"]
