@@ -1,30 +1,54 @@
 """The `edgedeploy` command line: a thin Typer layer over the pipeline, with rich progress per stage.
 
-Every expected failure is one line on stderr and exit code 2 (usage) or 1 (failure); --debug adds the traceback.
+Every expected failure is one line on stderr and exit code 2 (usage) or 1 (failure); `--debug` (accepted by every
+command, before or after its name; or EDGEDEPLOY_DEBUG=1) adds the traceback. A new command takes
+`debug: bool = DEBUG` like the others (tests/test_cli.py checks that every command accepts it).
+
+Output: one console on stderr that never wraps a line (CI logs are not terminals, and a figure split at column 80
+is unreadable); the stage spinner is rich's global console, so the progress bars NNCF draws during INT8
+calibration nest under it instead of fighting it for the terminal.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Optional, get_args
 
+import rich
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from edgedeploy.errors import EdgeDeployError, UsageError
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="Take a trained model to a verified TensorRT / OpenVINO / ONNX Runtime artifact.")
-console = Console(stderr=True)
-_debug = {"on": False}
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Take a trained model to a verified TensorRT / OpenVINO / ONNX Runtime artifact.",
+                  epilog="Start with: edgedeploy build   (the bundled demo detector, OpenVINO fp32). "
+                         "Exit codes: 0 pass, 1 a check or stage failed, 2 usage error.")
+rich.reconfigure(stderr=True, soft_wrap=True)  # NNCF's progress bars use the global console too (see above)
+console = rich.get_console()
+_debug = {"on": os.environ.get("EDGEDEPLOY_DEBUG", "") not in ("", "0")}
+
+
+def _set_debug(value: bool) -> bool:
+    _debug["on"] = _debug["on"] or bool(value)
+    return value
+
+
+def _debug_option() -> bool:
+    return typer.Option(False, "--debug", callback=_set_debug, is_eager=True, metavar="",
+                        help="show tracebacks and tool logs on failure (also: EDGEDEPLOY_DEBUG=1)")
+
+
+DEBUG = _debug_option()
+_DEFAULT_OUT = "edgedeploy-out/NAME-TARGET-PRECISION"
 
 
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="show tracebacks and tool logs on failure")) -> None:
-    _debug["on"] = debug
+def _options(debug: bool = DEBUG) -> None:
+    """Global options (every command accepts them too)."""
 
 
 class _RichStages:
@@ -40,22 +64,43 @@ class _RichStages:
     def done(self, stage: str, seconds: float, summary: str) -> None:
         if self._status is not None:
             self._status.stop()
-        console.print(f"[green]✓[/] {stage:<9} {seconds:6.1f} s  {summary}")
+        console.print(f"[green]✓[/] {stage:<9} {seconds:6.1f} s  {escape(summary)}", highlight=False)
 
     def stop(self) -> None:
         if self._status is not None:
             self._status.stop()
 
 
-@app.command()
+def _sibling(artifact_dir: Path, suffix: str) -> Path:
+    """`DIR-suffix` beside an artifact folder: reports of later commands live outside the folder a rebuild replaces."""
+    d = Path(artifact_dir)
+    if d.name in ("", ".", ".."):
+        d = Path(os.path.abspath(d))
+    return d.parent / f"{d.name}-{suffix}"
+
+
+@app.command(epilog="Example: edgedeploy build mynet.yaml --target openvino --precision fp16 --out out/mynet-fp16")
 def build(
-    config: Optional[Path] = typer.Argument(None, help="YAML build spec; without it, the bundled demo detector"),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="openvino | onnxruntime | trt"),
-    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32 | fp16 | int8"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder [default: edgedeploy-out/NAME-TARGET-PRECISION]"),
-    trust_code: bool = typer.Option(False, "--trust-code", help="allow loading a pickled checkpoint (runs code from it)"),
+    config: Optional[Path] = typer.Argument(None, metavar="CONFIG", show_default="the bundled demo detector",
+                                            help="YAML build spec (README.md: 'Your own model')"),
+    target: Optional[str] = typer.Option(None, "--target", "-t", metavar="TARGET", show_default="the config's, "
+                                         "else openvino", help="openvino | onnxruntime | trt (trt needs TensorRT: JetPack's on a Jetson, "
+                                              "the `tensorrt` extra on x86_64 with an NVIDIA GPU; docs/tensorrt.md)"),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", metavar="PRECISION",
+                                            show_default="the config's, else fp32", help="fp32 | fp16 | int8"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", show_default=_DEFAULT_OUT,
+                                       help="output folder, replaced as a whole when the build completes"),
+    strict: bool = typer.Option(False, "--strict", metavar="",
+                                help="fail on every warning too (precision not as requested, accuracy not "
+                                     "measured, too few calibration samples, unstable latency): for CI"),
+    trust_code: bool = typer.Option(False, "--trust-code", metavar="",
+                                    help="allow loading a pickled checkpoint (runs code from it)"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Export, optimize, build and validate a model; exit 1 when a check fails."""
+    """Build and validate a deployable artifact.
+
+    Export (PyTorch → ONNX), optimize, precision (fp16 / calibrated int8), build for the target, then validate
+    against the reference; writes report.json / .md / .html. Exit 0 pass, 1 a check or stage failed, 2 usage error."""
     from edgedeploy import pipeline
     from edgedeploy.config import Precision, Target, demo_spec_path, load_spec
 
@@ -64,9 +109,12 @@ def build(
         if value is not None and value not in get_args(allowed):
             raise UsageError(f"invalid {flag} {value!r}", fix=f"use one of: {', '.join(get_args(allowed))}")
     spec = spec.model_copy(update={k: v for k, v in {"target": target, "precision": precision}.items() if v})
+    if strict:
+        spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"strict": True})})
     out = out or Path("edgedeploy-out") / f"{spec.name}-{spec.target}-{spec.precision}"
     pipeline.check_request(spec)
-    console.print(f"[bold]edgedeploy build[/] {spec.name} → {spec.target} {spec.precision} in {out}")
+    console.print(f"[bold]edgedeploy build[/] {escape(spec.name)} → {spec.target} {spec.precision} in "
+                  f"{escape(str(out))}", highlight=False)
     stages = _RichStages()
     try:
         report = pipeline.build(spec, out, trust_code=trust_code, listener=stages)
@@ -75,22 +123,34 @@ def build(
     _finish(report, out)
 
 
-@app.command()
+@app.command(epilog="Example: edgedeploy validate out/demo-ov --baseline tests/baselines/demo-openvino-fp32.json "
+                     "--junit out/junit.xml --strict")
 def validate(
-    artifact_dir: Path = typer.Argument(..., help="a folder written by `edgedeploy build` (manifest.json, reference.npz)"),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="a committed report.json to compare against"),
-    junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here (one testcase per check)"),
+    artifact_dir: Path = typer.Argument(..., metavar="ARTIFACT_DIR", help="a folder written by `edgedeploy build` "
+                                        "(manifest.json, reference.npz)"),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", metavar="REPORT_JSON",
+                                            help="a committed report.json to compare against (accuracy; latency on "
+                                                 "the machine it was timed on)"),
+    junit: Optional[Path] = typer.Option(None, "--junit", metavar="FILE",
+                                         help="write JUnit XML here (one testcase per check)"),
     config: Optional[Path] = typer.Option(
-        None, "--config", help="YAML overriding thresholds / validation / regression (or a full build spec)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder [default: ARTIFACT_DIR/validate]"),
+        None, "--config", metavar="YAML", help="thresholds / validation / regression merged over the build's "
+                                               "(or a full build spec)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", show_default="ARTIFACT_DIR-validate",
+                                       help="report folder, replaced as a whole"),
+    strict: bool = typer.Option(False, "--strict", metavar="", help="fail on every warning too (CI)"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Re-run a built artifact on its stored reference (no torch), check thresholds and a baseline; exit 0 pass,
-    1 fail, 2 usage error. Writes report.json, report.md and report.html."""
+    """Re-check a built artifact (CI gate).
+
+    Re-runs it on the inputs stored in reference.npz (no PyTorch needed), checks its thresholds, its files'
+    hashes and a baseline; writes report.json / .md / .html and JUnit. Exit 0 pass, 1 a check failed, 2 usage error."""
     from edgedeploy.validate.gate import validate_artifact
 
+    out = out or _sibling(artifact_dir, "validate")
     with console.status("[bold]validate[/]…"):
-        report = validate_artifact(artifact_dir, baseline=baseline, config=config, out_dir=out, junit=junit)
-    out = out or artifact_dir / "validate"
+        report = validate_artifact(artifact_dir, baseline=baseline, config=config, out_dir=out, junit=junit,
+                                   strict=strict)
     for c in report["checks"]:
         mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "skip": "[yellow]-[/]"}[c["status"]]
         if c["status"] != "pass":
@@ -98,16 +158,25 @@ def validate(
     _finish(report, out)
 
 
-@app.command()
+@app.command(epilog="Example: edgedeploy optimize raw.onnx --output deploy.onnx --drop-output 'aux_*' "
+                    "--report optimize.json")
 def optimize(
-    model: Path = typer.Argument(..., help="the ONNX model to optimize"),
-    output: Path = typer.Option(..., "--output", "-o", help="where to write the optimized ONNX"),
-    keep_output: list[str] = typer.Option([], "--keep-output", help="keep only these outputs (repeatable)"),
-    drop_output: list[str] = typer.Option([], "--drop-output", help="drop outputs by name or glob, e.g. 'aux*'"),
-    simplifier: str = typer.Option("auto", "--simplifier", help="auto | onnxsim | onnxslim | none"),
-    report: Optional[Path] = typer.Option(None, "--report", help="write the verification report (JSON) here"),
+    model: Path = typer.Argument(..., metavar="MODEL_ONNX", help="the ONNX model to optimize"),
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="where to write the optimized ONNX"),
+    keep_output: list[str] = typer.Option([], "--keep-output", metavar="NAME", show_default="all outputs",
+                                          help="keep only these outputs (repeatable)"),
+    drop_output: list[str] = typer.Option([], "--drop-output", metavar="PATTERN", show_default="none",
+                                          help="drop outputs by name or glob, e.g. 'aux*' (repeatable)"),
+    simplifier: str = typer.Option("auto", "--simplifier", metavar="NAME",
+                                   help="auto | onnxsim | onnxslim | none"),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE", show_default="not written",
+                                          help="write the verification report (JSON) here"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Fold BN and per-channel affines, merge RepConv branches, prune outputs, simplify; every pass verified."""
+    """Optimize an ONNX graph, every pass verified.
+
+    Folds BN and per-channel affines, merges RepConv branches, prunes outputs, simplifies; a pass that changes the
+    outputs is rolled back and reported."""
     from edgedeploy import fileio
     from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
 
@@ -121,37 +190,57 @@ def optimize(
         fileio.write_json(report, result.to_dict())
     rolled_back = [p.name for p in result.passes if p.status in ("rolled_back", "failed")]
     note = f"; not applied: {', '.join(rolled_back)} (see the report)" if rolled_back else ""
-    console.print(f"[green]✓[/] {output}: {sum(result.nodes_before.values())} → {sum(result.nodes_after.values())} "
-                  f"nodes, outputs {', '.join(result.outputs)}{note}")
+    console.print(f"[green]✓[/] {escape(str(output))}: {sum(result.nodes_before.values())} → "
+                  f"{sum(result.nodes_after.values())} nodes, outputs {escape(', '.join(result.outputs))}{note}",
+                  highlight=False)
 
 
 debug_app = typer.Typer(no_args_is_help=True, help="Find what loses accuracy in a built artifact.")
 app.add_typer(debug_app, name="debug")
 
 
-@debug_app.command("precision")
+@debug_app.callback()
+def _debug_options(debug: bool = DEBUG) -> None:
+    """Find what loses accuracy in a built artifact."""
+
+
+@debug_app.command("precision", epilog="Example: edgedeploy debug precision out/demo-ov8 --search "
+                                       "--max-map50-drop 0.001 --rebuild out/demo-ov8-fixed")
 def debug_precision(
-    artifact_dir: Path = typer.Argument(..., help="a folder written by `edgedeploy build --precision int8`"),
-    samples: int = typer.Option(32, "--samples", help="validation samples the per-layer errors are measured on"),
-    search: bool = typer.Option(False, "--search", help="find the fewest worst layers to keep in float so the "
-                                                        "int8 budget holds (each trial requantizes)"),
-    max_layers: int = typer.Option(16, "--max-layers", help="--search keeps at most this many layers in float"),
-    max_map50_drop: Optional[float] = typer.Option(None, "--max-map50-drop", help="budget override (mAP units)"),
-    max_top1_drop: Optional[float] = typer.Option(None, "--max-top1-drop", help="budget override"),
-    rebuild: Optional[Path] = typer.Option(None, "--rebuild", help="with --search: build the found configuration "
-                                                                   "into this folder"),
-    top: int = typer.Option(10, "--top", help="layers listed here (all are in the report)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder [default: ARTIFACT_DIR/debug-precision]"),
+    artifact_dir: Path = typer.Argument(..., metavar="ARTIFACT_DIR",
+                                        help="a folder written by `edgedeploy build --precision int8`"),
+    samples: int = typer.Option(32, "--samples", metavar="N",
+                                help="validation samples the per-layer errors are measured on"),
+    search: bool = typer.Option(False, "--search", metavar="", help="find the fewest worst layers to keep in float "
+                                                                    "so the int8 budget holds (each trial requantizes)"),
+    max_layers: int = typer.Option(16, "--max-layers", metavar="N", help="--search keeps at most this many layers "
+                                                                         "in float"),
+    max_map50_drop: Optional[float] = typer.Option(None, "--max-map50-drop", metavar="DROP",
+                                                   show_default="the build's int8 budget",
+                                                   help="budget override (mAP units, e.g. 0.005)"),
+    max_top1_drop: Optional[float] = typer.Option(None, "--max-top1-drop", metavar="DROP",
+                                                  show_default="the build's int8 budget",
+                                                  help="budget override (accuracy units, e.g. 0.01)"),
+    rebuild: Optional[Path] = typer.Option(None, "--rebuild", metavar="DIR", help="with --search: build the found "
+                                                                                  "configuration into this folder"),
+    top: int = typer.Option(10, "--top", metavar="N", help="layers listed here (all are in the report)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
+                                       show_default="ARTIFACT_DIR-debug-precision", help="report folder"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Rank the layers of an INT8 artifact by the error each adds (vs its float graph, per intermediate tensor);
-    with --search, keep the worst in float until the budget holds; exit 1 when no such set is found."""
-    from edgedeploy.precision import debug
+    """Rank the layers that lose INT8 accuracy.
+
+    Compares every intermediate tensor of the quantized graph with the float graph and ranks the layers by the
+    error each adds; with --search, keeps the worst in float until the budget holds (exit 1 when no such set is
+    found)."""
+    from edgedeploy.precision import debug as precision_debug
 
     if rebuild is not None and not search:
         raise UsageError("--rebuild needs --search (it builds what the search found)")
+    report_dir = out or _sibling(artifact_dir, "debug-precision")
     with console.status("[bold]debug precision[/]…") as status:
-        report = debug.debug_precision(
-            artifact_dir, out, samples=samples, do_search=search, max_layers=max_layers,
+        report = precision_debug.debug_precision(
+            artifact_dir, report_dir, samples=samples, do_search=search, max_layers=max_layers,
             budget_overrides={"max_map50_drop": max_map50_drop, "max_top1_drop": max_top1_drop},
             progress=lambda line: (status.update(f"[bold]debug precision[/] {escape(line)}"),
                                    console.print(f"  {escape(line)}", highlight=False)))
@@ -162,28 +251,28 @@ def debug_precision(
         lay = by_name[name]
         console.print(f"  {lay['local_rel_l2']:.4f} / {lay['rel_l2']:.4f}  {escape(name)} ({lay['op_type']})",
                       highlight=False)
-    report_dir = out or artifact_dir / "debug-precision"
     result = report.get("result")
     if result is None:
-        console.print(f"→ {report_dir / 'report.md'}", highlight=False, soft_wrap=True)
+        console.print(f"→ {escape(str(report_dir / 'report.md'))}", highlight=False)
         return
     if not result["passed"]:
         raise EdgeDeployError(f"the int8 budget does not hold with up to {max_layers} worst layers in float",
                               where=str(report_dir / "report.md"),
                               fix="raise --max-layers, or check the calibration data and preprocessing")
     console.print(f"[green]✓[/] {len(result['kept_float'])} layer(s) in float meet the budget → "
-                  f"{report_dir / 'keep-float.yaml'}", highlight=False, soft_wrap=True)
+                  f"{escape(str(report_dir / 'keep-float.yaml'))}", highlight=False)
     if rebuild is not None:
         stages = _RichStages()
         try:
-            built = debug.rebuild(artifact_dir, result["kept_float"], rebuild, listener=stages)
+            built = precision_debug.rebuild(artifact_dir, result["kept_float"], rebuild, listener=stages)
         finally:
             stages.stop()
         _finish(built, rebuild)
 
 
 def _finish(report: dict, out: Path) -> None:
-    """Print the one-line summary; a failed check makes the command exit 1, naming the checks."""
+    """Print the verdict line (with its warnings) and each warning; a failed check makes the command exit 1,
+    naming the checks."""
     _print_summary(report, out)
     if not report["passed"]:
         failed = [c for c in report["checks"] if not c["passed"]]
@@ -201,18 +290,30 @@ def _print_summary(report: dict, out: Path) -> None:
         parts.append(f"top-1 agreement {task['top1_agreement']:.4f}"
                      + (f", top-1 {task['top1']:.4f} (reference {task['reference_top1']:.4f})" if "top1" in task else ""))
     parts += [f"batch {t['batch']}: {t['median_ms']:.2f} ms" for t in report["latency"]]
-    verdict = "[green]PASS[/]" if report["passed"] else "[red]FAIL[/]"
     counts = {k: sum(c.get("status") == k for c in report["checks"]) for k in ("pass", "fail", "skip")}
     parts.append(f"checks {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
-    console.print(f"{verdict} {'; '.join(parts)}; total {report['wall_seconds']:.1f} s → {out / 'report.md'}")
+    warnings = [w for w in report.get("warnings", []) if isinstance(w, dict)]
+    verdict = "[green]PASS[/]" if report["passed"] else "[red]FAIL[/]"
+    if warnings:
+        titles = "; ".join(dict.fromkeys(w["title"] for w in warnings))
+        verdict += (f" [yellow]with {len(warnings)} warning{'s' * (len(warnings) > 1)}[/] ({escape(titles)}"
+                    f"{', failed under --strict' if report.get('strict') else ''})")
+    console.print(f"{verdict}: {escape('; '.join(parts))}; total {report['wall_seconds']:.1f} s → "
+                  f"{escape(str(out / 'report.md'))}", highlight=False)
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {escape(w['message'])}", highlight=False)
 
 
-@app.command()
+@app.command(epilog="Example: edgedeploy inspect out/demo-trt --json")
 def inspect(
-    path: Path = typer.Argument(..., help="a TensorRT plan, its .plan.json manifest, or a folder built with --target trt"),
-    as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+    path: Path = typer.Argument(..., metavar="PATH", help="a TensorRT plan, its .plan.json manifest, or a folder "
+                                                          "built with --target trt"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print the manifest as JSON"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Show what a TensorRT plan was built for; exit 1 when this machine cannot run it (checked before loading)."""
+    """Show what a TensorRT plan was built for.
+
+    Exit 1 when this machine cannot run it (TensorRT version, GPU, compatibility mode; checked before loading)."""
     from edgedeploy.backends import tensorrt, trt_manifest
 
     here = tensorrt.probe_runtime()

@@ -109,7 +109,12 @@ def load_validation_set(spec: BuildSpec, random_samples: int = 8) -> ValidationS
                 raise UsageError(f"no array `images`, nor arrays for inputs {missing} (has {sorted(keys)})",
                                  where=str(path), fix="store raw images as `images` or model inputs by input name")
             inputs = {i.name: data[i.name][:n] for i in spec.inputs}
-        targets = data["targets"].astype(np.float32) if "targets" in keys else None
+        targets = data["targets"] if "targets" in keys and spec.validation.task == "detection" else None
+    if targets is not None:  # other tasks read their labels elsewhere (evaluate.load_labels)
+        if targets.ndim != 2 or targets.shape[1] != 6 or targets.dtype.kind not in "iuf":
+            raise UsageError(f"`targets` is {targets.dtype} {list(targets.shape)}; detection needs (M, 6) numbers: "
+                             "image index, class, x1, y1, x2, y2", where=str(path))
+        targets = targets.astype(np.float32)
     for spec_in in spec.inputs:
         check_input(spec_in, inputs[spec_in.name], str(path))
     count = len(next(iter(inputs.values())))

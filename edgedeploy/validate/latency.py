@@ -228,20 +228,3 @@ def measure(runner: Runner, feeds: dict[str, np.ndarray], warmup: int = 10, iter
     if async_requests != 0:
         result["async"] = measure_async(runner, feeds, async_requests, warmup, iterations, duration_s)
     return result
-
-
-def warnings_for(timings: list[dict[str, Any]]) -> list[str]:
-    """One line per latency figure that should not be trusted as measured."""
-    out = []
-    for t in timings:
-        if t.get("unstable"):
-            out.append(f"latency at batch {t['batch']} is unstable: CoV {t['cov']:.1%} > "
-                       f"{t.get('unstable_cov_limit', UNSTABLE_COV):.0%} (load per core {_pct(t.get('load_per_core'))}, "
-                       f"other processes used {_pct(t.get('other_cpu_busy'))} of the CPU while timing)")
-        elif (t.get("other_cpu_busy") or 0) > 0.25:
-            out.append(f"other processes used {t['other_cpu_busy']:.0%} of the CPU while batch {t['batch']} was timed")
-    return out
-
-
-def _pct(v: float | None) -> str:
-    return "unknown" if v is None else f"{v:.0%}"
