@@ -71,14 +71,6 @@ class _RichStages:
             self._status.stop()
 
 
-def _sibling(artifact_dir: Path, suffix: str) -> Path:
-    """`DIR-suffix` beside an artifact folder: reports of later commands live outside the folder a rebuild replaces."""
-    d = Path(artifact_dir)
-    if d.name in ("", ".", ".."):
-        d = Path(os.path.abspath(d))
-    return d.parent / f"{d.name}-{suffix}"
-
-
 @app.command(epilog="Example: edgedeploy build mynet.yaml --target openvino --precision fp16 --out out/mynet-fp16")
 def build(
     config: Optional[Path] = typer.Argument(None, metavar="CONFIG", show_default="the bundled demo detector",
@@ -145,9 +137,9 @@ def validate(
 
     Re-runs it on the inputs stored in reference.npz (no PyTorch needed), checks its thresholds, its files'
     hashes and a baseline; writes report.json / .md / .html and JUnit. Exit 0 pass, 1 a check failed, 2 usage error."""
-    from edgedeploy.validate.gate import validate_artifact
+    from edgedeploy.validate.gate import sibling_dir, validate_artifact
 
-    out = out or _sibling(artifact_dir, "validate")
+    out = out or sibling_dir(artifact_dir, "validate")
     with console.status("[bold]validate[/]…"):
         report = validate_artifact(artifact_dir, baseline=baseline, config=config, out_dir=out, junit=junit,
                                    strict=strict)
@@ -234,10 +226,11 @@ def debug_precision(
     error each adds; with --search, keeps the worst in float until the budget holds (exit 1 when no such set is
     found)."""
     from edgedeploy.precision import debug as precision_debug
+    from edgedeploy.validate.gate import sibling_dir
 
     if rebuild is not None and not search:
         raise UsageError("--rebuild needs --search (it builds what the search found)")
-    report_dir = out or _sibling(artifact_dir, "debug-precision")
+    report_dir = out or sibling_dir(artifact_dir, "debug-precision")
     with console.status("[bold]debug precision[/]…") as status:
         report = precision_debug.debug_precision(
             artifact_dir, report_dir, samples=samples, do_search=search, max_layers=max_layers,

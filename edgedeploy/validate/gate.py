@@ -240,6 +240,15 @@ def _merge_thresholds(base: dict[str, Any], over: dict[str, Any]) -> dict[str, A
     return merged
 
 
+def sibling_dir(artifact_dir: Path, suffix: str) -> Path:
+    """`ARTIFACT_DIR-suffix` beside an artifact folder: the default report folder of `validate` (and of
+    `debug precision`), outside the folder a rebuild replaces."""
+    d = Path(artifact_dir)
+    if d.name in ("", ".", ".."):
+        d = Path(os.path.abspath(d))
+    return d.parent / f"{d.name}-{suffix}"
+
+
 def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
@@ -295,7 +304,8 @@ def read_manifest(artifact_dir: Path) -> tuple[dict[str, Any], BuildSpec]:
 def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, config: Path | None = None,
                       out_dir: Path | None = None, junit: Path | None = None, strict: bool = False) -> dict[str, Any]:
     """Re-run the artifact in `artifact_dir` on its stored reference, check thresholds (and a baseline), write
-    report.json / report.md / report.html to `out_dir` (default: artifact_dir/validate) and JUnit XML to `junit`;
+    report.json / report.md / report.html to `out_dir` (default: ARTIFACT_DIR-validate beside it, so a rebuild
+    does not wipe it) and JUnit XML to `junit`;
     `strict` turns every warning into a failing check."""
     from edgedeploy.backends import get_backend
     from edgedeploy.backends.base import BuildResult
@@ -357,7 +367,7 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
                               "processor": base_report.get("conditions", {}).get("processor")}
     finish_report(report, spec)
     report["wall_seconds"] = time.perf_counter() - start
-    out_dir = Path(out_dir) if out_dir is not None else artifact_dir / "validate"
+    out_dir = Path(out_dir) if out_dir is not None else sibling_dir(artifact_dir, "validate")
     inside = Path(os.path.abspath(out_dir)).is_relative_to(os.path.abspath(artifact_dir))
     with OutputFolder(out_dir, lock_for=artifact_dir if inside else None) as folder:  # all three reports or none
         write_reports(report, folder.staging)
@@ -392,6 +402,6 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
     fileio.write_text(out_dir / "report.html", html.render_html(report, siblings))
 
 
-__all__ = ["REPORT_SCHEMA", "check", "finish_report", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
+__all__ = ["REPORT_SCHEMA", "check", "finish_report", "sibling_dir", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
            "load_baseline", "apply_config", "read_manifest", "load_reference", "write_reports", "output_thresholds",
            "ValidationSettings"]
