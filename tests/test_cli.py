@@ -56,3 +56,10 @@ def test_help_shows_defaults_and_the_report_folders():
     assert "[default:(ARTIFACT_DIR-validate)]" in validate and "--strict" in validate
     debug = re.sub(r"\s+", "", run_cli("debug", "precision", "--help").stdout)
     assert "[default:(ARTIFACT_DIR-debug-precision)]" in debug and "[default:32]" in debug
+
+
+def test_an_error_that_quotes_a_sentence_does_not_end_in_two_dots():
+    from edgedeploy.errors import EdgeDeployError
+
+    e = EdgeDeployError("OpenVINO cannot compile the model: Unsupported layer.", where="m.xml", fix="check the op")
+    assert e.message == "m.xml: OpenVINO cannot compile the model: Unsupported layer. check the op"
