@@ -396,9 +396,9 @@ class BuildSpec(_Strict):
     def _thresholds_apply(self) -> BuildSpec:
         """A threshold the build would never check is a mistake (a copied block, a typo'd output), not a no-op."""
         for precision, t in self.thresholds.items():
-            for key in _given(t):
+            for key, value in _given(t).items():
                 task = TASK_KEYS.get(key)
-                if task is not None and task != self.validation.task:
+                if value is not None and task is not None and task != self.validation.task:
                     raise ValueError(f"`thresholds.{precision}.{key}` checks a {task} metric, and validation.task "
                                      f"is {self.validation.task}: remove the key or set validation.task: {task}")
             unknown = [name for name in t.outputs if self.outputs and name not in self.outputs]

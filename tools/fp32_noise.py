@@ -3,8 +3,9 @@
 For each model (the demo detector, a MobileNetV2-like and a deep ResNet-like classifier, edgedeploy.demo.zoo), one
 `edgedeploy build` (ONNX Runtime fp32) writes deploy.onnx and reference.npz; then the *same* deploy graph runs on
 ONNX Runtime and on OpenVINO (IR, INFERENCE_PRECISION_HINT f32) in every combination of threads, batch size and
-kernel choice (ONNX Runtime graph optimization level; OpenVINO LATENCY/THROUGHPUT hint and dynamic/static shapes),
-each configuration `--repeats` times, and rel-L2 against the reference is computed as the gate computes it
+kernel choice (ONNX Runtime graph optimization level; OpenVINO LATENCY/THROUGHPUT hint and dynamic/static shapes;
+and, each in a fresh process, the kernels of an AVX2-only CPU via oneDNN's ONEDNN_MAX_CPU_ISA and PyTorch's
+ATEN_CPU_CAPABILITY), each configuration `--repeats` times, and rel-L2 against the reference is computed as the gate computes it
 (edgedeploy.validate.metrics.compare). PyTorch itself at 1 thread is a row too: the reference has noise of its own.
 
     python tools/fp32_noise.py --work out/fp32-noise            # all three models, ~10 min on 2 cores
@@ -165,17 +166,63 @@ def _torch_rows(spec: BuildSpec, inputs: dict[str, np.ndarray], reference: dict[
     return rows
 
 
+_ISAS = {"openvino": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+         "torch": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}  # torch's convs are oneDNN's
+
+
+def probe(model: str, work: Path, backend: str) -> float:
+    """rel-L2 vs the stored reference of one run in this process (OpenVINO 2 threads, or PyTorch eager)."""
+    out = work / model
+    with np.load(out / "reference.npz") as data:
+        inputs = {k[6:]: data[k] for k in data.files if k.startswith("input.")}
+        reference = {k[7:]: data[k] for k in data.files if k.startswith("output.")}
+    if backend == "openvino":
+        _, fn, batch = next(ov_configs(work / f"{model}-ir" / "model.xml", [8], next(iter(inputs))))
+        outs = _run(fn, inputs, batch)
+    else:
+        from edgedeploy import export
+
+        spec = BuildSpec.model_validate(json.loads((out / "manifest.json").read_text())["spec"])
+        outs = export.reference_outputs(export.build_module(spec), inputs, list(reference))
+    return max(compare(reference[k], outs[k])["rel_l2"] for k in reference)
+
+
+def isa_rows(model: str, work: Path) -> dict[str, list[dict]]:
+    """The same artifact (and PyTorch) on narrower kernels: AVX2 instead of what this CPU has (an AVX2-only CI
+    runner or edge box picks these), each in a fresh process with the ISA capped by the library's own variable."""
+    import subprocess
+
+    rows: dict[str, list[dict]] = {}
+    for backend, caps in _ISAS.items():
+        for capped in (False, True):
+            env = {k: v for k, v in os.environ.items() if k not in caps} | (caps if capped else {})
+            done = subprocess.run([sys.executable, __file__, "--work", str(work), "--probe", f"{model}:{backend}"],
+                                  capture_output=True, text=True, env=env, check=True)
+            value = float(done.stdout.strip().splitlines()[-1])
+            label = " ".join(f"{k}={v}" for k, v in caps.items()) if capped else "this CPU's widest kernels"
+            rows.setdefault(backend, []).append({"config": label, "rel_l2": [value]})
+            print(f"  {model:9} {backend:11} {rows[backend][-1]['config']:58} {value:.3e}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("out/fp32-noise"))
     parser.add_argument("--models", default="demo,mobilenet,resnet")
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--probe", help=argparse.SUPPRESS)  # MODEL:BACKEND, one run in this process (isa_rows)
     args = parser.parse_args()
+    if args.probe:
+        model, backend = args.probe.split(":")
+        print(probe(model, args.work, backend))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     results = {}
     for model in args.models.split(","):
         results[model] = measure(model, args.work, args.samples, args.repeats)
+        for backend, rows in isa_rows(model, args.work).items():
+            results[model].setdefault(f"{backend} (ISA)", rows)
     print(f"\n{'model':10} {'backend':12} {'configs':>7} {'min':>10} {'median':>10} {'max':>10} {'run-to-run':>10}  worst")
     for model, per_backend in results.items():
         for backend, rows in per_backend.items():

@@ -25,7 +25,7 @@ table{border-collapse:collapse;margin:8px 0;font-size:.9em}td,th{border:1px soli
 th{background:#f3f3f3}td:first-child,th:first-child,td.text{text-align:left}
 .pass{color:#176f2c}.fail{color:#b00020;font-weight:bold}.skip{color:#777}
 .verdict{display:inline-block;padding:2px 10px;border-radius:4px;color:#fff}
-.vpass{background:#2e7d32}.vfail{background:#c62828}.warn{background:#fff4e5;border-left:4px solid #f0a000;padding:6px 10px}
+.vpass{background:#2e7d32}.vwarn{background:#e08a00}.vfail{background:#c62828}.warn{background:#fff4e5;border-left:4px solid #f0a000;padding:6px 10px}
 .checks td:nth-child(2),.checks td:last-child{text-align:left}
 img{max-width:100%;border:1px solid #eee;margin:6px 0}
 """
@@ -219,12 +219,12 @@ def _plots(key: str, report: dict[str, Any], siblings: list[dict[str, Any]]) -> 
 def render_html(report: dict[str, Any], siblings: list[dict[str, Any]] | None = None) -> str:
     siblings = siblings or []
     title, paras = header(report)
-    ok = report["passed"]
+    ok, warned = report["passed"], bool(warnings_of(report))
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)} <span class='verdict {'vpass' if ok else 'vfail'}'>"
+        f"<h1>{html.escape(title)} <span class='verdict {'vfail' if not ok else 'vwarn' if warned else 'vpass'}'>"
         f"{html.escape(verdict(report))}</span></h1>",
     ]
     parts += [f"<p class='warn'>⚠️ {_inline(w['message'])}</p>" for w in warnings_of(report)]
