@@ -557,9 +557,9 @@ def _(bench, here, out):
 
 @case("disk full during validate", 1, "cannot write: file too large", "nothing was replaced", existing=True)
 def _(bench, here, out):
-    first = run_cli("validate", str(out))  # its report folder, out/validate, must survive the second run
+    first = run_cli("validate", str(out))  # its report folder, out-validate, must survive the second run
     assert first.returncode == 0, first.stderr
-    path, limit = _file_size_limit(out / "validate")
+    path, limit = _file_size_limit(out.parent / f"{out.name}-validate")
     return Run(["validate", str(out)], (str(path),), {"preexec_fn": limit})  # noqa: PLW1509
 
 

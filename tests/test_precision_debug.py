@@ -133,10 +133,11 @@ def test_cli_on_the_demo_int8_artifact():
     out, _ = built("onnxruntime", "int8")
     result = run_cli("debug", "precision", str(out), "--top", "5")
     assert result.returncode == 0, result.stderr
-    report = json.loads((out / "debug-precision" / "precision-debug.json").read_text())
+    reports = out.parent / f"{out.name}-debug-precision"  # beside the artifact: a rebuild does not wipe it
+    report = json.loads((reports / "precision-debug.json").read_text())
     assert len(report["ranking"]) >= 30  # every quantized Conv of the demo, and more
     assert report["ranking"][0] in result.stderr
-    html = (out / "debug-precision" / "report.html").read_text()
+    html = (reports / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2
 
 

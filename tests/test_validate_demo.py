@@ -58,7 +58,7 @@ def test_wrong_normalisation_fails_the_baseline(tmp_path, no_latency_gate):
     assert "baseline.map50" in failed and not any(n.endswith("rel_l2") for n in failed)
     cases = {c.get("name"): c for c in ET.parse(tmp_path / "j.xml").getroot().iter("testcase")}
     assert "below limit >= " in cases["baseline.map50"].find("failure").get("message")
-    assert json.loads((out / "validate" / "report.json").read_text())["passed"] is False
+    assert json.loads((tmp_path / "wrong-validate" / "report.json").read_text())["passed"] is False
 
 
 def test_committed_int8_baseline_is_a_full_demo_openvino_int8_report():

@@ -302,6 +302,7 @@ def test_a_pass_that_measured_no_accuracy_says_so_and_strict_fails_it(unlabelled
     assert result.returncode == 0, result.stderr
     verdict = next(line for line in result.stderr.splitlines() if line.startswith("PASS"))
     assert verdict.startswith("PASS with ") and "accuracy not measured" in verdict
+    assert len(verdict) > 80 and verdict.endswith("report.md")  # no terminal, yet one line: never wrapped at 80
     assert "warning: the validation data has no `labels`" in result.stderr
     strict_cli = run_cli("validate", str(out), "--out", str(tmp_path / "cli"), "--strict")
     assert strict_cli.returncode == 1 and "warning.accuracy_not_measured" in strict_cli.stderr.splitlines()[-1]

@@ -117,3 +117,10 @@ def test_unstable_timing_warns_and_shows_in_markdown(demo_spec):
     assert warnings[0]["title"] == "latency CoV 100% at batch 8"  # the figure is in the verdict line too
     md = render_markdown({**report, "warnings": warnings})
     assert "100.0% unstable" in md and "> ⚠️ latency at batch 8 is unstable" in md
+
+
+def test_other_processes_cpu_share_is_unknown_for_a_window_too_short_to_measure():
+    """/proc/stat counts 10 ms ticks: one tick in a 0.2 ms window read as 5000 % before."""
+    with latency._CpuWindow() as window:
+        sum(range(1000))
+    assert window.other_busy is None

@@ -33,6 +33,7 @@ from edgedeploy.backends.base import Runner
 UNSTABLE_COV = 0.05
 MAX_STORED_SAMPLES = 5000
 _MIN_TIMED = 5  # a time budget still times at least this many calls
+_MIN_WINDOW_TICKS = 50  # shortest window (in clock ticks, 0.5 s at 100 Hz) whose other-process CPU share is reported
 
 
 def machine_load() -> float | None:
@@ -90,9 +91,11 @@ class _CpuWindow:
         if busy0 is None or busy1 is None or w1 <= w0:
             return
         hz = os.sysconf("SC_CLK_TCK")
+        if w1 - w0 < _MIN_WINDOW_TICKS / hz:  # /proc/stat counts whole ticks: a shorter window reads as 0 or 5000 %
+            return
         own = (t1.user - t0.user) + (t1.system - t0.system)
         others = max(0.0, (busy1 - busy0) / hz - own)
-        self.other_busy = round(others / ((w1 - w0) * (os.cpu_count() or 1)), 3)
+        self.other_busy = round(min(1.0, others / ((w1 - w0) * (os.cpu_count() or 1))), 3)
 
 
 def stats(ms: np.ndarray, unstable_cov: float = UNSTABLE_COV) -> dict[str, Any]:
