@@ -37,12 +37,8 @@ def _set_debug(value: bool) -> bool:
     return value
 
 
-def _debug_option() -> bool:
-    return typer.Option(False, "--debug", callback=_set_debug, is_eager=True, metavar="",
-                        help="show tracebacks and tool logs on failure (also: EDGEDEPLOY_DEBUG=1)")
-
-
-DEBUG = _debug_option()
+DEBUG = typer.Option(False, "--debug", callback=_set_debug, is_eager=True, metavar="",
+                     help="show tracebacks and tool logs on failure (also: EDGEDEPLOY_DEBUG=1)")
 _DEFAULT_OUT = "edgedeploy-out/NAME-TARGET-PRECISION"
 
 
@@ -75,9 +71,10 @@ class _RichStages:
 def build(
     config: Optional[Path] = typer.Argument(None, metavar="CONFIG", show_default="the bundled demo detector",
                                             help="YAML build spec (README.md: 'Your own model')"),
-    target: Optional[str] = typer.Option(None, "--target", "-t", metavar="TARGET", show_default="the config's, "
-                                         "else openvino", help="openvino | onnxruntime | trt (trt needs TensorRT: JetPack's on a Jetson, "
-                                              "the `tensorrt` extra on x86_64 with an NVIDIA GPU; docs/tensorrt.md)"),
+    target: Optional[str] = typer.Option(
+        None, "--target", "-t", metavar="TARGET", show_default="the config's, else openvino",
+        help="openvino | onnxruntime | trt (trt needs TensorRT: JetPack's on a Jetson, the `tensorrt` extra on "
+             "x86_64 with an NVIDIA GPU; docs/tensorrt.md)"),
     precision: Optional[str] = typer.Option(None, "--precision", "-p", metavar="PRECISION",
                                             show_default="the config's, else fp32", help="fp32 | fp16 | int8"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", show_default=_DEFAULT_OUT,

@@ -1,7 +1,8 @@
 """The regression gate: named pass/fail checks from thresholds, from a baseline report, and `validate_artifact`.
 
-A check is a dict ``{"name", "group", "value", "limit", "op", "passed", "status", "message"}``; ``status`` is
-``pass``, ``fail`` or ``skip`` (a skipped check does not fail the run and says why in ``message``).
+A check is a dict ``{"name", "group", "value", "limit", "op", "passed", "status", "origin", "message"}``; ``status``
+is ``pass``, ``fail`` or ``skip`` (a skipped check does not fail the run and says why in ``message``); ``origin`` is
+where its limit came from.
 
 Latency regression noise guard: the current median fails only when it exceeds the baseline median by more than
 ``max(latency_tolerance, latency_cov_factor × sqrt(cov_baseline² + cov_current²))``. The fixed part covers the
@@ -46,7 +47,8 @@ def _fmt(v: Any) -> str:
 
 
 def check(name: str, group: str, value: Any, limit: Any, op: str, origin: str = "always") -> dict[str, Any]:
-    """A named comparison: op is `<=`, `>=` or `==`; `origin` says where the limit came from (ORIGINS)."""
+    """A named comparison: op is `<=`, `>=` or `==`; `origin` says where the limit came from: `default`, `config`,
+    `baseline`, `always` (checks that cannot be turned off) or `strict`."""
     passed = {"<=": lambda: value <= limit, ">=": lambda: value >= limit, "==": lambda: value == limit}[op]()
     passed = bool(passed)
     verb = "within" if passed else {"<=": "exceeds", ">=": "below", "==": "differs from"}[op]

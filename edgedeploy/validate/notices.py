@@ -20,17 +20,23 @@ def warning(code: str, title: str, message: str) -> dict[str, str]:
     return {"code": code, "title": title, "message": message}
 
 
+_NATURAL_HINT = {"fp32": "f32", "fp16": "f16", "int8": "f32"}  # int8: the layers left in float run in f32
+
+
 def precision_not_as_requested(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
-    """The backend ran another precision than the one asked for (OpenVINO's CPU plugin turns an f16 hint into f32
-    on CPUs without fp16 arithmetic, or into bf16 on CPUs with bf16)."""
+    """The backend ran another precision than the artifact's: the plugin changed the hint it was given (OpenVINO's
+    CPU plugin turns f16 into f32 on CPUs without fp16 arithmetic, or into bf16 on CPUs with bf16), or the config
+    pinned another one (`openvino.inference_precision`)."""
     c = report.get("conditions", {})
     requested, effective = c.get("precision_hint_requested"), c.get("precision_hint_effective")
-    if not requested or not effective or requested == effective:
+    natural = _NATURAL_HINT.get(report.get("precision"))
+    if not effective or effective == requested == natural:
         return []
-    return [warning("precision_not_as_requested", f"ran in {effective}, not {requested}",
-                    f"the {report['precision']} artifact ran in {effective}: {c.get('backend')} on "
-                    f"{c.get('device')} took the precision hint {requested} as {effective} on this machine, so its "
-                    f"accuracy and latency are those of {effective}")]
+    why = (f"{c.get('backend')} on {c.get('device')} took the precision hint {requested} as {effective} on this "
+           "machine" if requested != effective else f"the config pins the precision hint {requested}")
+    return [warning("precision_not_as_requested", f"ran in {effective}, not {natural}",
+                    f"the {report['precision']} artifact ran in {effective}: {why}, so its accuracy and latency are "
+                    f"those of {effective}")]
 
 
 def accuracy_not_measured(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
