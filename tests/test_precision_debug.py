@@ -128,7 +128,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("demo-builds")
 def test_cli_on_the_demo_int8_artifact():
     from precision_helpers import built
 
@@ -144,7 +143,6 @@ def test_cli_on_the_demo_int8_artifact():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("demo-builds")
 def test_cli_refuses_a_float_artifact_and_rebuild_without_search(tmp_path):
     from precision_helpers import built
 

@@ -52,7 +52,6 @@ def test_small_graph_casts_at_the_boundaries_and_keeps_blocked_ops_fp32():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("demo-builds")
 def test_demo_fp16_graph_matches_fp32_and_keeps_map():
     out, report = built("onnxruntime", "fp16")
     assert report["passed"], report["checks"]

@@ -21,7 +21,7 @@ from edgedeploy.preprocess import load_validation_set
 
 from precision_helpers import CALIB_SUBSET, built, demo_spec, quick
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo-builds")]  # the shared demo int8 builds (precision_helpers)
+pytestmark = pytest.mark.slow  # the shared demo int8 builds (precision_helpers)
 
 
 def test_qdq_onnx_structure_and_map_on_onnxruntime():

@@ -18,7 +18,7 @@ import pytest
 from edgedeploy.validate.html import render_html
 from edgedeploy.validate.report import render_markdown
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo-builds")]  # the shared INT8 demo builds (precision_helpers)
+pytestmark = pytest.mark.slow  # the shared INT8 demo builds (precision_helpers)
 
 
 def chromium() -> str:

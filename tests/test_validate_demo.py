@@ -20,7 +20,7 @@ from edgedeploy.validate import gate
 
 from conftest import fast
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo-builds")]  # demo builds; the int8 one is shared (precision_helpers)
+pytestmark = pytest.mark.slow  # demo builds; the int8 one is shared (precision_helpers)
 
 BASELINE = Path(__file__).parent / "baselines" / "demo-openvino-fp32.json"
 INT8_BASELINE = Path(__file__).parent / "baselines" / "demo-openvino-int8.json"

@@ -133,7 +133,7 @@ def sections(report: dict[str, Any], siblings: list[dict[str, Any]] | None = Non
     out += _comparison(report, siblings or [])
     out += _graph(report)
     out += _stages(report)
-    return [s for s in out if s is not None]
+    return out
 
 
 def _checks(report: dict[str, Any]) -> Section:
