@@ -67,7 +67,7 @@ class _RichStages:
             self._status.stop()
 
 
-@app.command(epilog="Example: edgedeploy build mynet.yaml --target openvino --precision fp16 --out out/mynet-fp16")
+@app.command(epilog="\b\nExample: edgedeploy build mynet.yaml --target openvino --precision fp16 --out out/mynet-fp16")
 def build(
     config: Optional[Path] = typer.Argument(None, metavar="CONFIG", show_default="the bundled demo detector",
                                             help="YAML build spec (README.md: 'Your own model')"),
@@ -112,7 +112,7 @@ def build(
     _finish(report, out)
 
 
-@app.command(epilog="Example: edgedeploy validate out/demo-ov --baseline tests/baselines/demo-openvino-fp32.json "
+@app.command(epilog="\b\nExample: edgedeploy validate out/demo-ov --baseline tests/baselines/demo-openvino-fp32.json "
                      "--junit out/junit.xml --strict")
 def validate(
     artifact_dir: Path = typer.Argument(..., metavar="ARTIFACT_DIR", help="a folder written by `edgedeploy build` "
@@ -147,7 +147,7 @@ def validate(
     _finish(report, out)
 
 
-@app.command(epilog="Example: edgedeploy optimize raw.onnx --output deploy.onnx --drop-output 'aux_*' "
+@app.command(epilog="\b\nExample: edgedeploy optimize raw.onnx --output deploy.onnx --drop-output 'aux_*' "
                     "--report optimize.json")
 def optimize(
     model: Path = typer.Argument(..., metavar="MODEL_ONNX", help="the ONNX model to optimize"),
@@ -193,7 +193,7 @@ def _debug_options(debug: bool = DEBUG) -> None:
     """Find what loses accuracy in a built artifact."""
 
 
-@debug_app.command("precision", epilog="Example: edgedeploy debug precision out/demo-ov8 --search "
+@debug_app.command("precision", epilog="\b\nExample: edgedeploy debug precision out/demo-ov8 --search "
                                        "--max-map50-drop 0.001 --rebuild out/demo-ov8-fixed")
 def debug_precision(
     artifact_dir: Path = typer.Argument(..., metavar="ARTIFACT_DIR",
@@ -294,7 +294,7 @@ def _print_summary(report: dict, out: Path) -> None:
         console.print(f"[yellow]warning:[/] {escape(w['message'])}", highlight=False)
 
 
-@app.command(epilog="Example: edgedeploy inspect out/demo-trt --json")
+@app.command(epilog="\b\nExample: edgedeploy inspect out/demo-trt --json")
 def inspect(
     path: Path = typer.Argument(..., metavar="PATH", help="a TensorRT plan, its .plan.json manifest, or a folder "
                                                           "built with --target trt"),

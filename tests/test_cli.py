@@ -32,7 +32,7 @@ def test_every_command_takes_debug_and_shows_an_example():
         opts = [o for p in command.params for o in getattr(p, "opts", [])]
         assert "--debug" in opts, f"edgedeploy {' '.join(path)} has no --debug (add `debug: bool = DEBUG`)"
         if not hasattr(command, "commands"):
-            assert (command.epilog or "").startswith("Example: edgedeploy "), path
+            assert (command.epilog or "").lstrip("\b\n").startswith("Example: edgedeploy "), path
 
 
 def test_debug_after_the_command_and_from_the_environment(tmp_path):

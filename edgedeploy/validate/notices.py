@@ -75,10 +75,12 @@ def latency_unstable(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, 
     out = []
     for t in report.get("latency", []):
         if t.get("unstable"):
+            others = t.get("other_cpu_busy")
+            load = f"load per core {_pct(t.get('load_per_core'))}" + (
+                "" if others is None else f", other processes used {others:.0%} of the CPU while timing")
             out.append(warning("latency_unstable", f"latency CoV {t['cov']:.0%} at batch {t['batch']}",
                                f"latency at batch {t['batch']} is unstable: CoV {t['cov']:.1%} > "
-                               f"{t.get('unstable_cov_limit', 0.05):.0%} (load per core {_pct(t.get('load_per_core'))}"
-                               f", other processes used {_pct(t.get('other_cpu_busy'))} of the CPU while timing)"))
+                               f"{t.get('unstable_cov_limit', 0.05):.0%} ({load})"))
         elif (t.get("other_cpu_busy") or 0) > 0.25:
             out.append(warning("latency_loaded", f"CPU {t['other_cpu_busy']:.0%} busy at batch {t['batch']}",
                                f"other processes used {t['other_cpu_busy']:.0%} of the CPU while batch {t['batch']} "
