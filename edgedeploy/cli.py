@@ -1,31 +1,51 @@
 """The `edgedeploy` command line: a thin Typer layer over the pipeline, with rich progress per stage.
 
-Every expected failure is one line on stderr and exit code 2 (usage) or 1 (failure); --debug adds the traceback.
+Every expected failure is one line on stderr and exit code 2 (usage) or 1 (failure); `--debug` (accepted by every
+command, before or after its name; or EDGEDEPLOY_DEBUG=1) adds the traceback. A new command takes
+`debug: bool = DEBUG` like the others (tests/test_cli.py checks that every command accepts it).
+
+Output: one console on stderr that never wraps a line (CI logs are not terminals, and a figure split at column 80
+is unreadable); the stage spinner is rich's global console, so the progress bars NNCF draws during INT8
+calibration nest under it instead of fighting it for the terminal.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Optional, get_args
 
+import rich
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
 from edgedeploy.errors import EdgeDeployError, UsageError, strip_ansi
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="Take a trained model to a verified TensorRT / OpenVINO / ONNX Runtime artifact.")
-console = Console(stderr=True)
-_debug = {"on": False}
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Take a trained model to a verified TensorRT / OpenVINO / ONNX Runtime artifact.",
+                  epilog="Start with: edgedeploy build   (the bundled demo detector, OpenVINO fp32). "
+                         "Exit codes: 0 pass, 1 a check or stage failed, 2 usage error.")
+rich.reconfigure(stderr=True, soft_wrap=True)  # NNCF's progress bars use the global console too (see above)
+console = rich.get_console()
+_debug = {"on": os.environ.get("EDGEDEPLOY_DEBUG", "") not in ("", "0")}
+
+
+def _set_debug(value: bool) -> bool:
+    _debug["on"] = _debug["on"] or bool(value)
+    return value
+
+
+DEBUG = typer.Option(False, "--debug", callback=_set_debug, is_eager=True, metavar="",
+                     help="show tracebacks and tool logs on failure (also: EDGEDEPLOY_DEBUG=1)")
+_DEFAULT_OUT = "edgedeploy-out/NAME-TARGET-PRECISION"
 
 
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="show tracebacks and tool logs on failure")) -> None:
-    _debug["on"] = debug
+def _options(debug: bool = DEBUG) -> None:
+    """Global options (every command accepts them too)."""
 
 
 class _RichStages:
@@ -48,27 +68,44 @@ class _RichStages:
             self._status.stop()
 
 
-@app.command()
+@app.command(epilog="\b\nExample: edgedeploy build mynet.yaml --target openvino --precision fp16 --out out/mynet-fp16")
 def build(
-    config: Optional[Path] = typer.Argument(None, help="YAML build spec; without it, the bundled demo detector"),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="openvino | onnxruntime | trt"),
-    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32 | fp16 | int8"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder [default: edgedeploy-out/NAME-TARGET-PRECISION]"),
-    trust_code: bool = typer.Option(False, "--trust-code", help="allow loading a pickled checkpoint (runs code from it)"),
+    config: Optional[Path] = typer.Argument(None, metavar="CONFIG", show_default="the bundled demo detector",
+                                            help="YAML build spec (README.md: 'Your own model'), or a bundle "
+                                                 "folder (edgedeploy bundle)"),
+    target: Optional[str] = typer.Option(
+        None, "--target", "-t", metavar="TARGET", show_default="the config's, else openvino",
+        help="openvino | onnxruntime | trt (trt needs TensorRT: JetPack's on a Jetson, the `tensorrt` extra on "
+             "x86_64 with an NVIDIA GPU; docs/tensorrt.md)"),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", metavar="PRECISION",
+                                            show_default="the config's, else fp32", help="fp32 | fp16 | int8"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", show_default=_DEFAULT_OUT,
+                                       help="output folder, replaced as a whole when the build completes"),
+    strict: bool = typer.Option(False, "--strict", metavar="",
+                                help="fail on every warning too (precision not as requested, accuracy not "
+                                     "measured, too few calibration samples, unstable latency): for CI"),
+    trust_code: bool = typer.Option(False, "--trust-code", metavar="",
+                                    help="allow loading a pickled checkpoint (runs code from it)"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Export, optimize, build and validate a model; exit 1 when a check fails."""
+    """Build and validate a deployable artifact.
+
+    Export (PyTorch → ONNX), optimize, precision (fp16 / calibrated int8), build for the target, then validate
+    against the reference; writes report.json / .md / .html. Exit 0 pass, 1 a check or stage failed, 2 usage error."""
     from edgedeploy import pipeline
     from edgedeploy.bundle.manifest import is_bundle
     from edgedeploy.config import Precision, Target, demo_spec_path, load_spec
     from edgedeploy.outfolder import OutputFolder
 
     if config is not None and is_bundle(config):
-        return _build_bundle(config, target, precision, out)
+        return _build_bundle(config, target, precision, out, strict)
     spec = load_spec(config if config is not None else demo_spec_path())
     for flag, value, allowed in (("--target", target, Target), ("--precision", precision, Precision)):
         if value is not None and value not in get_args(allowed):
             raise UsageError(f"invalid {flag} {value!r}", fix=f"use one of: {', '.join(get_args(allowed))}")
     spec = spec.model_copy(update={k: v for k, v in {"target": target, "precision": precision}.items() if v})
+    if strict:
+        spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"strict": True})})
     out = OutputFolder(out or Path("edgedeploy-out") / f"{spec.name}-{spec.target}-{spec.precision}").check()
     pipeline.check_request(spec)
     console.print(f"[bold]edgedeploy build[/] {escape(spec.name)} → {spec.target} {spec.precision} in "
@@ -81,7 +118,8 @@ def build(
     _finish(report, out)
 
 
-def _build_bundle(bundle: Path, target: Optional[str], precision: Optional[str], out: Optional[Path]) -> None:
+def _build_bundle(bundle: Path, target: Optional[str], precision: Optional[str], out: Optional[Path],
+                  strict: bool) -> None:
     """`build BUNDLE`: what a device runs, with no PyTorch (edgedeploy.bundle.build)."""
     from edgedeploy.bundle.build import build_from_bundle
     from edgedeploy.outfolder import OutputFolder
@@ -92,22 +130,29 @@ def _build_bundle(bundle: Path, target: Optional[str], precision: Optional[str],
                   f"{precision or 'default precision'} in {escape(str(out))}", highlight=False)
     stages = _RichStages()
     try:
-        report = build_from_bundle(bundle, out, target=target, precision=precision, listener=stages)
+        report = build_from_bundle(bundle, out, target=target, precision=precision, strict=strict, listener=stages)
     finally:
         stages.stop()
     _finish(report, out)
 
 
-@app.command()
+@app.command(epilog="\b\nExample: edgedeploy bundle mynet.yaml --out out/mynet-bundle -p fp16 -p int8   "
+                    "(then on the device: edgedeploy build out/mynet-bundle --target trt -p int8)")
 def bundle(
-    config: Optional[Path] = typer.Argument(None, help="YAML build spec; without it, the bundled demo detector"),
-    out: Path = typer.Option(..., "--out", "-o", help="the bundle folder (replaced as a whole)"),
-    precision: list[str] = typer.Option([], "--precision", "-p", help="fp32 | fp16 | int8, repeatable "
-                                        "[default: fp32, fp16, and int8 when the spec has calibration data]"),
-    trust_code: bool = typer.Option(False, "--trust-code", help="allow loading a pickled checkpoint (runs code from it)"),
+    config: Optional[Path] = typer.Argument(None, metavar="CONFIG", show_default="the bundled demo detector",
+                                            help="YAML build spec"),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="the bundle folder (replaced as a whole)"),
+    precision: list[str] = typer.Option([], "--precision", "-p", metavar="PRECISION",
+                                        show_default="fp32, fp16, and int8 when the spec has calibration data",
+                                        help="fp32 | fp16 | int8 (repeatable)"),
+    trust_code: bool = typer.Option(False, "--trust-code", metavar="",
+                                    help="allow loading a pickled checkpoint (runs code from it)"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Make a bundle a device builds and validates from without PyTorch: deploy.onnx and its fp16 / Q/DQ variants,
-    the reference, the calibration samples, the spec and a manifest with hashes."""
+    """Make a bundle a device builds from without PyTorch.
+
+    deploy.onnx and its fp16 / Q/DQ variants, the reference inputs and outputs, the calibration samples, the spec
+    and a manifest with hashes: `edgedeploy build BUNDLE` and `edgedeploy validate` on the device need nothing else."""
     from edgedeploy.bundle.make import make_bundle
     from edgedeploy.config import Precision, demo_spec_path, load_spec
 
@@ -115,42 +160,55 @@ def bundle(
     if bad:
         raise UsageError(f"invalid --precision {bad[0]!r}", fix=f"use one of: {', '.join(get_args(Precision))}")
     spec = load_spec(config if config is not None else demo_spec_path())
-    console.print(f"[bold]edgedeploy bundle[/] {spec.name} → {out}")
+    console.print(f"[bold]edgedeploy bundle[/] {escape(spec.name)} → {escape(str(out))}", highlight=False)
     stages = _RichStages()
     try:
         manifest = make_bundle(spec, out, precision or None, trust_code=trust_code, listener=stages)
     finally:
         stages.stop()
     size = sum(f["size"] for f in manifest["files"].values())
-    console.print(f"[green]✓[/] {out}: {', '.join(manifest['precisions'])}; {len(manifest['files'])} files, "
-                  f"{size / 1e6:.1f} MB; on the device: edgedeploy build {out} --target trt|openvino|onnxruntime",
-                  highlight=False, soft_wrap=True)
+    console.print(f"[green]✓[/] {escape(str(out))}: {', '.join(manifest['precisions'])}; "
+                  f"{len(manifest['files'])} files, {size / 1e6:.1f} MB; on the device: edgedeploy build "
+                  f"{escape(str(out))} --target trt|openvino|onnxruntime", highlight=False)
 
 
-@app.command()
+@app.command(epilog="\b\nExample: edgedeploy remote nvidia@orin.local build out/mynet-bundle --target trt -p int8 "
+                    "--venv edgedeploy-venv")
 def remote(
-    device: str = typer.Argument(..., help="USER@HOST[:PORT], or a host alias from your ~/.ssh/config"),
-    action: str = typer.Argument(..., help="build | validate"),
-    path: Path = typer.Argument(..., help="build: a bundle (edgedeploy bundle); validate: a build folder"),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="build: openvino | onnxruntime | trt"),
-    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="build: fp32 | fp16 | int8"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="local folder the device's output is fetched into "
-                                       "[build: edgedeploy-out/BUNDLE-TARGET-HOST; validate: PATH/validate]"),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="validate: a report.json to compare against"),
-    config: Optional[Path] = typer.Option(None, "--config", help="validate: YAML overriding thresholds"),
-    junit: Optional[Path] = typer.Option(None, "--junit", help="validate: write JUnit XML here"),
-    venv: Optional[str] = typer.Option(None, "--venv", help="the virtual environment on the device that has "
-                                       "edgedeploy (absolute, or relative to the home folder) [default: PATH]"),
-    remote_dir: str = typer.Option(".edgedeploy/remote", "--remote-dir", help="work folder on the device"),
-    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", "-F", help="ssh_config to use instead of "
-                                              "~/.ssh/config"),
-    ssh_option: list[str] = typer.Option([], "--ssh-option", help="an ssh -o option, e.g. ProxyJump=gw "
-                                         "(repeatable)"),
-    bwlimit: Optional[int] = typer.Option(None, "--bwlimit", help="limit copies to this many Kbit/s (scp -l)"),
-    keep_remote: bool = typer.Option(False, "--keep-remote", help="keep the run's folder on the device"),
+    device: str = typer.Argument(..., metavar="DEVICE", help="USER@HOST[:PORT], or a host alias from your "
+                                                             "~/.ssh/config"),
+    action: str = typer.Argument(..., metavar="ACTION", help="build | validate"),
+    path: Path = typer.Argument(..., metavar="PATH", help="build: a bundle (edgedeploy bundle); validate: a build "
+                                                          "folder"),
+    target: Optional[str] = typer.Option(None, "--target", "-t", metavar="TARGET", show_default="the bundle's",
+                                         help="build: openvino | onnxruntime | trt"),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", metavar="PRECISION",
+                                            show_default="the bundle's", help="build: fp32 | fp16 | int8"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
+                                       show_default="build: edgedeploy-out/BUNDLE-TARGET-HOST; validate: PATH-validate",
+                                       help="local folder the device's output is fetched into"),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", metavar="REPORT_JSON",
+                                            help="validate: a report.json to compare against"),
+    config: Optional[Path] = typer.Option(None, "--config", metavar="YAML", help="validate: YAML overriding thresholds"),
+    junit: Optional[Path] = typer.Option(None, "--junit", metavar="FILE", help="validate: write JUnit XML here"),
+    venv: Optional[str] = typer.Option(None, "--venv", metavar="DIR", show_default="edgedeploy on the device's PATH",
+                                       help="the virtual environment on the device that has edgedeploy (absolute, or "
+                                            "relative to the home folder)"),
+    remote_dir: str = typer.Option(".edgedeploy/remote", "--remote-dir", metavar="DIR",
+                                   help="work folder on the device"),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", "-F", metavar="FILE",
+                                              show_default="~/.ssh/config", help="ssh_config to use"),
+    ssh_option: list[str] = typer.Option([], "--ssh-option", metavar="KEY=VALUE",
+                                         help="an ssh -o option, e.g. ProxyJump=gw (repeatable)"),
+    bwlimit: Optional[int] = typer.Option(None, "--bwlimit", metavar="KBIT_S", show_default="no limit",
+                                          help="limit copies to this many Kbit/s (scp -l)"),
+    keep_remote: bool = typer.Option(False, "--keep-remote", metavar="", help="keep the run's folder on the device"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Build a bundle or validate a build folder on a device over SSH: copy it there, run edgedeploy in --venv
-    showing its progress, fetch the output folder back (whole, or not at all), exit with the device's exit code."""
+    """Build or validate on a device over SSH.
+
+    Copies the bundle (build) or build folder (validate) there, runs edgedeploy in --venv showing its progress,
+    fetches the output folder back (whole, or not at all) and exits with the device's exit code."""
     import shutil
 
     from edgedeploy.outfolder import report_path
@@ -186,22 +244,34 @@ def remote(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(epilog="\b\nExample: edgedeploy validate out/demo-ov --baseline tests/baselines/demo-openvino-fp32.json "
+                     "--junit out/junit.xml --strict")
 def validate(
-    artifact_dir: Path = typer.Argument(..., help="a folder written by `edgedeploy build` (manifest.json, reference.npz)"),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="a committed report.json to compare against"),
-    junit: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here (one testcase per check)"),
+    artifact_dir: Path = typer.Argument(..., metavar="ARTIFACT_DIR", help="a folder written by `edgedeploy build` "
+                                        "(manifest.json, reference.npz)"),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", metavar="REPORT_JSON",
+                                            help="a committed report.json to compare against (accuracy; latency on "
+                                                 "the machine it was timed on)"),
+    junit: Optional[Path] = typer.Option(None, "--junit", metavar="FILE",
+                                         help="write JUnit XML here (one testcase per check)"),
     config: Optional[Path] = typer.Option(
-        None, "--config", help="YAML overriding thresholds / validation / regression (or a full build spec)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder [default: ARTIFACT_DIR-validate]"),
+        None, "--config", metavar="YAML", help="thresholds / validation / regression merged over the build's "
+                                               "(or a full build spec)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", show_default="ARTIFACT_DIR-validate",
+                                       help="report folder, replaced as a whole"),
+    strict: bool = typer.Option(False, "--strict", metavar="", help="fail on every warning too (CI)"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Re-run a built artifact on its stored reference (no torch), check thresholds and a baseline; exit 0 pass,
-    1 fail, 2 usage error. Writes report.json, report.md and report.html."""
+    """Re-check a built artifact (CI gate).
+
+    Re-runs it on the inputs stored in reference.npz (no PyTorch needed), checks its thresholds, its files'
+    hashes and a baseline; writes report.json / .md / .html and JUnit. Exit 0 pass, 1 a check failed, 2 usage error."""
     from edgedeploy.outfolder import report_path
     from edgedeploy.validate.gate import validate_artifact
 
     with console.status("[bold]validate[/]…"):
-        report = validate_artifact(artifact_dir, baseline=baseline, config=config, out_dir=out, junit=junit)
+        report = validate_artifact(artifact_dir, baseline=baseline, config=config, out_dir=out, junit=junit,
+                                   strict=strict)
     out = report_path(artifact_dir, out, "validate")
     for c in report["checks"]:
         mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "skip": "[yellow]-[/]"}[c["status"]]
@@ -210,23 +280,33 @@ def validate(
     _finish(report, out)
 
 
-@app.command()
+@app.command(epilog="\b\nExample: edgedeploy optimize raw.onnx --output deploy.onnx --drop-output 'aux_*' "
+                    "--input-shape images:1x3x640x640 --report optimize.json --strict")
 def optimize(
-    model: Path = typer.Argument(..., help="the ONNX model to optimize"),
-    output: Path = typer.Option(..., "--output", "-o", help="where to write the optimized ONNX"),
-    keep_output: list[str] = typer.Option([], "--keep-output", help="keep only these outputs (repeatable)"),
-    drop_output: list[str] = typer.Option([], "--drop-output", help="drop outputs by name or glob, e.g. 'aux*'"),
-    simplifier: str = typer.Option("auto", "--simplifier", help="auto | onnxsim | onnxslim | none"),
+    model: Path = typer.Argument(..., metavar="MODEL_ONNX", help="the ONNX model to optimize"),
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="where to write the optimized ONNX"),
+    keep_output: list[str] = typer.Option([], "--keep-output", metavar="NAME", show_default="all outputs",
+                                          help="keep only these outputs (repeatable)"),
+    drop_output: list[str] = typer.Option([], "--drop-output", metavar="PATTERN", show_default="none",
+                                          help="drop outputs by name or glob, e.g. 'aux*' (repeatable)"),
+    simplifier: str = typer.Option("auto", "--simplifier", metavar="NAME",
+                                   help="auto | onnxsim | onnxslim | none"),
     input_shape: list[str] = typer.Option(
-        [], "--input-shape", help="NAME:1x3x48x192, the shape verification runs an input at (repeatable); "
-                                  "without it dynamic dims take sizes from --inputs, else chosen and reported"),
+        [], "--input-shape", metavar="NAME:1x3x48x192", show_default="from --inputs, else chosen and reported",
+        help="the shape verification runs an input at, for its dynamic dims (repeatable)"),
     inputs: Optional[Path] = typer.Option(
-        None, "--inputs", help="representative inputs: an .npz with one array per model input (by name; the "
-                               "first 8 samples are used)"),
-    strict: bool = typer.Option(False, "--strict", help="exit 1 when any pass is not applied (rolled back/failed)"),
-    report: Optional[Path] = typer.Option(None, "--report", help="write the verification report (JSON) here"),
+        None, "--inputs", metavar="NPZ", show_default="seeded random inputs",
+        help="representative inputs: an .npz with one array per model input (by name; the first 8 samples are used)"),
+    strict: bool = typer.Option(False, "--strict", metavar="",
+                                help="exit 1 when any pass is not applied (rolled back or failed)"),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE", show_default="not written",
+                                          help="write the verification report (JSON) here"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Fold BN and per-channel affines, merge RepConv branches, prune outputs, simplify; every pass verified."""
+    """Optimize an ONNX graph, every pass verified.
+
+    Folds BN and per-channel affines, merges RepConv branches, prunes outputs, simplifies; a pass that changes the
+    outputs is rolled back and reported."""
     from edgedeploy import fileio
     from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
     from edgedeploy.outfolder import output_file
@@ -266,33 +346,51 @@ debug_app = typer.Typer(no_args_is_help=True, help="Find what loses accuracy in 
 app.add_typer(debug_app, name="debug")
 
 
-@debug_app.command("precision")
+@debug_app.callback()
+def _debug_options(debug: bool = DEBUG) -> None:
+    """Find what loses accuracy in a built artifact."""
+
+
+@debug_app.command("precision", epilog="\b\nExample: edgedeploy debug precision out/demo-ov8 --search "
+                                       "--max-map50-drop 0.001 --rebuild out/demo-ov8-fixed")
 def debug_precision(
-    artifact_dir: Path = typer.Argument(..., help="a folder written by `edgedeploy build --precision int8`"),
-    samples: int = typer.Option(32, "--samples", help="validation samples the per-layer errors are measured on"),
-    search: bool = typer.Option(False, "--search", help="find the fewest worst layers to keep in float so the "
-                                                        "int8 budget holds (each trial requantizes)"),
-    max_layers: int = typer.Option(16, "--max-layers", help="--search keeps at most this many layers in float"),
-    max_map50_drop: Optional[float] = typer.Option(None, "--max-map50-drop", help="budget override (mAP units)"),
-    max_top1_drop: Optional[float] = typer.Option(None, "--max-top1-drop", help="budget override"),
-    rebuild: Optional[Path] = typer.Option(None, "--rebuild", help="with --search: build the found configuration "
-                                                                   "into this folder"),
-    top: int = typer.Option(10, "--top", help="layers listed here (all are in the report)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o",
-                                       help="report folder [default: ARTIFACT_DIR-debug-precision]"),
+    artifact_dir: Path = typer.Argument(..., metavar="ARTIFACT_DIR",
+                                        help="a folder written by `edgedeploy build --precision int8`"),
+    samples: int = typer.Option(32, "--samples", metavar="N",
+                                help="validation samples the per-layer errors are measured on"),
+    search: bool = typer.Option(False, "--search", metavar="", help="find the fewest worst layers to keep in float "
+                                                                    "so the int8 budget holds (each trial requantizes)"),
+    max_layers: int = typer.Option(16, "--max-layers", metavar="N", help="--search keeps at most this many layers "
+                                                                         "in float"),
+    max_map50_drop: Optional[float] = typer.Option(None, "--max-map50-drop", metavar="DROP",
+                                                   show_default="the build's int8 budget",
+                                                   help="budget override (mAP units, e.g. 0.005)"),
+    max_top1_drop: Optional[float] = typer.Option(None, "--max-top1-drop", metavar="DROP",
+                                                  show_default="the build's int8 budget",
+                                                  help="budget override (accuracy units, e.g. 0.01)"),
+    rebuild: Optional[Path] = typer.Option(None, "--rebuild", metavar="DIR", help="with --search: build the found "
+                                                                                  "configuration into this folder"),
+    top: int = typer.Option(10, "--top", metavar="N", help="layers listed here (all are in the report)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
+                                       show_default="ARTIFACT_DIR-debug-precision", help="report folder"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Rank the layers of an INT8 artifact by the error each adds (vs its float graph, per intermediate tensor);
-    with --search, keep the worst in float until the budget holds; exit 1 when no such set is found."""
+    """Rank the layers that lose INT8 accuracy.
+
+    Compares every intermediate tensor of the quantized graph with the float graph and ranks the layers by the
+    error each adds; with --search, keeps the worst in float until the budget holds (exit 1 when no such set is
+    found)."""
     from edgedeploy.outfolder import OutputFolder, report_path
-    from edgedeploy.precision import debug
+    from edgedeploy.precision import debug as precision_debug
 
     if rebuild is not None and not search:
         raise UsageError("--rebuild needs --search (it builds what the search found)")
     if rebuild is not None:  # refused now, not after the search
         rebuild = OutputFolder(rebuild, flag="--rebuild").check()
+    report_dir = report_path(artifact_dir, out, "debug-precision")
     with console.status("[bold]debug precision[/]…") as status:
-        report = debug.debug_precision(
-            artifact_dir, out, samples=samples, do_search=search, max_layers=max_layers,
+        report = precision_debug.debug_precision(
+            artifact_dir, report_dir, samples=samples, do_search=search, max_layers=max_layers,
             budget_overrides={"max_map50_drop": max_map50_drop, "max_top1_drop": max_top1_drop},
             progress=lambda line: (status.update(f"[bold]debug precision[/] {escape(line)}"),
                                    console.print(f"  {escape(line)}", highlight=False)))
@@ -303,21 +401,20 @@ def debug_precision(
         lay = by_name[name]
         console.print(f"  {lay['local_rel_l2']:.4f} / {lay['rel_l2']:.4f}  {escape(name)} ({lay['op_type']})",
                       highlight=False)
-    report_dir = report_path(artifact_dir, out, "debug-precision")
     result = report.get("result")
     if result is None:
-        console.print(Text(f"→ {report_dir / 'report.md'}"), highlight=False, soft_wrap=True)
+        console.print(f"→ {escape(str(report_dir / 'report.md'))}", highlight=False)
         return
     if not result["passed"]:
         raise EdgeDeployError(f"the int8 budget does not hold with up to {max_layers} worst layers in float",
                               where=str(report_dir / "report.md"),
                               fix="raise --max-layers, or check the calibration data and preprocessing")
     console.print(f"[green]✓[/] {len(result['kept_float'])} layer(s) in float meet the budget → "
-                  f"{escape(str(report_dir / 'keep-float.yaml'))}", highlight=False, soft_wrap=True)
+                  f"{escape(str(report_dir / 'keep-float.yaml'))}", highlight=False)
     if rebuild is not None:
         stages = _RichStages()
         try:
-            built = debug.rebuild(artifact_dir, result["kept_float"], rebuild, listener=stages)
+            built = precision_debug.rebuild(artifact_dir, result["kept_float"], rebuild, listener=stages)
         finally:
             stages.stop()
         _finish(built, rebuild)
@@ -327,21 +424,33 @@ ci_app = typer.Typer(no_args_is_help=True, help="Write CI workflows that build a
 app.add_typer(ci_app, name="ci")
 
 
-@ci_app.command("github")
+@ci_app.callback()
+def _ci_options(debug: bool = DEBUG) -> None:
+    """Write CI workflows that build and validate on many devices."""
+
+
+@ci_app.command("github", epilog="\b\nExample: edgedeploy ci github mynet.yaml -d orin-nano=self-hosted,jetson,"
+                                 "orin-nano:trt -d xeon=self-hosted,x64:openvino -p fp16 -p int8")
 def ci_github(
-    config: Optional[str] = typer.Argument(None, help="the build spec's path in your repository [default: the demo]"),
-    device: list[str] = typer.Option(..., "--device", "-d", help="NAME=LABEL,LABEL[:TARGET], one per kind of "
-                                     "device, e.g. orin-nano=self-hosted,jetson,orin-nano:trt (repeatable)"),
-    precision: list[str] = typer.Option([], "--precision", "-p", help="fp32 | fp16 | int8, repeatable "
-                                        "[default: fp32, fp16]"),
-    out: Path = typer.Option(Path(".github/workflows/edgedeploy-fleet.yml"), "--out", "-o",
+    config: Optional[str] = typer.Argument(None, metavar="CONFIG", show_default="the bundled demo",
+                                           help="the build spec's path in your repository"),
+    device: list[str] = typer.Option(..., "--device", "-d", metavar="NAME=LABEL,LABEL[:TARGET]",
+                                     help="one per kind of device, e.g. orin-nano=self-hosted,jetson,orin-nano:trt "
+                                          "(repeatable)"),
+    precision: list[str] = typer.Option([], "--precision", "-p", metavar="PRECISION", show_default="fp32, fp16",
+                                        help="fp32 | fp16 | int8 (repeatable)"),
+    out: Path = typer.Option(Path(".github/workflows/edgedeploy-fleet.yml"), "--out", "-o", metavar="FILE",
                              help="the workflow file to write"),
-    install: Optional[str] = typer.Option(None, "--install", help="pip requirement for edgedeploy on the runners "
-                                          "[default: this version from PyPI]"),
-    timeout: int = typer.Option(120, "--timeout", help="minutes each device job may take"),
+    install: Optional[str] = typer.Option(None, "--install", metavar="REQUIREMENT",
+                                          show_default="this version from PyPI",
+                                          help="pip requirement for edgedeploy on the runners"),
+    timeout: int = typer.Option(120, "--timeout", metavar="MINUTES", help="minutes each device job may take"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Write a GitHub Actions workflow: the bundle made on a hosted runner, built and validated on a self-hosted
-    runner of each device kind x precision, and one fleet table in the run's summary."""
+    """Write a GitHub Actions fleet workflow.
+
+    The bundle is made on a hosted runner, then built and validated on a self-hosted runner of each device kind ×
+    precision; a summary job puts one fleet table in the run's summary."""
     from edgedeploy import fileio
     from edgedeploy.config import Precision
     from edgedeploy.fleet.github import DeviceKind, workflow
@@ -359,13 +468,22 @@ report_app = typer.Typer(no_args_is_help=True, help="Work with report.json files
 app.add_typer(report_app, name="report")
 
 
-@report_app.command("merge")
+@report_app.callback()
+def _report_options(debug: bool = DEBUG) -> None:
+    """Work with report.json files."""
+
+
+@report_app.command("merge", epilog="\b\nExample: edgedeploy report merge out/*/report.json --out out/fleet")
 def report_merge(
-    reports: list[Path] = typer.Argument(..., help="report.json files, e.g. out/*/report.json"),
-    out: Path = typer.Option(Path("fleet"), "--out", "-o", help="folder for fleet.md, fleet.html and fleet.json"),
+    reports: list[Path] = typer.Argument(..., metavar="REPORT_JSON...", help="report.json files, e.g. "
+                                                                             "out/*/report.json"),
+    out: Path = typer.Option(Path("fleet"), "--out", "-o", metavar="DIR",
+                             help="folder for fleet.md, fleet.html and fleet.json"),
+    debug: bool = DEBUG,
 ) -> None:
-    """One table of many devices' reports (device x precision: accuracy, latency, pass/fail) in Markdown and HTML;
-    exit 1 when any report failed."""
+    """Merge reports into one fleet table.
+
+    Device × precision: accuracy, latency, pass/fail, in Markdown and HTML; exit 1 when any report failed."""
     from edgedeploy.fleet.merge import merge
 
     rows = merge(reports, out)
@@ -378,7 +496,8 @@ def report_merge(
 
 
 def _finish(report: dict, out: Path) -> None:
-    """Print the one-line summary; a failed check makes the command exit 1, naming the checks."""
+    """Print the verdict line (with its warnings) and each warning; a failed check makes the command exit 1,
+    naming the checks."""
     _print_summary(report, out)
     if not report["passed"]:
         failed = [c for c in report["checks"] if not c["passed"]]
@@ -389,26 +508,37 @@ def _finish(report: dict, out: Path) -> None:
 def _print_summary(report: dict, out: Path) -> None:
     task = report.get("task")
     worst = max(report["tensors"].items(), key=lambda kv: kv[1]["rel_l2"])
-    parts = [f"rel-L2 {worst[1]['rel_l2']:.2e} ({escape(worst[0])})"]
+    parts = [f"rel-L2 {worst[1]['rel_l2']:.2e} ({worst[0]})"]
     if task and "map50" in task:
         parts.append(f"mAP@0.5 {task['map50']:.4f} (reference {task['reference_map50']:.4f})")
     elif task and task.get("kind") == "classification":
         parts.append(f"top-1 agreement {task['top1_agreement']:.4f}"
                      + (f", top-1 {task['top1']:.4f} (reference {task['reference_top1']:.4f})" if "top1" in task else ""))
     parts += [f"batch {t['batch']}: {t['median_ms']:.2f} ms" for t in report["latency"]]
-    verdict = "[green]PASS[/]" if report["passed"] else "[red]FAIL[/]"
     counts = {k: sum(c.get("status") == k for c in report["checks"]) for k in ("pass", "fail", "skip")}
     parts.append(f"checks {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
-    console.print(f"{verdict} {'; '.join(parts)}; total {report['wall_seconds']:.1f} s → "
+    warnings = [w for w in report.get("warnings", []) if isinstance(w, dict)]
+    verdict = "[green]PASS[/]" if report["passed"] else "[red]FAIL[/]"
+    if warnings:
+        titles = "; ".join(dict.fromkeys(w["title"] for w in warnings))
+        verdict += (f" [yellow]with {len(warnings)} warning{'s' * (len(warnings) > 1)}[/] ({escape(titles)}"
+                    f"{', failed under --strict' if report.get('strict') else ''})")
+    console.print(f"{verdict}: {escape('; '.join(parts))}; total {report['wall_seconds']:.1f} s → "
                   f"{escape(str(out / 'report.md'))}", highlight=False)
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {escape(w['message'])}", highlight=False)
 
 
-@app.command()
+@app.command(epilog="\b\nExample: edgedeploy inspect out/demo-trt --json")
 def inspect(
-    path: Path = typer.Argument(..., help="a TensorRT plan, its .plan.json manifest, or a folder built with --target trt"),
-    as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+    path: Path = typer.Argument(..., metavar="PATH", help="a TensorRT plan, its .plan.json manifest, or a folder "
+                                                          "built with --target trt"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print the manifest as JSON"),
+    debug: bool = DEBUG,
 ) -> None:
-    """Show what a TensorRT plan was built for; exit 1 when this machine cannot run it (checked before loading)."""
+    """Show what a TensorRT plan was built for.
+
+    Exit 1 when this machine cannot run it (TensorRT version, GPU, compatibility mode; checked before loading)."""
     from edgedeploy.backends import tensorrt, trt_manifest
 
     here = tensorrt.probe_runtime()

@@ -221,26 +221,8 @@ def summary(conditions: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
-def markdown(conditions: dict[str, Any] | None) -> list[str]:
-    """report.md's device section (empty without conditions)."""
-    if not conditions:
-        return []
-    return ["## Device", "", *(f"- {name}: {value}" for name, value in rows(conditions)), ""]
-
-
-def html_section(conditions: dict[str, Any] | None) -> list[str]:
-    """report.html's device section (empty without conditions)."""
-    if not conditions:
-        return []
-    from html import escape
-
-    cells = "".join(f"<tr><td>{escape(name)}</td><td class='text'>{escape(value)}</td></tr>"
-                    for name, value in rows(conditions))
-    return ["<h2>Device</h2>", f"<table>{cells}</table>"]
-
-
 def rows(conditions: dict[str, Any]) -> list[tuple[str, str]]:
-    """The conditions as (name, value) rows for report.md and report.html."""
+    """The conditions as (name, value) rows: the Device section of report.md and report.html."""
     out = [("model", str(conditions.get("model") or "—"))]
     jetson = conditions.get("jetson")
     if jetson:
@@ -268,4 +250,4 @@ def rows(conditions: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-__all__ = ["read_conditions", "summary", "markdown", "html_section", "rows"]
+__all__ = ["read_conditions", "summary", "rows"]

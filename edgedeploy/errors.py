@@ -34,7 +34,9 @@ class EdgeDeployError(Exception):
     @property
     def message(self) -> str:
         text = f"{self.where}: {self.what}" if self.where else self.what
-        return f"{text}. {self.fix}" if self.fix else text
+        if not self.fix:
+            return text
+        return f"{text.rstrip().rstrip('.')}. {self.fix}"  # a `what` quoting a library's sentence ends in "." already
 
 
 class UsageError(EdgeDeployError):

@@ -45,7 +45,7 @@ from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.stage import check_precision_request, run_precision
 from edgedeploy.preprocess import ValidationSet, load_validation_set
 from edgedeploy.validate import evaluate as evaluation
-from edgedeploy.validate.gate import REPORT_SCHEMA, write_reports
+from edgedeploy.validate.gate import REPORT_SCHEMA, finish_report, write_reports
 _LIBRARIES = ("torch", "onnx", "onnxsim", "onnxslim", "onnxruntime", "openvino", "nncf", "numpy", "tensorrt")
 
 
@@ -160,6 +160,7 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
         opt_report = optimize_file(raw_path, deploy_path, settings, real_inputs=evaluation.first(data.inputs, evaluation.RUN_BATCH))
         fileio.write_json(out_dir / "optimize.json", folder.relocate(opt_report.to_dict()))
         require_asked_passes(spec, opt_report)
+        evaluation.check_threshold_outputs(spec, opt_report.outputs)
         deploy_ops = _op_counts(onnx.load(str(deploy_path)))
         t.summary = f"{sum(deploy_ops.values())} nodes, outputs {', '.join(opt_report.outputs)}"
 
@@ -223,7 +224,7 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
         "libraries": library_versions(),
         "python": platform.python_version(),
     }
-    report = folder.relocate(report)
+    report = folder.relocate(finish_report(report, spec))
     fileio.write_json(out_dir / "manifest.json", folder.relocate(manifest))
     write_reports(report, out_dir)  # report.json, report.md, report.html
     return report

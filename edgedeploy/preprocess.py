@@ -117,7 +117,8 @@ def load_validation_set(spec: BuildSpec, random_samples: int = 8) -> ValidationS
                 raise UsageError(f"no array `images`, nor arrays for inputs {missing} (has {sorted(data.files)})",
                                  where=str(path), fix="store raw images as `images` or model inputs by input name")
             inputs = {i.name: data[i.name][:n] for i in spec.inputs}
-        targets = data["targets"] if "targets" in data else None
+        # other tasks read their labels elsewhere (evaluate.load_labels)
+        targets = data["targets"] if "targets" in data and spec.validation.task == "detection" else None
     for spec_in in spec.inputs:
         check_input(spec_in, inputs[spec_in.name], str(path))
     counts = {name: len(a) for name, a in inputs.items()}

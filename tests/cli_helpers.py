@@ -6,13 +6,18 @@ import os
 import subprocess
 import sys
 
-PROGRESS = ("edgedeploy build ", "✓ ", "PASS ", "FAIL ")  # how a build's progress lines start
+PROGRESS = ("edgedeploy build ", "✓ ", "PASS", "FAIL", "warning: ")  # how a build's progress lines start
 
 
-def run_cli(*args: str, cwd=None, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
-    """`edgedeploy ARGS`; COLUMNS keeps rich from wrapping lines, so each message is one line."""
+def run_cli(*args: str, cwd=None, timeout: float = 300, env_debug: str | None = None,
+            **popen) -> subprocess.CompletedProcess:
+    """`edgedeploy ARGS` as a CI job runs it (no terminal, 80 columns: the CLI must not wrap its lines);
+    `env_debug` sets EDGEDEPLOY_DEBUG."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "EDGEDEPLOY_DEBUG")}
+    if env_debug is not None:
+        env["EDGEDEPLOY_DEBUG"] = env_debug
     return subprocess.run([sys.executable, "-m", "edgedeploy.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env={**os.environ, "COLUMNS": "1000"}, **popen)
+                          cwd=cwd, timeout=timeout, env=env, **popen)
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:

@@ -1,4 +1,14 @@
-"""Shared fixtures: the bundled demo spec and small helpers to write configs."""
+"""Shared fixtures: the bundled demo spec and small helpers to write configs.
+
+Conventions for every test module (README.md, "Set-up and tests"):
+
+- `@pytest.mark.slow` on a test that builds a whole model through the pipeline, exports a PyTorch model, starts
+  several CLI processes, or otherwise runs over ~10 s on 2 cores (`pytestmark = pytest.mark.slow` for a module of
+  them). `pytest -m "not slow"` is the quick suite (must stay under 3 minutes on 2 cores); CI runs everything.
+- Tests run in 2 processes (pytest-xdist `-n 2 --dist loadfile`, pyproject.toml; `pytest -n 0` runs in one), each
+  module's tests in one process, so a module-scoped fixture is built once. A session-cached build
+  (precision_helpers.built) is made once per process that needs it.
+"""
 
 from __future__ import annotations
 

@@ -149,6 +149,7 @@ def _check_against_torch(torch_model: nn.Module, proto: onnx.ModelProto) -> None
             np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_optimized_plain(onnx_plain_optimized):
     m, proto = onnx_plain_optimized
     onnx.checker.check_model(proto)
@@ -165,6 +166,7 @@ def test_export_optimized_plain(onnx_plain_optimized):
     _check_against_torch(m, proto)
 
 
+@pytest.mark.slow
 def test_export_unoptimized_aux(onnx_aux_unoptimized):
     m, proto = onnx_aux_unoptimized
     onnx.checker.check_model(proto)

@@ -132,14 +132,14 @@ def test_report_sections(tmp_path):
     from edgedeploy.validate.report import render_markdown
 
     c = device.read_conditions(jetson_tree(tmp_path, locked=True))
-    md = "\n".join(device.markdown(c))
-    assert "- nvpmodel: 25W (id 1, from /var/lib/nvpmodel/status)" in md
-    assert "- jetson_clocks: on (clocks pinned at their maximum)" in md
-    assert "- GPU clock: 1020.0 MHz (min 1020.0, max 1020.0)" in md
     report = minimal_report(c)
-    assert "## Device" in render_markdown(report)
+    md = render_markdown(report)
+    assert "## Device" in md
+    assert "| nvpmodel | 25W (id 1, from /var/lib/nvpmodel/status) |" in md
+    assert "| jetson_clocks | on (clocks pinned at their maximum) |" in md
+    assert "| GPU clock | 1020.0 MHz (min 1020.0, max 1020.0) |" in md
     page = html.render_html(report)
-    assert "<h2>Device</h2>" in page and "MAXN" not in page and "25W (id 1" in page
+    assert "id='device'>Device</h2>" in page and "MAXN" not in page and "25W (id 1" in page
     assert "## Device" not in render_markdown(minimal_report(None))
 
 

@@ -65,6 +65,7 @@ def test_corrupt_and_truncated_checkpoints(tmp_path):
         assert name in info.value.message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exporter_optimize", [True, False])
 def test_exporter_modes(tmp_path, exporter_optimize):
     """The exporter folds BN into a conv before it; BN with no conv before it (RepConv's identity branch) stays."""

@@ -13,6 +13,8 @@ from edgedeploy.config import demo_spec_path, load_spec
 
 from conftest import fast
 
+pytestmark = pytest.mark.slow  # every test builds the demo (PyTorch export)
+
 
 def ops(path: Path) -> list[str]:
     return [n.op_type for n in onnx.load(str(path)).graph.node]

@@ -127,6 +127,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_on_the_demo_int8_artifact():
     from precision_helpers import built
 
@@ -140,6 +141,7 @@ def test_cli_on_the_demo_int8_artifact():
     assert html.count("data:image/png;base64,") == 2
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_float_artifact_and_rebuild_without_search(tmp_path):
     from precision_helpers import built
 

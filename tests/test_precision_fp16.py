@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.config import Fp16Settings
@@ -50,6 +51,7 @@ def test_small_graph_casts_at_the_boundaries_and_keeps_blocked_ops_fp32():
         assert metrics.compare(a, b)["rel_l2"] < 2e-3
 
 
+@pytest.mark.slow
 def test_demo_fp16_graph_matches_fp32_and_keeps_map():
     out, report = built("onnxruntime", "fp16")
     assert report["passed"], report["checks"]

@@ -21,6 +21,8 @@ from edgedeploy.preprocess import load_validation_set
 
 from precision_helpers import CALIB_SUBSET, built, demo_spec, quick
 
+pytestmark = pytest.mark.slow  # the shared demo int8 builds (precision_helpers)
+
 
 def test_qdq_onnx_structure_and_map_on_onnxruntime():
     out, report = built("onnxruntime", "int8")

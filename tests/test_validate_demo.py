@@ -20,6 +20,8 @@ from edgedeploy.validate import gate
 
 from conftest import fast
 
+pytestmark = pytest.mark.slow  # demo builds; the int8 one is shared (precision_helpers)
+
 BASELINE = Path(__file__).parent / "baselines" / "demo-openvino-fp32.json"
 INT8_BASELINE = Path(__file__).parent / "baselines" / "demo-openvino-int8.json"
 

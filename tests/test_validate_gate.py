@@ -102,12 +102,14 @@ def reports(art: Path) -> Path:
 # --------------------------------------------------------------------------------------------- build + validate
 def test_build_report_has_classification_and_schema(built):
     out, report = built
-    assert report["schema"] == "edgedeploy.report/2" and report["kind"] == "build"
+    assert report["schema"] == gate.REPORT_SCHEMA and report["kind"] == "build"
     assert report["passed"], [c for c in report["checks"] if not c["passed"]]
     task = report["task"]
     assert task["kind"] == "classification" and task["samples"] == SAMPLES
     assert task["top1_agreement"] == 1.0 and task["top1"] == task["reference_top1"] > 0.9
-    assert {"logits.finite", "logits.rel_l2", "top1_agreement"} <= set(by_name(report))
+    checks = by_name(report)
+    assert [checks[n]["origin"] for n in ("logits.finite", "logits.rel_l2", "top1_agreement")] == [
+        "always", "config", "config"]
     with np.load(out / "reference.npz") as ref:
         assert "label.labels" in ref.files and len(ref["label.labels"]) == SAMPLES
     for name in ("report.json", "report.md", "report.html"):
@@ -264,10 +266,120 @@ def test_html_is_self_contained_with_plots(built, tmp_path):
 
     page = render_html(report)
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert [alt for alt, _ in images] == ["error per output", "latency histogram and CDF", "per-layer error"]
+    assert [alt for alt, _ in images] == ["error per output", "per-layer INT8 error, local and cumulative",
+                                          "latency histogram and CDF"]
     for _, b64 in images:
         assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http://" not in page and "https://" not in page and "<script" not in page
     md = (reports(art) / "report.md").read_text()
     assert md.startswith("# edgedeploy validate: digits-mlp → openvino fp32 — PASS")
     assert "## Classification" in md and "top-1 agreement" in md
+
+
+# --------------------------------------------------------------------------------------------- warnings, labels
+@pytest.fixture(scope="module")
+def unlabelled(mlp_config, tmp_path_factory):
+    """The classifier built (ONNX Runtime fp16) on validation data without `labels`: accuracy cannot be measured."""
+    folder = mlp_config.parent
+    with np.load(folder / "val.npz") as data:
+        np.savez(folder / "unlabelled.npz", x=data["x"])
+    spec = load_spec(mlp_config)
+    spec = spec.model_copy(update={"target": "onnxruntime", "precision": "fp16", "validation": spec.validation.model_copy(
+        update={"data": folder / "unlabelled.npz"})})
+    out = tmp_path_factory.mktemp("mlp_unlabelled")
+    return out, pipeline.build(spec, out)
+
+
+def test_a_pass_that_measured_no_accuracy_says_so_and_strict_fails_it(unlabelled, tmp_path):
+    out, report = unlabelled
+    assert report["passed"]
+    codes = [w["code"] for w in report["warnings"]]
+    assert "accuracy_not_measured" in codes
+    assert by_name(report)["top1_drop"]["status"] == "skip"  # the fp16 top-1 budget could not be checked
+    top = (out / "report.md").read_text().split("## Checks")[0]
+    assert "— PASS with " in top and "> ⚠️ the validation data has no `labels`" in top
+    strict = gate.validate_artifact(out, out_dir=tmp_path / "strict", strict=True)
+    assert not strict["passed"] and strict["strict"]
+    failed = [c for c in strict["checks"] if not c["passed"]]
+    assert "warning.accuracy_not_measured" in [c["name"] for c in failed]
+    assert all(c["origin"] == "strict" for c in failed)
+    result = run_cli("validate", str(out), "--out", str(tmp_path / "cli"))
+    assert result.returncode == 0, result.stderr
+    verdict = next(line for line in result.stderr.splitlines() if line.startswith("PASS"))
+    assert verdict.startswith("PASS with ") and "accuracy not measured" in verdict
+    assert len(verdict) > 80 and verdict.endswith("report.md")  # no terminal, yet one line: never wrapped at 80
+    assert "warning: the validation data has no `labels`" in result.stderr
+    strict_cli = run_cli("validate", str(out), "--out", str(tmp_path / "cli"), "--strict")
+    assert strict_cli.returncode == 1 and "warning.accuracy_not_measured" in strict_cli.stderr.splitlines()[-1]
+
+
+def test_a_precision_the_backend_did_not_run_is_a_warning(built, demo_spec):
+    from edgedeploy.validate import notices
+
+    report = {**built[1], "conditions": {**built[1]["conditions"], "precision_hint_requested": "f16",
+                                         "precision_hint_effective": "f32"}, "precision": "fp16"}
+    (w,) = notices.precision_not_as_requested(report, demo_spec)
+    assert w["title"] == "ran in f32, not f16" and "fp16 artifact ran in f32" in w["message"]
+
+
+def test_too_few_calibration_samples_is_a_warning(built, demo_spec):
+    from edgedeploy.validate import notices
+
+    report = {**built[1], "precision": "int8", "precision_stage": {"calibration": {"size": 1}}}
+    (w,) = notices.calibration_too_small(report, demo_spec)
+    assert w["title"] == "1 calibration sample" and "fewer than calibration.min_samples (100)" in w["message"]
+    report["precision_stage"]["calibration"]["size"] = 300
+    assert notices.calibration_too_small(report, demo_spec) == []
+
+
+@pytest.mark.parametrize("key, layout", [
+    ("labels", lambda y: y), ("labels", lambda y: y[:, None]), ("targets", lambda y: y),
+    ("labels", lambda y: np.eye(10, dtype=np.uint8)[y]), ("labels", lambda y: y.astype(np.float32)),
+], ids=["indices", "column", "as-targets", "one-hot", "float-indices"])
+def test_classification_labels_in_any_usual_layout(tmp_path, key, layout):
+    from edgedeploy.config import ValidationSettings
+    from edgedeploy.validate.evaluate import load_labels
+
+    y = np.arange(20) % 10
+    np.savez(tmp_path / "v.npz", x=np.zeros((20, 64), np.float32), **{key: layout(y)})
+    labels = load_labels(ValidationSettings(data=tmp_path / "v.npz", task="classification"), 20)
+    assert labels.dtype == np.int64 and labels.tolist() == y.tolist()
+
+
+@pytest.mark.parametrize("array, expected", [
+    (np.zeros((20, 6), np.float32), "the detection layout"),
+    (np.full(20, 0.5), "fractional"),
+    (np.array(["cat"] * 20), "not class indices"),
+    (np.zeros((20, 2, 2)), "one class index per sample"),
+    (-np.ones(20), "negative class index"),
+    (np.zeros(5), "5 entries for 20 samples"),
+])
+def test_classification_labels_in_another_layout_are_one_clear_error(tmp_path, array, expected):
+    from edgedeploy.config import ValidationSettings
+    from edgedeploy.validate.evaluate import load_labels
+
+    np.savez(tmp_path / "v.npz", x=np.zeros((20, 64), np.float32), targets=array)
+    with pytest.raises(UsageError, match=expected) as info:
+        load_labels(ValidationSettings(data=tmp_path / "v.npz", task="classification"), 20)
+    assert "`targets`" in info.value.message and "v.npz" in info.value.message
+
+
+def test_labels_stored_as_targets_build_through_the_cli(mlp_config, tmp_path):
+    """The newcomer's layout: classification labels under `targets` (was `internal error: IndexError`)."""
+    folder = mlp_config.parent
+    with np.load(folder / "val.npz") as data:
+        np.savez(tmp_path / "t.npz", x=data["x"], targets=data["labels"])
+    config = yaml.safe_load(mlp_config.read_text())
+    config["model"]["onnx"] = str(folder / "mlp.onnx")
+    config["validation"].update(data="t.npz", latency={"batch_sizes": [1], "warmup": 1, "iterations": 3})
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli("build", str(tmp_path / "t.yaml"), "--target", "onnxruntime", "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["task"]["top1"] > 0.9
+    out_of_range = tmp_path / "bad.npz"
+    np.savez(out_of_range, x=np.zeros((8, 64), np.float32), labels=np.full(8, 12))
+    config["validation"]["data"] = str(out_of_range)
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli("build", str(tmp_path / "t.yaml"), "--target", "onnxruntime", "--out", str(tmp_path / "o2"))
+    assert result.returncode == 2 and "class index 12" in result.stderr and "internal error" not in result.stderr

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.backends.onnxruntime import OnnxRuntimeRunner
 from edgedeploy.backends.openvino import OpenVINOBackend
-from edgedeploy.validate import latency
+from edgedeploy.validate import latency, notices
 from edgedeploy.validate.report import render_markdown
 
 
@@ -106,13 +106,21 @@ def test_runner_without_run_many_reports_sync_throughput():
     assert result["async"]["mode"] == "sync" and "no asynchronous API" in result["async"]["note"]
 
 
-def test_unstable_timing_warns_and_shows_in_markdown():
+def test_unstable_timing_warns_and_shows_in_markdown(demo_spec):
     t = {"batch": 8, **latency.stats(np.array([1.0, 1.0, 5.0, 1.0])), "throughput_per_s": 1.0, "iterations": 4,
          "load_per_core": 1.5, "other_cpu_busy": 0.6}
-    warnings = latency.warnings_for([t])
-    assert len(warnings) == 1 and "unstable" in warnings[0] and "60%" in warnings[0]
     report = {"passed": True, "conditions": {}, "name": "m", "target": "openvino", "precision": "fp32",
               "artifact": {"path": "a"}, "source": {}, "validation_data": "d", "checks": [], "tensors": {},
-              "latency": [t], "warnings": warnings}
-    md = render_markdown(report)
-    assert "(unstable)" in md and "> ⚠️ latency at batch 8 is unstable" in md
+              "latency": [t]}
+    warnings = notices.latency_unstable(report, demo_spec)
+    assert len(warnings) == 1 and "unstable" in warnings[0]["message"] and "60%" in warnings[0]["message"]
+    assert warnings[0]["title"] == "latency CoV 100% at batch 8"  # the figure is in the verdict line too
+    md = render_markdown({**report, "warnings": warnings})
+    assert "100.0% unstable" in md and "> ⚠️ latency at batch 8 is unstable" in md
+
+
+def test_other_processes_cpu_share_is_unknown_for_a_window_too_short_to_measure():
+    """/proc/stat counts 10 ms ticks: one tick in a 0.2 ms window read as 5000 % before."""
+    with latency._CpuWindow() as window:
+        sum(range(1000))
+    assert window.other_busy is None

@@ -23,13 +23,13 @@ from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.stage import PrecisionResult, run_precision, uses_calibration
 from edgedeploy.preprocess import ValidationSet
 from edgedeploy.validate import evaluate as evaluation
-from edgedeploy.validate.gate import REPORT_SCHEMA, load_reference, write_reports
+from edgedeploy.validate.gate import REPORT_SCHEMA, finish_report, load_reference, write_reports
 
 
 def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None, precision: str | None = None,
-                      listener: pipeline.StageListener | None = None) -> dict[str, Any]:
+                      strict: bool = False, listener: pipeline.StageListener | None = None) -> dict[str, Any]:
     """Check the bundle, build `target` at `precision` (default: the bundle's), validate against the bundled
-    reference, and replace `out` with the result; returns the report."""
+    reference (`strict`: every warning fails too), and replace `out` with the result; returns the report."""
     timer = pipeline._Timer(listener or pipeline.StageListener())
     wall_start = time.perf_counter()
     with timer.stage("bundle") as t:
@@ -37,6 +37,8 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
         default = bundle.manifest["default"]
         spec = bundle.spec.model_copy(update={"target": target or default["target"],
                                               "precision": precision or default["precision"]})
+        if strict:
+            spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"strict": True})})
         if spec.precision not in bundle.precisions:
             raise UsageError(f"the bundle holds {', '.join(bundle.precisions)}, not {spec.precision}",
                              where=str(bundle_dir), fix=f"make it with `edgedeploy bundle --precision {spec.precision}`")
@@ -103,7 +105,7 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
                       for p in [staging / "reference.npz", deploy_path, *prec.files, *built.files]},
             "precision": prec.info, "libraries": pipeline.library_versions(), "python": platform.python_version(),
         }
-        report = folder.relocate(report)
+        report = folder.relocate(finish_report(report, spec))
         fileio.write_json(staging / "manifest.json", folder.relocate(manifest))
         write_reports(report, staging)
         folder.commit()

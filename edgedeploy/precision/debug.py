@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy import fileio
-from edgedeploy.config import BuildSpec, Thresholds
+from edgedeploy.config import BuildSpec, Thresholds, effective_thresholds
 from edgedeploy.errors import UsageError
 from edgedeploy.outfolder import FolderLock, OutputFolder, report_path
 from edgedeploy.precision.localize import LayerError, layer_errors, localize_model, rank
@@ -181,7 +181,7 @@ def best(trials: list[Trial]) -> Trial | None:
 
 
 def budget_for(spec: BuildSpec, overrides: dict[str, float | None]) -> Thresholds:
-    budget = spec.thresholds.get("int8") or Thresholds()
+    budget, _ = effective_thresholds(spec, "int8")
     return budget.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 

@@ -5,6 +5,7 @@ Shared by `edgedeploy build` (validate stage) and `edgedeploy validate` (re-run 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,9 @@ import numpy as np
 
 from edgedeploy import arrayfile
 from edgedeploy.backends.base import Runner
-from edgedeploy.config import BuildSpec, LatencySettings, ValidationSettings
+from edgedeploy.config import BuildSpec, LatencySettings, ValidationSettings, effective_thresholds
 from edgedeploy.errors import EdgeDeployError, UsageError
-from edgedeploy.validate import classification, detection, latency, metrics
+from edgedeploy.validate import classification, detection, latency, metrics, notices
 from edgedeploy.validate.gate import threshold_checks
 
 RUN_BATCH = 8
@@ -42,16 +43,44 @@ def first(inputs: dict[str, np.ndarray], n: int, repeat: bool = False) -> dict[s
 
 
 def load_labels(settings: ValidationSettings, count: int) -> np.ndarray | None:
-    """Classification labels (`labels`, (N,) ints) from the validation .npz, or None when it has none."""
-    if settings.data is None:
+    """Classification labels from the validation .npz as (N,) class indices, or None when it has none: `labels`
+    (or, failing that, `targets`) as indices (N,) or (N, 1), or one-hot rows (N, C). Any other layout is one
+    UsageError naming the array and its shape."""
+    if settings.data is None or settings.task != "classification":
         return None
     with arrayfile.open_npz(Path(settings.data), "validation data", fix="check validation.data") as data:
-        if "labels" not in data.files:
+        key = next((k for k in ("labels", "targets") if k in data.files), None)
+        if key is None:
             return None
-        labels = np.asarray(data["labels"]).reshape(-1)[:count]
-    if len(labels) != count:
-        raise UsageError(f"`labels` has {len(labels)} entries for {count} samples", where=str(settings.data))
-    return labels.astype(np.int64)
+        raw = np.asarray(data[key])
+    return class_indices(raw, count, key, str(settings.data))
+
+
+def class_indices(raw: np.ndarray, count: int, key: str, where: str) -> np.ndarray:
+    """(N,) int64 class indices from `raw` (see load_labels), the first `count` of them."""
+    fix = "store class indices as `labels`, shape (N,) integers"
+    if raw.dtype.kind not in "iubf":
+        raise UsageError(f"`{key}` holds {raw.dtype} values, not class indices", where=where, fix=fix)
+    if raw.ndim == 2 and raw.shape[1] == 1:
+        raw = raw[:, 0]
+    elif raw.ndim == 2 and raw.shape[1] > 1:
+        rows_one_hot = np.isin(raw, (0, 1)).all() and (raw.sum(axis=1) == 1).all()
+        if not rows_one_hot:
+            layout = " (the detection layout: image, class, box)" if raw.shape[1] == 6 else ""
+            raise UsageError(f"`{key}` has shape {list(raw.shape)}{layout}: classification reads one class index "
+                             "per sample (or one-hot rows)", where=where, fix=fix)
+        raw = raw.argmax(axis=1)
+    elif raw.ndim != 1:
+        raise UsageError(f"`{key}` has shape {list(raw.shape)}: classification reads one class index per sample",
+                         where=where, fix=fix)
+    if raw.dtype.kind == "f" and not (np.isfinite(raw).all() and (raw == np.round(raw)).all()):
+        raise UsageError(f"`{key}` holds fractional or non-finite values, not class indices", where=where, fix=fix)
+    if len(raw) < count:
+        raise UsageError(f"`{key}` has {len(raw)} entries for {count} samples", where=where)
+    labels = raw[:count].astype(np.int64)
+    if len(labels) and labels.min() < 0:
+        raise UsageError(f"`{key}` holds the negative class index {labels.min()}", where=where, fix=fix)
+    return labels
 
 
 def task_metrics(settings: ValidationSettings, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
@@ -64,6 +93,10 @@ def task_metrics(settings: ValidationSettings, reference: dict[str, np.ndarray],
         raise UsageError(f"validation.output {name!r} is not an output of the model",
                          fix=f"use one of {sorted(outputs)}")
     if settings.task == "classification":
+        classes = int(np.prod(reference[name].shape[1:]))
+        if labels is not None and len(labels) and labels.max() >= classes:
+            raise UsageError(f"the labels hold class index {labels.max()}, and output {name!r} scores {classes} "
+                             "classes", fix="check the labels (0-based class indices) and validation.output")
         return {"output": name, **classification.evaluate(reference[name], outputs[name], labels)}
     det = settings.detection
     ref_dets = detection.postprocess(reference[name], conf_thres=det.conf_thres, iou_thres=det.iou_thres)
@@ -107,12 +140,27 @@ def evaluate(spec: BuildSpec, runner: Runner, inputs: dict[str, np.ndarray], ref
     tensors = metrics.compare_outputs(reference, outputs, names)
     task = task_metrics(spec.validation, reference, outputs, targets, labels)
     timings = measure_latency(runner, inputs, spec.validation.latency)
-    checks = threshold_checks(spec.thresholds.get(spec.precision), tensors, task)
-    warnings = latency.warnings_for(timings)
+    budget, origin = effective_thresholds(spec)
+    check_threshold_outputs(spec, tensors)
+    checks = threshold_checks(budget, tensors, task, origin)
+    warnings = []
     if extra:
-        warnings.append(f"outputs without a reference are not compared: {', '.join(extra)}")
+        warnings.append(notices.warning("outputs_not_compared", f"{len(extra)} output(s) not compared",
+                                        f"outputs without a reference are not compared: {', '.join(extra)}"))
     for name, m in tensors.items():
         if m["reference_nonfinite"]:
-            warnings.append(f"the reference output {name} has {m['reference_nonfinite']} NaN/Inf values "
-                            "(compared only where both are finite)")
+            warnings.append(notices.warning(
+                "reference_nonfinite", f"NaN/Inf in the reference {name}",
+                f"the reference output {name} has {m['reference_nonfinite']} NaN/Inf values (compared only where "
+                "both are finite)"))
     return {"tensors": tensors, "task": task, "latency": timings, "checks": checks, "warnings": warnings}
+
+
+def check_threshold_outputs(spec: BuildSpec, outputs: Iterable[str]) -> None:
+    """A per-output budget for an output the model does not have would check nothing: refuse it, naming the key."""
+    outputs = list(outputs)
+    for precision, t in spec.thresholds.items():
+        for name in t.outputs:
+            if name not in outputs:
+                raise UsageError(f"`thresholds.{precision}.outputs.{name}` names no output of the model",
+                                 fix=f"the model's outputs are {', '.join(outputs)}")

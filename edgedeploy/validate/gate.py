@@ -1,7 +1,8 @@
 """The regression gate: named pass/fail checks from thresholds, from a baseline report, and `validate_artifact`.
 
-A check is a dict ``{"name", "group", "value", "limit", "op", "passed", "status", "message"}``; ``status`` is
-``pass``, ``fail`` or ``skip`` (a skipped check does not fail the run and says why in ``message``).
+A check is a dict ``{"name", "group", "value", "limit", "op", "passed", "status", "origin", "message"}``; ``status``
+is ``pass``, ``fail`` or ``skip`` (a skipped check does not fail the run and says why in ``message``); ``origin`` is
+where its limit came from.
 
 Latency regression noise guard: the current median fails only when it exceeds the baseline median by more than
 ``max(latency_tolerance, latency_cov_factor × sqrt(cov_baseline² + cov_current²))``. The fixed part covers the
@@ -27,12 +28,12 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, JsonValue, S
 
 from edgedeploy import __version__, arrayfile, fileio
 from edgedeploy.config import (BuildSpec, Precision, RegressionSettings, Target, TensorThresholds, Thresholds,
-                               ValidationSettings)
+                               ValidationSettings, effective_thresholds)
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.outfolder import FolderLock, OutputFolder, output_file, report_path
 
-REPORT_SCHEMA = "edgedeploy.report/2"
-ACCEPTED_BASELINE_SCHEMAS = ("edgedeploy.report/1", "edgedeploy.report/2")
+REPORT_SCHEMA = "edgedeploy.report/3"
+ACCEPTED_BASELINE_SCHEMAS = ("edgedeploy.report/1", "edgedeploy.report/2", "edgedeploy.report/3")
 
 # task metrics compared with a baseline: higher is better for all of them
 _METRIC_KIND = {"map50_drop": "detection", "map50_95_drop": "detection", "top1_drop": "classification",
@@ -46,57 +47,69 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def check(name: str, group: str, value: Any, limit: Any, op: str) -> dict[str, Any]:
-    """A named comparison: op is `<=`, `>=` or `==`."""
+def check(name: str, group: str, value: Any, limit: Any, op: str, origin: str = "always") -> dict[str, Any]:
+    """A named comparison: op is `<=`, `>=` or `==`; `origin` says where the limit came from: `default`, `config`,
+    `baseline`, `always` (checks that cannot be turned off) or `strict`."""
     passed = {"<=": lambda: value <= limit, ">=": lambda: value >= limit, "==": lambda: value == limit}[op]()
     passed = bool(passed)
     verb = "within" if passed else {"<=": "exceeds", ">=": "below", "==": "differs from"}[op]
     return {"name": name, "group": group, "value": value, "limit": limit, "op": op, "passed": passed,
-            "status": "pass" if passed else "fail",
+            "status": "pass" if passed else "fail", "origin": origin,
             "message": f"{name} = {_fmt(value)} {verb} limit {op} {_fmt(limit)}"}
 
 
-def skipped(name: str, group: str, reason: str, value: Any = None, limit: Any = None) -> dict[str, Any]:
+def skipped(name: str, group: str, reason: str, value: Any = None, limit: Any = None,
+            origin: str = "always") -> dict[str, Any]:
     return {"name": name, "group": group, "value": value, "limit": limit, "op": None, "passed": True,
-            "status": "skip", "message": f"{name} skipped: {reason}"}
+            "status": "skip", "origin": origin, "message": f"{name} skipped: {reason}"}
 
 
 def output_thresholds(budget: Thresholds, output: str) -> TensorThresholds:
-    """The tensor budgets for one output: the precision's, overridden by `budget.outputs[output]` where set."""
+    """The tensor budgets for one output: the precision's, overridden by `budget.outputs[output]` where set (a key
+    set to null there turns that check off for this output)."""
     base = {k: getattr(budget, k) for k in TensorThresholds.model_fields}
     override = budget.outputs.get(output)
     if override is not None:
-        base.update(override.model_dump(exclude_none=True, exclude_unset=True))
+        base.update(override.model_dump(exclude_unset=True))
     return TensorThresholds(**base)
 
 
-def threshold_checks(budget: Thresholds | None, tensors: dict[str, dict], task: dict | None) -> list[dict]:
-    """Every budget for this precision as a check; NaN/Inf in an output always is one."""
+_TENSOR_KEYS = (("max_rel_l2", "rel_l2", "<="), ("max_abs", "max_abs", "<="), ("min_cosine", "cosine", ">="),
+                ("min_snr_db", "snr_db", ">="))
+_TASK_CHECKS = (("max_map50_drop", "map50_drop", "<="), ("max_map50_95_drop", "map50_95_drop", "<="),
+                ("max_top1_drop", "top1_drop", "<="), ("min_top1_agreement", "top1_agreement", ">="))
+
+
+def threshold_checks(budget: Thresholds | None, tensors: dict[str, dict], task: dict | None,
+                     origin: dict[str, str] | None = None) -> list[dict]:
+    """Every budget for this precision as a check, each with its `origin` (`default` or `config`, from
+    edgedeploy.config.effective_thresholds; `always` for NaN/Inf, which is always checked)."""
+    origin = origin or {}
     checks = []
     for name, m in tensors.items():
         bad = int(m.get("nan_count", 0)) + int(m.get("inf_count", 0))
-        c = check(f"{name}.finite", "tensor", bad, 0, "==")
+        c = check(f"{name}.finite", "tensor", bad, 0, "==", origin="always")
         c["message"] = (f"{name} has {m.get('nan_count', 0)} NaN and {m.get('inf_count', 0)} Inf of "
                         f"{m.get('elements', '?')} values" if bad else f"{name}: no NaN/Inf")
         checks.append(c)
         if budget is None:
             continue
         t = output_thresholds(budget, name)
-        for key, metric, op in (("max_rel_l2", "rel_l2", "<="), ("max_abs", "max_abs", "<="),
-                                ("min_cosine", "cosine", ">="), ("min_snr_db", "snr_db", ">=")):
+        for key, metric, op in _TENSOR_KEYS:
             limit = getattr(t, key)
             if limit is not None:
-                checks.append(check(f"{name}.{metric}", "tensor", m[metric], limit, op))
+                source = origin.get(f"outputs.{name}.{key}", origin.get(key, "config"))
+                checks.append(check(f"{name}.{metric}", "tensor", m[metric], limit, op, origin=source))
     if task and budget:
-        for key, metric, op in (("max_map50_drop", "map50_drop", "<="), ("max_map50_95_drop", "map50_95_drop", "<="),
-                                ("max_top1_drop", "top1_drop", "<="), ("min_top1_agreement", "top1_agreement", ">=")):
+        for key, metric, op in _TASK_CHECKS:
             limit = getattr(budget, key)
             if limit is None:
                 continue
             if metric in task:
-                checks.append(check(metric, "task", task[metric], limit, op))
+                checks.append(check(metric, "task", task[metric], limit, op, origin=origin.get(key, "config")))
             elif task.get("kind") == _METRIC_KIND[metric]:
-                checks.append(skipped(metric, "task", "the validation data has no labels", limit=limit))
+                checks.append(skipped(metric, "task", "the validation data has no labels", limit=limit,
+                                      origin=origin.get(key, "config")))
     return checks
 
 
@@ -211,20 +224,21 @@ def baseline_checks(current: dict, baseline: dict, regression: RegressionSetting
     for key in _BASELINE_TASK_KEYS:
         if key in cur_task and key in base_task and base_task[key] is not None:
             limit = base_task[key] - regression.max_task_drop
-            c = check(f"baseline.{key}", "baseline", cur_task[key], limit, ">=")
+            c = check(f"baseline.{key}", "baseline", cur_task[key], limit, ">=", origin="baseline")
             c["baseline"] = base_task[key]
             checks.append(c)
     for name, m in current.get("tensors", {}).items():
         base = baseline.get("tensors", {}).get(name)
         if not base:
-            checks.append(skipped(f"baseline.{name}.rel_l2", "baseline", "the baseline has no such output"))
+            checks.append(skipped(f"baseline.{name}.rel_l2", "baseline", "the baseline has no such output",
+                                  origin="baseline"))
             continue
         floor = 0.0
         if budget is not None:
             t = output_thresholds(budget, name)
             floor = 0.1 * t.max_rel_l2 if t.max_rel_l2 is not None else 0.0
         limit = max(base["rel_l2"] * regression.max_rel_l2_growth, floor)
-        c = check(f"baseline.{name}.rel_l2", "baseline", m["rel_l2"], limit, "<=")
+        c = check(f"baseline.{name}.rel_l2", "baseline", m["rel_l2"], limit, "<=", origin="baseline")
         c["baseline"] = base["rel_l2"]
         checks.append(c)
     mismatch = _latency_mismatch(current, baseline)
@@ -233,15 +247,15 @@ def baseline_checks(current: dict, baseline: dict, regression: RegressionSetting
         name = f"baseline.latency.batch{t['batch']}.median_ms"
         b = base_lat.get(t["batch"])
         if b is None:
-            checks.append(skipped(name, "latency", "the baseline has no timing at this batch size"))
+            checks.append(skipped(name, "latency", "the baseline has no timing at this batch size", origin="baseline"))
             continue
         guard = regression.latency_cov_factor * math.hypot(b.get("cov", 0.0), t.get("cov", 0.0))
         allowed = max(regression.latency_tolerance, guard)
         limit = b["median_ms"] * (1 + allowed)
         if mismatch and regression.latency_same_machine_only:
-            checks.append(skipped(name, "latency", mismatch, t["median_ms"], limit))
+            checks.append(skipped(name, "latency", mismatch, t["median_ms"], limit, origin="baseline"))
             continue
-        c = check(name, "latency", t["median_ms"], limit, "<=")
+        c = check(name, "latency", t["median_ms"], limit, "<=", origin="baseline")
         c.update({"baseline": b["median_ms"], "allowed_slowdown": allowed,
                   "noise_guard": "cov" if guard > regression.latency_tolerance else "tolerance"})
         c["message"] += (f" (baseline {b['median_ms']:.4g} ms + {allowed:.1%}; "
@@ -255,16 +269,16 @@ _OVERRIDABLE = {"thresholds", "validation", "regression"}
 
 
 def apply_config(spec: BuildSpec, path: Path) -> BuildSpec:
-    """Overlay thresholds / validation / regression from a YAML file (a full build spec, or just those keys)."""
-    from edgedeploy.config import load_spec, load_yaml
+    """Overlay thresholds / validation / regression from a YAML file (a full build spec, or just those keys);
+    thresholds merge key by key over the build's (which merge over the defaults)."""
+    from edgedeploy.config import _describe, load_spec, load_yaml
 
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise UsageError("config must be a YAML mapping", where=str(path))
     if "model" in raw:
         cfg = load_spec(path)
-        keys = [k for k in _OVERRIDABLE if k in raw]
-        return spec.model_copy(update={k: getattr(cfg, k) for k in keys})
+        raw = {k: v for k, v in cfg.model_dump(mode="json").items() if k in _OVERRIDABLE and k in raw}
     unknown = set(raw) - _OVERRIDABLE
     if unknown:
         raise UsageError(f"unknown key(s) {sorted(unknown)} in a validate config", where=str(path),
@@ -273,18 +287,36 @@ def apply_config(spec: BuildSpec, path: Path) -> BuildSpec:
     for key, value in raw.items():
         if key == "validation" and isinstance(value, dict):
             merged["validation"] = {**merged["validation"], **value}
+        elif key == "thresholds" and isinstance(value, dict):
+            merged["thresholds"] = _merge_thresholds(merged["thresholds"], value)
         else:
             merged[key] = value
     try:
         new = BuildSpec.model_validate(merged)
     except ValidationError as e:
-        first = e.errors()[0]
-        raise UsageError(f"`{'.'.join(str(p) for p in first['loc'])}`: {first['msg']}", where=str(path)) from None
+        raise UsageError(_describe(e), where=str(path)) from None
     data = new.validation.data
     if data is not None and not data.is_absolute():
         new = new.model_copy(update={"validation": new.validation.model_copy(
             update={"data": (Path(path).parent / data).resolve()})})
     return new
+
+
+def _merge_thresholds(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` (a config's thresholds) over `base`, per precision, per key, and per output per key."""
+    merged = {p: {**t, "outputs": {n: dict(o) for n, o in t.get("outputs", {}).items()}} for p, t in base.items()}
+    for precision, t in over.items():
+        if not isinstance(t, dict) or not isinstance(merged.get(precision, {}), dict):
+            merged[precision] = t  # not a mapping: let the model's validation name the problem
+            continue
+        into = merged.setdefault(precision, {"outputs": {}})
+        for key, value in t.items():
+            if key == "outputs" and isinstance(value, dict):
+                for name, o in value.items():
+                    into["outputs"][name] = {**into["outputs"].get(name, {}), **o} if isinstance(o, dict) else o
+            else:
+                into[key] = value
+    return merged
 
 
 def _read_json(path: Path, what: str, fix: str) -> Any:
@@ -369,11 +401,12 @@ def read_manifest(artifact_dir: Path) -> tuple[dict[str, Any], BuildSpec]:
 
 
 def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, config: Path | None = None,
-                      out_dir: Path | None = None, junit: Path | None = None) -> dict[str, Any]:
+                      out_dir: Path | None = None, junit: Path | None = None, strict: bool = False) -> dict[str, Any]:
     """Re-run the artifact in `artifact_dir` on its stored reference, check thresholds (and a baseline), write
-    report.json / report.md / report.html to `out_dir` (default: ARTIFACT_DIR-validate beside it) and JUnit XML to
-    `junit`. The report folder and --junit are checked before anything runs; the build folder is held with a shared
-    lock for the whole run, so no build replaces the artifact while it is checked (edgedeploy.outfolder)."""
+    report.json / report.md / report.html to `out_dir` (default: ARTIFACT_DIR-validate beside it, so a rebuild does
+    not wipe it) and JUnit XML to `junit`; `strict` turns every warning into a failing check. The report folder and
+    --junit are checked before anything runs; the build folder is held with a shared lock for the whole run, so no
+    build replaces the artifact while it is checked (edgedeploy.outfolder)."""
     from edgedeploy.validate import junit as junit_xml
 
     start = time.perf_counter()
@@ -382,7 +415,7 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     out_dir = report_path(artifact_dir, out_dir, "validate")
     junit = output_file(junit, "--junit", within=out_dir) if junit is not None else None
     with FolderLock(artifact_dir, shared=True), OutputFolder(out_dir, kind="report") as folder:
-        report = _validate(artifact_dir, baseline, config)
+        report = _validate(artifact_dir, baseline, config, strict)
         report["wall_seconds"] = time.perf_counter() - start
         write_reports(report, folder.staging)
         if junit is not None and junit.is_relative_to(folder.final):  # part of the report folder's transaction
@@ -393,7 +426,7 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     return report
 
 
-def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None) -> dict[str, Any]:
+def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, strict: bool) -> dict[str, Any]:
     from edgedeploy.backends import get_backend
     from edgedeploy.backends.base import BuildResult
     from edgedeploy.device import read_conditions
@@ -403,6 +436,8 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None) ->
     manifest, spec = read_manifest(artifact_dir)
     if config is not None:
         spec = apply_config(spec, config)
+    if strict:
+        spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"strict": True})})
     base_report = load_baseline(baseline) if baseline is not None else None
     artifact = manifest.get("artifact")
     if artifact is None:  # manifests before report/2 kept it only in report.json
@@ -452,29 +487,45 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None) ->
         "conditions": {**runner.conditions, "machine": platform.machine(), "processor": _cpu_name()},
         "device": read_conditions(),
         "libraries": library_versions(),
+        **({"precision_stage": manifest["precision"]} if manifest.get("precision") else {}),
         **{k: result[k] for k in ("tensors", "task", "latency")},
         "checks": checks + result["checks"],
         "warnings": result["warnings"],
     }
     if base_report is not None:
-        report["checks"] += baseline_checks(report, base_report, spec.regression,
-                                            spec.thresholds.get(spec.precision))
+        report["checks"] += baseline_checks(report, base_report, spec.regression, effective_thresholds(spec)[0])
         report["baseline"] = {"path": str(baseline), "edgedeploy": base_report.get("edgedeploy"),
                               "created": base_report.get("created"),
                               "processor": base_report.get("conditions", {}).get("processor")}
+    finish_report(report, spec)
+    return report
+
+
+def finish_report(report: dict[str, Any], spec: BuildSpec) -> dict[str, Any]:
+    """Add every warning (evaluate's and edgedeploy.validate.notices'), under `validation.strict` each as a failing
+    check, and the verdict."""
+    from edgedeploy.validate import notices
+
+    report["warnings"] = list(report.get("warnings", [])) + notices.collect(report, spec)
+    report["strict"] = spec.validation.strict
+    if spec.validation.strict:
+        report["checks"] = report["checks"] + notices.strict_checks(report["warnings"])
     report["passed"] = all(c["passed"] for c in report["checks"])
     return report
 
 
 def write_reports(report: dict[str, Any], out_dir: Path) -> None:
+    """report.json, report.md and report.html; the last two compare with the model's other artifacts built in
+    folders beside this one."""
     from edgedeploy.validate import html
-    from edgedeploy.validate.report import render_markdown
+    from edgedeploy.validate.report import render_markdown, sibling_reports
 
+    siblings = sibling_reports(report, out_dir)
     fileio.write_json(out_dir / "report.json", report)
-    fileio.write_text(out_dir / "report.md", render_markdown(report))
-    fileio.write_text(out_dir / "report.html", html.render_html(report))
+    fileio.write_text(out_dir / "report.md", render_markdown(report, siblings))
+    fileio.write_text(out_dir / "report.html", html.render_html(report, siblings))
 
 
-__all__ = ["REPORT_SCHEMA", "check", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
+__all__ = ["REPORT_SCHEMA", "check", "finish_report", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
            "load_baseline", "apply_config", "read_manifest", "load_reference", "write_reports", "output_thresholds",
            "ValidationSettings"]

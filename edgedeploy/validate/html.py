@@ -1,8 +1,10 @@
 """report.html: one self-contained page (plots embedded as base64 PNG, no scripts, no outside resources).
 
-Plots (matplotlib, Agg backend; imported only here): latency histogram and CDF per batch size, error per output
-(rel-L2 against its budget, and the absolute error at quantiles), and per-layer INT8 error when the report holds
-``layer_errors`` (written by the INT8 localisation work).
+It renders the same sections as report.md (edgedeploy.validate.report.sections), so every heading of the Markdown is
+a heading here, and adds plots where a picture says more (matplotlib, Agg backend; imported only here): error per
+output against its budget and at quantiles, AP per class, per-layer INT8 error (local and cumulative), latency
+histogram and CDF per batch size, and latency against accuracy when other precisions of the model were built beside
+this one.
 """
 
 from __future__ import annotations
@@ -10,21 +12,21 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from typing import Any
 
-from edgedeploy import device
 from edgedeploy.validate.metrics import ABS_ERROR_QUANTILES
-from edgedeploy.validate.report import _fmt, _limit, _status
+from edgedeploy.validate.report import Table, header, num, sections, verdict, warnings_of
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}h3{font-size:1.05em}
 table{border-collapse:collapse;margin:8px 0;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child,td.text{text-align:left}
 .pass{color:#176f2c}.fail{color:#b00020;font-weight:bold}.skip{color:#777}
 .verdict{display:inline-block;padding:2px 10px;border-radius:4px;color:#fff}
-.vpass{background:#2e7d32}.vfail{background:#c62828}.warn{background:#fff4e5;border-left:4px solid #f0a000;padding:6px 10px}
-.checks td:last-child{text-align:left}
+.vpass{background:#2e7d32}.vwarn{background:#e08a00}.vfail{background:#c62828}.warn{background:#fff4e5;border-left:4px solid #f0a000;padding:6px 10px}
+.checks td:nth-child(2),.checks td:last-child{text-align:left}
 img{max-width:100%;border:1px solid #eee;margin:6px 0}
 """
 
@@ -47,6 +49,13 @@ def _png(fig) -> str:
 
 def _img(b64: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _inline(text: str) -> str:
+    """A report.md paragraph (Markdown inline: `code`, **bold**) as HTML."""
+    out = html.escape(text, quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
 
 
 def plot_latency(latency: list[dict]) -> str | None:
@@ -87,20 +96,25 @@ def plot_errors(tensors: dict[str, dict], checks: list[dict]) -> str | None:
     colors = ["#c62828" if n in limits and tensors[n]["rel_l2"] > limits[n] else "#1f77b4" for n in names]
     x = np.arange(len(names))
     ax_b.bar(x, vals, color=colors)
+    drawn = False
     for i, n in enumerate(names):
         if n in limits:
-            ax_b.hlines(limits[n], i - 0.4, i + 0.4, colors="k", linestyles="--", label="budget" if i == 0 else None)
+            ax_b.hlines(limits[n], i - 0.4, i + 0.4, colors="k", linestyles="--", label=None if drawn else "budget")
+            drawn = True
         if not tensors[n].get("finite", True):
             ax_b.annotate("NaN/Inf", (i, vals[i]), ha="center", va="bottom", color="#c62828")
     ax_b.set_xticks(x, names, rotation=30 if len(names) > 4 else 0)
-    ax_b.set(yscale="log", title="rel-L2 per output (dashed: budget; floor 1e-12 = exact)", ylabel="rel-L2")
+    title = "Relative L2 error per output" + (" (dashed: its budget)" if drawn else " (no budget set)")
+    ax_b.set(yscale="log", title=title, ylabel="relative L2 error (floor 1e-12 = exact)")
+    if drawn:
+        ax_b.legend(fontsize=8)
     qs = np.arange(len(ABS_ERROR_QUANTILES))
     for n in names:
         q = tensors[n].get("abs_error_quantiles")
         if q:
             ax_q.plot(qs, [max(v, 1e-12) for v in q], marker="o", label=n)
-    ax_q.set(yscale="log", title="|error| at quantiles per output (floor 1e-12 = exact)", xlabel="quantile",
-             ylabel="|artifact − reference|")
+    ax_q.set(yscale="log", title="Absolute error at quantiles, per output", xlabel="quantile of |error|",
+             ylabel="|artifact − reference| (floor 1e-12)")
     ax_q.set_xticks(qs, ["p50", "p90", "p99", "p99.9", "max"][: len(qs)])
     ax_q.legend(fontsize=8)
     ax_q.grid(alpha=0.3)
@@ -108,16 +122,72 @@ def plot_errors(tensors: dict[str, dict], checks: list[dict]) -> str | None:
 
 
 def plot_layers(layers: list[dict]) -> str | None:
-    """Per-layer error (e.g. INT8 localisation): `[{"layer": name, "rel_l2": x}, ...]`, worst 30 shown."""
+    """Per-layer INT8 error, worst 30 by the error the layer adds alone (bars), with its output's cumulative error
+    in the quantized graph (dots): a long bar is a layer to keep in float, a dot far right of its bar is error
+    carried in from earlier layers."""
+    import numpy as np
+
     plt = _plt()
     if not layers:
         return None
-    rows = sorted(layers, key=lambda r: -r.get("rel_l2", 0.0))[:30]
-    fig, ax = plt.subplots(figsize=(11, 0.28 * len(rows) + 1.2))
-    ax.barh([r["layer"] for r in rows][::-1], [max(r.get("rel_l2", 0.0), 1e-12) for r in rows][::-1],
-            color="#8e24aa")
-    ax.set(xscale="log", title="Per-layer INT8 error: each layer alone on the float graph's activations "
-                               "(worst first)", xlabel="rel-L2 vs the float layer")
+    rows = sorted(layers, key=lambda r: -(r.get("rel_l2") or 0.0))[:30][::-1]
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(11, 0.28 * len(rows) + 1.4))
+    ax.barh(y, [max(r.get("rel_l2") or 0.0, 1e-12) for r in rows], color="#8e24aa",
+            label="the layer alone on float inputs (local)")
+    cumulative = [r.get("cumulative_rel_l2") for r in rows]
+    if any(c is not None for c in cumulative):
+        ax.scatter([max(c or 0.0, 1e-12) for c in cumulative], y, color="#ef6c00", zorder=3, s=14,
+                   label="its output in the quantized graph (cumulative)")
+    ax.set_yticks(y, [r["layer"] for r in rows], fontsize=7)
+    ax.set(xscale="log", title=f"Per-layer INT8 error, worst {len(rows)} of {len(layers)} quantized layers",
+           xlabel="relative L2 error vs the float graph")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
+    return _png(fig)
+
+
+def plot_ap_per_class(task: dict[str, Any]) -> str | None:
+    ap = task.get("ap50_per_class")
+    if not ap:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 2.8))
+    classes = list(ap)
+    ax.bar(classes, [ap[c] for c in classes], color="#1f77b4")
+    ax.axhline(task["map50"], ls="--", color="k", lw=0.8, label=f"mAP@0.5 {task['map50']:.4f}")
+    ax.set(title="AP@0.5 per class (artifact vs labels)", xlabel="class", ylabel="AP@0.5", ylim=(0, 1.02))
+    ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def plot_tradeoff(reports: list[dict[str, Any]]) -> str | None:
+    """Latency against accuracy for the artifacts of one model built side by side (the comparison section)."""
+    from edgedeploy.validate.report import _accuracy_of
+
+    points = []
+    for r in reports:
+        label, value = _accuracy_of(r)
+        lat = min(r.get("latency") or [{}], key=lambda t: t.get("batch", 0))
+        worst = max((m["rel_l2"] for m in r["tensors"].values()), default=None)
+        if lat.get("median_ms") is not None:
+            points.append((f"{r['target']} {r['precision']}", lat["median_ms"], lat.get("batch"), label, value, worst))
+    if len(points) < 2:
+        return None
+    plt = _plt()
+    use_task = all(p[4] is not None for p in points) and len({p[3] for p in points}) == 1
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, ms, _, _, value, worst in points:
+        y = value if use_task else max(worst or 0.0, 1e-12)
+        ax.scatter([ms], [y], s=30)
+        ax.annotate(name, (ms, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    batch = points[0][2]
+    ax.set(title="Latency vs accuracy of the artifacts built side by side",
+           xlabel=f"median latency at batch {batch} (ms)",
+           ylabel=points[0][3] if use_task else "worst relative L2 error vs reference (lower is better)")
+    if not use_task:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
     return _png(fig)
 
 
@@ -125,68 +195,48 @@ def _table(header: list[str], rows: list[list[Any]], classes: list[str] | None =
     out = [f"<table class='{css}'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for i, row in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
-        out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>")
+        out.append(f"<tr{cls}>" + "".join(f"<td>{_inline(num(v))}</td>" for v in row) + "</tr>")
     return "".join(out) + "</table>"
 
 
-def render_html(report: dict[str, Any]) -> str:
-    c = report["conditions"]
-    ok = report["passed"]
-    checks = report["checks"]
+def _plots(key: str, report: dict[str, Any], siblings: list[dict[str, Any]]) -> list[str]:
+    """The plots that belong under section `key`."""
+    if key == "outputs":
+        made = [(plot_errors(report["tensors"], report["checks"]), "error per output")]
+    elif key == "task":
+        made = [(plot_ap_per_class(report["task"]), "AP per class")]
+    elif key == "layers":
+        made = [(plot_layers(report["layer_errors"]), "per-layer INT8 error, local and cumulative")]
+    elif key == "latency":
+        made = [(plot_latency(report["latency"]), "latency histogram and CDF")]
+    elif key == "comparison":
+        made = [(plot_tradeoff([report, *siblings]), "latency vs accuracy")]
+    else:
+        made = []
+    return [_img(b64, alt) for b64, alt in made if b64]
+
+
+def render_html(report: dict[str, Any], siblings: list[dict[str, Any]] | None = None) -> str:
+    siblings = siblings or []
+    title, paras = header(report)
+    ok, warned = report["passed"], bool(warnings_of(report))
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>edgedeploy {html.escape(report.get('kind', 'build'))}: {html.escape(report['name'])}</title>",
+        f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>edgedeploy {html.escape(report.get('kind', 'build'))}: {html.escape(report['name'])} → "
-        f"{html.escape(report['target'])} {html.escape(report['precision'])} "
-        f"<span class='verdict {'vpass' if ok else 'vfail'}'>{'PASS' if ok else 'FAIL'}</span></h1>",
-        f"<p>Artifact <code>{html.escape(report['artifact']['path'])}</code>; reference: "
-        f"{html.escape(str(report['source'].get('reference', '—')))}; validated on "
-        f"{html.escape(report['validation_data'])}.<br>Conditions: {html.escape(str(c.get('backend')))} "
-        f"{html.escape(str(c.get('version')))} on {html.escape(str(c.get('device')))} "
-        f"({html.escape(str(c.get('processor')))}), {html.escape(str(c.get('threads')))} threads"
-        + (f", precision hint {html.escape(str(c.get('precision_hint_effective')))}"
-           if "precision_hint_effective" in c else "") + ".</p>",
+        f"<h1>{html.escape(title)} <span class='verdict {'vfail' if not ok else 'vwarn' if warned else 'vpass'}'>"
+        f"{html.escape(verdict(report))}</span></h1>",
     ]
-    parts += [f"<p class='warn'>{html.escape(w)}</p>" for w in report.get("warnings", [])]
-    parts += ["<h2>Checks</h2>",
-              _table(["check", "value", "limit", "result", "detail"],
-                     [[k["name"], k["value"], _limit(k), _status(k), k.get("message", "")] for k in checks],
-                     [_status(k) for k in checks], css="checks")]
-    parts += ["<h2>Outputs vs reference</h2>",
-              _table(["output", "max abs", "mean abs", "rel-L2", "cosine", "SNR dB", "NaN", "Inf"],
-                     [[n, m["max_abs"], m["mean_abs"], m["rel_l2"], m["cosine"], m["snr_db"], m.get("nan_count"),
-                       m.get("inf_count")] for n, m in report["tensors"].items()])]
-    err = plot_errors(report["tensors"], checks)
-    if err:
-        parts.append(_img(err, "error per output"))
-    task = report.get("task")
-    if task:
-        keys = [k for k in ("map50", "map50_95", "reference_map50", "reference_map50_95", "map50_drop",
-                            "map50_95_drop", "map50_vs_reference", "top1_agreement", "top5_agreement", "top1",
-                            "top5", "reference_top1", "reference_top5", "top1_drop") if k in task]
-        parts += [f"<h2>Task: {html.escape(task.get('kind', ''))} (output {html.escape(str(task.get('output')))})</h2>",
-                  _table(["metric", "value"], [[k, task[k]] for k in keys])]
-    parts += ["<h2>Latency</h2>",
-              _table(["batch", "median ms", "p90 ms", "p99 ms", "min ms", "max ms", "mean ms", "CoV", "n",
-                      "backend's own median ms", "samples/s (sync)", "samples/s (async)", "load/core", "others' CPU"],
-                     [[t["batch"], t["median_ms"], t["p90_ms"], t["p99_ms"], t["min_ms"], t.get("max_ms"),
-                       t["mean_ms"], f"{t['cov']:.1%}" + (" unstable" if t["unstable"] else ""), t.get("iterations"),
-                       (t.get("backend_timing") or {}).get("median_ms", "—"),
-                       t["throughput_per_s"],
-                       (t.get("async") or {}).get("throughput_per_s", "= sync"), t.get("load_per_core"),
-                       t.get("other_cpu_busy")] for t in report["latency"]])]
-    lat = plot_latency(report["latency"])
-    if lat:
-        parts.append(_img(lat, "latency histogram and CDF"))
-    parts += device.html_section(report.get("device"))
-    layers = report.get("layer_errors")
-    if layers:
-        parts += ["<h2>Per-layer error</h2>", _img(plot_layers(layers), "per-layer error")]
-    if report.get("baseline"):
-        b = report["baseline"]
-        parts.append(f"<p>Baseline <code>{html.escape(str(b.get('path')))}</code>, timed on "
-                     f"{html.escape(str(b.get('processor')))}.</p>")
+    parts += [f"<p class='warn'>⚠️ {_inline(w['message'])}</p>" for w in warnings_of(report)]
+    parts += [f"<p>{_inline(p)}</p>" for p in paras]
+    for s in sections(report, siblings):
+        parts.append(f"<h{s.level} id='{s.key}'>{html.escape(s.title)}</h{s.level}>")
+        for b in s.blocks:
+            if isinstance(b, Table):
+                parts.append(_table(b.header, b.rows, b.row_classes, css="checks" if s.key == "checks" else ""))
+            else:
+                parts.append(f"<p>{_inline(b)}</p>")
+        parts += _plots(s.key, report, siblings)
     parts.append(f"<p style='color:#888'>schema {html.escape(report['schema'])}, edgedeploy "
                  f"{html.escape(str(report.get('edgedeploy')))}</p></body></html>")
     return "\n".join(parts)

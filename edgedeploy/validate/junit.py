@@ -34,7 +34,8 @@ def to_junit(report: dict[str, Any]) -> str:
         elif not c.get("passed", True):
             fail = ET.SubElement(case, "failure", message=message, type=f"{c.get('group', 'check')}_threshold")
             fail.text = (f"check: {c['name']}\nvalue: {c.get('value')}\nlimit: {c.get('op')} {c.get('limit')}"
-                         + (f"\nbaseline: {c['baseline']}" if "baseline" in c else ""))
+                         + (f"\nbaseline: {c['baseline']}" if "baseline" in c else "")
+                         + (f"\nlimit from: {c['origin']}" if c.get("origin") else ""))
         else:
             ET.SubElement(case, "system-out").text = message
     ET.indent(suites)

@@ -33,6 +33,7 @@ from edgedeploy.backends.base import Runner
 UNSTABLE_COV = 0.05
 MAX_STORED_SAMPLES = 5000
 _MIN_TIMED = 5  # a time budget still times at least this many calls
+_MIN_WINDOW_TICKS = 50  # shortest window (in clock ticks, 0.5 s at 100 Hz) whose other-process CPU share is reported
 
 
 def machine_load() -> float | None:
@@ -90,9 +91,11 @@ class _CpuWindow:
         if busy0 is None or busy1 is None or w1 <= w0:
             return
         hz = os.sysconf("SC_CLK_TCK")
+        if w1 - w0 < _MIN_WINDOW_TICKS / hz:  # /proc/stat counts whole ticks: a shorter window reads as 0 or 5000 %
+            return
         own = (t1.user - t0.user) + (t1.system - t0.system)
         others = max(0.0, (busy1 - busy0) / hz - own)
-        self.other_busy = round(others / ((w1 - w0) * (os.cpu_count() or 1)), 3)
+        self.other_busy = round(min(1.0, others / ((w1 - w0) * (os.cpu_count() or 1))), 3)
 
 
 def stats(ms: np.ndarray, unstable_cov: float = UNSTABLE_COV) -> dict[str, Any]:
@@ -228,20 +231,3 @@ def measure(runner: Runner, feeds: dict[str, np.ndarray], warmup: int = 10, iter
     if async_requests != 0:
         result["async"] = measure_async(runner, feeds, async_requests, warmup, iterations, duration_s)
     return result
-
-
-def warnings_for(timings: list[dict[str, Any]]) -> list[str]:
-    """One line per latency figure that should not be trusted as measured."""
-    out = []
-    for t in timings:
-        if t.get("unstable"):
-            out.append(f"latency at batch {t['batch']} is unstable: CoV {t['cov']:.1%} > "
-                       f"{t.get('unstable_cov_limit', UNSTABLE_COV):.0%} (load per core {_pct(t.get('load_per_core'))}, "
-                       f"other processes used {_pct(t.get('other_cpu_busy'))} of the CPU while timing)")
-        elif (t.get("other_cpu_busy") or 0) > 0.25:
-            out.append(f"other processes used {t['other_cpu_busy']:.0%} of the CPU while batch {t['batch']} was timed")
-    return out
-
-
-def _pct(v: float | None) -> str:
-    return "unknown" if v is None else f"{v:.0%}"

@@ -1,31 +1,78 @@
 """report.md: the report for people (and for a CI step summary), rendered from report.json's dictionary.
 
-Works for both report kinds (``build`` and ``validate``, see docs/report-schema.md); sections whose data a report
-does not hold are left out.
+The page is a list of sections (`sections`), each a heading with paragraphs and tables; report.md and report.html
+(edgedeploy.validate.html) render the same list, so the HTML page has every section the Markdown has, plus plots.
+Works for both report kinds (``build`` and ``validate``, see docs/report-schema.md) and for older report schemas;
+sections whose data a report does not hold are left out.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edgedeploy import device
 
+# --------------------------------------------------------------------------------------------- the page model
 
-def _fmt(value: Any) -> str:
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[Any]]
+    row_classes: list[str] | None = None  # html: pass / fail / skip per row
+
+
+@dataclass
+class Section:
+    key: str  # stable id (html anchors and plots hang off it)
+    title: str
+    blocks: list[str | Table] = field(default_factory=list)  # a str is a paragraph: Markdown inline (`code`, **bold**)
+    level: int = 2
+
+
+def num(value: Any) -> str:
+    """A figure for people: 4 significant digits, scientific below 1e-3; None as a dash."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.4f}"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.2e}"
+        return f"{value:.4g}"
     return "—" if value is None else str(value)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return lines + [""]
+def _pct(v: float | None, digits: int = 0) -> str:
+    return "unknown" if v is None else f"{v:.{digits}%}"
 
 
 _RESULT = {"pass": "pass", "fail": "**FAIL**", "skip": "skipped"}
+_METRIC_LABEL = {"finite": "NaN + Inf values", "rel_l2": "relative L2 error", "max_abs": "max |error|",
+                 "cosine": "cosine similarity", "snr_db": "SNR (dB)", "map50": "mAP@0.5", "map50_95": "mAP@0.5:0.95",
+                 "map50_vs_reference": "mAP@0.5 vs the reference's detections", "top1": "top-1 accuracy",
+                 "top5": "top-5 accuracy", "top1_agreement": "top-1 agreement with the reference",
+                 "top5_agreement": "top-5 agreement with the reference", "map50_drop": "mAP@0.5 drop vs the reference",
+                 "map50_95_drop": "mAP@0.5:0.95 drop vs the reference", "top1_drop": "top-1 drop vs the reference",
+                 "files_unchanged": "files changed since the build"}
+
+
+def check_label(name: str) -> str:
+    """What a check measures, in words (`pred.rel_l2` → relative L2 error of pred)."""
+    parts = name.split(".")
+    if parts[0] == "warning":
+        return f"warning {'.'.join(parts[1:])} (--strict)"
+    if parts[0] == "baseline":
+        if len(parts) == 4 and parts[1] == "latency":
+            return f"median latency at batch {parts[2].removeprefix('batch')} vs the baseline (ms)"
+        inner = check_label(".".join(parts[1:]))
+        return f"{inner} vs the baseline"
+    if parts[0] == "artifact":
+        return "artifact " + _METRIC_LABEL.get(parts[-1], parts[-1])
+    if len(parts) >= 2 and parts[-1] in _METRIC_LABEL:
+        return f"{_METRIC_LABEL[parts[-1]]} of {'.'.join(parts[:-1])}"
+    return _METRIC_LABEL.get(name, name)
 
 
 def _status(c: dict) -> str:
@@ -33,144 +80,157 @@ def _status(c: dict) -> str:
 
 
 def _limit(c: dict) -> str:
-    return "—" if c.get("limit") is None else f"{c.get('op') or ''} {_fmt(c['limit'])}".strip()
+    return "—" if c.get("limit") is None else f"{c.get('op') or ''} {num(c['limit'])}".strip()
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    verdict = "PASS" if report["passed"] else "FAIL"
+def warnings_of(report: dict[str, Any]) -> list[dict[str, str]]:
+    """The report's warnings as {code, title, message} (report/2 kept plain strings)."""
+    return [w if isinstance(w, dict) else {"code": "note", "title": w, "message": w} for w in report.get("warnings", [])]
+
+
+def verdict(report: dict[str, Any]) -> str:
+    text = "PASS" if report["passed"] else "FAIL"
+    n = len(warnings_of(report))
+    return text + (f" with {n} warning{'s' * (n > 1)}" if n else "")
+
+
+# --------------------------------------------------------------------------------------------- header
+
+
+def header(report: dict[str, Any]) -> tuple[str, list[str]]:
+    """The title and the paragraphs above every section: what was checked where, the baseline, what failed."""
     c = report["conditions"]
     kind = report.get("kind", "build")
-    checks = report["checks"]
-    failed = [k for k in checks if _status(k) == "fail"]
-    lines = [
-        f"# edgedeploy {kind}: {report['name']} → {report['target']} {report['precision']} — {verdict}",
-        "",
-        f"Artifact `{report['artifact']['path']}`; reference: {report['source'].get('reference', '—')}; "
-        f"validated on {report['validation_data']}.",
-        "",
-        f"Conditions: {c.get('backend')} {c.get('version')} on {c.get('device')} ({c.get('processor')}), "
-        f"{c.get('threads')} threads"
-        + (f", precision hint requested {c['precision_hint_requested']}, effective {c['precision_hint_effective']}"
-           if "precision_hint_effective" in c else "")
-        + ".",
-        "",
-    ]
+    title = f"edgedeploy {kind}: {report['name']} → {report['target']} {report['precision']}"
+    hint = ""
+    if "precision_hint_effective" in c:
+        hint = (f", precision hint requested {c.get('precision_hint_requested')}, effective "
+                f"{c['precision_hint_effective']}")
+    paras = [f"Artifact `{report['artifact']['path']}`; reference: {report['source'].get('reference', '—')}; "
+             f"validated on {report['validation_data']}.",
+             f"Conditions: {c.get('backend')} {c.get('version')} on {c.get('device')} ({c.get('processor')}), "
+             f"{c.get('threads')} threads{hint}."]
     if report.get("baseline"):
         b = report["baseline"]
-        lines += [f"Baseline: `{b['path']}` (edgedeploy {b.get('edgedeploy')}, timed on {b.get('processor')}).", ""]
+        paras.append(f"Baseline: `{b['path']}` (edgedeploy {b.get('edgedeploy')}, timed on {b.get('processor')}).")
+    failed = [k for k in report["checks"] if _status(k) == "fail"]
     if failed:
-        lines += ["**Failed:** " + "; ".join(k.get("message") or k["name"] for k in failed) + ".", ""]
-    for w in report.get("warnings", []):
-        lines += [f"> ⚠️ {w}", ""]
-    lines += [
-        f"## Checks ({sum(_status(k) == 'pass' for k in checks)} passed, {len(failed)} failed, "
-        f"{sum(_status(k) == 'skip' for k in checks)} skipped)",
-        "",
-        *_table(["check", "value", "limit", "result"],
-                [[k["name"], k["value"], _limit(k), _RESULT[_status(k)]
-                  + (f" ({k['message'].split(' skipped: ', 1)[-1]})" if _status(k) == "skip" else "")]
-                 for k in checks]),
-        "## Outputs vs reference",
-        "",
-        *_table(["output", "max abs", "mean abs", "rel-L2", "cosine", "SNR dB", "NaN", "Inf"],
-                [[name, m["max_abs"], m["mean_abs"], m["rel_l2"], m["cosine"], m["snr_db"],
-                  m.get("nan_count", "—"), m.get("inf_count", "—")]
-                 for name, m in report["tensors"].items()]),
-    ]
+        paras.append("**Failed:** " + "; ".join(k.get("message") or k["name"] for k in failed) + ".")
+    if report.get("strict"):
+        paras.append("Strict mode (`--strict`): every warning is also a failing check.")
+    return title, paras
+
+
+# --------------------------------------------------------------------------------------------- sections
+
+
+def sections(report: dict[str, Any], siblings: list[dict[str, Any]] | None = None) -> list[Section]:
+    """Every section of the report, in page order; `siblings` are reports of other precisions/targets of the same
+    model built side by side (the comparison section)."""
+    out = [_checks(report), _outputs(report)]
+    out += _task(report)
+    out += _layers(report)
+    out += _precision(report.get("precision_stage"))
+    out += _latency(report)
+    out += _comparison(report, siblings or [])
+    out += _graph(report)
+    out += _stages(report)
+    out += _device(report.get("device"))
+    return out
+
+
+def _checks(report: dict[str, Any]) -> Section:
+    checks = report["checks"]
+    counts = {k: sum(_status(c) == k for c in checks) for k in ("pass", "fail", "skip")}
+    rows = [[f"`{c['name']}`", check_label(c["name"]), num(c["value"]), _limit(c), c.get("origin", "—"),
+             _RESULT[_status(c)] + (f" ({c['message'].split(' skipped: ', 1)[-1]})" if _status(c) == "skip" else "")]
+            for c in checks]
+    return Section("checks", f"Checks ({counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped)",
+                   [Table(["check", "what", "value", "limit", "from", "result"], rows, [_status(c) for c in checks]),
+                    "`from`: where the limit came from — `default` (the precision's built-in budget), `config` "
+                    "(`thresholds:` in the build spec or `--config`), `baseline` (`--baseline`), `always` (no "
+                    "NaN/Inf, unchanged files), `strict` (a warning under `--strict`)."])
+
+
+def _outputs(report: dict[str, Any]) -> Section:
+    rows = [[name, num(m["max_abs"]), num(m["mean_abs"]), num(m["rel_l2"]), num(m["cosine"]), num(m["snr_db"]),
+             f"{m.get('nan_count', '—')} / {m.get('inf_count', '—')}"] for name, m in report["tensors"].items()]
+    return Section("outputs", "Outputs vs reference",
+                   [Table(["output", "max abs error", "mean abs error", "relative L2 error", "cosine similarity",
+                           "SNR (dB)", "NaN / Inf"], rows)])
+
+
+def _task(report: dict[str, Any]) -> list[Section]:
     task = report.get("task")
-    if task and task.get("kind") == "detection":
-        lines += ["## Detection", ""]
-        if "map50" in task:
-            lines += _table(["model", "mAP@0.5", "mAP@0.5:0.95"],
-                            [["reference", task["reference_map50"], task["reference_map50_95"]],
-                             [report["target"] + " " + report["precision"], task["map50"], task["map50_95"]]])
-            lines += [f"mAP@0.5 drop vs reference: {_fmt(task['map50_drop'])}; mAP@0.5 against the reference's own "
-                      f"detections: {_fmt(task['map50_vs_reference'])}.", ""]
-        else:
-            lines += [f"No labels: mAP@0.5 against the reference's own detections {_fmt(task['map50_vs_reference'])}.",
-                      ""]
-    elif task and task.get("kind") == "classification":
-        rows = [["top-1 agreement with the reference", task["top1_agreement"]],
-                ["top-5 agreement (reference top-1 in artifact top-5)", task["top5_agreement"]]]
-        if "top1" in task:
-            rows += [["top-1 accuracy: reference / artifact", f"{_fmt(task['reference_top1'])} / {_fmt(task['top1'])}"],
-                     ["top-5 accuracy: reference / artifact", f"{_fmt(task['reference_top5'])} / {_fmt(task['top5'])}"],
-                     ["top-1 drop", task["top1_drop"]]]
-        lines += ["## Classification", "", *_table(["metric", "value"], rows)]
-    if report.get("layer_errors"):
-        worst = report["layer_errors"][:5]
-        lines += [f"## Per-layer INT8 error (worst {len(worst)} of {len(report['layer_errors'])} quantized layers)", "",
-                  *_table(["layer", "op", "alone on float inputs (rel-L2)", "in the quantized graph (rel-L2)"],
-                          [[f"`{r['layer']}`", r.get("op_type"), r["rel_l2"], r.get("cumulative_rel_l2")]
-                           for r in worst]),
-                  "`edgedeploy debug precision` ranks every layer and finds the fewest to keep in float.", ""]
-    if report.get("precision_stage"):
-        lines += _precision_section(report["precision_stage"])
-    lat = report["latency"]
-    lines += [
-        "## Latency",
-        "",
-        *_table(["batch", "median ms", "p90 ms", "p99 ms", "min ms", "max ms", "mean ms", "CoV", "n", "samples/s",
-                 "async samples/s"],
-                [[t["batch"], t["median_ms"], t["p90_ms"], t["p99_ms"], t["min_ms"], t.get("max_ms"), t["mean_ms"],
-                  f"{t['cov']:.1%}" + (" (unstable)" if t["unstable"] else ""), t.get("iterations"),
-                  t["throughput_per_s"], _async(t.get("async"))]
-                 for t in lat]),
-    ]
-    if lat:
-        t = lat[0]
-        lines += [f"Load per core before timing {_pct(t.get('load_per_core'))}; other processes' CPU use while timing "
-                  f"{_pct(t.get('other_cpu_busy'))}. Sync latency includes the Python call and output copy."
-                  + "".join(f" Batch {x['batch']} by {x['backend_timing']['source']}: median "
-                            f"{_fmt(x['backend_timing']['median_ms'])} ms." for x in lat if x.get("backend_timing")),
-                  ""]
-    lines += device.markdown(report.get("device"))
-    if "optimize" in report:
-        lines += [
-            "## Graph",
-            "",
-            *_table(["pass", "status", "nodes before", "nodes after", "max rel-L2"],
-                    [[p.get("name"), p.get("status"), p.get("nodes_before"), p.get("nodes_after"), p.get("max_rel_l2")]
-                     for p in report["optimize"]["passes"]]),
-            "Deploy graph ops: " + ", ".join(f"{op} {n}" for op, n in report["optimize"]["deploy_ops"].items()) + ".",
-            "",
-        ]
-    if "stage_seconds" in report:
-        lines += ["## Stages", "",
-                  *_table(["stage", "seconds"], [[k, v] for k, v in report["stage_seconds"].items()]
-                          + [["total", report["wall_seconds"]]])]
-    if "peak_rss_mb" in report:
-        lines += [f"Peak RSS {report['peak_rss_mb']:.0f} MiB.", ""]
-    return "\n".join(lines).rstrip("\n") + "\n"
+    if not task:
+        return []
+    model = f"{report['target']} {report['precision']}"
+    if task.get("kind") == "detection":
+        if "map50" not in task:
+            return [Section("task", f"Detection (output {task.get('output')})",
+                            [f"No labels: mAP@0.5 against the reference's own detections "
+                             f"{num(task['map50_vs_reference'])}."])]
+        return [Section("task", f"Detection (output {task.get('output')})", [
+            Table(["model", "mAP@0.5", "mAP@0.5:0.95"],
+                  [["reference", num(task["reference_map50"]), num(task["reference_map50_95"])],
+                   [model, num(task["map50"]), num(task["map50_95"])],
+                   ["drop", num(task["map50_drop"]), num(task.get("map50_95_drop"))]]),
+            f"mAP@0.5 against the reference's own detections: {num(task['map50_vs_reference'])} (confidence ≥ "
+            f"{num(task.get('conf_thres'))}, NMS IoU {num(task.get('iou_thres'))})."])]
+    rows = [["top-1 agreement with the reference", num(task["top1_agreement"])],
+            ["top-5 agreement (reference top-1 in artifact top-5)", num(task["top5_agreement"])]]
+    if "top1" in task:
+        rows += [["top-1 accuracy: reference / artifact", f"{num(task['reference_top1'])} / {num(task['top1'])}"],
+                 ["top-5 accuracy: reference / artifact", f"{num(task['reference_top5'])} / {num(task['top5'])}"],
+                 ["top-1 drop", num(task["top1_drop"])]]
+    else:
+        rows.append(["top-1 accuracy", "not measured (no labels)"])
+    return [Section("task", f"Classification (output {task.get('output')}, {task.get('samples')} samples, "
+                            f"{task.get('classes')} classes)", [Table(["metric", "value"], rows)])]
 
 
-def _precision_section(p: dict[str, Any]) -> list[str]:
+def _layers(report: dict[str, Any]) -> list[Section]:
+    layers = report.get("layer_errors")
+    if not layers:
+        return []
+    worst = layers[:5]
+    return [Section("layers", f"Per-layer INT8 error (worst {len(worst)} of {len(layers)} quantized layers)", [
+        Table(["layer", "op", "alone on float inputs (relative L2)", "in the quantized graph (relative L2)"],
+              [[f"`{r['layer']}`", r.get("op_type"), num(r["rel_l2"]), num(r.get("cumulative_rel_l2"))]
+               for r in worst]),
+        "`edgedeploy debug precision` ranks every layer and finds the fewest to keep in float."])]
+
+
+def _precision(p: dict[str, Any] | None) -> list[Section]:
     """How the precision stage made the artifact: method, settings, calibration set and cache (reused or rebuilt)."""
-    lines = ["## Precision", "", f"Method: {p.get('method')}."]
+    if not p:
+        return []
+    blocks: list[str | Table] = [f"Method: {p.get('method')}."]
     if p.get("settings"):
-        lines.append("Settings: " + ", ".join(f"{k} {v}" for k, v in p["settings"].items()) + ".")
-    lines.append("")
+        blocks.append("Settings: " + ", ".join(f"{k} {v}" for k, v in p["settings"].items()) + ".")
+    q = p.get("structure")
+    if q:
+        blocks.append(f"Q/DQ graph: {q.get('compute_ops_int8')}/{q.get('compute_ops')} Conv/MatMul/Gemm fed by DQ on "
+                      f"data and weights; zero points {', '.join(q.get('zero_point_dtypes', []))}, all 0: "
+                      f"{num(q.get('all_zero_points_zero'))}; per-channel weights {q.get('per_channel_weights')}; "
+                      f"TensorRT-ready {num(q.get('tensorrt_ready'))}.")
+    if p.get("fake_quantize") is not None:
+        blocks.append(f"OpenVINO IR: {p['fake_quantize']} FakeQuantize ops.")
+    if p.get("vs_fp32_graph"):
+        blocks.append(Table(["output", "max abs error vs the fp32 graph", "relative L2 error", "cosine similarity"],
+                            [[k, num(m["max_abs"]), num(m["rel_l2"]), num(m["cosine"])]
+                             for k, m in p["vs_fp32_graph"].items()]))
+    out = [Section("precision", "Precision", blocks)]
     c = p.get("calibration")
     if c:
         cache = p.get("cache", {})
-        lines += ["### Calibration", "",
-                  *_table(["source", "format", "samples", "of", "seed", "sha256", "read s", "quantize s", "cache"],
-                          [[c.get("source"), c.get("format"), c.get("size"), c.get("candidates"), c.get("seed"),
-                            str(c.get("sha256", ""))[:16], c.get("read_seconds"), p.get("quantize_seconds"),
-                            f"{cache.get('status')} ({str(cache.get('key', ''))[:16]})"]]),
-                  f"Cache: {cache.get('note', '')}.", ""]
-    q = p.get("structure")
-    if q:
-        lines += [f"Q/DQ graph: {q.get('compute_ops_int8')}/{q.get('compute_ops')} Conv/MatMul/Gemm fed by DQ on data "
-                  f"and weights; zero points {', '.join(q.get('zero_point_dtypes', []))}, all 0: "
-                  f"{_fmt(q.get('all_zero_points_zero'))}; per-channel weights {q.get('per_channel_weights')}; "
-                  f"TensorRT-ready {_fmt(q.get('tensorrt_ready'))}.", ""]
-    if p.get("fake_quantize") is not None:
-        lines += [f"OpenVINO IR: {p['fake_quantize']} FakeQuantize ops.", ""]
-    if p.get("vs_fp32_graph"):
-        lines += _table(["output", "max abs vs fp32 graph", "rel-L2", "cosine"],
-                        [[k, m["max_abs"], m["rel_l2"], m["cosine"]] for k, m in p["vs_fp32_graph"].items()])
-    return lines
+        rows = [["source", f"`{c.get('source')}` ({c.get('format')})"],
+                ["samples used", f"{c.get('size')} of {c.get('candidates')} (seed {c.get('seed')})"],
+                ["data sha256", f"`{str(c.get('sha256', ''))[:16]}`"],
+                ["read (s)", num(c.get("read_seconds"))], ["quantize (s)", num(p.get("quantize_seconds"))],
+                ["cache", f"{cache.get('status')} (key `{str(cache.get('key', ''))[:16]}`): {cache.get('note', '')}"]]
+        out.append(Section("calibration", "Calibration", [Table(["item", "value"], rows)], level=3))
+    return out
 
 
 def _async(a: dict | None) -> str:
@@ -178,12 +238,132 @@ def _async(a: dict | None) -> str:
         return "—"
     if a.get("mode") != "async":
         return "= sync"
-    return f"{a['throughput_per_s']:.1f} ({a.get('requests')} req" + (
+    return f"{num(a['throughput_per_s'])} ({a.get('requests')} req" + (
         f", {a['streams']} streams)" if a.get("streams") else ")")
 
 
-def _pct(v: float | None) -> str:
-    return "unknown" if v is None else f"{v:.0%}"
+def _latency(report: dict[str, Any]) -> list[Section]:
+    lat = report.get("latency") or []
+    if not lat:
+        return []
+    rows = [[t["batch"], num(t["median_ms"]), num(t["p90_ms"]), num(t["p99_ms"]),
+             f"{num(t['min_ms'])}–{num(t.get('max_ms'))}", _pct(t["cov"], 1) + (" unstable" if t["unstable"] else ""),
+             num(t["throughput_per_s"]), _async(t.get("async"))] for t in lat]
+    t = lat[0]
+    calls = ", ".join(f"batch {x['batch']}: {x.get('iterations')} calls" for x in lat)
+    text = (f"Synchronous calls, the Python call and output copy included ({calls}, after {t.get('warmup', '?')} "
+            f"warm-up calls). Load per core before timing {_pct(t.get('load_per_core'))}; other processes' CPU use "
+            f"while timing {_pct(t.get('other_cpu_busy'))}."
+            + "".join(f" Batch {x['batch']} timed by {x['backend_timing']['source']}: median "
+                      f"{num(x['backend_timing']['median_ms'])} ms." for x in lat if x.get("backend_timing")))
+    return [Section("latency", "Latency", [
+        Table(["batch", "median (ms)", "p90 (ms)", "p99 (ms)", "min–max (ms)", "CoV", "samples/s",
+               "async samples/s"], rows), text])]
+
+
+def _accuracy_of(r: dict[str, Any]) -> tuple[str, float | None]:
+    task = r.get("task") or {}
+    for key in ("map50", "top1", "top1_agreement", "map50_vs_reference"):
+        if key in task:
+            return _METRIC_LABEL[key], task[key]
+    return "", None
+
+
+def _comparison(report: dict[str, Any], siblings: list[dict[str, Any]]) -> list[Section]:
+    if not siblings:
+        return []
+    rows = []
+    for r in sorted([report, *siblings], key=lambda r: (r["target"], r["precision"])):
+        label, value = _accuracy_of(r)
+        lat = min(r.get("latency") or [{}], key=lambda t: t.get("batch", 0))
+        worst = max((m["rel_l2"] for m in r["tensors"].values()), default=None)
+        rows.append([f"{r['target']} {r['precision']}" + (" (this report)" if r is report else ""),
+                     f"{num(lat.get('median_ms'))} (batch {lat.get('batch')})", f"{num(value)} {label}".strip(),
+                     num(worst), verdict(r)])
+    return [Section("comparison", f"Side by side: {report['name']} at every precision built beside it", [
+        Table(["artifact", "median latency (ms)", "accuracy", "worst relative L2", "verdict"], rows),
+        "Other build folders of the same model in the same parent folder; each figure is from its own build on "
+        "its own machine state: compare latency only within one machine."])]
+
+
+def _graph(report: dict[str, Any]) -> list[Section]:
+    if "optimize" not in report:
+        return []
+    rows = [[p.get("name"), p.get("status"), f"{p.get('nodes_before')} → {p.get('nodes_after')}",
+             num(p.get("max_rel_l2"))] for p in report["optimize"]["passes"]]
+    return [Section("graph", "Graph passes", [
+        Table(["pass", "status", "nodes before → after", "max relative L2 change"], rows),
+        "Deploy graph ops: " + ", ".join(f"{op} {n}" for op, n in report["optimize"]["deploy_ops"].items()) + "."])]
+
+
+def _stages(report: dict[str, Any]) -> list[Section]:
+    if "stage_seconds" not in report:
+        return []
+    rows = [[k, num(v)] for k, v in report["stage_seconds"].items()] + [["total", num(report["wall_seconds"])]]
+    blocks: list[str | Table] = [Table(["stage", "wall time (s)"], rows)]
+    if "peak_rss_mb" in report:
+        blocks.append(f"Peak resident memory (RSS): {report['peak_rss_mb']:.0f} MiB.")
+    return [Section("stages", "Stages", blocks)]
+
+
+def _device(conditions: dict[str, Any] | None) -> list[Section]:
+    """Where the figures were measured: device model, power mode, clocks, temperatures, load (edgedeploy.device)."""
+    if not conditions:
+        return []
+    return [Section("device", "Device", [Table(["condition", "value"], [list(r) for r in device.rows(conditions)])])]
+
+
+def sibling_reports(report: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+    """Build reports of the same model at other targets/precisions in folders beside `folder` (at most 12)."""
+    from edgedeploy.validate.gate import ACCEPTED_BASELINE_SCHEMAS
+
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    try:
+        candidates = sorted(Path(folder).parent.glob("*/report.json"))[:200]
+    except OSError:
+        return []
+    for path in candidates:
+        if path.parent.name.startswith("."):
+            continue
+        try:
+            other = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(other, dict) or other.get("schema") not in ACCEPTED_BASELINE_SCHEMAS:
+            continue
+        key = (other.get("target"), other.get("precision"))
+        if (other.get("kind") != "build" or other.get("name") != report["name"]
+                or key == (report["target"], report["precision"]) or not isinstance(other.get("tensors"), dict)):
+            continue
+        found.setdefault(key, other)
+    return list(found.values())[:12]
+
+
+# --------------------------------------------------------------------------------------------- Markdown
+
+
+def _md_table(t: Table) -> list[str]:
+    lines = ["| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
+    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in t.rows]
+    return lines + [""]
+
+
+def render_markdown(report: dict[str, Any], siblings: list[dict[str, Any]] | None = None) -> str:
+    title, paras = header(report)
+    lines = [f"# {title} — {verdict(report)}", ""]
+    for w in warnings_of(report):
+        lines += [f"> ⚠️ {w['message']}", ""]
+    for p in paras:
+        lines += [p, ""]
+    for s in sections(report, siblings):
+        lines += ["#" * s.level + " " + s.title, ""]
+        for b in s.blocks:
+            lines += _md_table(b) if isinstance(b, Table) else [b, ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return _md_table(Table(header, [[num(v) for v in row] for row in rows]))
 
 
 def render_precision_debug_markdown(report: dict[str, Any], top: int = 15) -> str:
@@ -199,7 +379,7 @@ def render_precision_debug_markdown(report: dict[str, Any], top: int = 15) -> st
                       by_name[name]["rel_l2"], by_name[name]["snr_db"]]
                      for i, name in enumerate(report["ranking"][:top])])
     if "trials" in report:
-        budget = ", ".join(f"{k} {_fmt(v)}" for k, v in report["budget"].items())
+        budget = ", ".join(f"{k} {num(v)}" for k, v in report["budget"].items())
         lines += ["## Search: worst layers kept in float", "", f"Budget (int8): {budget or 'none set'}.", ""]
         lines += _table(["layers in float", "result", "mAP@0.5 drop", "top-1 drop", "failed checks", "cache", "s"],
                         [[len(t["kept_float"]), "pass" if t["passed"] else "**fail**",

@@ -1,0 +1,109 @@
+"""Warnings: what a PASS must not hide. Each rule reads a finished report (and the spec it was made with) and returns
+the warnings it finds; the verdict line, the top of report.md/report.html and report.json's `warnings` carry them,
+and with `--strict` (or `validation.strict: true`) each one is also a failing check `warning.CODE`, for CI.
+
+A warning is ``{"code", "title", "message"}``: `title` is the few words the verdict line shows, `message` the whole
+story with its figures. A new warning is one function appended to RULES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from edgedeploy.config import BuildSpec
+
+Rule = Callable[[dict[str, Any], BuildSpec], list[dict[str, str]]]
+
+
+def warning(code: str, title: str, message: str) -> dict[str, str]:
+    return {"code": code, "title": title, "message": message}
+
+
+_NATURAL_HINT = {"fp32": "f32", "fp16": "f16", "int8": "f32"}  # int8: the layers left in float run in f32
+
+
+def precision_not_as_requested(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
+    """The backend ran another precision than the artifact's: the plugin changed the hint it was given (OpenVINO's
+    CPU plugin turns f16 into f32 on CPUs without fp16 arithmetic, or into bf16 on CPUs with bf16), or the config
+    pinned another one (`openvino.inference_precision`)."""
+    c = report.get("conditions", {})
+    requested, effective = c.get("precision_hint_requested"), c.get("precision_hint_effective")
+    natural = _NATURAL_HINT.get(report.get("precision"))
+    if not effective or effective == requested == natural:
+        return []
+    why = (f"{c.get('backend')} on {c.get('device')} took the precision hint {requested} as {effective} on this "
+           "machine" if requested != effective else f"the config pins the precision hint {requested}")
+    return [warning("precision_not_as_requested", f"ran in {effective}, not {natural}",
+                    f"the {report['precision']} artifact ran in {effective}: {why}, so its accuracy and latency are "
+                    f"those of {effective}")]
+
+
+def accuracy_not_measured(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
+    """The task metric could not be computed (no labels), or no budget beyond NaN/Inf applied at all."""
+    task = report.get("task") or {}
+    out = []
+    if task.get("kind") == "classification" and "top1" not in task:
+        out.append(warning("accuracy_not_measured", "accuracy not measured",
+                           "the validation data has no `labels`, so top-1 accuracy and its drop were not measured "
+                           "(top-1 agreement with the reference only)"))
+    elif task.get("kind") == "detection" and "map50" not in task:
+        out.append(warning("accuracy_not_measured", "accuracy not measured",
+                           "the validation data has no `targets`, so mAP and its drop were not measured "
+                           "(agreement with the reference's detections only)"))
+    measured = [c for c in report.get("checks", []) if c.get("group") in ("tensor", "task")
+                and not c["name"].endswith(".finite") and c.get("status") != "skip"]
+    if not measured and not out:
+        out.append(warning("accuracy_not_measured", "accuracy not checked",
+                           f"no accuracy budget applies to this {report['precision']} build: only NaN/Inf was "
+                           f"checked (set validation.task with labelled data, or thresholds.{report['precision']}."
+                           "max_rel_l2)"))
+    return out
+
+
+def calibration_too_small(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
+    calibration = (report.get("precision_stage") or {}).get("calibration") or {}
+    size, minimum = calibration.get("size"), spec.calibration.min_samples
+    if size is None or size >= minimum:
+        return []
+    return [warning("calibration_too_small", f"{size} calibration sample{'s' * (size != 1)}",
+                    f"INT8 was calibrated on {size} sample{'s' * (size != 1)}, fewer than calibration.min_samples "
+                    f"({minimum}): activation ranges from so few samples clip real inputs")]
+
+
+def latency_unstable(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
+    out = []
+    for t in report.get("latency", []):
+        if t.get("unstable"):
+            others = t.get("other_cpu_busy")
+            load = f"load per core {_pct(t.get('load_per_core'))}" + (
+                "" if others is None else f", other processes used {others:.0%} of the CPU while timing")
+            out.append(warning("latency_unstable", f"latency CoV {t['cov']:.0%} at batch {t['batch']}",
+                               f"latency at batch {t['batch']} is unstable: CoV {t['cov']:.1%} > "
+                               f"{t.get('unstable_cov_limit', 0.05):.0%} ({load})"))
+        elif (t.get("other_cpu_busy") or 0) > 0.25:
+            out.append(warning("latency_loaded", f"CPU {t['other_cpu_busy']:.0%} busy at batch {t['batch']}",
+                               f"other processes used {t['other_cpu_busy']:.0%} of the CPU while batch {t['batch']} "
+                               "was timed"))
+    return out
+
+
+RULES: list[Rule] = [precision_not_as_requested, accuracy_not_measured, calibration_too_small, latency_unstable]
+
+
+def collect(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
+    return [w for rule in RULES for w in rule(report, spec)]
+
+
+def strict_checks(warnings: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """`--strict`: each warning as a failing check (one per code, naming every instance)."""
+    by_code: dict[str, list[dict[str, str]]] = {}
+    for w in warnings:
+        by_code.setdefault(w["code"], []).append(w)
+    return [{"name": f"warning.{code}", "group": "warning", "value": len(ws), "limit": 0, "op": "==",
+             "passed": False, "status": "fail", "origin": "strict",
+             "message": "; ".join(w["message"] for w in ws) + " (--strict)"} for code, ws in by_code.items()]
+
+
+def _pct(v: float | None) -> str:
+    return "unknown" if v is None else f"{v:.0%}"
