@@ -19,9 +19,17 @@ pytestmark = pytest.mark.slow  # four demo builds and a validate: ~3 minutes on 
 
 # command prefix -> why it is not run here
 NOT_RUN = {
+    "python3 -m venv --system-site-packages": "on a Jetson (tests/test_bundle_notorch.py installs edgedeploy without "
+                                              "PyTorch in a fresh venv and builds a bundle there)",
+    "~/edgedeploy-venv/bin/pip install": "on a Jetson (see above)",
+    "edgedeploy build bundle/ --target trt": "needs TensorRT on an NVIDIA device",
+    "edgedeploy validate out/orin-fp16": "needs the TensorRT build above",
+    "edgedeploy bundle mynet.yaml": "needs your own model (mypackage.models:build_mynet)",
+    "edgedeploy remote": "needs a device over SSH (tests/test_remote.py runs it against a loopback OpenSSH server)",
     "python3 -m venv": "set-up: .ci/run runs the README's set-up commands on a clean clone",
     "pip install torch": "set-up (.ci/run)",
     "pip install -e": "set-up (.ci/run)",
+    "pip install --no-deps -r tools/corpus-packages-ci.txt": "set-up (.ci/run)",
     "pytest": "the test suite itself",
     "edgedeploy build --target openvino --precision int8": "over a minute: export, NNCF calibration on 300 images "
                                                            "and the per-layer error take ~70 s on 2 cores",
@@ -31,11 +39,11 @@ NOT_RUN = {
 
 
 def readme_commands() -> list[str]:
-    """The command lines of README.md's ```bash blocks, comments stripped, in order."""
+    """The command lines of README.md's ```bash blocks, comments stripped, continuation lines joined, in order."""
     text = (ROOT / "README.md").read_text()
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
-        for line in block.splitlines():
+        for line in re.sub(r"\\\n\s*", "", block).splitlines():
             line = re.sub(r"\s+#\s.*$", "", line).strip()
             if line and not line.startswith("#"):
                 lines.append(line)
