@@ -883,10 +883,10 @@ def _(bench, here, out):
 
 # untrusted arrays: validation data --------------------------------------------------------------------------------
 
-def _validation(bench: Bench, here: Path, out: Path, data: Path, **arrays) -> Run:
+def _validation(bench: Bench, here: Path, out: Path, data: Path, task: str = "none", **arrays) -> Run:
     if arrays:
         np.savez(data, **arrays)
-    return Run(build(bench.config(here, validation={"data": str(data)}), out), (str(data),))
+    return Run(build(bench.config(here, validation={"data": str(data), "task": task}), out), (str(data),))
 
 
 def _zip_member_flipped(path: Path, source: Path) -> None:
@@ -982,9 +982,9 @@ def _(bench, here, out):
     return _validation(bench, here, out, here / "v.npz", images=images(8, HW)[:0])
 
 
-@case("validation targets not (M, 6)", 2, "`targets` must be (M, 6) numbers", "fix the detection labels")
+@case("detection targets not (M, 6)", 2, "`targets` must be (M, 6) numbers", "fix the detection labels")
 def _(bench, here, out):
-    return _validation(bench, here, out, here / "v.npz", images=images(8, HW), targets=np.zeros(5))
+    return _validation(bench, here, out, here / "v.npz", task="detection", images=images(8, HW), targets=np.zeros(5))
 
 
 # untrusted arrays: calibration data -----------------------------------------------------------------------------

@@ -70,6 +70,6 @@ def test_build_and_validate_on_the_device(device_venv, demo_bundle, tmp_path, ta
     validated, record = run_without_torch(python, "validate", "out", "--junit", "junit.xml", cwd=tmp_path)
     assert validated.returncode == 0, validated.stderr
     assert_no_torch(record)
-    again = json.loads((tmp_path / "out/validate/report.json").read_text())
+    again = json.loads((tmp_path / "out-validate/report.json").read_text())
     assert again["passed"] and again["libraries"]["torch"] is None
     assert 'failures="0"' in (tmp_path / "junit.xml").read_text()
