@@ -51,25 +51,45 @@ class _RichStages:
 def build(
     config: Optional[Path] = typer.Argument(None, help="YAML build spec; without it, the bundled demo detector"),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="openvino | onnxruntime | trt"),
-    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32 | fp16 | int8"),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32 | fp16 | int8 | auto (build the "
+                                                                            "candidates, keep the fastest in budget)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder [default: edgedeploy-out/NAME-TARGET-PRECISION]"),
     trust_code: bool = typer.Option(False, "--trust-code", help="allow loading a pickled checkpoint (runs code from it)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="re-run export and optimize instead of reusing their "
+                                                            "results from the stage cache (edgedeploy cache ls)"),
+    static_batch: Optional[int] = typer.Option(None, "--static-batch", min=1,
+                                               help="build a static-shape artifact for this fixed deployment batch"),
 ) -> None:
     """Export, optimize, build and validate a model; exit 1 when a check fails."""
     from edgedeploy import pipeline
     from edgedeploy.config import Precision, Target, demo_spec_path, load_spec
+    from edgedeploy.stagecache import StageCache
 
     spec = load_spec(config if config is not None else demo_spec_path())
-    for flag, value, allowed in (("--target", target, Target), ("--precision", precision, Precision)):
-        if value is not None and value not in get_args(allowed):
-            raise UsageError(f"invalid {flag} {value!r}", fix=f"use one of: {', '.join(get_args(allowed))}")
-    spec = spec.model_copy(update={k: v for k, v in {"target": target, "precision": precision}.items() if v})
-    out = out or Path("edgedeploy-out") / f"{spec.name}-{spec.target}-{spec.precision}"
-    pipeline.check_request(spec)
-    console.print(f"[bold]edgedeploy build[/] {spec.name} → {spec.target} {spec.precision} in {out}")
+    auto = precision == "auto"
+    for flag, value, allowed in (("--target", target, get_args(Target)),
+                                 ("--precision", precision, (*get_args(Precision), "auto"))):
+        if value is not None and value not in allowed:
+            raise UsageError(f"invalid {flag} {value!r}", fix=f"use one of: {', '.join(allowed)}")
+    updates = {"target": target, "precision": None if auto else precision, "static_batch": static_batch}
+    spec = spec.model_copy(update={k: v for k, v in updates.items() if v})
+    chosen = "auto" if auto else spec.precision
+    out = out or Path("edgedeploy-out") / f"{spec.name}-{spec.target}-{chosen}"
+    if not auto:
+        pipeline.check_request(spec)
+    console.print(f"[bold]edgedeploy build[/] {spec.name} → {spec.target} {chosen} in {out}")
     stages = _RichStages()
+    cache = None if no_cache else StageCache()
     try:
-        report = pipeline.build(spec, out, trust_code=trust_code, listener=stages)
+        if auto:
+            from edgedeploy.auto import build_auto
+
+            report = build_auto(spec, out, trust_code=trust_code, listener=stages, cache=cache)
+            console.print(f"precision auto chose [bold]{report['auto']['chosen']}[/]: "
+                          + "; ".join(f"{r['name']} {r['why']}" for r in report["auto"]["candidates"]),
+                          highlight=False)
+        else:
+            report = pipeline.build(spec, out, trust_code=trust_code, listener=stages, cache=cache)
     finally:
         stages.stop()
     _finish(report, out)
@@ -200,11 +220,44 @@ def _print_summary(report: dict, out: Path) -> None:
     elif task and task.get("kind") == "classification":
         parts.append(f"top-1 agreement {task['top1_agreement']:.4f}"
                      + (f", top-1 {task['top1']:.4f} (reference {task['reference_top1']:.4f})" if "top1" in task else ""))
-    parts += [f"batch {t['batch']}: {t['median_ms']:.2f} ms" for t in report["latency"]]
+    from edgedeploy.validate.latency import headline
+
+    parts += [f"batch {t['batch']}: {headline(t)}" for t in report["latency"]]
     verdict = "[green]PASS[/]" if report["passed"] else "[red]FAIL[/]"
     counts = {k: sum(c.get("status") == k for c in report["checks"]) for k in ("pass", "fail", "skip")}
     parts.append(f"checks {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
     console.print(f"{verdict} {'; '.join(parts)}; total {report['wall_seconds']:.1f} s → {out / 'report.md'}")
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The stage cache: export and optimize results reused by content "
+                                                   "across builds ($XDG_CACHE_HOME/edgedeploy).")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("ls")
+def cache_ls() -> None:
+    """List the cached stage results: stage, key, size, age, what each was made from."""
+    from edgedeploy.stagecache import StageCache
+
+    cache = StageCache()
+    entries = cache.entries()
+    for e in entries:
+        typer.echo(f"{e['stage']:<9} {e['key']}  {e['bytes'] / 2**20:8.1f} MiB  {e['age_s'] / 3600:7.1f} h  {e['from']}")
+    total = sum(e["bytes"] for e in entries)
+    typer.echo(f"{len(entries)} entries, {total / 2**20:.1f} MiB in {cache.root / 'stages'}")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    stage: Optional[str] = typer.Option(None, "--stage", help="only this stage's entries: export | optimize"),
+) -> None:
+    """Delete cached stage results (all, or one stage's); the next build re-runs those stages."""
+    from edgedeploy.stagecache import STAGES, StageCache
+
+    if stage is not None and stage not in STAGES:
+        raise UsageError(f"invalid --stage {stage!r}", fix=f"use one of: {', '.join(STAGES)}")
+    count, size = StageCache().clear(stage)
+    typer.echo(f"removed {count} entries, {size / 2**20:.1f} MiB")
 
 
 @app.command()

@@ -116,3 +116,65 @@ def test_unstable_timing_warns_and_shows_in_markdown():
               "latency": [t], "warnings": warnings}
     md = render_markdown(report)
     assert "(unstable)" in md and "> ⚠️ latency at batch 8 is unstable" in md
+
+
+def test_no_budget_means_a_time_budget():
+    from edgedeploy.config import LatencySettings
+
+    settings = LatencySettings()
+    assert latency.resolve_budget(settings.iterations, settings.duration_s) == (None, latency.DEFAULT_DURATION_S)
+    assert latency.resolve_budget(50, None) == (50, None)
+    assert latency.resolve_budget(50, 2.0) == (None, 2.0)  # a time budget wins, as before
+
+
+def test_interleaved_windows_give_each_runner_the_whole_budget(matmul_onnx):
+    runners = {"a": OnnxRuntimeRunner(matmul_onnx, threads=1), "b": OnnxRuntimeRunner(matmul_onnx, threads=1)}
+    result = latency.measure_interleaved(runners, feeds(4), warmup=1, iterations=None, duration_s=0.3, rounds=3)
+    for r in result.values():
+        assert r["rounds"] == 3 and r["wall_s"] >= 0.3 and r["iterations"] >= 3 * 10
+        assert r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
+    fixed = latency.measure_interleaved(runners, feeds(4), warmup=1, iterations=30, rounds=3)
+    assert fixed["a"]["iterations"] == fixed["b"]["iterations"] == 30
+
+
+def test_fresh_process_times_the_artifact_and_the_float_graph(matmul_onnx, tmp_path):
+    """The build's measurement: a new Python process loads the artifacts and times them; its memory is its own."""
+    from edgedeploy.backends import BuildResult
+    from edgedeploy.config import BuildSpec
+
+    spec = BuildSpec.model_validate({
+        "model": {"onnx": str(matmul_onnx)}, "inputs": [{"name": "x", "shape": ["batch", 256]}],
+        "target": "onnxruntime",
+        "validation": {"latency": {"batch_sizes": [1, 4], "duration_s": 0.2, "threads": 1, "async_requests": 0}}})
+    art = BuildResult(matmul_onnx, [], {"precision": "fp32"})
+    result = latency.measure_fresh(spec, {"artifact": art, "float": art}, feeds(4), [1, 4])
+    assert [t["batch"] for t in result["timings"]["artifact"]] == [1, 4] == [t["batch"] for t in result["timings"]["float"]]
+    assert all(t["rounds"] == 3 for t in result["timings"]["artifact"])
+    assert result["conditions"]["artifact"]["threads"] == 1
+    assert 20 < result["peak_rss_mb"] < 1024  # the child's own peak, not the parent's image it started from
+
+
+def test_int8_slower_than_float_is_a_warning_record():
+    def timing(batch, median):
+        return {"batch": batch, "median_ms": median}
+
+    assert latency.int8_speed_warning([timing(1, 1.0), timing(8, 5.0)], [timing(1, 1.02), timing(8, 9.0)],
+                                      "onnxruntime") is None  # within 3 %: not slower
+    w = latency.int8_speed_warning([timing(1, 0.9), timing(8, 20.0)], [timing(1, 1.0), timing(8, 6.0)], "onnxruntime")
+    assert w["code"] == latency.INT8_SLOWER
+    assert w["message"].startswith("INT8 artifact slower than the float artifact of the same backend on this machine")
+    assert "batch 8: 20 ms vs 6 ms (3.33x)" in w["message"] and "batch 1" not in w["message"]
+    report = {"passed": True, "conditions": {}, "name": "m", "target": "onnxruntime", "precision": "int8",
+              "artifact": {"path": "a"}, "source": {}, "validation_data": "d", "checks": [], "tensors": {},
+              "latency": [], "warnings": [w], "schema": "edgedeploy.report/2"}
+    assert f"> ⚠️ {w['message']}" in render_markdown(report)
+    from edgedeploy.validate.html import render_html
+
+    assert "INT8 artifact slower than the float artifact" in render_html(report)
+
+
+def test_headline_shows_the_spread_only_when_unstable():
+    steady = {"median_ms": 2.0, "p10_ms": 1.9, "p90_ms": 2.1, "min_ms": 1.8, "cov": 0.01, "unstable": False}
+    assert latency.headline(steady) == "2 ms"
+    shaky = {**steady, "p10_ms": 1.2, "p90_ms": 6.5, "cov": 0.4, "unstable": True}
+    assert latency.headline(shaky) == "2 ms (unstable: p10-p90 1.2-6.5 ms, CoV 40%)"

@@ -147,7 +147,8 @@ def render_html(report: dict[str, Any]) -> str:
         + (f", precision hint {html.escape(str(c.get('precision_hint_effective')))}"
            if "precision_hint_effective" in c else "") + ".</p>",
     ]
-    parts += [f"<p class='warn'>{html.escape(w)}</p>" for w in report.get("warnings", [])]
+    parts += [f"<p class='warn'>{html.escape(w['message'] if isinstance(w, dict) else w)}</p>"
+              for w in report.get("warnings", [])]
     parts += ["<h2>Checks</h2>",
               _table(["check", "value", "limit", "result", "detail"],
                      [[k["name"], k["value"], _limit(k), _status(k), k.get("message", "")] for k in checks],
@@ -178,6 +179,10 @@ def render_html(report: dict[str, Any]) -> str:
     lat = plot_latency(report["latency"])
     if lat:
         parts.append(_img(lat, "latency histogram and CDF"))
+    if report.get("auto"):
+        from edgedeploy.auto import frontier_html
+
+        parts.append(frontier_html(report["auto"]))
     layers = report.get("layer_errors")
     if layers:
         parts += ["<h2>Per-layer error</h2>", _img(plot_layers(layers), "per-layer error")]

@@ -59,7 +59,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if failed:
         lines += ["**Failed:** " + "; ".join(k.get("message") or k["name"] for k in failed) + ".", ""]
     for w in report.get("warnings", []):
-        lines += [f"> ⚠️ {w}", ""]
+        lines += [f"> ⚠️ {w['message'] if isinstance(w, dict) else w}", ""]
     lines += [
         f"## Checks ({sum(_status(k) == 'pass' for k in checks)} passed, {len(failed)} failed, "
         f"{sum(_status(k) == 'skip' for k in checks)} skipped)",
@@ -102,6 +102,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                           [[f"`{r['layer']}`", r.get("op_type"), r["rel_l2"], r.get("cumulative_rel_l2")]
                            for r in worst]),
                   "`edgedeploy debug precision` ranks every layer and finds the fewest to keep in float.", ""]
+    if report.get("auto"):
+        from edgedeploy.auto import frontier_markdown
+
+        lines += frontier_markdown(report["auto"])
     if report.get("precision_stage"):
         lines += _precision_section(report["precision_stage"])
     lat = report["latency"]
@@ -133,10 +137,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
         ]
     if "stage_seconds" in report:
+        rss, reuse = report.get("stage_peak_rss_mb", {}), report.get("stage_cache", {})
         lines += ["## Stages", "",
-                  *_table(["stage", "seconds"], [[k, v] for k, v in report["stage_seconds"].items()]
-                          + [["total", report["wall_seconds"]]])]
-    if "peak_rss_mb" in report:
+                  *_table(["stage", "seconds", "peak RSS MiB", "stage cache"],
+                          [[k, v, rss.get(k), _reuse(reuse.get(k))] for k, v in report["stage_seconds"].items()]
+                          + [["total", report["wall_seconds"], report.get("peak_rss_mb"), ""]])]
+    if "peak_rss_mb" in report and "stage_seconds" not in report:
         lines += [f"Peak RSS {report['peak_rss_mb']:.0f} MiB.", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -168,6 +174,13 @@ def _precision_section(p: dict[str, Any]) -> list[str]:
         lines += _table(["output", "max abs vs fp32 graph", "rel-L2", "cosine"],
                         [[k, m["max_abs"], m["rel_l2"], m["cosine"]] for k, m in p["vs_fp32_graph"].items()])
     return lines
+
+
+def _reuse(entry: dict | None) -> str:
+    """A stage's stage-cache status for the Stages table: reused, or why not."""
+    if not entry:
+        return ""
+    return "reused" if entry.get("status") == "reused" else f"{entry.get('status')}: {entry.get('note', '')}"
 
 
 def _async(a: dict | None) -> str:
