@@ -65,8 +65,19 @@ def test_auto_falls_back_when_a_planted_budget_forbids_int8(tmp_path, stage_cach
     assert all(r["built"] or r["why"].startswith("skipped") for r in auto["candidates"])
 
 
-def test_candidates_follow_the_hardware():
+def test_candidates_follow_the_hardware(monkeypatch):
+    from edgedeploy import auto
+
     spec = demo_spec()
+    ov = spec.model_copy(update={"target": "openvino"})
+    monkeypatch.setattr(auto, "_cpu_flags", lambda: {"avx2", "avx512_bf16", "avx512_fp16"})
+    reduced = [c for c in candidates_for(ov) if c.precision == "fp16"][0]
+    assert (reduced.name, reduced.hint, reduced.skipped) == ("bf16", "bf16", None)
+    monkeypatch.setattr(auto, "_cpu_flags", lambda: {"avx2", "avx512_fp16"})
+    reduced = [c for c in candidates_for(ov) if c.precision == "fp16"][0]
+    assert (reduced.name, reduced.hint, reduced.skipped) == ("fp16", None, None)
+    monkeypatch.setattr(auto, "_cpu_flags", lambda: {"avx2"})
+    assert [c for c in candidates_for(ov) if c.precision == "fp16"][0].skipped.startswith("this CPU has no bf16")
     names = {c.name: c.skipped for c in candidates_for(spec.model_copy(update={"target": "trt"}))}
     assert all(reason is None for reason in names.values())  # TensorRT runs all four on its GPU
     ort = {c.name: c.skipped for c in candidates_for(spec.model_copy(update={"target": "onnxruntime"}))}

@@ -154,8 +154,8 @@ class ResNet18Like(nn.Module):
         self.layers = nn.Sequential(*blocks)
         self.fc = nn.Linear(512, classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # the exported input's name
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(self.stem(images)), 1), 1))
 
 
 def resnet18_like(size: int = 224, seed: int = 0, classes: int = NUM_CLASSES) -> nn.Module:
@@ -202,8 +202,8 @@ class MobileNetV2Like(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(1280, classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).mean((2, 3)))
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # the exported input's name
+        return self.classifier(self.features(images).mean((2, 3)))
 
 
 def mobilenet_v2_like(size: int = 224, seed: int = 0, classes: int = NUM_CLASSES) -> nn.Module:

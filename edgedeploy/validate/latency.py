@@ -164,11 +164,13 @@ class _Window:
         self.own_ms: list[float] = []
         self.wall = 0.0
         self.other_busy: list[float] = []
+        self.round_medians: list[float] = []
 
     def time(self, runner: Runner, feeds: dict[str, np.ndarray], iterations: int | None,
              duration_s: float | None) -> None:
         own_timer = getattr(runner, "last_latency_ms", None)
         count = 0
+        first = len(self.times)
         with _CpuWindow() as window:
             start = time.perf_counter()
             while True:
@@ -185,6 +187,7 @@ class _Window:
                 elif count >= iterations:
                     break
             self.wall += time.perf_counter() - start
+        self.round_medians.append(float(np.median(self.times[first:])) * 1e3)
         if window.other_busy is not None:
             self.other_busy.append(window.other_busy)
 
@@ -231,7 +234,7 @@ def measure_interleaved(runners: dict[str, Runner], feeds: dict[str, np.ndarray]
             "warmup": warmup,
             "iterations": int(ms.size),
             "budget": {"duration_s": duration_s} if duration_s is not None else {"iterations": iterations},
-            **({"rounds": rounds} if rounds > 1 else {}),
+            **({"rounds": rounds, "round_medians_ms": w.round_medians} if rounds > 1 else {}),
             **s,
             "throughput_per_s": batch * 1e3 / s["median_ms"],
             "wall_s": w.wall,
@@ -379,10 +382,15 @@ def peak_rss_mb() -> float:
 
 def int8_speed_warning(int8: list[dict[str, Any]], floats: list[dict[str, Any]], target: str,
                        margin: float = 0.03) -> dict[str, Any] | None:
-    """The warning record when the int8 artifact's median is more than `margin` above the float artifact's (same
-    backend, same process, interleaved windows) at any batch size; None when int8 is at least as fast."""
+    """The warning record when the int8 artifact is slower than the float artifact (same backend, same process,
+    interleaved windows) at some batch size: its median more than `margin` above the float one's, and slower in every
+    round (so that outside load drifting between windows cannot make the call); None when int8 is not slower."""
+    def slower_in_every_round(a: dict[str, Any], f: dict[str, Any]) -> bool:
+        return all(x > y for x, y in zip(a.get("round_medians_ms", [a["median_ms"]]),
+                                         f.get("round_medians_ms", [f["median_ms"]])))
+
     slower = [(a["batch"], a["median_ms"], f["median_ms"]) for a, f in zip(int8, floats)
-              if a["median_ms"] > f["median_ms"] * (1 + margin)]
+              if a["median_ms"] > f["median_ms"] * (1 + margin) and slower_in_every_round(a, f)]
     if not slower:
         return None
     figures = "; ".join(f"batch {b}: {a:.3g} ms vs {f:.3g} ms ({a / f:.2f}x)" for b, a, f in slower)
