@@ -93,6 +93,11 @@ def library_versions() -> dict[str, str | None]:
 def check_request(spec: BuildSpec) -> Backend:
     """Refuse what cannot be built (missing SDK, unsupported precision, INT8 without calibration data) before any
     minutes are spent on export."""
+    if spec.static_batch is not None and spec.target == "trt":
+        raise UsageError("--static-batch builds static ONNX / OpenVINO artifacts; a TensorRT engine gets a fixed "
+                         "batch from its optimization profile", where="static_batch",
+                         fix=f"set tensorrt.profiles: {{batch: {{min: {spec.static_batch}, opt: {spec.static_batch}, "
+                             f"max: {spec.static_batch}}}}}")
     backend = get_backend(spec.target)
     if spec.precision not in backend.precisions:
         raise UsageError(f"target {spec.target} builds {', '.join(backend.precisions)}, not {spec.precision}")
@@ -101,11 +106,6 @@ def check_request(spec: BuildSpec) -> Backend:
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{key} not found", where=str(path), fix=f"check {key} in the config")
     check_precision_request(spec)
-    if spec.static_batch is not None and spec.target == "trt":
-        raise UsageError("--static-batch builds static ONNX / OpenVINO artifacts; a TensorRT engine gets a fixed "
-                         "batch from its optimization profile", where="static_batch",
-                         fix=f"set tensorrt.profiles: {{batch: {{min: {spec.static_batch}, opt: {spec.static_batch}, "
-                             f"max: {spec.static_batch}}}}}")
     return backend
 
 

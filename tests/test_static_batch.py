@@ -46,11 +46,11 @@ def test_static_batch_build_validates_and_times_at_that_batch(target, precision,
         assert _dims(model.graph.input[0]) == [8, 3, 64, 64]
 
 
-def test_static_batch_is_refused_for_tensorrt():
-    spec = demo_spec().model_copy(update={"target": "trt", "static_batch": 1})
-    with pytest.raises(Exception) as e:  # without TensorRT installed the SDK check refuses first
+def test_static_batch_is_refused_for_tensorrt_naming_the_profile_to_set():
+    spec = demo_spec().model_copy(update={"target": "trt", "static_batch": 2})
+    with pytest.raises(UsageError, match="optimization profile") as e:  # before the TensorRT SDK is looked for
         pipeline.check_request(spec)
-    assert "TensorRT" in str(e.value) or "static" in str(e.value)
+    assert "tensorrt.profiles: {batch: {min: 2, opt: 2, max: 2}}" in e.value.message
 
 
 def test_padded_run_drops_the_padding():
