@@ -89,17 +89,22 @@ class CpuWindow:
 
 # ------------------------------------------------------------------------------------------- data and specs
 def prepare(model: str, work: Path, quick: bool) -> Path:
-    """The model's build spec in <work>/<model>/ (the demo's bundled one), with its data."""
-    from edgedeploy.config import demo_spec_path
-
-    if model == "demo":
-        return demo_spec_path()
+    """The model's build spec in <work>/<model>/spec.yaml (the demo's bundled one, paths made absolute), with its
+    data; every build of the model shares one calibration cache, so the --static-batch builds reuse the int8
+    calibration of the dynamic one, as a user's rebuild would."""
     import yaml
 
-    from edgedeploy.demo import bench_models
+    from edgedeploy.config import demo_spec_path, load_spec
 
     folder = work / model
     folder.mkdir(parents=True, exist_ok=True)
+    if model == "demo":
+        spec = load_spec(demo_spec_path()).model_dump(mode="json", exclude_none=True)
+        spec["calibration"]["cache_dir"] = str(folder / "calibration-cache")
+        (folder / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        return folder / "spec.yaml"
+    from edgedeploy.demo import bench_models
+
     val, calib = folder / "val.npz", folder / "calib.npz"
     samples = 64 if quick else 128
     if not val.is_file() or len(np.load(val)["images"]) != samples:
@@ -113,7 +118,8 @@ def prepare(model: str, work: Path, quick: bool) -> Path:
         "outputs": ["logits"],
         "preprocess": {"mean": list(bench_models.MEAN), "std": list(bench_models.STD)},
         "validation": {"data": "val.npz", "task": "classification"},
-        "calibration": {"data": "calib.npz", "subset_size": 64 if quick else 128},
+        "calibration": {"data": "calib.npz", "subset_size": 64 if quick else 128,
+                        "cache_dir": "calibration-cache"},
         # classifiers without labels: int8 keeps top-1 with the reference on >= 90% of the samples
         "thresholds": {"fp32": {"max_rel_l2": 1e-5}, "fp16": {"max_rel_l2": 1e-2},
                        "int8": {"min_top1_agreement": 0.9}},
@@ -589,7 +595,8 @@ def main() -> None:
     import shutil
 
     for stale in [args.work / "xdg", args.work / "xdg-demo-rebuild",  # every build and cache from scratch: honest times
-                  *(args.work / m / sub for m in MODELS for sub in ("builds", "rebuild", "hand"))]:
+                  *(args.work / m / sub for m in MODELS for sub in ("builds", "rebuild", "hand",
+                                                                         "calibration-cache"))]:
         shutil.rmtree(stale, ignore_errors=True)
     env = {**os.environ, "XDG_CACHE_HOME": str(args.work / "xdg")}
     info = machine()

@@ -17,7 +17,8 @@ unclipped values, which only the float conv's own output matches.
 Memory is bounded: the samples run `CHUNK` at a time and each layer's errors are accumulated as sums (squared
 reference, squared error, squared candidate, dot product), so only one chunk's intermediate tensors are ever held,
 whatever the sample count (a MobileNetV2-like model at 224x224 held 16 samples' tensors of both graphs at once:
-+2 GB).
++2 GB); OpenVINO, which keeps a buffer per marked output in every request, marks the layers a group at a time
+(`_GROUP_BYTES` of outputs per sample).
 
 Caveat (also in docs/precision.md): marking a tensor as an output can stop a backend fusing across it, so the
 cumulative figures are those of the same quantization without those fusions; the end-to-end figures in the build's
@@ -217,36 +218,63 @@ def localize_openvino(float_onnx: Path, int8_xml: Path, inputs: dict[str, np.nda
                               "matched", where=str(int8_xml), fix="quantize deploy.onnx of this artifact")
     parameters = [p.get_friendly_name() for p in fp.get_parameters()]
 
-    def marked(model):
+    def marked(model, names: list[str]):
         clone = model.clone()
         by_name = {o.get_friendly_name(): o for o in clone.get_ops()}
-        ports = clone.add_outputs([by_name[n].output(0) for n in shared])
+        ports = clone.add_outputs([by_name[n].output(0) for n in names])
         compiled = core.compile_model(clone, "CPU", config)
-        return compiled, compiled.outputs[len(compiled.outputs) - len(ports):]
+        return compiled.create_infer_request(), compiled.outputs[len(compiled.outputs) - len(ports):]
 
-    quantized = [n for n in shared if any(q_ops[n].input_value(i).get_node().get_type_name() == "FakeQuantize"
-                                          for i in range(q_ops[n].get_input_size()))]
-    local_model = _local_openvino(core, config, q, quantized, set(shared) | set(parameters))
-    (ref_model, ref_ports), (got_model, got_ports) = marked(fp), marked(q)
-    ref_request, got_request = ref_model.create_infer_request(), got_model.create_infer_request()
+    quantized = {n for n in shared if any(q_ops[n].input_value(i).get_node().get_type_name() == "FakeQuantize"
+                                          for i in range(q_ops[n].get_input_size()))}
+    known = set(shared) | set(parameters)
     cumulative = {n: _Sums() for n in shared}
-    local = {op.get_friendly_name(): _Sums() for op in (local_model[1] if local_model else [])}
-    for chunk in _chunks(inputs):
-        feeds = {n: chunk[n] for n in parameters}
-        result = ref_request.infer(feeds)
-        ref = {**feeds, **{n: np.array(result[port]) for n, port in zip(shared, ref_ports)}}
-        result = got_request.infer(feeds)
-        for n, port in zip(shared, got_ports):
-            cumulative[n].add(ref[n], np.array(result[port]))
-        if local_model is not None:
-            compiled, ops_, sources = local_model
-            out = compiled.create_infer_request().infer({i: ref[s] for i, s in enumerate(sources)})
-            for i, op in enumerate(ops_):
-                local[op.get_friendly_name()].add(ref[op.get_friendly_name()], np.array(out[compiled.outputs[i]]))
-        del ref, result
+    local: dict[str, _Sums] = {}
+    for group in _groups(q_ops, shared):
+        # OpenVINO keeps a buffer per marked output in each request: a group's worth at a time
+        local_model = _local_openvino(core, config, q, [n for n in group if n in quantized], known)
+        sources = [] if local_model is None else [s for s in local_model[2] if s not in parameters]
+        ref_names = list(dict.fromkeys(group + sources))
+        (ref_request, ref_ports), (got_request, got_ports) = marked(fp, ref_names), marked(q, group)
+        local_request = None if local_model is None else local_model[0].create_infer_request()
+        for op in (local_model[1] if local_model else []):
+            local[op.get_friendly_name()] = _Sums()
+        for chunk in _chunks(inputs):
+            feeds = {n: chunk[n] for n in parameters}
+            result = ref_request.infer(feeds, share_outputs=True)  # views of the request's buffers, read at once
+            ref = {**feeds, **{n: result[port] for n, port in zip(ref_names, ref_ports)}}
+            result = got_request.infer(feeds, share_outputs=True)
+            for n, port in zip(group, got_ports):
+                cumulative[n].add(ref[n], result[port])
+            if local_request is not None:
+                compiled, ops_, all_sources = local_model
+                out = local_request.infer({i: ref[s] for i, s in enumerate(all_sources)}, share_outputs=True)
+                for i, op in enumerate(ops_):
+                    local[op.get_friendly_name()].add(ref[op.get_friendly_name()], out[compiled.outputs[i]])
+        del ref_request, got_request, local_request, local_model
     return [LayerError(name, _node_name(name), q_ops[name].get_type_name(), name in local,
                        local_rel_l2=local[name].errors()["rel_l2"] if name in local else None,
                        **cumulative[name].errors()) for name in shared]
+
+
+_GROUP_BYTES = 64 << 20  # float32 outputs of one sample marked per compiled model
+
+
+def _groups(ops: dict[str, Any], names: list[str], limit: int = _GROUP_BYTES) -> list[list[str]]:
+    """`names` in graph order, cut into runs whose outputs hold at most `limit` bytes per sample (a dynamic dimension
+    counts as 1, the batch)."""
+    groups: list[list[str]] = [[]]
+    size = 0
+    for name in names:
+        shape = ops[name].get_output_partial_shape(0)
+        nbytes = 4 * int(np.prod([d.get_length() if d.is_static else 1 for d in shape])) if shape.rank.is_static \
+            else 0
+        if groups[-1] and size + nbytes > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += nbytes
+    return [g for g in groups if g]
 
 
 def _constant(node) -> bool:
