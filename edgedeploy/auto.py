@@ -8,8 +8,8 @@ cache, calibration results from the shared `<out>/cache`):
 - `fp16` where the hardware computes in a reduced float: TensorRT (any GPU it builds for); OpenVINO on a CPU with
   AVX512-FP16 (on a CPU without it or bf16 an fp16 IR runs at f32 speed, so it is skipped), and as `bf16` (the fp16 IR
   with the bf16 inference precision, judged by the fp16 budget) on a CPU with AVX512-BF16/AMX-BF16: on a Xeon with
-  AMX, bf16 ran ResNet-18 10x faster than f16 on AVX512-FP16; not ONNX Runtime's CPU provider, which has no fp16
-  convolution kernels on x86 (an fp16 graph runs slower than fp32);
+  AMX, bf16 ran the benchmark models 1.3-9.4x faster than f16 on AVX512-FP16 (docs/benchmarks.md); not ONNX
+  Runtime's CPU provider, which has no fp16 convolution kernels on x86 (an fp16 graph runs slower than fp32);
 - `int8`;
 - `int8-keep-float`: when int8 misses its budget, `edgedeploy debug precision`'s search finds the fewest worst layers
   (localisation ranking) to keep in float for the budget to hold, up to `max_layers`; when int8 meets it, keeping
