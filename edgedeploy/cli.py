@@ -78,14 +78,22 @@ def build(
         help="openvino | onnxruntime | trt (trt needs TensorRT: JetPack's on a Jetson, the `tensorrt` extra on "
              "x86_64 with an NVIDIA GPU; docs/tensorrt.md)"),
     precision: Optional[str] = typer.Option(None, "--precision", "-p", metavar="PRECISION",
-                                            show_default="the config's, else fp32", help="fp32 | fp16 | int8"),
+                                            show_default="the config's, else fp32",
+                                            help="fp32 | fp16 | int8 | auto (build the candidates this machine "
+                                                 "runs, keep the fastest within its budget)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", show_default=_DEFAULT_OUT,
                                        help="output folder, replaced as a whole when the build completes"),
     strict: bool = typer.Option(False, "--strict", metavar="",
                                 help="fail on every warning too (precision not as requested, accuracy not "
-                                     "measured, too few calibration samples, unstable latency): for CI"),
+                                     "measured, too few calibration samples, unstable latency, int8 slower than "
+                                     "float): for CI"),
     trust_code: bool = typer.Option(False, "--trust-code", metavar="",
                                     help="allow loading a pickled checkpoint (runs code from it)"),
+    no_cache: bool = typer.Option(False, "--no-cache", metavar="",
+                                  help="re-run export and optimize instead of reusing their results from the stage "
+                                       "cache (edgedeploy cache ls)"),
+    static_batch: Optional[int] = typer.Option(None, "--static-batch", min=1, metavar="N", show_default="dynamic",
+                                               help="build a static-shape artifact for this fixed deployment batch"),
     debug: bool = DEBUG,
 ) -> None:
     """Build and validate a deployable artifact.
@@ -96,23 +104,38 @@ def build(
     from edgedeploy.bundle.manifest import is_bundle
     from edgedeploy.config import Precision, Target, demo_spec_path, load_spec
     from edgedeploy.outfolder import OutputFolder
+    from edgedeploy.stagecache import StageCache
 
     if config is not None and is_bundle(config):
         return _build_bundle(config, target, precision, out, strict)
     spec = load_spec(config if config is not None else demo_spec_path())
-    for flag, value, allowed in (("--target", target, Target), ("--precision", precision, Precision)):
-        if value is not None and value not in get_args(allowed):
-            raise UsageError(f"invalid {flag} {value!r}", fix=f"use one of: {', '.join(get_args(allowed))}")
-    spec = spec.model_copy(update={k: v for k, v in {"target": target, "precision": precision}.items() if v})
+    auto = precision == "auto"
+    for flag, value, allowed in (("--target", target, get_args(Target)),
+                                 ("--precision", precision, (*get_args(Precision), "auto"))):
+        if value is not None and value not in allowed:
+            raise UsageError(f"invalid {flag} {value!r}", fix=f"use one of: {', '.join(allowed)}")
+    updates = {"target": target, "precision": None if auto else precision, "static_batch": static_batch}
+    spec = spec.model_copy(update={k: v for k, v in updates.items() if v})
     if strict:
         spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"strict": True})})
-    out = OutputFolder(out or Path("edgedeploy-out") / f"{spec.name}-{spec.target}-{spec.precision}").check()
-    pipeline.check_request(spec)
-    console.print(f"[bold]edgedeploy build[/] {escape(spec.name)} → {spec.target} {spec.precision} in "
-                  f"{escape(str(out))}", highlight=False)
+    chosen = "auto" if auto else spec.precision
+    out = OutputFolder(out or Path("edgedeploy-out") / f"{spec.name}-{spec.target}-{chosen}").check()
+    if not auto:
+        pipeline.check_request(spec)
+    console.print(f"[bold]edgedeploy build[/] {escape(spec.name)} → {spec.target} {chosen} in {escape(str(out))}",
+                  highlight=False)
     stages = _RichStages()
+    cache = None if no_cache else StageCache()
     try:
-        report = pipeline.build(spec, out, trust_code=trust_code, listener=stages)
+        if auto:
+            from edgedeploy.auto import build_auto
+
+            report = build_auto(spec, out, trust_code=trust_code, listener=stages, cache=cache)
+            console.print(f"precision auto chose [bold]{escape(report['auto']['chosen'])}[/]: "
+                          + escape("; ".join(f"{r['name']} {r['why']}" for r in report["auto"]["candidates"])),
+                          highlight=False)
+        else:
+            report = pipeline.build(spec, out, trust_code=trust_code, listener=stages, cache=cache)
     finally:
         stages.stop()
     _finish(report, out)
@@ -514,7 +537,9 @@ def _print_summary(report: dict, out: Path) -> None:
     elif task and task.get("kind") == "classification":
         parts.append(f"top-1 agreement {task['top1_agreement']:.4f}"
                      + (f", top-1 {task['top1']:.4f} (reference {task['reference_top1']:.4f})" if "top1" in task else ""))
-    parts += [f"batch {t['batch']}: {t['median_ms']:.2f} ms" for t in report["latency"]]
+    from edgedeploy.validate.latency import headline
+
+    parts += [f"batch {t['batch']}: {headline(t)}" for t in report["latency"]]
     counts = {k: sum(c.get("status") == k for c in report["checks"]) for k in ("pass", "fail", "skip")}
     parts.append(f"checks {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
     warnings = [w for w in report.get("warnings", []) if isinstance(w, dict)]
@@ -527,6 +552,44 @@ def _print_summary(report: dict, out: Path) -> None:
                   f"{escape(str(out / 'report.md'))}", highlight=False)
     for w in warnings:
         console.print(f"[yellow]warning:[/] {escape(w['message'])}", highlight=False)
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The stage cache: export and optimize results reused by content "
+                                                   "across builds ($XDG_CACHE_HOME/edgedeploy).")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.callback()
+def _cache_options(debug: bool = DEBUG) -> None:
+    """The stage cache: export and optimize results reused by content across builds ($XDG_CACHE_HOME/edgedeploy)."""
+
+
+@cache_app.command("ls", epilog="\b\nExample: edgedeploy cache ls")
+def cache_ls(debug: bool = DEBUG) -> None:
+    """List the cached stage results: stage, key, size, age, what each was made from."""
+    from edgedeploy.stagecache import StageCache
+
+    cache = StageCache()
+    entries = cache.entries()
+    for e in entries:
+        typer.echo(f"{e['stage']:<9} {e['key']}  {e['bytes'] / 2**20:8.1f} MiB  {e['age_s'] / 3600:7.1f} h  {e['from']}")
+    total = sum(e["bytes"] for e in entries)
+    typer.echo(f"{len(entries)} entries, {total / 2**20:.1f} MiB in {cache.root / 'stages'}")
+
+
+@cache_app.command("clear", epilog="\b\nExample: edgedeploy cache clear --stage export")
+def cache_clear(
+    stage: Optional[str] = typer.Option(None, "--stage", metavar="STAGE", show_default="every stage",
+                                        help="only this stage's entries: export | optimize"),
+    debug: bool = DEBUG,
+) -> None:
+    """Delete cached stage results (all, or one stage's); the next build re-runs those stages."""
+    from edgedeploy.stagecache import STAGES, StageCache
+
+    if stage is not None and stage not in STAGES:
+        raise UsageError(f"invalid --stage {stage!r}", fix=f"use one of: {', '.join(STAGES)}")
+    count, size = StageCache().clear(stage)
+    typer.echo(f"removed {count} entries, {size / 2**20:.1f} MiB")
 
 
 @app.command(epilog="\b\nExample: edgedeploy inspect out/demo-trt --json")

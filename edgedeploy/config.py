@@ -123,7 +123,9 @@ class DetectionSettings(_Strict):
 class LatencySettings(_Strict):
     batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 8])
     warmup: int = Field(10, ge=0)
-    iterations: int = Field(100, ge=1, description="timed calls per batch size (ignored when duration_s is set)")
+    iterations: int | None = Field(
+        None, ge=1, description="timed calls per batch size (ignored when duration_s is set); with neither, "
+                                "1 s of calls (edgedeploy.validate.latency.DEFAULT_DURATION_S)")
     duration_s: float | None = Field(None, gt=0, description="time budget per batch size instead of a fixed count")
     threads: int | None = Field(None, ge=1, description="inference threads; default: all cores")
     async_requests: int | None = Field(
@@ -324,15 +326,26 @@ class AccuracyAwareSettings(_Strict):
 
 
 class QdqSettings(_Strict):
-    """The explicit Q/DQ ONNX (deploy.int8.qdq.onnx) that TensorRT 10/11 and ONNX Runtime build."""
+    """The explicit Q/DQ ONNX (deploy.int8.qdq.onnx) that TensorRT 10/11 and ONNX Runtime build, in one flavour per
+    runtime (edgedeploy.precision.qdq)."""
 
+    flavour: Literal["auto", "tensorrt", "onnxruntime"] = Field(
+        "auto", description="tensorrt: symmetric int8 activations, zero point 0; onnxruntime: uint8 activations x "
+                            "int8 per-channel weights on every op with an int8 kernel (its x86 fast path); auto: by "
+                            "target (onnxruntime for the onnxruntime target, else tensorrt)")
     method: Literal["nncf", "ort"] = Field(
-        "nncf", description="NNCF on the ONNX model (measured best on the demo) or onnxruntime quantize_static")
+        "nncf", description="tensorrt flavour: NNCF on the ONNX model (measured best on the demo) or onnxruntime "
+                            "quantize_static; the onnxruntime flavour always uses quantize_static")
     calibrate_method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="ort only")
     percentile: float = Field(99.999, gt=0, le=100, description="for calibrate_method: percentile")
-    moving_average: bool = Field(True, description="ort minmax: average per-batch ranges (clips rare outliers)")
-    reduce_range: bool = Field(
-        True, description="ort: 7-bit weights, so ONNX Runtime's int8 kernels do not saturate on CPUs without VNNI")
+    moving_average: Literal["auto"] | bool = Field(
+        "auto", description="ort minmax: true averages the per-sample ranges (clips rare outliers), false takes the "
+                            "extremes; auto: the onnxruntime flavour quantizes both and keeps the one closer to the "
+                            "float model on the calibration samples, the tensorrt flavour averages")
+    reduce_range: Literal["auto"] | bool = Field(
+        "auto", description="ort: 7-bit weights, so ONNX Runtime's int8 kernels do not saturate on x86 CPUs without "
+                            "VNNI; auto: on for the onnxruntime flavour only where the CPU has no VNNI, on for the "
+                            "tensorrt flavour")
     op_types: list[str] = Field(
         default_factory=lambda: ["Conv", "ConvTranspose", "MatMul", "Gemm"],
         description="ort: ops whose inputs get Q/DQ (TensorRT fuses Q/DQ into these); NNCF places its own")
@@ -392,6 +405,9 @@ class BuildSpec(_Strict):
     fp16: Fp16Settings = Field(default_factory=Fp16Settings)
     target: Target = "openvino"
     precision: Precision = "fp32"
+    static_batch: int | None = Field(
+        None, ge=1, description="build a static-shape artifact for this fixed deployment batch (validated and timed "
+                                "at it); None keeps the batch dynamic (edgedeploy.static_batch)")
 
     @field_validator("inputs")
     @classmethod

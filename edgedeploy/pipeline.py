@@ -21,10 +21,9 @@ check fails: its report says why, and the command exits 1.
 
 from __future__ import annotations
 
-import importlib.metadata
+import json
 import os
 import platform
-import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,13 +38,15 @@ from edgedeploy import __version__, device, fileio
 from edgedeploy.backends import Backend, get_backend
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import EdgeDeployError, UsageError
-from edgedeploy.graph.optimize import OptimizeSettings, load_model, optimize_file
+from edgedeploy.graph.optimize import NOT_APPLIED, OptimizeSettings, load_model, optimize_file
 from edgedeploy.onnx_checks import check_io, check_operators
 from edgedeploy.outfolder import OutputFolder
-from edgedeploy.precision.stage import check_precision_request, run_precision
+from edgedeploy.precision.stage import arrays_sha256, check_precision_request, run_precision
 from edgedeploy.preprocess import ValidationSet, load_validation_set
+from edgedeploy.stagecache import StageCache, export_material, optimize_material, package_versions
 from edgedeploy.validate import evaluate as evaluation
-from edgedeploy.validate.gate import REPORT_SCHEMA, finish_report, write_reports
+from edgedeploy.validate import latency
+from edgedeploy.validate.gate import REPORT_SCHEMA, finish_report, load_reference, write_reports
 _LIBRARIES = ("torch", "onnx", "onnxsim", "onnxslim", "onnxruntime", "openvino", "nncf", "numpy", "tensorrt")
 
 
@@ -61,31 +62,42 @@ class StageListener:
 class _Timer:
     listener: StageListener
     seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
     summary: str = ""
 
     @contextmanager
     def stage(self, name: str) -> Iterator[_Timer]:
         self.listener.start(name)
         self.summary = ""
+        _reset_peak_rss()
         start = time.perf_counter()
         yield self
         self.seconds[name] = time.perf_counter() - start
+        self.peak_rss_mb[name] = latency.peak_rss_mb()
         self.listener.done(name, self.seconds[name], self.summary)
 
 
+def _reset_peak_rss() -> None:
+    """Start a new peak-RSS window for this process (Linux: clear_refs 5 resets VmHWM); elsewhere a no-op, and the
+    per-stage peaks become the running peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def library_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return package_versions(_LIBRARIES)
 
 
 def check_request(spec: BuildSpec) -> Backend:
     """Refuse what cannot be built (missing SDK, unsupported precision, INT8 without calibration data) before any
     minutes are spent on export."""
+    if spec.static_batch is not None and spec.target == "trt":
+        raise UsageError("--static-batch builds static ONNX / OpenVINO artifacts; a TensorRT engine gets a fixed "
+                         "batch from its optimization profile", where="static_batch",
+                         fix=f"set tensorrt.profiles: {{batch: {{min: {spec.static_batch}, opt: {spec.static_batch}, "
+                             f"max: {spec.static_batch}}}}}")
     backend = get_backend(spec.target)
     if spec.precision not in backend.precisions:
         raise UsageError(f"target {spec.target} builds {', '.join(backend.precisions)}, not {spec.precision}")
@@ -100,14 +112,15 @@ def check_request(spec: BuildSpec) -> Backend:
 
 
 def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
-          listener: StageListener | None = None) -> dict[str, Any]:
+          listener: StageListener | None = None, cache: StageCache | None = None) -> dict[str, Any]:
     """Run every stage for `spec.target` at `spec.precision`; returns the report (also written to out_dir, which
-    the finished build replaces as a whole)."""
+    the finished build replaces as a whole). With a `cache` (the CLI's default, `--no-cache` turns it off), export
+    and optimize results are reused by content (edgedeploy.stagecache)."""
     backend = check_request(spec)
     folder = OutputFolder(out_dir)
     spec, folder.keep = _reused_results(spec, folder)
     with folder:
-        report = _stages(spec, backend, folder, trust_code, listener or StageListener())
+        report = _stages(spec, backend, folder, trust_code, listener or StageListener(), cache)
         folder.commit()
     return report
 
@@ -139,30 +152,29 @@ def _reused_results(spec: BuildSpec, folder: OutputFolder) -> tuple[BuildSpec, l
 
 
 def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code: bool,
-            listener: StageListener) -> dict[str, Any]:
+            listener: StageListener, cache: StageCache | None) -> dict[str, Any]:
     """Every stage, writing into the staging folder; paths in what is recorded name the final folder."""
     out_dir = folder.staging
     timer = _Timer(listener)
     wall_start = time.perf_counter()
+    reuse: dict[str, dict[str, Any]] = {}
 
     with timer.stage("export") as t:
         given = _onnx_source(spec) if spec.model.onnx is not None else None  # the model's word before the data's
         data = load_validation_set(spec)
         labels = evaluation.load_labels(spec.validation, len(next(iter(data.inputs.values()))))
-        raw_path, reference, source = _export(spec, out_dir, data, trust_code, labels, given)
-        t.summary = f"{raw_path.name}, reference from {source['reference']} on {data.source}"
+        raw_path, reference, source, reuse["export"] = _export_stage(spec, out_dir, data, trust_code, labels, given,
+                                                                     cache)
+        t.summary = f"{raw_path.name}, reference from {source['reference']} on {data.source}" + _reused(reuse["export"])
 
     with timer.stage("optimize") as t:
         deploy_path = out_dir / "deploy.onnx"
-        settings = OptimizeSettings(keep_outputs=list(spec.optimize.keep_outputs) or None,
-                                    drop_outputs=list(spec.optimize.drop_outputs),
-                                    simplifier=spec.optimize.simplifier)
-        opt_report = optimize_file(raw_path, deploy_path, settings, real_inputs=evaluation.first(data.inputs, evaluation.RUN_BATCH))
-        fileio.write_json(out_dir / "optimize.json", folder.relocate(opt_report.to_dict()))
-        require_asked_passes(spec, opt_report)
-        evaluation.check_threshold_outputs(spec, opt_report.outputs)
+        opt, reuse["optimize"] = _optimize_stage(spec, raw_path, deploy_path, data, cache)
+        fileio.write_json(out_dir / "optimize.json", folder.relocate(opt))
+        require_asked_passes(spec, opt)
+        evaluation.check_threshold_outputs(spec, opt["outputs"])
         deploy_ops = _op_counts(onnx.load(str(deploy_path)))
-        t.summary = f"{sum(deploy_ops.values())} nodes, outputs {', '.join(opt_report.outputs)}"
+        t.summary = f"{sum(deploy_ops.values())} nodes, outputs {', '.join(opt['outputs'])}" + _reused(reuse["optimize"])
 
     with timer.stage("precision") as t:
         prec = run_precision(spec, deploy_path, out_dir, data, library_versions(),
@@ -172,12 +184,21 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
     with timer.stage("build") as t:
         # TensorRT picks deploy.onnx / deploy.fp16.onnx / deploy.int8.qdq.onnx itself (its route depends on its version)
         model_path = deploy_path if spec.target == "trt" else prec.model_path
+        if spec.static_batch is not None:
+            from edgedeploy.static_batch import make_static
+
+            model_path = make_static(model_path, out_dir, spec.static_batch)
         built = backend.build(model_path, out_dir / spec.target, spec.precision, _backend_settings(spec))
-        t.summary = f"{built.artifact.relative_to(out_dir)}"
+        t.summary = f"{built.artifact.relative_to(out_dir)}" + (
+            f", static batch {spec.static_batch}" if spec.static_batch is not None else "")
 
     with timer.stage("validate") as t:
         runner = backend.load(built, _backend_settings(spec), spec.validation.latency.threads)
-        evaluated = evaluation.evaluate(spec, runner, data.inputs, reference, data.targets, labels)
+        evaluated = evaluation.evaluate(spec, runner, data.inputs, reference, data.targets, labels, timings=[])
+        conditions = runner.conditions
+        del runner  # a fresh process times the artifact, with this one's memory and threads released
+        timed = _latency_stage(spec, built, deploy_path, data.inputs)
+        evaluated["latency"] = timed["timings"]
         checks = evaluated["checks"]
         t.summary = f"{sum(c['passed'] for c in checks)}/{len(checks)} checks passed"
         per_layer = _layer_errors(spec, deploy_path, prec.model_path, data.inputs)
@@ -193,24 +214,27 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
         "source": source,
         "validation_data": data.source,
         "artifact": {"path": str(built.artifact.relative_to(out_dir)), **built.info},
-        "conditions": {**runner.conditions, "machine": platform.machine(), "processor": _cpu_name()},
+        "conditions": {**conditions, "machine": platform.machine(), "processor": _cpu_name()},
         "device": device.read_conditions(),
-        "optimize": {"outputs": opt_report.outputs, "deploy_ops": deploy_ops,
-                     "passes": [{"name": p.name, "status": p.status, "reason": p.reason,
-                                 "nodes_before": p.node_count_before, "nodes_after": p.node_count_after,
-                                 "max_rel_l2": max((e["rel_l2"] for e in p.errors.values()), default=None)}
-                                for p in opt_report.passes]},
+        "optimize": {"outputs": opt["outputs"], "deploy_ops": deploy_ops,
+                     "passes": [{"name": p["name"], "status": p["status"], "reason": p["reason"],
+                                 "nodes_before": p["node_count_before"], "nodes_after": p["node_count_after"],
+                                 "max_rel_l2": max((e["rel_l2"] for e in p["errors"].values()), default=None)}
+                                for p in opt["passes"]]},
         "precision_stage": prec.info,
         "tensors": evaluated["tensors"],
         "task": evaluated["task"],
         "latency": evaluated["latency"],
+        "latency_measurement": {k: v for k, v in timed.items() if k != "timings"},
         "checks": checks,
         "warnings": evaluated["warnings"],
         **({"layer_errors": per_layer} if per_layer else {}),
         "passed": all(c["passed"] for c in checks),
+        "stage_cache": reuse,
         "stage_seconds": timer.seconds,
+        "stage_peak_rss_mb": timer.peak_rss_mb,
         "wall_seconds": time.perf_counter() - wall_start,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": max([*timer.peak_rss_mb.values(), timed["peak_rss_mb"]]),  # this process or its timer
     }
     manifest = {
         "schema": "edgedeploy.manifest/1",
@@ -230,19 +254,21 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
     return report
 
 
-def require_asked_passes(spec: BuildSpec, report: Any) -> None:
+def require_asked_passes(spec: BuildSpec, report: dict[str, Any]) -> None:
     """Strict for what the config asks for explicitly (outputs to keep/drop, a simplifier): such a pass that was not
-    applied fails the build; the default passes only warn, in optimize.json and the report."""
+    applied fails the build; the default passes only warn, in optimize.json and the report. `report`: optimize.json's
+    content (fresh or from the stage cache)."""
     asked = spec.optimize.model_fields_set
     wanted = {"prune"} if {"keep_outputs", "drop_outputs"} & asked else set()
     if "simplifier" in asked and spec.optimize.simplifier != "none":
         wanted.add("simplify")
-    missed = [p for p in report.not_applied() if p.name in wanted]
+    missed = [p for p in report["passes"] if p["name"] in wanted and p["status"] in NOT_APPLIED]
     if missed:
         p = missed[0]
-        raise EdgeDeployError(f"the optimize pass {p.name}, which the config asks for, was {p.status.replace('_', ' ')}: "
-                              f"{p.reason}", where="optimize", fix="fix the model or inputs the reason names, or "
-                                                                   "remove the request from the config's optimize:")
+        raise EdgeDeployError(f"the optimize pass {p['name']}, which the config asks for, was "
+                              f"{p['status'].replace('_', ' ')}: {p['reason']}", where="optimize",
+                              fix="fix the model or inputs the reason names, or remove the request from the config's "
+                                  "optimize:")
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -252,19 +278,117 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
+def _reused(entry: dict[str, Any]) -> str:
+    return " (cached)" if entry.get("status") == "reused" else ""
+
+
+def _export_stage(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: bool,
+                  labels: np.ndarray | None, given: onnx.ModelProto | None, cache: StageCache | None,
+                  ) -> tuple[Path, dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
+    """raw.onnx and reference.npz from the stage cache when an entry has this key, else made (and stored); returns
+    them with the source record and the cache's word for the report."""
+    source = _source_info(spec)
+    material, note = None, "--no-cache"
+    if cache is not None:
+        material, note = export_material(spec, arrays_sha256({**data.inputs, **_labels(data, labels)}), trust_code)
+    if material is None:
+        raw_path, reference = _export(spec, out_dir, data, trust_code, labels, given)
+        return raw_path, reference, source, {"status": "off", "note": note}
+    entry = cache.lookup("export", material)
+    raw_path = out_dir / "raw.onnx"
+    if entry.reused:
+        cache.restore(entry, out_dir, ["raw.onnx", "raw.onnx.data", "reference.npz"])
+        reference = load_reference(out_dir / "reference.npz")[1]
+    else:
+        raw_path, reference = _export(spec, out_dir, data, trust_code, labels, given)
+        cache.store(entry, [p for p in (raw_path, out_dir / "raw.onnx.data", out_dir / "reference.npz") if p.is_file()])
+    return raw_path, reference, source, entry.report()
+
+
+def _labels(data: ValidationSet, labels: np.ndarray | None) -> dict[str, np.ndarray]:
+    return {**({"label.targets": data.targets} if data.targets is not None else {}),
+            **({"label.labels": labels} if labels is not None else {})}
+
+
+def _optimize_stage(spec: BuildSpec, raw_path: Path, deploy_path: Path, data: ValidationSet,
+                    cache: StageCache | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """deploy.onnx and the optimize report (a dict) from the stage cache or made; returns the report and the
+    cache's word."""
+    settings = OptimizeSettings(keep_outputs=list(spec.optimize.keep_outputs) or None,
+                                drop_outputs=list(spec.optimize.drop_outputs), simplifier=spec.optimize.simplifier)
+    verify = evaluation.first(data.inputs, evaluation.RUN_BATCH)
+    if cache is None:
+        return optimize_file(raw_path, deploy_path, settings, real_inputs=verify).to_dict(), \
+            {"status": "off", "note": "--no-cache"}
+    material = optimize_material(_sha256_with_data(raw_path), spec.optimize.model_dump(mode="json"),
+                                 arrays_sha256(verify))
+    entry = cache.lookup("optimize", material)
+    if entry.reused:
+        cache.restore(entry, deploy_path.parent, ["deploy.onnx"])
+        opt = json.loads((entry.dir / "optimize.json").read_text())
+    else:
+        opt = optimize_file(raw_path, deploy_path, settings, real_inputs=verify).to_dict()
+        cache.store(entry, [deploy_path], records={"optimize.json": opt})
+    opt.update(input_path=str(raw_path), output_path=str(deploy_path))
+    return opt, entry.report()
+
+
+def _sha256_with_data(path: Path) -> str:
+    """sha256 of an ONNX file and its external data file beside it (`<name>.data`, as torch writes it)."""
+    digest = fileio.sha256_file(path)
+    data = path.with_name(path.name + ".data")
+    return digest if not data.is_file() else fileio.sha256_bytes((digest + fileio.sha256_file(data)).encode())
+
+
+def _latency_stage(spec: BuildSpec, built, deploy_path: Path, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The artifact timed in a fresh process; an int8 artifact interleaved with the float graph on the same
+    backend (static too when the artifact is; TensorRT: not compared, that would take a second engine build), and
+    the slower-than-float warning."""
+    import tempfile
+
+    from edgedeploy.backends import BuildResult
+
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-float-") as tmp:
+        artifacts = {"artifact": built}
+        if spec.precision == "int8" and spec.target != "trt":
+            float_graph = deploy_path
+            if spec.static_batch is not None:
+                from edgedeploy.static_batch import static_onnx
+
+                float_graph = static_onnx(deploy_path, Path(tmp) / "float.static.onnx", spec.static_batch)
+            artifacts["float"] = BuildResult(float_graph, [], {"precision": "fp32"})
+        measured = latency.measure_fresh(spec, artifacts, inputs, evaluation.batch_sizes(spec))
+    out: dict[str, Any] = {"timings": measured["timings"]["artifact"], "process": "fresh",
+                           "seconds": measured["seconds"], "peak_rss_mb": measured["peak_rss_mb"]}
+    if "float" in artifacts:
+        floats = measured["timings"]["float"]
+        out["int8_vs_float"] = latency.int8_vs_float(out["timings"], floats)
+    return out
+
+
+def _source_info(spec: BuildSpec) -> dict[str, Any]:
+    """What the model came from, for the report and manifest."""
+    if spec.model.onnx is not None:
+        source_file = Path(spec.model.onnx)
+        return {"kind": "onnx", "file": str(source_file), "sha256": fileio.sha256_file(source_file),
+                "reference": "ONNX Runtime on the given ONNX"}
+    checkpoint = spec.model.checkpoint
+    return {"kind": "pytorch", "factory": spec.model.factory, "kwargs": spec.model.kwargs,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "sha256": fileio.sha256_file(checkpoint) if checkpoint else None,
+            "reference": "PyTorch eager (fp32)"}
+
+
 def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: bool,
             labels: np.ndarray | None = None, given: onnx.ModelProto | None = None,
-            ) -> tuple[Path, dict[str, np.ndarray], dict[str, Any]]:
-    """raw.onnx (a copy of `given`, the checked ONNX source, or the PyTorch export) and the reference outputs."""
+            ) -> tuple[Path, dict[str, np.ndarray]]:
+    """raw.onnx (a copy of `given`, the checked ONNX source, or the PyTorch export) and reference.npz."""
     from edgedeploy.backends.onnxruntime import kernel_ops
 
     raw_path = out_dir / "raw.onnx"
     if given is not None:
-        source_file = Path(spec.model.onnx)
         fileio.write_bytes(raw_path, given.SerializeToString())
-        reference = _run_onnx_reference(raw_path, data.inputs, where=source_file)
-        source = {"kind": "onnx", "file": str(source_file), "sha256": fileio.sha256_file(source_file),
-                  "reference": "ONNX Runtime on the given ONNX"}
+        reference = _run_onnx_reference(raw_path, data.inputs, where=Path(spec.model.onnx))
     else:
         from edgedeploy import export  # torch is imported only here
 
@@ -275,18 +399,11 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: boo
         check_operators(exported, raw_path, kernel_ops())
         names = spec.outputs or [o.name for o in exported.graph.output]
         reference = export.reference_outputs(module, data.inputs, names)
-        checkpoint = spec.model.checkpoint
-        source = {"kind": "pytorch", "factory": spec.model.factory, "kwargs": spec.model.kwargs,
-                  "checkpoint": str(checkpoint) if checkpoint else None,
-                  "sha256": fileio.sha256_file(checkpoint) if checkpoint else None,
-                  "reference": "PyTorch eager (fp32)"}
-    _check_finite(reference, source.get("file") or source["factory"])
+    _check_finite(reference, str(spec.model.onnx or spec.model.factory))
     with fileio.atomic_open(out_dir / "reference.npz") as f:
         np.savez_compressed(f, **{f"input.{k}": v for k, v in data.inputs.items()},
-                            **{f"output.{k}": v for k, v in reference.items()},
-                            **({"label.targets": data.targets} if data.targets is not None else {}),
-                            **({"label.labels": labels} if labels is not None else {}))
-    return raw_path, reference, source
+                            **{f"output.{k}": v for k, v in reference.items()}, **_labels(data, labels))
+    return raw_path, reference
 
 
 def _onnx_source(spec: BuildSpec) -> onnx.ModelProto:
@@ -341,13 +458,6 @@ def _op_counts(model: onnx.ModelProto) -> dict[str, int]:
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process and its finished children, in MiB (Linux reports KiB)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024
 
 
 def _cpu_name() -> str:

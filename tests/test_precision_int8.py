@@ -14,6 +14,7 @@ import yaml
 
 from edgedeploy import fileio
 from edgedeploy.config import QdqSettings
+from edgedeploy.pipeline import library_versions
 from edgedeploy.precision import qdq
 from edgedeploy.precision.calibration import load_calibration
 from edgedeploy.precision.stage import run_precision
@@ -24,25 +25,62 @@ from precision_helpers import CALIB_SUBSET, built, demo_spec, quick
 pytestmark = pytest.mark.slow  # the shared demo int8 builds (precision_helpers)
 
 
-def test_qdq_onnx_structure_and_map_on_onnxruntime():
+def test_onnxruntime_flavour_runs_every_conv_as_an_int8_kernel_within_budget():
+    """The onnxruntime target's Q/DQ: uint8 activations x int8 per-channel weights, every conv an int8 kernel in
+    ONNX Runtime's optimized graph, the box decode left in float, mAP within the 1-point budget."""
     out, report = built("onnxruntime", "int8")
     assert report["passed"], report["checks"]
     assert report["task"]["map50_drop"] <= 0.01  # acceptance: Q/DQ on ONNX Runtime within 1 point
     p = report["precision_stage"]
+    assert p["flavour"] == "onnxruntime" and p["settings"]["activations"] == "uint8 asymmetric"
     assert p["calibration"]["size"] == CALIB_SUBSET and len(p["calibration"]["sha256"]) == 64
+    assert p["cache"]["kind"] == "qdq-int8-onnxruntime-ort"
+    kernels = p["ort_kernels"]
+    assert kernels["compute_int8"] == 38 and kernels["compute_float"] == 0  # every conv a QLinearConv
+    assert kernels["int8_kernels"]["QLinearLeakyRelu"] > 0  # activations fused too, not left between Q/DQ pairs
     model = onnx.load(str(out / "deploy.int8.qdq.onnx"))
     s = qdq.describe(model)
-    assert s["zero_point_dtypes"] == ["int8"] and s["all_zero_points_zero"] and s["tensorrt_ready"]
-    assert s["compute_ops_int8"] == s["compute_ops"] == 38  # every conv fed by DQ on data and weights
+    assert "uint8" in s["zero_point_dtypes"] and not s["tensorrt_ready"]
     assert s["per_channel_weights"] == 38 and s["per_tensor_weights"] == 0
+    decode = {n.name for n in model.graph.node if n.op_type in ("Sigmoid", "Pow")}
+    assert decode and decode <= set(qdq.float_tail(onnx.load(str(out / "deploy.onnx"))))
     producer = {o: n for n in model.graph.node for o in n.output}
-    inits = {t.name for t in model.graph.initializer}
-    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
-        dq = producer[conv.input[1]]
-        assert dq.op_type == "DequantizeLinear" and dq.input[0] in inits  # int8 weights, per-channel scales
-        assert len(conv.input) < 3 or conv.input[2] in inits  # bias stays float
+    assert all(producer.get(i) is None or producer[i].op_type != "DequantizeLinear"
+               for n in model.graph.node if n.name in decode for i in n.input)  # the decode reads float
     assert report["artifact"]["path"] == "onnxruntime/model.onnx"
     assert (out / "onnxruntime" / "model.onnx").read_bytes() == (out / "deploy.int8.qdq.onnx").read_bytes()
+
+
+def test_tensorrt_flavour_is_symmetric_int8_and_keyed_apart_from_the_onnxruntime_one(tmp_path):
+    """The same deploy graph and calibration data give two Q/DQ graphs, one per flavour, each under its own cache
+    key: TensorRT's (int8, zero point 0, every conv fed by DQ) is not ONNX Runtime's."""
+    out, report = built("onnxruntime", "int8")
+    spec = quick(demo_spec(), target="trt", precision="int8")
+    spec = spec.model_copy(update={"calibration": spec.calibration.model_copy(update={"cache_dir": out / "cache"})})
+    trt = run_precision(spec, out / "deploy.onnx", tmp_path, None, {"nncf": "x"})
+    assert trt.info["flavour"] == "tensorrt" and trt.info["cache"]["kind"] == "qdq-int8-tensorrt-nncf"
+    assert trt.info["cache"]["status"] == "new"  # the onnxruntime flavour's entry is not reused for it
+    s = qdq.describe(onnx.load(str(trt.model_path)))
+    assert s["zero_point_dtypes"] == ["int8"] and s["all_zero_points_zero"] and s["tensorrt_ready"]
+    assert s["compute_ops_int8"] == s["compute_ops"] == 38
+    ort_spec = spec.model_copy(update={"target": "onnxruntime"})
+    again = run_precision(ort_spec, out / "deploy.onnx", tmp_path / "ort", None, library_versions())
+    assert again.info["cache"]["status"] == "reused"
+    assert again.info["cache"]["key"] == report["precision_stage"]["cache"]["key"]
+
+
+def test_reduce_range_follows_vnni_for_the_onnxruntime_flavour(monkeypatch):
+    """reduce_range auto: 7-bit weights for ONNX Runtime only on an x86 CPU without VNNI, and part of the key."""
+    from edgedeploy.config import Int8Settings
+
+    monkeypatch.setattr(qdq, "cpu_has_vnni", lambda: True)
+    with_vnni = qdq.qdq_settings(Int8Settings(), "onnxruntime")
+    monkeypatch.setattr(qdq, "cpu_has_vnni", lambda: False)
+    without = qdq.qdq_settings(Int8Settings(), "onnxruntime")
+    assert with_vnni["reduce_range"] is False and without["reduce_range"] is True
+    assert qdq.qdq_settings(Int8Settings(), "tensorrt")["activations"] == "int8 symmetric"
+    forced = Int8Settings(qdq=QdqSettings(reduce_range=False))
+    assert qdq.qdq_settings(forced, "onnxruntime")["reduce_range"] is False
 
 
 def test_onnxruntime_quantize_static_route_is_symmetric_int8(tmp_path):

@@ -124,3 +124,70 @@ def test_other_processes_cpu_share_is_unknown_for_a_window_too_short_to_measure(
     with latency._CpuWindow() as window:
         sum(range(1000))
     assert window.other_busy is None
+
+
+def test_no_budget_means_a_time_budget():
+    from edgedeploy.config import LatencySettings
+
+    settings = LatencySettings()
+    assert latency.resolve_budget(settings.iterations, settings.duration_s) == (None, latency.DEFAULT_DURATION_S)
+    assert latency.resolve_budget(50, None) == (50, None)
+    assert latency.resolve_budget(50, 2.0) == (None, 2.0)  # a time budget wins, as before
+
+
+def test_interleaved_windows_give_each_runner_the_whole_budget(matmul_onnx):
+    runners = {"a": OnnxRuntimeRunner(matmul_onnx, threads=1), "b": OnnxRuntimeRunner(matmul_onnx, threads=1)}
+    result = latency.measure_interleaved(runners, feeds(4), warmup=1, iterations=None, duration_s=0.3, rounds=3)
+    for r in result.values():
+        assert r["rounds"] == 3 and r["wall_s"] >= 0.3 and r["iterations"] >= 3 * 10
+        assert len(r["round_medians_ms"]) == 3
+        assert r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
+    fixed = latency.measure_interleaved(runners, feeds(4), warmup=1, iterations=30, rounds=3)
+    assert fixed["a"]["iterations"] == fixed["b"]["iterations"] == 30
+
+
+def test_fresh_process_times_the_artifact_and_the_float_graph(matmul_onnx, tmp_path):
+    """The build's measurement: a new Python process loads the artifacts and times them; its memory is its own."""
+    from edgedeploy.backends import BuildResult
+    from edgedeploy.config import BuildSpec
+
+    spec = BuildSpec.model_validate({
+        "model": {"onnx": str(matmul_onnx)}, "inputs": [{"name": "x", "shape": ["batch", 256]}],
+        "target": "onnxruntime",
+        "validation": {"latency": {"batch_sizes": [1, 4], "duration_s": 0.2, "threads": 1, "async_requests": 0}}})
+    art = BuildResult(matmul_onnx, [], {"precision": "fp32"})
+    result = latency.measure_fresh(spec, {"artifact": art, "float": art}, feeds(4), [1, 4])
+    assert [t["batch"] for t in result["timings"]["artifact"]] == [1, 4] == [t["batch"] for t in result["timings"]["float"]]
+    assert all(t["rounds"] == 3 for t in result["timings"]["artifact"])
+    assert result["conditions"]["artifact"]["threads"] == 1
+    assert 20 < result["peak_rss_mb"] < 1024  # the child's own peak, not the parent's image it started from
+
+
+def test_int8_slower_than_float_is_a_warning(demo_spec):
+    def timing(batch, median, rounds=None):
+        return {"batch": batch, "median_ms": median, **({"round_medians_ms": rounds} if rounds else {})}
+
+    steady = latency.int8_vs_float([timing(1, 1.0), timing(8, 5.0)], [timing(1, 1.02), timing(8, 9.0)])
+    assert not any(c["slower"] for c in steady)  # within 3 %: not slower
+    noisy = latency.int8_vs_float([timing(8, 7.0, [7.0, 7.2, 5.0])], [timing(8, 6.0, [6.0, 6.1, 6.2])])
+    assert not noisy[0]["slower"]  # faster in one round: outside load, not int8, may have made the difference
+    compared = latency.int8_vs_float([timing(1, 0.9), timing(8, 20.0)], [timing(1, 1.0), timing(8, 6.0)])
+    assert [c["slower"] for c in compared] == [False, True]
+    report = {"passed": True, "conditions": {}, "name": "m", "target": "onnxruntime", "precision": "int8",
+              "artifact": {"path": "a"}, "source": {}, "validation_data": "d", "checks": [], "tensors": {},
+              "latency": [], "latency_measurement": {"int8_vs_float": compared}, "schema": "edgedeploy.report/3"}
+    warnings = notices.int8_slower_than_float(report, demo_spec)
+    assert [w["code"] for w in warnings] == ["int8_slower_than_float"]
+    assert "batch 8: 20 ms vs 6 ms (3.33x)" in warnings[0]["message"] and "batch 1" not in warnings[0]["message"]
+    report["warnings"] = warnings
+    assert f"> ⚠️ {warnings[0]['message']}" in render_markdown(report)
+    from edgedeploy.validate.html import render_html
+
+    assert "INT8 artifact is slower than the float artifact" in render_html(report)
+
+
+def test_headline_shows_the_spread_only_when_unstable():
+    steady = {"median_ms": 2.0, "p10_ms": 1.9, "p90_ms": 2.1, "min_ms": 1.8, "cov": 0.01, "unstable": False}
+    assert latency.headline(steady) == "2 ms"
+    shaky = {**steady, "p10_ms": 1.2, "p90_ms": 6.5, "cov": 0.4, "unstable": True}
+    assert latency.headline(shaky) == "2 ms (unstable: p10-p90 1.2-6.5 ms, CoV 40%)"

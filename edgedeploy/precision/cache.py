@@ -171,8 +171,15 @@ class CacheEntry:
 
 
 class CalibrationCache:
-    def __init__(self, root: Path):
+    """Keyed results under `root`: calibration results by default; the stage cache (edgedeploy.stagecache) keeps
+    export/optimize results the same way (`what` names them in messages, `remade` says what a miss does).
+    `nearest`: a miss names the changed fields against the entry with the fewest of them (a cache shared by many
+    models), not against the newest entry."""
+
+    def __init__(self, root: Path, what: str = "calibration result", remade: str = "recalibrated",
+                 nearest: bool = False):
         self.root = Path(root)
+        self.what, self.remade, self.nearest = what, remade, nearest
 
     def entry(self, kind: str, material: Mapping[str, Any]) -> CacheEntry:
         """The entry for this material: reused when its key file and files match, else to be (re)built, saying why."""
@@ -181,20 +188,21 @@ class CalibrationCache:
         folder = self.root / kind / key[:_KEY_LEN]
         if folder.is_dir():
             try:
-                if check_key_file(folder, folder / KEY_FILE, material, what=f"{kind} calibration result"):
+                if check_key_file(folder, folder / KEY_FILE, material, what=f"{kind} {self.what}"):
                     return CacheEntry(kind, key, folder, material, "reused", f"key {key[:_KEY_LEN]} matches")
             except EdgeDeployError as e:
                 shutil.rmtree(folder, ignore_errors=True)
                 return CacheEntry(kind, key, folder, material, "refused", f"refused and rebuilt: {e.what}")
-        stale = self._newest_other(kind, key)
+        stale = self._closest_other(kind, key, material)
         if stale is None:
             return CacheEntry(kind, key, folder, material, "new", "no earlier result")
         changed = changed_fields(material, stale[1].get("material", {}))
         return CacheEntry(kind, key, folder, material, "rebuilt",
-                          f"stale result {stale[0].name} not used ({', '.join(changed)} changed); recalibrated",
+                          f"stale result {stale[0].name} not used ({', '.join(changed)} changed); {self.remade}",
                           stale={"key": stale[1].get("key"), "changed": changed})
 
-    def _newest_other(self, kind: str, key: str) -> tuple[Path, dict] | None:
+    def _closest_other(self, kind: str, key: str, material: Mapping[str, Any]) -> tuple[Path, dict] | None:
+        """The newest other entry of `kind`, or with `nearest` the one with the fewest changed fields (then newest)."""
         best = None
         for kf in (self.root / kind).glob(f"*/{KEY_FILE}"):
             if kf.parent.name == key[:_KEY_LEN]:
@@ -205,9 +213,10 @@ class CalibrationCache:
                 continue
             if not isinstance(rec, dict) or not isinstance(rec.get("material"), dict):
                 continue
-            mtime = kf.stat().st_mtime
-            if best is None or mtime > best[0]:
-                best = (mtime, kf.parent, rec)
+            distance = len(changed_fields(material, rec["material"])) if self.nearest else 0
+            rank = (-distance, kf.stat().st_mtime)
+            if best is None or rank > best[0]:
+                best = (rank, kf.parent, rec)
         return None if best is None else (best[1], best[2])
 
 

@@ -10,6 +10,16 @@ Two figures per layer, both against the float graph (deploy.onnx) run by the sam
   OpenVINO: a clone of the quantized model in which each activation FakeQuantize feeding the op reads a new
   Parameter. Layers are ranked by local error; only layers with a quantized input are ranked.
 
+Q/DQ layers are matched by node name and compared on the node's own output, not by tensor name: ONNX Runtime's
+flavour drops a ReLU/ReLU6/Clip into the next quantizer's range, so its conv writes the clip's tensor name with
+unclipped values, which only the float conv's own output matches.
+
+Memory is bounded: the samples run `CHUNK` at a time and each layer's errors are accumulated as sums (squared
+reference, squared error, squared candidate, dot product), so only one chunk's intermediate tensors are ever held,
+whatever the sample count (a MobileNetV2-like model at 224x224 held 16 samples' tensors of both graphs at once:
++2 GB); OpenVINO, which keeps a buffer per marked output in every request, marks the layers a group at a time
+(`_GROUP_BYTES` of outputs per sample).
+
 Caveat (also in docs/precision.md): marking a tensor as an output can stop a backend fusing across it, so the
 cumulative figures are those of the same quantization without those fusions; the end-to-end figures in the build's
 report are of the real artifact.
@@ -25,7 +35,6 @@ import numpy as np
 import onnx
 
 from edgedeploy.errors import EdgeDeployError
-from edgedeploy.validate import metrics
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _OV_PLUMBING = {"Constant", "Parameter", "Result", "FakeQuantize", "Convert"}
@@ -46,9 +55,44 @@ class LayerError:
         return asdict(self)
 
 
-def _errors(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    m = metrics.compare(reference, candidate)
-    return {"rel_l2": m["rel_l2"], "snr_db": m["snr_db"], "cosine": m["cosine"]}
+CHUNK = 2  # samples per run of the marked graphs
+
+
+class _Sums:
+    """Running sums of one layer's comparison over chunks, over the elements finite in both: the rel-L2, SNR and
+    cosine of edgedeploy.validate.metrics.compare on the concatenated tensors. Each chunk's dot products run in the
+    tensors' own precision (BLAS; float32: ~1e-6 relative, plenty for a ranking) and add up in Python floats: float64
+    copies of every intermediate tensor cost 25x the time on a loaded machine."""
+
+    def __init__(self) -> None:
+        self.ref = self.err = self.cand = self.dot = 0.0
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        r, c = np.ravel(reference), np.ravel(candidate)
+        if not (np.isfinite(r.sum()) and np.isfinite(c.sum())):  # the masking pass only where something is not finite
+            ok = np.isfinite(r) & np.isfinite(c)
+            r, c = r[ok], c[ok]
+        d = c - r
+        self.ref += float(np.dot(r, r))
+        self.err += float(np.dot(d, d))
+        self.cand += float(np.dot(c, c))
+        self.dot += float(np.dot(r, c))
+
+    def errors(self) -> dict[str, float]:
+        tiny = 1e-30
+        ref, err, cand = np.sqrt(self.ref), np.sqrt(self.err), np.sqrt(self.cand)
+        if ref == 0.0 and err == 0.0:
+            rel_l2, cosine = 0.0, 1.0
+        else:
+            rel_l2, cosine = err / max(ref, tiny), self.dot / max(ref * cand, tiny)
+        return {"rel_l2": float(rel_l2), "snr_db": float(20 * np.log10(max(ref, tiny) / max(err, tiny))),
+                "cosine": float(cosine)}
+
+
+def _chunks(inputs: dict[str, np.ndarray], size: int = CHUNK):
+    count = len(next(iter(inputs.values())))
+    for start in range(0, count, size):
+        yield {k: v[start:start + size] for k, v in inputs.items()}
 
 
 def rank(layers: list[LayerError]) -> list[LayerError]:
@@ -66,58 +110,84 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return out
 
 
-def _ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs: list[str],
-             threads: int | None = None) -> dict[str, np.ndarray]:
+def _ort_session(model: onnx.ModelProto, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _ort_run(session, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
     wanted = {i.name for i in session.get_inputs()}
     return dict(zip(outputs, session.run(outputs, {k: v for k, v in feeds.items() if k in wanted})))
 
 
 def localize_qdq(float_onnx: Path, qdq_onnx: Path, inputs: dict[str, np.ndarray],
                  threads: int | None = None) -> list[LayerError]:
-    """Per-layer errors of a Q/DQ ONNX graph vs its float graph, both on ONNX Runtime (CPU)."""
+    """Per-layer errors of a Q/DQ ONNX graph vs its float graph, both on ONNX Runtime (CPU), CHUNK samples at a
+    time. Layers are matched by node name (unnamed ones by output name) and compared on the node's own output
+    (before any output Q/DQ)."""
     from onnx.utils import Extractor
 
     fp, q = onnx.load(str(float_onnx)), onnx.load(str(qdq_onnx))
-    tensors = [o for n in fp.graph.node for o in n.output if o]
-    q_tensors = {o for n in q.graph.node for o in n.output}
-    shared = [t for t in tensors if t in q_tensors]
-    if not shared:
-        raise EdgeDeployError("the quantized graph shares no tensor names with the float graph, so its layers "
-                              "cannot be matched", where=str(qdq_onnx), fix="quantize deploy.onnx of this artifact")
-    ref = {**inputs, **_ort_run(_with_outputs(fp, shared), inputs, shared, threads)}
-    got = _ort_run(_with_outputs(q, shared), inputs, shared, threads)
+    by_name = {n.name: n for n in fp.graph.node if n.name and n.output}
+    by_output = {n.output[0]: n for n in fp.graph.node if n.output}
 
+    def twin(node: onnx.NodeProto) -> str | None:
+        """The float graph's output for `node`: its same-named node's, else (unnamed nodes) the same tensor's."""
+        match = by_name.get(node.name) if node.name else by_output.get(node.output[0])
+        return match.output[0] if match is not None and match.op_type == node.op_type else None
+
+    pairs = [(n, twin(n)) for n in q.graph.node if n.op_type not in _QDQ and n.output and n.output[0]]
+    pairs = [(n, t) for n, t in pairs if t]
+    if not pairs:
+        raise EdgeDeployError("the quantized graph shares no nodes with the float graph, so its layers "
+                              "cannot be matched", where=str(qdq_onnx), fix="quantize deploy.onnx of this artifact")
     producer = {o: n for n in q.graph.node for o in n.output}
     initializers = {t.name for t in q.graph.initializer}
+    float_tensors = [o for n in fp.graph.node for o in n.output if o]
+    known = set(float_tensors) | set(inputs)
 
     def activation(tensor: str) -> str | None:
         """The float tensor a Q/DQ chain starts from; None for a weight (initializer or constant chain)."""
         while tensor in producer and producer[tensor].op_type in _QDQ:
             tensor = producer[tensor].input[0]
-        return tensor if tensor in ref and tensor not in initializers else None
+        return tensor if tensor in known and tensor not in initializers else None
 
-    extractor = Extractor(q)
-    layers = []
-    for node in q.graph.node:
-        out = node.output[0] if node.output else ""
-        if node.op_type in _QDQ or out not in ref or out not in got:
-            continue
-        quantized = any(i in producer and producer[i].op_type == "DequantizeLinear" for i in node.input)
-        local = None
-        if quantized:
+    extractor = Extractor(onnx.shape_inference.infer_shapes(q))  # it needs the types of what it cuts at
+    layers = []  # (node, its float twin's output, local session, its source tensors)
+    for node, float_out in pairs:
+        part, sources = None, []
+        if any(i in producer and producer[i].op_type == "DequantizeLinear" for i in node.input):
             sources = sorted({a for a in map(activation, filter(None, node.input)) if a})
-            part = extractor.extract_model(sources, [out])
-            local = _errors(ref[out], _ort_run(part, {s: ref[s] for s in sources}, [out], threads)[out])["rel_l2"]
-        layers.append(LayerError(node.name, node.name, node.op_type, quantized, local_rel_l2=local,
-                                 **_errors(ref[out], got[out])))
-    return layers
+            part = _ort_session(extractor.extract_model(sources, [node.output[0]]), threads)
+        layers.append((node, float_out, part, sources))
+    ref_names = sorted({out for _, out, _, _ in layers} | {s for *_, sources in layers for s in sources})
+    got_names = [node.output[0] for node, *_ in layers]
+    ref_session = _ort_session(_with_outputs(fp, ref_names), threads)
+    got_session = _ort_session(_with_outputs(q, got_names), threads)
+    cumulative = {_key(node): _Sums() for node, *_ in layers}
+    local = {_key(node): _Sums() for node, _, part, _ in layers if part is not None}
+    for chunk in _chunks(inputs):
+        ref = {**chunk, **_ort_run(ref_session, chunk, ref_names)}
+        got = _ort_run(got_session, chunk, got_names)
+        for node, float_out, part, sources in layers:
+            cumulative[_key(node)].add(ref[float_out], got[node.output[0]])
+            if part is not None:
+                local[_key(node)].add(ref[float_out], _ort_run(part, {s: ref[s] for s in sources}, [node.output[0]])
+                                     [node.output[0]])
+        del ref, got
+    return [LayerError(_key(node), node.name, node.op_type, part is not None,
+                       local_rel_l2=local[_key(node)].errors()["rel_l2"] if part is not None else None,
+                       **cumulative[_key(node)].errors()) for node, _, part, _ in layers]
+
+
+def _key(node: onnx.NodeProto) -> str:
+    """A node's name, or for an unnamed node its output's (what identifies it in the report)."""
+    return node.name or node.output[0]
 
 
 # ------------------------------------------------------------------------------------------- OpenVINO
@@ -148,23 +218,65 @@ def localize_openvino(float_onnx: Path, int8_xml: Path, inputs: dict[str, np.nda
     if not shared:
         raise EdgeDeployError("the quantized IR shares no op names with the float model, so its layers cannot be "
                               "matched", where=str(int8_xml), fix="quantize deploy.onnx of this artifact")
-    feeds = {p.get_friendly_name(): inputs[p.get_friendly_name()] for p in fp.get_parameters()}
+    parameters = [p.get_friendly_name() for p in fp.get_parameters()]
 
-    def run_marked(model) -> dict[str, np.ndarray]:
-        marked = model.clone()
-        by_name = {o.get_friendly_name(): o for o in marked.get_ops()}
-        ports = marked.add_outputs([by_name[n].output(0) for n in shared])
-        compiled = core.compile_model(marked, "CPU", config)
-        result = compiled.create_infer_request().infer(feeds)
-        return {n: np.array(result[compiled.outputs[len(compiled.outputs) - len(ports) + i]])
-                for i, n in enumerate(shared)}
+    def marked(model, names: list[str]):
+        clone = model.clone()
+        by_name = {o.get_friendly_name(): o for o in clone.get_ops()}
+        ports = clone.add_outputs([by_name[n].output(0) for n in names])
+        compiled = core.compile_model(clone, "CPU", config)
+        return compiled.create_infer_request(), compiled.outputs[len(compiled.outputs) - len(ports):]
 
-    ref, got = {**feeds, **run_marked(fp)}, run_marked(q)
-    quantized = [n for n in shared if any(q_ops[n].input_value(i).get_node().get_type_name() == "FakeQuantize"
-                                          for i in range(q_ops[n].get_input_size()))]
-    local = _local_openvino(core, config, q, quantized, ref)
+    quantized = {n for n in shared if any(q_ops[n].input_value(i).get_node().get_type_name() == "FakeQuantize"
+                                          for i in range(q_ops[n].get_input_size()))}
+    known = set(shared) | set(parameters)
+    cumulative = {n: _Sums() for n in shared}
+    local: dict[str, _Sums] = {}
+    for group in _groups(q_ops, shared):
+        # OpenVINO keeps a buffer per marked output in each request: a group's worth at a time
+        local_model = _local_openvino(core, config, q, [n for n in group if n in quantized], known)
+        sources = [] if local_model is None else [s for s in local_model[2] if s not in parameters]
+        ref_names = list(dict.fromkeys(group + sources))
+        (ref_request, ref_ports), (got_request, got_ports) = marked(fp, ref_names), marked(q, group)
+        local_request = None if local_model is None else local_model[0].create_infer_request()
+        for op in (local_model[1] if local_model else []):
+            local[op.get_friendly_name()] = _Sums()
+        for chunk in _chunks(inputs):
+            feeds = {n: chunk[n] for n in parameters}
+            result = ref_request.infer(feeds, share_outputs=True)  # views of the request's buffers, read at once
+            ref = {**feeds, **{n: result[port] for n, port in zip(ref_names, ref_ports)}}
+            result = got_request.infer(feeds, share_outputs=True)
+            for n, port in zip(group, got_ports):
+                cumulative[n].add(ref[n], result[port])
+            if local_request is not None:
+                compiled, ops_, all_sources = local_model
+                out = local_request.infer({i: ref[s] for i, s in enumerate(all_sources)}, share_outputs=True)
+                for i, op in enumerate(ops_):
+                    local[op.get_friendly_name()].add(ref[op.get_friendly_name()], out[compiled.outputs[i]])
+        del ref_request, got_request, local_request, local_model
     return [LayerError(name, _node_name(name), q_ops[name].get_type_name(), name in local,
-                       local_rel_l2=local.get(name), **_errors(ref[name], got[name])) for name in shared]
+                       local_rel_l2=local[name].errors()["rel_l2"] if name in local else None,
+                       **cumulative[name].errors()) for name in shared]
+
+
+_GROUP_BYTES = 64 << 20  # float32 outputs of one sample marked per compiled model
+
+
+def _groups(ops: dict[str, Any], names: list[str], limit: int = _GROUP_BYTES) -> list[list[str]]:
+    """`names` in graph order, cut into runs whose outputs hold at most `limit` bytes per sample (a dynamic dimension
+    counts as 1, the batch)."""
+    groups: list[list[str]] = [[]]
+    size = 0
+    for name in names:
+        shape = ops[name].get_output_partial_shape(0)
+        nbytes = 4 * int(np.prod([d.get_length() if d.is_static else 1 for d in shape])) if shape.rank.is_static \
+            else 0
+        if groups[-1] and size + nbytes > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += nbytes
+    return [g for g in groups if g]
 
 
 def _constant(node) -> bool:
@@ -180,18 +292,18 @@ def _constant(node) -> bool:
     return True
 
 
-def _local_openvino(core, config: dict[str, Any], quantized_model, names: list[str],
-                    ref: dict[str, np.ndarray]) -> dict[str, float]:
-    """Local errors of the ops `names`, in one compile: a clone of the quantized model in which every activation
-    input of those ops (the input of its FakeQuantize, or the input itself when it has none) reads a new Parameter
-    fed the float activation, and every op's output is a Result. Ops with an activation the float model has no
-    name for get no figure."""
+def _local_openvino(core, config: dict[str, Any], quantized_model, names: list[str], known: set[str]):
+    """One compiled model that gives the local errors of the ops `names`: a clone of the quantized model in which
+    every activation input of those ops (the input of its FakeQuantize, or the input itself when it has none) reads a
+    new Parameter fed the float activation, and every op's output is a Result. Returns (compiled model, the measured
+    ops, the float tensor each Parameter reads, in order), or None; ops with an activation the float model has no
+    name for (not in `known`) get no figure."""
     import openvino as ov
 
     model = quantized_model.clone()
     by_name = {o.get_friendly_name(): o for o in model.get_ops()}
     cut: dict[str, Any] = {}  # upstream node name -> its Parameter (one per float activation)
-    params, feeds, measured = [], [], []
+    params, sources, measured = [], [], []
     for name in names:
         op = by_name[name]
         ports = []
@@ -203,22 +315,20 @@ def _local_openvino(core, config: dict[str, Any], quantized_model, names: list[s
                 continue  # already cut loose (an FQ shared with an earlier op)
             if not _constant(upstream.get_node()):
                 ports.append((port, upstream))
-        values = [ref.get(u.get_node().get_friendly_name()) if u.get_index() == 0 else None for _, u in ports]
-        if any(v is None for v in values):
+        names_in = [u.get_node().get_friendly_name() if u.get_index() == 0 else None for _, u in ports]
+        if any(n not in known for n in names_in):
             continue
-        for (port, upstream), value in zip(ports, values):
+        for (port, upstream), source_name in zip(ports, names_in):
             param = ov.op.Parameter(upstream.get_element_type(), upstream.get_partial_shape())
             port.replace_source_output(param.output(0))
             cut[param.get_name()] = param
             params.append(param)
-            feeds.append(value)
+            sources.append(source_name)
         measured.append(op)
     if not measured:
-        return {}
+        return None
     compiled = core.compile_model(ov.Model([op.output(0) for op in measured], params), "CPU", config)
-    out = compiled.create_infer_request().infer(dict(enumerate(feeds)))
-    return {op.get_friendly_name(): _errors(ref[op.get_friendly_name()], np.array(out[compiled.outputs[i]]))["rel_l2"]
-            for i, op in enumerate(measured)}
+    return compiled, measured, sources
 
 
 def localize_model(backend: str, float_onnx: Path, quantized: Path, inputs: dict[str, np.ndarray],

@@ -4,8 +4,8 @@ asked for, and says how (method, calibration set, cache) for the report.
 | target      | fp32        | fp16                                    | int8                                              |
 | ----------- | ----------- | --------------------------------------- | ------------------------------------------------- |
 | openvino    | deploy.onnx | deploy.onnx (IR weights compressed)     | NNCF-quantized IR (cache/openvino-int8*/model.xml)|
-| onnxruntime | deploy.onnx | deploy.fp16.onnx (fp16-cast graph)      | deploy.int8.qdq.onnx (Q/DQ)                       |
-| trt         | deploy.onnx | deploy.fp16.onnx (TensorRT 11 builds it)| deploy.int8.qdq.onnx (or TensorRT 10's calibrator)|
+| onnxruntime | deploy.onnx | deploy.fp16.onnx (fp16-cast graph)      | deploy.int8.qdq.onnx (Q/DQ, onnxruntime flavour)  |
+| trt         | deploy.onnx | deploy.fp16.onnx (TensorRT 11 builds it)| deploy.int8.qdq.onnx (tensorrt flavour, or TRT 10's calibrator) |
 
 Every calibration result is keyed (edgedeploy.precision.cache): an equal key is reused, a stale one never silently.
 """
@@ -137,7 +137,7 @@ def _openvino_int8(spec: BuildSpec, deploy_path: Path, calib: CalibrationSet, ca
             raise UsageError("accuracy-aware INT8 needs labelled validation data (validation.data with targets)",
                              where="int8.accuracy_aware")
         det = spec.validation.detection
-        material["validation"] = {"sha256": _arrays_sha(validation.inputs, validation.targets),
+        material["validation"] = {"sha256": arrays_sha256({**validation.inputs, "targets": validation.targets}),
                                   "metric": "map50", "conf_thres": det.conf_thres, "iou_thres": det.iou_thres}
     entry = cache.entry("openvino-int8-accuracy-aware" if aa else "openvino-int8", material)
     start = time.perf_counter()
@@ -170,21 +170,23 @@ def _qdq_int8(spec: BuildSpec, deploy_path: Path, out_dir: Path, calib: Calibrat
               model_sha: str, libraries) -> PrecisionResult:
     from edgedeploy.precision import qdq
 
-    settings = qdq.qdq_settings(spec.int8)
-    method = spec.int8.qdq.method
+    flavour = qdq.flavour_of(spec.target, spec.int8.qdq)
+    settings = qdq.qdq_settings(spec.int8, flavour)
+    method = settings["method"]
     material = {"model_sha256": model_sha, "data_sha256": calib.sha256, "settings": settings,
                 "libraries": _versions(libraries, f"qdq-{method}")}
-    entry = cache.entry(f"qdq-int8-{method}", material)
+    entry = cache.entry(f"qdq-int8-{flavour}-{method}", material)
     start = time.perf_counter()
     if not entry.reused:
         staged = entry.staging()
         target = staged / "model.qdq.onnx"
         if method == "ort":
-            made = qdq.quantize_ort(deploy_path, target, calib, spec.int8.qdq)
+            made = qdq.quantize_ort(deploy_path, target, calib, spec.int8.qdq, flavour)
         else:
             made = qdq.quantize_nncf(deploy_path, target, calib, spec.int8)
         structure = qdq.describe(onnx.load(str(target)))
         fileio.write_json(staged / "quantize.json", {**made, "structure": structure,
+                                                     "ort_kernels": qdq.ort_kernels(target),
                                                      "seconds": time.perf_counter() - start,
                                                      "calibration": _calibration_info(calib)})
         entry.commit(staged)
@@ -193,22 +195,28 @@ def _qdq_int8(spec: BuildSpec, deploy_path: Path, out_dir: Path, calib: Calibrat
     fileio.write_bytes(path, (entry.dir / "model.qdq.onnx").read_bytes())
     info = {"method": {"ort": "onnxruntime.quantization.quantize_static (QDQ)",
                        "nncf": "nncf.quantize on the ONNX model (QDQ)"}[method],
-            "file": QDQ_ONNX, "settings": settings, "calibration": _calibration_info(calib),
+            "flavour": flavour, "file": QDQ_ONNX, "settings": settings, "calibration": _calibration_info(calib),
             "cache": entry.report(), "quantize_seconds": record.get("seconds"),
             "excluded_nodes": record.get("excluded_nodes", []), "structure": record.get("structure"),
-            "stage_quantize_seconds": time.perf_counter() - start}
+            "ort_kernels": record.get("ort_kernels"), "stage_quantize_seconds": time.perf_counter() - start}
+    if flavour == "onnxruntime" and spec.int8.qdq.reduce_range == "auto":
+        info["reduce_range_reason"] = ("on: this x86 CPU has no VNNI" if settings["reduce_range"]
+                                       else "off: this CPU has VNNI")
     return PrecisionResult(path, info, [path])
 
 
-def _arrays_sha(inputs: dict[str, np.ndarray], targets: np.ndarray | None) -> str:
+def arrays_sha256(arrays: dict[str, np.ndarray | None]) -> str:
+    """sha256 over named arrays (name, dtype, shape, bytes, in name order); None values are skipped."""
     import hashlib
 
     h = hashlib.sha256()
-    for k in sorted(inputs):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(inputs[k]).tobytes())
-    if targets is not None:
-        h.update(np.ascontiguousarray(targets).tobytes())
+    for k in sorted(arrays):
+        value = arrays[k]
+        if value is None:
+            continue
+        value = np.ascontiguousarray(value)
+        h.update(f"{k}\0{value.dtype.str}\0{value.shape}\0".encode())
+        h.update(value.tobytes())
     return h.hexdigest()
 
 
@@ -222,4 +230,4 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 __all__ = ["run_precision", "check_precision_request", "PrecisionResult", "FP16_ONNX", "QDQ_ONNX",
-           "uses_calibration", "compare_on_ort"]
+           "uses_calibration", "compare_on_ort", "arrays_sha256"]

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgedeploy import arrayfile
 from edgedeploy.backends.base import Runner
-from edgedeploy.config import BuildSpec, LatencySettings, ValidationSettings, effective_thresholds
+from edgedeploy.config import BuildSpec, ValidationSettings, effective_thresholds
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.validate import classification, detection, latency, metrics, notices
 from edgedeploy.validate.gate import threshold_checks
@@ -21,14 +21,20 @@ from edgedeploy.validate.gate import threshold_checks
 RUN_BATCH = 8
 
 
-def run_all(runner: Runner, inputs: dict[str, np.ndarray], batch: int = RUN_BATCH) -> dict[str, np.ndarray]:
-    """Every validation sample through `runner`, `batch` at a time, outputs concatenated."""
+def run_all(runner: Runner, inputs: dict[str, np.ndarray], batch: int = RUN_BATCH,
+            static: bool = False) -> dict[str, np.ndarray]:
+    """Every validation sample through `runner`, `batch` at a time, outputs concatenated. `static`: the artifact
+    takes exactly `batch` samples, so a last partial chunk is padded (repeating its samples) and the padding's
+    outputs dropped."""
     count = len(next(iter(inputs.values())))
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, count, batch):
         feeds = {k: v[start:start + batch] for k, v in inputs.items() if k in runner.input_names}
+        real = len(next(iter(feeds.values())))
+        if static and real < batch:
+            feeds = first(feeds, batch, repeat=True)
         for name, value in runner.run(feeds).items():
-            parts.setdefault(name, []).append(value)
+            parts.setdefault(name, []).append(value[:real])
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -120,17 +126,23 @@ def task_metrics(settings: ValidationSettings, reference: dict[str, np.ndarray],
     return out
 
 
-def measure_latency(runner: Runner, inputs: dict[str, np.ndarray], settings: LatencySettings) -> list[dict]:
-    return [latency.measure(runner, first(inputs, b, repeat=True), settings.warmup, settings.iterations,
-                            settings.duration_s, settings.async_requests, settings.unstable_cov)
-            for b in settings.batch_sizes]
+def batch_sizes(spec: BuildSpec) -> list[int]:
+    """The batch sizes an artifact is timed at: the static batch it was built for, else the latency settings'."""
+    return [spec.static_batch] if spec.static_batch is not None else list(spec.validation.latency.batch_sizes)
+
+
+def measure_latency(runner: Runner, inputs: dict[str, np.ndarray], spec: BuildSpec) -> list[dict]:
+    return latency.measure_all({"": runner}, inputs, spec.validation.latency, batch_sizes(spec))[""]
 
 
 def evaluate(spec: BuildSpec, runner: Runner, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
              targets: np.ndarray | None = None, labels: np.ndarray | None = None,
-             outputs: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Run (unless `outputs` is given) and measure; returns the report's tensors, task, latency, checks, warnings."""
-    outputs = run_all(runner, inputs) if outputs is None else outputs
+             outputs: dict[str, np.ndarray] | None = None, timings: list[dict] | None = None) -> dict[str, Any]:
+    """Run (unless `outputs` is given) and measure (unless `timings` were measured elsewhere, e.g. in a fresh
+    process); returns the report's tensors, task, latency, checks, warnings."""
+    if outputs is None:
+        static = spec.static_batch is not None
+        outputs = run_all(runner, inputs, spec.static_batch or RUN_BATCH, static=static)
     names = [n for n in runner.output_names if n in reference]
     if not names:
         raise EdgeDeployError(f"none of the artifact's outputs {runner.output_names} has a reference "
@@ -139,7 +151,7 @@ def evaluate(spec: BuildSpec, runner: Runner, inputs: dict[str, np.ndarray], ref
     extra = sorted(set(runner.output_names) - set(reference))
     tensors = metrics.compare_outputs(reference, outputs, names)
     task = task_metrics(spec.validation, reference, outputs, targets, labels)
-    timings = measure_latency(runner, inputs, spec.validation.latency)
+    timings = measure_latency(runner, inputs, spec) if timings is None else timings
     budget, origin = effective_thresholds(spec)
     check_threshold_outputs(spec, tensors)
     checks = threshold_checks(budget, tensors, task, origin)

@@ -211,6 +211,11 @@ def _plots(key: str, report: dict[str, Any], siblings: list[dict[str, Any]]) -> 
         made = [(plot_latency(report["latency"]), "latency histogram and CDF")]
     elif key == "comparison":
         made = [(plot_tradeoff([report, *siblings]), "latency vs accuracy")]
+    elif key == "auto":
+        from edgedeploy.auto import frontier_png
+
+        png = frontier_png(report["auto"])
+        made = [(base64.b64encode(png).decode("ascii") if png else None, "precision candidates: latency vs accuracy")]
     else:
         made = []
     return [_img(b64, alt) for b64, alt in made if b64]

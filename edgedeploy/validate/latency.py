@@ -17,11 +17,25 @@
 - Conditions recorded with every figure: thread count and precision hint (from the runner), the load average per
   core before and after, the CPU time *other* processes used during the timed window (from /proc/stat), the CPU
   frequency governor and current MHz where Linux exposes them.
+- **Budget**: a fixed `iterations` count, or as many calls as fit in `duration_s` (at least `_MIN_TIMED`), like
+  benchmark_app; with neither given, `DEFAULT_DURATION_S` per batch size, so a fast model gets thousands of calls and
+  a slow one still a stable median.
+- **Fresh process** (:func:`measure_fresh`): a build measures its artifact in a new Python process (this module run
+  as a script), not in the process that has just run torch's exporter and NNCF: their thread pools and gigabytes of
+  freed-but-mapped memory made build-time figures swing 1.2-3.5x between rebuilds of the same artifact, while the
+  same harness in a fresh process stays within a few percent of benchmark_app. The process imports the backend SDK
+  and numpy only, loads the artifact, and times it; an int8 artifact is timed interleaved with the float artifact of
+  the same backend (:func:`measure_interleaved`, alternating windows, so outside load hits both alike) and
+  :func:`int8_vs_float` says when int8 is the slower one.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +46,10 @@ from edgedeploy.backends.base import Runner
 
 UNSTABLE_COV = 0.05
 MAX_STORED_SAMPLES = 5000
-_MIN_TIMED = 5  # a time budget still times at least this many calls
 _MIN_WINDOW_TICKS = 50  # shortest window (in clock ticks, 0.5 s at 100 Hz) whose other-process CPU share is reported
+DEFAULT_DURATION_S = 1.0  # per batch size when neither iterations nor duration_s is given
+_MIN_TIMED = 10  # a time budget still times at least this many calls
+_ROUNDS = 3  # alternating windows per runner when several are timed interleaved
 
 
 def machine_load() -> float | None:
@@ -110,6 +126,7 @@ def stats(ms: np.ndarray, unstable_cov: float = UNSTABLE_COV) -> dict[str, Any]:
         "count": int(ms.size),
         "min_ms": float(ms.min()),
         "median_ms": float(np.median(ms)),
+        "p10_ms": float(np.percentile(ms, 10)),
         "mean_ms": mean,
         "p90_ms": float(np.percentile(ms, 90)),
         "p99_ms": float(np.percentile(ms, 99)),
@@ -132,56 +149,104 @@ def _batch(feeds: dict[str, np.ndarray]) -> int:
     return int(next(iter(feeds.values())).shape[0])
 
 
+def resolve_budget(iterations: int | None, duration_s: float | None) -> tuple[int | None, float | None]:
+    """(iterations, duration_s) to time: a time budget wins, then a count, else DEFAULT_DURATION_S."""
+    if duration_s is not None:
+        return None, duration_s
+    if iterations is not None:
+        return iterations, None
+    return None, DEFAULT_DURATION_S
+
+
+class _Window:
+    """One run of timed calls of one runner (several windows of one runner are pooled by measure_interleaved)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.own_ms: list[float] = []
+        self.wall = 0.0
+        self.other_busy: list[float] = []
+        self.round_medians: list[float] = []
+
+    def time(self, runner: Runner, feeds: dict[str, np.ndarray], iterations: int | None,
+             duration_s: float | None) -> None:
+        own_timer = getattr(runner, "last_latency_ms", None)
+        count = 0
+        first = len(self.times)
+        with _CpuWindow() as window:
+            start = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                runner.run(feeds)
+                t1 = time.perf_counter()
+                self.times.append(t1 - t0)
+                count += 1
+                if own_timer is not None:
+                    self.own_ms.append(own_timer())
+                if duration_s is not None:
+                    if t1 - start >= duration_s and count >= _MIN_TIMED:
+                        break
+                elif count >= iterations:
+                    break
+            self.wall += time.perf_counter() - start
+        self.round_medians.append(float(np.median(self.times[first:])) * 1e3)
+        if window.other_busy is not None:
+            self.other_busy.append(window.other_busy)
+
+
 def measure_sync(runner: Runner, feeds: dict[str, np.ndarray], warmup: int = 10, iterations: int | None = 100,
                  duration_s: float | None = None, unstable_cov: float = UNSTABLE_COV) -> dict[str, Any]:
     """Synchronous latency: `warmup` untimed calls, then `iterations` timed calls, or as many as fit in
-    `duration_s` seconds (at least 5) when a time budget is given."""
+    `duration_s` seconds (at least _MIN_TIMED) when a time budget is given."""
+    return measure_interleaved({"": runner}, feeds, warmup, iterations, duration_s, unstable_cov, rounds=1)[""]
+
+
+def measure_interleaved(runners: dict[str, Runner], feeds: dict[str, np.ndarray], warmup: int = 10,
+                        iterations: int | None = 100, duration_s: float | None = None,
+                        unstable_cov: float = UNSTABLE_COV, rounds: int = _ROUNDS) -> dict[str, dict[str, Any]]:
+    """Synchronous latency of several runners on the same feeds, in `rounds` alternating windows (the order reversed
+    every other round), each runner's windows pooled: each runner gets the whole budget, split across rounds, and
+    drifting outside load hits all alike. One runner and one round is :func:`measure_sync`."""
     if iterations is None and duration_s is None:
         raise ValueError("give iterations or duration_s")
-    for _ in range(warmup):
-        runner.run(feeds)
-    own_timer = getattr(runner, "last_latency_ms", None)
-    times: list[float] = []
-    own_ms: list[float] = []
-    load_before = machine_load()
-    with _CpuWindow() as window:
-        start = time.perf_counter()
-        while True:
-            t0 = time.perf_counter()
+    for runner in runners.values():
+        for _ in range(warmup):
             runner.run(feeds)
-            t1 = time.perf_counter()
-            times.append(t1 - t0)
-            if own_timer is not None:
-                own_ms.append(own_timer())
-            if duration_s is not None:
-                if t1 - start >= duration_s and len(times) >= _MIN_TIMED:
-                    break
-            elif len(times) >= iterations:
-                break
-        wall = time.perf_counter() - start
-    ms = np.asarray(times) * 1e3
+    windows = {name: _Window() for name in runners}
+    load_before = machine_load()
+    for r in range(rounds):
+        order = list(runners) if r % 2 == 0 else list(reversed(runners))
+        for name in order:
+            per_window = None if iterations is None else max(1, -(-iterations // rounds))
+            windows[name].time(runners[name], feeds, per_window, None if duration_s is None else duration_s / rounds)
+    load_after = machine_load()
     batch = _batch(feeds)
-    s = stats(ms, unstable_cov)
-    backend_timing = None
-    if own_ms:
-        b = stats(np.asarray(own_ms), unstable_cov)
-        backend_timing = {"source": f"{runner.conditions.get('backend')} own timer of the same calls",
-                          **{k: b[k] for k in ("min_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms", "max_ms",
-                                                "cov")}}
-    return {
-        "batch": batch,
-        "warmup": warmup,
-        "iterations": int(ms.size),
-        "budget": {"duration_s": duration_s} if duration_s is not None else {"iterations": iterations},
-        **s,
-        "throughput_per_s": batch * 1e3 / s["median_ms"],
-        "wall_s": wall,
-        "load_per_core": load_before,
-        "load_per_core_after": machine_load(),
-        "other_cpu_busy": window.other_busy,
-        "samples_ms": _stored(ms),
-        **({"backend_timing": backend_timing} if backend_timing else {}),
-    }
+    out = {}
+    for name, w in windows.items():
+        ms = np.asarray(w.times) * 1e3
+        s = stats(ms, unstable_cov)
+        backend_timing = None
+        if w.own_ms:
+            b = stats(np.asarray(w.own_ms), unstable_cov)
+            backend_timing = {"source": f"{runners[name].conditions.get('backend')} own timer of the same calls",
+                              **{k: b[k] for k in ("min_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms", "max_ms",
+                                                    "cov")}}
+        out[name] = {
+            "batch": batch,
+            "warmup": warmup,
+            "iterations": int(ms.size),
+            "budget": {"duration_s": duration_s} if duration_s is not None else {"iterations": iterations},
+            **({"rounds": rounds, "round_medians_ms": w.round_medians} if rounds > 1 else {}),
+            **s,
+            "throughput_per_s": batch * 1e3 / s["median_ms"],
+            "wall_s": w.wall,
+            "load_per_core": load_before,
+            "load_per_core_after": load_after,
+            "other_cpu_busy": round(float(np.mean(w.other_busy)), 3) if w.other_busy else None,
+            "samples_ms": _stored(ms),
+            **({"backend_timing": backend_timing} if backend_timing else {}),
+        }
+    return out
 
 
 def measure_async(runner: Runner, feeds: dict[str, np.ndarray], requests: int | None = None, warmup: int = 10,
@@ -231,3 +296,117 @@ def measure(runner: Runner, feeds: dict[str, np.ndarray], warmup: int = 10, iter
     if async_requests != 0:
         result["async"] = measure_async(runner, feeds, async_requests, warmup, iterations, duration_s)
     return result
+
+
+def measure_all(runners: dict[str, Runner], inputs: dict[str, np.ndarray], settings,
+                batch_sizes: list[int]) -> dict[str, list[dict[str, Any]]]:
+    """Every batch size of `settings` (a LatencySettings): each runner's synchronous latency, interleaved when there
+    are several, and the first runner's asynchronous throughput unless ``async_requests == 0``."""
+    from edgedeploy.validate.evaluate import first
+
+    iterations, duration_s = resolve_budget(settings.iterations, settings.duration_s)
+    primary = next(iter(runners))
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in runners}
+    for batch in batch_sizes:
+        feeds = first(inputs, batch, repeat=True)
+        results = measure_interleaved(runners, feeds, settings.warmup, iterations, duration_s, settings.unstable_cov,
+                                      rounds=1 if len(runners) == 1 else _ROUNDS)
+        if settings.async_requests != 0:
+            results[primary]["async"] = measure_async(runners[primary], feeds, settings.async_requests,
+                                                      settings.warmup, iterations, duration_s)
+        for name, result in results.items():
+            out[name].append(result)
+    return out
+
+
+def measure_fresh(spec, artifacts: dict[str, Any], inputs: dict[str, np.ndarray],
+                  batch_sizes: list[int]) -> dict[str, Any]:
+    """:func:`measure_all` of `artifacts` (name → BuildResult of `spec.target`; the first is the one reported) in a
+    new Python process that imports only the backend SDK; returns ``{"timings": {name: [...]}, "conditions":
+    {name: runner conditions}, "peak_rss_mb", "seconds"}``."""
+    from edgedeploy.errors import EdgeDeployError
+    from edgedeploy.validate.evaluate import first
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-latency-") as tmp:
+        feeds = Path(tmp) / "inputs.npz"
+        np.savez(feeds, **first(inputs, max(batch_sizes), repeat=True))
+        job = Path(tmp) / "job.json"
+        job.write_text(json.dumps({
+            "spec": spec.model_dump(mode="json"), "inputs": str(feeds), "batch_sizes": list(batch_sizes),
+            "artifacts": {name: {"path": str(b.artifact), "info": b.info} for name, b in artifacts.items()},
+            "result": str(Path(tmp) / "result.json")}))
+        proc = subprocess.run([sys.executable, "-m", "edgedeploy.validate.latency", str(job)], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+            raise EdgeDeployError(f"latency measurement failed in its own process: {last}",
+                                  where=str(next(iter(artifacts.values())).artifact))
+        result = json.loads((Path(tmp) / "result.json").read_text())
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def _fresh_process(job_path: str) -> None:
+    """The measuring process of :func:`measure_fresh`."""
+    from edgedeploy.backends import BuildResult, get_backend
+    from edgedeploy.config import BuildSpec
+
+    job = json.loads(Path(job_path).read_text())
+    spec = BuildSpec.model_validate(job["spec"])
+    backend = get_backend(spec.target)
+    settings = {"openvino": spec.openvino, "trt": spec.tensorrt}.get(spec.target)
+    threads = spec.validation.latency.threads
+    runners = {name: backend.load(BuildResult(Path(a["path"]), [], a["info"]), settings, threads)
+               for name, a in job["artifacts"].items()}
+    with np.load(job["inputs"]) as data:
+        inputs = {k: data[k] for k in data.files}
+    timings = measure_all(runners, inputs, spec.validation.latency, job["batch_sizes"])
+    Path(job["result"]).write_text(json.dumps({
+        "timings": timings, "conditions": {name: r.conditions for name, r in runners.items()},
+        "peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB: VmHWM (per address space: a spawned process's own, and
+    resettable, see edgedeploy.pipeline), else ru_maxrss, which on Linux also counts the parent's image a spawned
+    child started as."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def int8_vs_float(int8: list[dict[str, Any]], floats: list[dict[str, Any]], margin: float = 0.03,
+                  ) -> list[dict[str, Any]]:
+    """Per batch size, the int8 artifact against the float artifact of the same backend (same process, interleaved
+    windows): `slower` when its median is more than `margin` above the float one's and it was slower in every round
+    (so that outside load drifting between windows cannot make the call)."""
+    def slower_in_every_round(a: dict[str, Any], f: dict[str, Any]) -> bool:
+        return all(x > y for x, y in zip(a.get("round_medians_ms", [a["median_ms"]]),
+                                         f.get("round_medians_ms", [f["median_ms"]])))
+
+    return [{"batch": a["batch"], "int8_median_ms": a["median_ms"], "float_median_ms": f["median_ms"],
+             "speedup": f["median_ms"] / a["median_ms"],
+             "slower": a["median_ms"] > f["median_ms"] * (1 + margin) and slower_in_every_round(a, f)}
+            for a, f in zip(int8, floats)]
+
+
+def headline(t: dict[str, Any]) -> str:
+    """One batch size's figure for a summary line: the median, and its spread when the timing was unstable."""
+    text = f"{t['median_ms']:.3g} ms"
+    if t.get("unstable"):
+        low, high = t.get("p10_ms", t["min_ms"]), t["p90_ms"]
+        text += f" (unstable: p10-p90 {low:.3g}-{high:.3g} ms, CoV {t['cov']:.0%})"
+    return text
+
+
+if __name__ == "__main__":
+    from edgedeploy.validate import latency as _module  # the package's copy, not this __main__ one
+
+    _module._fresh_process(sys.argv[1])

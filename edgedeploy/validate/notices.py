@@ -88,7 +88,21 @@ def latency_unstable(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, 
     return out
 
 
-RULES: list[Rule] = [precision_not_as_requested, accuracy_not_measured, calibration_too_small, latency_unstable]
+def int8_slower_than_float(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
+    """A build times an int8 artifact interleaved with the float graph on the same backend (edgedeploy.pipeline):
+    int8 that is slower than float on this machine defeats its purpose."""
+    slower = [c for c in (report.get("latency_measurement") or {}).get("int8_vs_float", []) if c.get("slower")]
+    if not slower:
+        return []
+    figures = "; ".join(f"batch {c['batch']}: {c['int8_median_ms']:.3g} ms vs {c['float_median_ms']:.3g} ms "
+                        f"({c['int8_median_ms'] / c['float_median_ms']:.2f}x)" for c in slower)
+    return [warning("int8_slower_than_float", "int8 slower than float",
+                    f"the INT8 artifact is slower than the float artifact of the same backend on this machine "
+                    f"({report['target']}: {figures}); deploy the float artifact, or try `--precision auto`")]
+
+
+RULES: list[Rule] = [precision_not_as_requested, accuracy_not_measured, calibration_too_small, latency_unstable,
+                     int8_slower_than_float]
 
 
 def collect(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:

@@ -130,6 +130,7 @@ def sections(report: dict[str, Any], siblings: list[dict[str, Any]] | None = Non
     out = [_checks(report), _outputs(report)]
     out += _task(report)
     out += _layers(report)
+    out += _auto(report.get("auto"))
     out += _precision(report.get("precision_stage"))
     out += _latency(report)
     out += _comparison(report, siblings or [])
@@ -214,6 +215,11 @@ def _precision(p: dict[str, Any] | None) -> list[Section]:
                       f"data and weights; zero points {', '.join(q.get('zero_point_dtypes', []))}, all 0: "
                       f"{num(q.get('all_zero_points_zero'))}; per-channel weights {q.get('per_channel_weights')}; "
                       f"TensorRT-ready {num(q.get('tensorrt_ready'))}.")
+    k = p.get("ort_kernels")
+    if k:
+        blocks.append(f"In ONNX Runtime's optimized graph: {k.get('compute_int8')} convolutions / matrix products run "
+                      f"as int8 kernels, {k.get('compute_float')} in float (" + ", ".join(
+                          f"{op} {n}" for op, n in (k.get("int8_kernels") or {}).items()) + ").")
     if p.get("fake_quantize") is not None:
         blocks.append(f"OpenVINO IR: {p['fake_quantize']} FakeQuantize ops.")
     if p.get("vs_fp32_graph"):
@@ -256,9 +262,20 @@ def _latency(report: dict[str, Any]) -> list[Section]:
             f"while timing {_pct(t.get('other_cpu_busy'))}."
             + "".join(f" Batch {x['batch']} timed by {x['backend_timing']['source']}: median "
                       f"{num(x['backend_timing']['median_ms'])} ms." for x in lat if x.get("backend_timing")))
-    return [Section("latency", "Latency", [
+    m = report.get("latency_measurement") or {}
+    if m.get("process") == "fresh":
+        text += (f" Timed in a fresh process after the build released its memory and threads ({num(m.get('seconds'))} s, "
+                 f"peak RSS {num(m.get('peak_rss_mb'))} MiB).")
+    blocks: list[str | Table] = [
         Table(["batch", "median (ms)", "p90 (ms)", "p99 (ms)", "min–max (ms)", "CoV", "samples/s",
-               "async samples/s"], rows), text])]
+               "async samples/s"], rows), text]
+    if m.get("int8_vs_float"):
+        blocks += [Table(["batch", "int8 median (ms)", "float median (ms)", "int8 speed-up", "int8 slower"],
+                         [[c["batch"], num(c["int8_median_ms"]), num(c["float_median_ms"]), f"{c['speedup']:.2f}x",
+                           num(c.get("slower"))] for c in m["int8_vs_float"]]),
+                   "The int8 artifact against the float graph on the same backend, timed in alternating windows of "
+                   "one process (outside load hits both alike)."]
+    return [Section("latency", "Latency", blocks)]
 
 
 def _accuracy_of(r: dict[str, Any]) -> tuple[str, float | None]:
@@ -299,11 +316,32 @@ def _graph(report: dict[str, Any]) -> list[Section]:
 def _stages(report: dict[str, Any]) -> list[Section]:
     if "stage_seconds" not in report:
         return []
-    rows = [[k, num(v)] for k, v in report["stage_seconds"].items()] + [["total", num(report["wall_seconds"])]]
-    blocks: list[str | Table] = [Table(["stage", "wall time (s)"], rows)]
+    rss, reuse = report.get("stage_peak_rss_mb", {}), report.get("stage_cache", {})
+    rows = [[k, num(v), num(rss.get(k)), _reuse(reuse.get(k))] for k, v in report["stage_seconds"].items()]
+    rows.append(["total", num(report["wall_seconds"]), num(report.get("peak_rss_mb")), ""])
+    blocks: list[str | Table] = [Table(["stage", "wall time (s)", "peak RSS (MiB)", "stage cache"], rows)]
     if "peak_rss_mb" in report:
         blocks.append(f"Peak resident memory (RSS): {report['peak_rss_mb']:.0f} MiB.")
     return [Section("stages", "Stages", blocks)]
+
+
+def _reuse(entry: dict | None) -> str:
+    """A stage's stage-cache status: reused, or why not."""
+    if not entry:
+        return "—"
+    return "reused" if entry.get("status") == "reused" else f"{entry.get('status')}: {entry.get('note', '')}"
+
+
+def _auto(auto: dict[str, Any] | None) -> list[Section]:
+    """`--precision auto`: every candidate, its latency and accuracy, and why it won or lost (edgedeploy.auto)."""
+    if not auto:
+        return []
+    from edgedeploy.auto import frontier_table
+
+    head, rows = frontier_table(auto)
+    return [Section("auto", "Precision auto", [
+        f"Chosen: **{auto['chosen']}** (candidates timed side by side in one fresh process; ranked at batch "
+        f"{auto['batch']}).", Table(head, rows), f"The latency/accuracy plot is also `{auto['plot']}` in this folder."])]
 
 
 def _device(conditions: dict[str, Any] | None) -> list[Section]:

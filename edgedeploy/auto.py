@@ -1,0 +1,262 @@
+"""`edgedeploy build --precision auto`: build the precisions a target runs on this machine, time them side by side,
+keep the fastest that meets its accuracy budget.
+
+Candidates, each a normal validated build into `<out>/candidates/<name>/` (export and optimize come from the stage
+cache, calibration results from the shared `<out>/cache`):
+
+- `fp32`;
+- `fp16` where the hardware computes in a reduced float: TensorRT (any GPU it builds for); OpenVINO on a CPU with
+  AVX512-FP16 (on a CPU without it or bf16 an fp16 IR runs at f32 speed, so it is skipped), and as `bf16` (the fp16 IR
+  with the bf16 inference precision, judged by the fp16 budget) on a CPU with AVX512-BF16/AMX-BF16: on a Xeon with
+  AMX, bf16 ran the benchmark models 1.3-9.4x faster than f16 on AVX512-FP16 (docs/benchmarks.md); not ONNX
+  Runtime's CPU provider, which has no fp16 convolution kernels on x86 (an fp16 graph runs slower than fp32);
+- `int8`;
+- `int8-keep-float`: when int8 misses its budget, `edgedeploy debug precision`'s search finds the fewest worst layers
+  (localisation ranking) to keep in float for the budget to hold, up to `max_layers`; when int8 meets it, keeping
+  layers in float could only be slower, so the candidate is skipped.
+
+The built artifacts are then timed in one fresh process, interleaved (edgedeploy.validate.latency.measure_fresh),
+at every batch size of the spec; the choice is made at the first (the deployment batch: `--static-batch N` when
+given). The winner's files become the output folder; its report gets `auto` (every candidate's latency, accuracy,
+budget verdict and why it lost) rendered as a table and a latency/accuracy plot in report.md/report.html, and the
+plot as `auto-frontier.png`.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgedeploy import fileio
+from edgedeploy.config import BuildSpec
+
+CANDIDATES = ("fp32", "fp16", "int8", "int8-keep-float")
+PLOT = "auto-frontier.png"
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+_FP16_FLAGS = {"avx512_fp16", "amx_fp16"}
+
+
+@dataclass
+class Candidate:
+    name: str
+    precision: str
+    skipped: str | None = None  # why it was not built
+    hint: str | None = None  # OpenVINO inference precision for this candidate
+    kept_float: list[str] = field(default_factory=list)
+    dir: Path | None = None
+    report: dict[str, Any] | None = None
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+def candidates_for(spec: BuildSpec) -> list[Candidate]:
+    """The candidates of `spec.target`, those this machine would not run faster marked skipped with the reason."""
+    out = []
+    for name in CANDIDATES:
+        precision = "int8" if name.startswith("int8") else name
+        skipped, hint = None, None
+        if name == "fp16" and spec.target == "onnxruntime":
+            skipped = "ONNX Runtime's CPU provider has no fp16 convolution kernels on x86: an fp16 graph runs slower"
+        elif name == "fp16" and spec.target == "openvino" and spec.openvino.device == "CPU":
+            flags = _cpu_flags()
+            if _BF16_FLAGS & flags:  # AMX/AVX512-BF16 run bf16 far faster than AVX512-FP16 runs f16
+                name, hint = "bf16", "bf16"
+            elif not _FP16_FLAGS & flags:
+                skipped = "this CPU has no bf16/fp16 arithmetic: an fp16 IR would run at f32 speed"
+        out.append(Candidate(name, precision, skipped, hint=hint))
+    return out
+
+
+def build_auto(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False, listener=None, cache=None,
+               max_layers: int = 16) -> dict[str, Any]:
+    """Build, time and choose (module docstring); returns the winner's report, written to out_dir."""
+    from edgedeploy import pipeline
+    from edgedeploy.outfolder import OutputFolder
+    from edgedeploy.stagecache import StageCache
+
+    candidates = candidates_for(spec)
+    for c in candidates:
+        if c.skipped is None:
+            pipeline.check_request(spec.model_copy(update={"precision": c.precision}))
+    folder = OutputFolder(out_dir)
+    spec, folder.keep = pipeline._reused_results(spec, folder)
+    with folder:
+        stages = cache if cache is not None else StageCache(folder.staging / ".stage-cache")  # shared within the run
+        for c in candidates:
+            if c.name == "int8-keep-float" and c.skipped is None:
+                c.skipped, c.kept_float = _keep_float(next(x for x in candidates if x.name == "int8"), max_layers)
+            if c.skipped is not None:
+                continue
+            c.dir = folder.staging / "candidates" / c.name
+            c.report = pipeline.build(_candidate_spec(spec, c), c.dir, trust_code=trust_code, listener=listener,
+                                      cache=stages)
+        if cache is None:
+            shutil.rmtree(folder.staging / ".stage-cache", ignore_errors=True)
+        summary = _choose(spec, candidates)
+        winner = next(c for c in candidates if c.name == summary["chosen"])
+        _copy_build(winner.dir, folder.staging)
+        report = {**winner.report, "auto": summary}
+        report = folder.relocate(report)
+        plot = frontier_png(report["auto"])
+        if plot is not None:
+            fileio.write_bytes(folder.staging / PLOT, plot)
+        from edgedeploy.validate.gate import write_reports
+
+        write_reports(report, folder.staging)
+        folder.commit()
+    return report
+
+
+def _candidate_spec(spec: BuildSpec, c: Candidate) -> BuildSpec:
+    from edgedeploy.precision.debug import keep_in_float
+
+    candidate = spec.model_copy(update={"precision": c.precision})
+    if c.hint is not None:
+        candidate = candidate.model_copy(update={"openvino": spec.openvino.model_copy(
+            update={"inference_precision": c.hint})})
+    return keep_in_float(candidate, c.kept_float, spec.calibration.cache_dir) if c.kept_float else candidate
+
+
+def _keep_float(int8: Candidate, max_layers: int) -> tuple[str | None, list[str]]:
+    """(why skipped, layers to keep in float) from the int8 candidate: skipped when it meets its budget or was not
+    built; else the fewest worst layers the debug-precision search finds (or its largest trial when none passes)."""
+    from edgedeploy.precision import debug
+
+    if int8.report is None:
+        return "no int8 build to start from", []
+    if int8.report["passed"]:
+        return "int8 meets its budget with every layer quantized", []
+    art = debug.load_artifact(int8.dir)
+    ranking = [lay.layer for lay in debug.rank(debug.localize_artifact(art, 32, art.spec.validation.latency.threads))]
+    trials = debug.search(art, ranking, debug.budget_for(art.spec, {}), max_layers,
+                          threads=art.spec.validation.latency.threads)
+    found = debug.best(trials)
+    if found is None:
+        tried = max(trials, key=lambda t: len(t.kept_float))
+        return None, tried.kept_float or ranking[:1]
+    return None, found.kept_float
+
+
+def _copy_build(src: Path, dst: Path) -> None:
+    """The winner's build (its files and folders, not its own candidates) into the output folder."""
+    for path in src.iterdir():
+        target = dst / path.name
+        if path.is_dir():
+            shutil.copytree(path, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(path, target)
+
+
+def _accuracy(report: dict[str, Any]) -> tuple[str, float]:
+    """(metric name, value) of a candidate's accuracy: its task metric, else its worst rel-L2."""
+    task = report.get("task") or {}
+    for key in ("map50", "top1", "top1_agreement"):
+        if isinstance(task.get(key), (int, float)):
+            return key, float(task[key])
+    return "worst rel-L2", max(t["rel_l2"] for t in report["tensors"].values())
+
+
+def _choose(spec: BuildSpec, candidates: list[Candidate]) -> dict[str, Any]:
+    """Time the built candidates in one fresh process (interleaved), pick the fastest within its budget."""
+    from edgedeploy.backends import BuildResult
+    from edgedeploy.validate import latency
+    from edgedeploy.validate.gate import load_reference
+
+    built = [c for c in candidates if c.report is not None]
+    artifacts = {c.name: BuildResult(c.dir / c.report["artifact"]["path"], [],
+                                     {k: v for k, v in c.report["artifact"].items() if k != "path"}) for c in built}
+    inputs = load_reference(built[0].dir / "reference.npz")[0]
+    batches = list(spec.validation.latency.batch_sizes) if spec.static_batch is None else [spec.static_batch]
+    settings = spec.validation.latency
+    timing = settings.model_copy(update={  # the decision gets a time budget whatever the builds' reports used
+        "iterations": None, "async_requests": 0,
+        "duration_s": max(settings.duration_s or latency.DEFAULT_DURATION_S, latency.DEFAULT_DURATION_S)})
+    timed = spec.model_copy(update={"validation": spec.validation.model_copy(update={"latency": timing})})
+    measured = latency.measure_fresh(timed, artifacts, inputs, batches)["timings"]
+    rank_batch = batches[0]
+    median = {c.name: measured[c.name][0]["median_ms"] for c in built}
+    passing = [c for c in built if c.report["passed"]]
+    chosen = min(passing, key=lambda c: median[c.name]) if passing else next(c for c in built if c.name == "fp32")
+    rows = []
+    for c in candidates:
+        row: dict[str, Any] = {"name": c.name, "precision": c.precision, "built": c.report is not None}
+        if c.kept_float:
+            row["kept_float"] = c.kept_float
+        if c.report is None:
+            row["why"] = f"skipped: {c.skipped}"
+            rows.append(row)
+            continue
+        metric, value = _accuracy(c.report)
+        failed = [ch["name"] for ch in c.report["checks"] if not ch["passed"]]
+        row.update(passed=c.report["passed"], metric=metric, accuracy=value,
+                   latency_ms={str(t["batch"]): t["median_ms"] for t in measured[c.name]},
+                   cov={str(t["batch"]): t["cov"] for t in measured[c.name]},
+                   effective_hint=c.report["conditions"].get("precision_hint_effective"))
+        if c is chosen:
+            row["why"] = "chosen: fastest within its budget" if passing else "chosen: no candidate meets its budget"
+        elif failed:
+            row["why"] = f"fails its budget: {', '.join(failed)}"
+        else:
+            ratio = median[c.name] / median[chosen.name]
+            row["why"] = (f"{ratio:.2f}x the latency of {chosen.name} at batch {rank_batch} "
+                          f"({median[c.name]:.3g} vs {median[chosen.name]:.3g} ms)")
+        rows.append(row)
+    return {"chosen": chosen.name, "batch": rank_batch, "batches": batches, "candidates": rows,
+            "passed": bool(passing), "plot": PLOT}
+
+
+# ------------------------------------------------------------------------------------------- rendering
+def frontier_png(auto: dict[str, Any]) -> bytes | None:
+    """Latency (at the ranking batch) against accuracy, one point per built candidate: filled within budget, open
+    outside it; the chosen one ringed."""
+    rows = [r for r in auto["candidates"] if r.get("built")]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batch = str(auto["batch"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for r in rows:
+        x, y = r["latency_ms"][batch], r["accuracy"]
+        ax.scatter([x], [y], s=60, facecolors="tab:blue" if r["passed"] else "none", edgecolors="tab:blue")
+        if r["name"] == auto["chosen"]:
+            ax.scatter([x], [y], s=220, facecolors="none", edgecolors="tab:green", linewidths=2)
+        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ax.set_xlabel(f"latency at batch {batch} (median ms, this machine)")
+    ax.set_ylabel(rows[0]["metric"])
+    ax.set_title("precision candidates: filled = within budget, ringed = chosen", fontsize=10)
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def frontier_table(auto: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The candidates as a table (header, rows) for the Precision auto section of report.md / report.html."""
+    batches = [str(b) for b in auto["batches"]]
+    header = ["candidate", *[f"batch {b} ms" for b in batches], "accuracy", "budget", "why"]
+    rows = []
+    for r in auto["candidates"]:
+        if not r.get("built"):
+            rows.append([r["name"], *["—"] * len(batches), "—", "—", r["why"]])
+            continue
+        name = r["name"] + (f" ({len(r['kept_float'])} in float)" if r.get("kept_float") else "")
+        rows.append([name, *[f"{r['latency_ms'][b]:.3g}" for b in batches], f"{r['metric']} {r['accuracy']:.4g}",
+                     "pass" if r["passed"] else "fail", r["why"]])
+    return header, rows
+
+
+__all__ = ["build_auto", "candidates_for", "frontier_table", "frontier_png", "CANDIDATES"]

@@ -1,0 +1,332 @@
+"""The stage cache: export and optimize results kept by content in the user's cache folder, shared by every output
+folder, so a rebuild with another `--precision` or `--target` (or into another folder) skips torch's exporter.
+
+    $XDG_CACHE_HOME/edgedeploy/stages/<stage>/<key16>/     (default ~/.cache/edgedeploy; `edgedeploy cache ls|clear`)
+        export:   raw.onnx (+ its external data), reference.npz, export.json
+        optimize: deploy.onnx, optimize.json
+        key.json  the key material, and the size and sha256 of every file (written last)
+
+Entries are made and checked by edgedeploy.precision.cache, the scheme calibration results use: written into a
+staging folder and swapped in whole, reused only when the key matches *and* every file still has its recorded size
+and hash (a damaged entry is refused, deleted and re-made), and a miss names the fields that changed against the
+nearest entry of the same stage, for the report.
+
+What a key holds (anything else that changes the result is a reason to pass `--no-cache`):
+
+- export from PyTorch: the factory name and kwargs, the checkpoint's sha256, the *factory's code*: the source of its
+  module and of every module it imports, followed transitively through `import` statements, that is not installed
+  in site-packages (the project's own code, editable installs, PYTHONPATH), always including the factory's own
+  top-level package wherever it lives; an imported installed package counts by its distribution's version, the
+  standard library by the Python version. Imports made at run time (`importlib.import_module`, `__import__`, plugins
+  looked up by name) and data files the factory reads are *not* seen. A build with `--trust-code` (a pickled
+  checkpoint, which may bring its own classes) is never cached, nor (Python API) one whose factory modules the
+  calling process imported itself before the build: their code in memory may no longer be what their files say
+  (`importlib.reload` after edgedeploy's own import is not detected either). Also the input specs and output names, the export
+  settings, the validation inputs and labels (sha256 of the arrays: the reference outputs are computed on them), and
+  the versions of torch, onnx, onnxscript, onnxruntime, numpy and Python.
+- export from an ONNX file: its sha256 (and its external data files'), the input specs and output names, the
+  validation inputs and labels, and the versions of onnx, onnxruntime, numpy and Python.
+- optimize: the sha256 of raw.onnx, the optimize settings, the sha256 of the real inputs every pass is verified on,
+  and the versions of onnx, onnxsim, onnxslim, onnxruntime, numpy and Python.
+- both: edgedeploy's version and the sha256 of its own source files, so a changed pass or exporter wrapper re-runs
+  (this also covers the bundled demo and benchmark models, which live in the package).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shutil
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from typing import Any
+
+from edgedeploy import __version__, fileio
+from edgedeploy.precision.cache import KEY_FILE, CacheEntry, CalibrationCache
+
+STAGES = ("export", "optimize")
+_MAX_MODULES = 5000  # a factory importing more of the project than this is hashed that far, and says so
+_EXPORT_LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "numpy")
+_ONNX_LIBRARIES = ("onnx", "onnxruntime", "numpy")
+_OPTIMIZE_LIBRARIES = ("onnx", "onnxsim", "onnxslim", "onnxruntime", "numpy")
+
+
+def default_root() -> Path:
+    """$XDG_CACHE_HOME/edgedeploy, or ~/.cache/edgedeploy."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edgedeploy"
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """Installed version of each distribution (None: not installed)."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    return {"python": platform.python_version(), **package_versions(names)}
+
+
+@functools.cache
+def edgedeploy_code() -> dict[str, str]:
+    """edgedeploy's version and the sha256 over its source files (name and bytes, in sorted order)."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(path.read_bytes())
+    return {"version": __version__, "code_sha256": h.hexdigest()}
+
+
+# ------------------------------------------------------------------------------------------- factory code
+def _installed_roots() -> list[Path]:
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    roots |= {p for p in sys.path if p and os.path.basename(p) in ("site-packages", "dist-packages")}
+    return [Path(p).resolve() for p in roots]
+
+
+def _is_installed(path: Path, roots: list[Path]) -> bool:
+    return any(path.is_relative_to(r) for r in roots)
+
+
+def _imports(source: str, module: str, is_package: bool) -> set[str]:
+    """Absolute names of the modules an import statement may load (`from a import b` gives a and a.b)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    package = module if is_package else module.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] if node.level > 1 else parts)
+                base = f"{base}.{node.module}" if node.module else base
+            else:
+                base = node.module or ""
+            if base:
+                out.add(base)
+                out |= {f"{base}.{alias.name}" for alias in node.names if alias.name != "*"}
+    return out
+
+
+def _distribution_version(top: str) -> str:
+    dists = importlib.metadata.packages_distributions().get(top, [])
+    versions = []
+    for dist in sorted(dists):
+        try:
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ", ".join(versions) or "installed (no distribution metadata)"
+
+
+def _find_module(name: str):
+    """The spec of module `name`, or None (`from a.b import c` where c is not a module). A dotted name is looked
+    up only inside a package, so looking up an attribute never imports the module that defines it (finding a
+    submodule imports its parent packages, as the export will)."""
+    try:
+        if "." in name:
+            parent = importlib.util.find_spec(name.rpartition(".")[0])
+            if parent is None or not parent.submodule_search_locations:
+                return None
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+_SEEN: dict[str, str] = {}  # module file → its sha256 when first hashed here, before this process imported it
+
+
+def factory_code(factory: str) -> dict[str, Any]:
+    """The factory's code as key material: sha256 over the source of every module it reaches through import
+    statements outside site-packages and the standard library (and its own top-level package anywhere), and the
+    version of each installed top-level package it imports. Finding a submodule imports its parent packages, as the
+    export itself will.
+
+    A module this process has already imported runs the code it was imported with, whatever its file says now: it
+    counts with the hash its file had when this function first saw it (before the export imported it), and one
+    imported before that (by the caller) cannot be vouched for: it is listed under `imported_unseen`, and such an
+    export is not cached."""
+    start = factory.partition(":")[0]
+    own_top = start.split(".")[0]
+    roots = _installed_roots()
+    stdlib = set(getattr(sys, "stdlib_module_names", ()))
+    h = hashlib.sha256()
+    hashed: list[str] = []
+    installed: dict[str, str] = {}
+    unseen: list[str] = []
+    preloaded = set(sys.modules)  # finding a submodule below imports its parents: those imports are from now
+    seen: set[str] = set()
+    queue = [start]
+    while queue and len(hashed) < _MAX_MODULES:
+        name = queue.pop()
+        top = name.split(".")[0]
+        if name in seen or top in stdlib or top in installed or top == __package__:
+            continue  # edgedeploy's own modules (the demo models) count in edgedeploy_code()
+        seen.add(name)
+        try:
+            top_spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            top_spec = None
+        if top_spec is None:
+            continue  # `from a import name` where name is not a module
+        top_file = top_spec.origin if top_spec.origin not in (None, "built-in", "frozen") else None
+        top_dirs = list(top_spec.submodule_search_locations or [])
+        where = Path(top_dirs[0] if top_dirs else top_file or ".").resolve()
+        if top != own_top and (top_file is None and not top_dirs or _is_installed(where, roots)):
+            installed[top] = _distribution_version(top)
+            continue
+        spec = _find_module(name)
+        if spec is None or spec.origin in (None, "built-in", "frozen") or not os.path.isfile(spec.origin):
+            continue
+        path = Path(spec.origin)
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if name not in preloaded:
+            _SEEN[str(path)] = digest
+        elif str(path) in _SEEN:
+            digest = _SEEN[str(path)]
+        else:
+            unseen.append(name)
+        h.update(f"{name}\0{digest}".encode())
+        hashed.append(name)
+        if path.suffix == ".py":
+            found = _imports(data.decode("utf-8", "replace"), name, spec.submodule_search_locations is not None)
+            parents = {name.rsplit(".", k)[0] for k in range(1, name.count(".") + 1)}  # their __init__ runs too
+            queue.extend(sorted((found | parents) - seen))
+    return {"sha256": h.hexdigest(), "modules": sorted(hashed), "installed": dict(sorted(installed.items())),
+            **({"imported_unseen": sorted(unseen)} if unseen else {}),
+            **({"truncated_at": _MAX_MODULES} if queue and len(hashed) >= _MAX_MODULES else {})}
+
+
+# ------------------------------------------------------------------------------------------- key material
+def _external_files(path: Path) -> list[str]:
+    """The external data files an ONNX model names (relative to its folder; checked to stay inside it before)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    names = set()
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            names |= {e.value for e in t.external_data if e.key == "location"}
+    return sorted(names)
+
+
+def export_material(spec, data_sha256: str, trust_code: bool) -> tuple[dict[str, Any] | None, str]:
+    """What the export stage's result (raw.onnx, reference.npz) depends on, or (None, why) when it must not be
+    cached."""
+    if spec.model.onnx is not None:
+        path = Path(spec.model.onnx)
+        source: dict[str, Any] = {"kind": "onnx", "sha256": fileio.sha256_file(path),
+                                  "external_data": {name: fileio.sha256_file(path.parent / name)
+                                                    for name in _external_files(path)}}
+        libraries = _versions(_ONNX_LIBRARIES)
+    else:
+        if trust_code:
+            return None, "--trust-code: a pickled checkpoint may bring code the key cannot see"
+        code = factory_code(spec.model.factory)
+        if code.get("imported_unseen"):
+            return None, (f"{', '.join(code['imported_unseen'])} was imported before this build, so the code in "
+                          "memory may differ from its file")
+        checkpoint = spec.model.checkpoint
+        source = {"kind": "pytorch", "factory": spec.model.factory, "kwargs": spec.model.kwargs,
+                  "checkpoint_sha256": fileio.sha256_file(checkpoint) if checkpoint else None, "factory_code": code}
+        libraries = _versions(_EXPORT_LIBRARIES)
+    return {"stage": "export", "source": source,
+            "spec": {"inputs": [i.model_dump(mode="json") for i in spec.inputs], "outputs": list(spec.outputs),
+                     "export": spec.export.model_dump(mode="json")},
+            "validation_sha256": data_sha256, "libraries": libraries, "edgedeploy": edgedeploy_code()}, ""
+
+
+def optimize_material(raw_sha256: str, settings: dict[str, Any], verify_sha256: str) -> dict[str, Any]:
+    """What the optimize stage's result (deploy.onnx, optimize.json) depends on."""
+    return {"stage": "optimize", "raw_sha256": raw_sha256, "settings": settings, "verify_inputs_sha256": verify_sha256,
+            "libraries": _versions(_OPTIMIZE_LIBRARIES), "edgedeploy": edgedeploy_code()}
+
+
+# ------------------------------------------------------------------------------------------- the cache
+class StageCache:
+    """`lookup` an entry for a stage's key material; `restore` a reused one into a folder, or `store` new files."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+        self._results = CalibrationCache(self.root / "stages", what="stage result", remade="re-ran",
+                                         nearest=True)
+
+    def lookup(self, stage: str, material: dict[str, Any]) -> CacheEntry:
+        return self._results.entry(stage, material)
+
+    @staticmethod
+    def restore(entry: CacheEntry, out_dir: Path, names: list[str]) -> list[Path]:
+        """Copy the entry's files `names` (those present) into out_dir; returns the copies."""
+        copied = []
+        for name in names:
+            src = entry.dir / name
+            if src.is_file():
+                shutil.copyfile(src, out_dir / name)
+                copied.append(out_dir / name)
+        return copied
+
+    @staticmethod
+    def store(entry: CacheEntry, files: list[Path], records: dict[str, Any] | None = None) -> None:
+        """Make `files` and the JSON `records` (name → object) the entry's result: copied into a staging folder,
+        the key file written last, swapped in. A cache that cannot be written (a full disk) is skipped."""
+        staged = entry.staging()
+        try:
+            for path in files:
+                shutil.copyfile(path, staged / path.name)
+            for name, obj in (records or {}).items():
+                fileio.write_json(staged / name, obj)
+            entry.commit(staged)
+        except OSError:
+            shutil.rmtree(staged, ignore_errors=True)  # a full cache disk must not fail the build
+            return
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every entry: stage, key, size, age, what it was made from (for `edgedeploy cache ls`)."""
+        import json
+
+        out = []
+        for stage in STAGES:
+            for key_file in sorted((self.root / "stages" / stage).glob(f"*/{KEY_FILE}")):
+                try:
+                    record = json.loads(key_file.read_text())
+                except (OSError, ValueError):
+                    record = {}
+                files = record.get("files") or {}
+                material = record.get("material") or {}
+                source = material.get("source") or {}
+                made_from = (source.get("factory") or f"onnx {str(source.get('sha256', ''))[:12]}"
+                             if stage == "export" else f"raw.onnx {str(material.get('raw_sha256', ''))[:12]}")
+                out.append({"stage": stage, "key": key_file.parent.name, "dir": str(key_file.parent),
+                            "bytes": sum(int(f.get("size", 0)) for f in files.values() if isinstance(f, dict)),
+                            "age_s": time.time() - key_file.stat().st_mtime, "from": made_from})
+        return out
+
+    def clear(self, stage: str | None = None) -> tuple[int, int]:
+        """Delete every entry (or one stage's); returns (entries, bytes) freed."""
+        gone = [e for e in self.entries() if stage in (None, e["stage"])]
+        for name in ([stage] if stage else STAGES):
+            shutil.rmtree(self.root / "stages" / name, ignore_errors=True)
+        return len(gone), sum(e["bytes"] for e in gone)
+
+
+__all__ = ["StageCache", "default_root", "package_versions", "export_material", "optimize_material", "factory_code", "edgedeploy_code",
+           "STAGES"]

@@ -1,0 +1,67 @@
+"""`--static-batch N`: the build stage builds a static-shape artifact (ONNX with a fixed leading dimension, an
+OpenVINO IR reshaped to it), validated and timed at that batch, the last partial chunk of samples padded."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from edgedeploy import pipeline
+from edgedeploy.config import ModelSource
+from edgedeploy.errors import UsageError
+from edgedeploy.static_batch import static_onnx
+
+from precision_helpers import built, demo_spec, quick
+
+
+def _dims(value_info) -> list:
+    return [d.dim_value or d.dim_param for d in value_info.type.tensor_type.shape.dim]
+
+
+def test_static_onnx_fixes_the_leading_dimension(tmp_path):
+    raw = built("onnxruntime", "int8")[0] / "deploy.onnx"
+    model = onnx.load(str(static_onnx(raw, tmp_path / "static.onnx", 4)))
+    assert _dims(model.graph.input[0]) == [4, 3, 64, 64] and _dims(model.graph.output[0])[0] == 4
+    with pytest.raises(UsageError, match="no dynamic leading dimension"):
+        static_onnx(tmp_path / "static.onnx", tmp_path / "again.onnx", 4)
+
+
+@pytest.mark.parametrize("target, precision", [("openvino", "int8"), ("onnxruntime", "int8")])
+def test_static_batch_build_validates_and_times_at_that_batch(target, precision, tmp_path):
+    raw = built("onnxruntime", "int8")[0] / "raw.onnx"
+    spec = quick(demo_spec(), target=target, precision=precision, static_batch=8,
+                 model=ModelSource(onnx=raw))
+    report = pipeline.build(spec, tmp_path / "out")
+    assert report["passed"], report["checks"]  # 300 samples: 37 batches of 8 and a padded one of 4
+    assert [t["batch"] for t in report["latency"]] == [8]
+    assert report["latency_measurement"]["int8_vs_float"][0]["batch"] == 8  # compared with a static float graph
+    if target == "openvino":
+        import openvino as ov
+
+        shape = ov.Core().read_model(str(tmp_path / "out" / "openvino" / "model.xml")).inputs[0].get_partial_shape()
+        assert shape.is_static and list(shape.to_shape()) == [8, 3, 64, 64]
+    else:
+        model = onnx.load(str(tmp_path / "out" / "onnxruntime" / "model.onnx"))
+        assert _dims(model.graph.input[0]) == [8, 3, 64, 64]
+
+
+def test_static_batch_is_refused_for_tensorrt_naming_the_profile_to_set():
+    spec = demo_spec().model_copy(update={"target": "trt", "static_batch": 2})
+    with pytest.raises(UsageError, match="optimization profile") as e:  # before the TensorRT SDK is looked for
+        pipeline.check_request(spec)
+    assert "tensorrt.profiles: {batch: {min: 2, opt: 2, max: 2}}" in e.value.message
+
+
+def test_padded_run_drops_the_padding():
+    from edgedeploy.validate.evaluate import run_all
+
+    class Fixed:
+        input_names, output_names = ["x"], ["y"]
+
+        def run(self, feeds):
+            assert len(feeds["x"]) == 4
+            return {"y": feeds["x"] * 2}
+
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+    np.testing.assert_array_equal(run_all(Fixed(), {"x": x}, 4, static=True)["y"], x * 2)
