@@ -88,7 +88,7 @@ def build_auto(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False, list
         if c.skipped is None:
             pipeline.check_request(spec.model_copy(update={"precision": c.precision}))
     folder = OutputFolder(out_dir)
-    spec, folder.keep = pipeline._reused_results(spec, folder)
+    spec, folder.keep = pipeline.reused_results(spec, folder)
     with folder:
         stages = cache if cache is not None else StageCache(folder.staging / ".stage-cache")  # shared within the run
         for c in candidates:

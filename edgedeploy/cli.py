@@ -170,6 +170,9 @@ def bundle(
                                         help="fp32 | fp16 | int8 (repeatable)"),
     trust_code: bool = typer.Option(False, "--trust-code", metavar="",
                                     help="allow loading a pickled checkpoint (runs code from it)"),
+    no_cache: bool = typer.Option(False, "--no-cache", metavar="",
+                                  help="re-run export and optimize instead of reusing their results from the stage "
+                                       "cache (edgedeploy cache ls)"),
     debug: bool = DEBUG,
 ) -> None:
     """Make a bundle a device builds from without PyTorch.
@@ -178,6 +181,7 @@ def bundle(
     and a manifest with hashes: `edgedeploy build BUNDLE` and `edgedeploy validate` on the device need nothing else."""
     from edgedeploy.bundle.make import make_bundle
     from edgedeploy.config import Precision, demo_spec_path, load_spec
+    from edgedeploy.stagecache import StageCache
 
     bad = [p for p in precision if p not in get_args(Precision)]
     if bad:
@@ -186,7 +190,8 @@ def bundle(
     console.print(f"[bold]edgedeploy bundle[/] {escape(spec.name)} → {escape(str(out))}", highlight=False)
     stages = _RichStages()
     try:
-        manifest = make_bundle(spec, out, precision or None, trust_code=trust_code, listener=stages)
+        manifest = make_bundle(spec, out, precision or None, trust_code=trust_code, listener=stages,
+                               cache=None if no_cache else StageCache())
     finally:
         stages.stop()
     size = sum(f["size"] for f in manifest["files"].values())

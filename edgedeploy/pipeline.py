@@ -41,7 +41,7 @@ from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.graph.optimize import NOT_APPLIED, OptimizeSettings, load_model, optimize_file
 from edgedeploy.onnx_checks import check_io, check_operators
 from edgedeploy.outfolder import OutputFolder
-from edgedeploy.precision.stage import arrays_sha256, check_precision_request, run_precision
+from edgedeploy.precision.stage import PrecisionResult, arrays_sha256, check_precision_request, run_precision
 from edgedeploy.preprocess import ValidationSet, load_validation_set
 from edgedeploy.stagecache import StageCache, export_material, optimize_material, package_versions
 from edgedeploy.validate import evaluate as evaluation
@@ -59,14 +59,16 @@ class StageListener:
 
 
 @dataclass
-class _Timer:
+class StageTimer:
+    """Runs stages under a listener: wall time and peak RSS per stage, and each stage's one-line summary."""
+
     listener: StageListener
     seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     summary: str = ""
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[_Timer]:
+    def stage(self, name: str) -> Iterator[StageTimer]:
         self.listener.start(name)
         self.summary = ""
         _reset_peak_rss()
@@ -118,14 +120,14 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
     and optimize results are reused by content (edgedeploy.stagecache)."""
     backend = check_request(spec)
     folder = OutputFolder(out_dir)
-    spec, folder.keep = _reused_results(spec, folder)
+    spec, folder.keep = reused_results(spec, folder)
     with folder:
         report = _stages(spec, backend, folder, trust_code, listener or StageListener(), cache)
         folder.commit()
     return report
 
 
-def _reused_results(spec: BuildSpec, folder: OutputFolder) -> tuple[BuildSpec, list[str]]:
+def reused_results(spec: BuildSpec, folder: OutputFolder) -> tuple[BuildSpec, list[str]]:
     """The spec with every cache path inside the output folder moved into the staging folder, and those paths
     (relative) for the staging folder to take over from the previous build: the calibration cache (default
     <out>/cache) and TensorRT's calibrator cache (default next to the plan) with its key file `<cache>.json`."""
@@ -154,11 +156,50 @@ def _reused_results(spec: BuildSpec, folder: OutputFolder) -> tuple[BuildSpec, l
 def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code: bool,
             listener: StageListener, cache: StageCache | None) -> dict[str, Any]:
     """Every stage, writing into the staging folder; paths in what is recorded name the final folder."""
-    out_dir = folder.staging
-    timer = _Timer(listener)
+    timer = StageTimer(listener)
     wall_start = time.perf_counter()
-    reuse: dict[str, dict[str, Any]] = {}
+    made = export_and_optimize(spec, folder, timer, trust_code, cache)
+    with timer.stage("precision") as t:
+        prec = run_precision(spec, made.deploy_path, folder.staging, made.data, library_versions(),
+                             check_inputs=evaluation.first(made.data.inputs, evaluation.RUN_BATCH))
+        t.summary = prec.summary
+    record = {"source": made.source, "validation_data": made.data.source, "optimize": made.optimize_record(),
+              "stage_cache": made.reuse}
+    return build_and_record(spec, backend, folder, timer, made.deploy_path, prec, made.data, made.reference,
+                            made.labels, record, inputs=[made.raw_path, folder.staging / "reference.npz"],
+                            wall_start=wall_start)
 
+
+@dataclass
+class Prepared:
+    """What the export and optimize stages made in the staging folder, and what every later stage reads."""
+
+    data: ValidationSet
+    labels: np.ndarray | None
+    raw_path: Path
+    reference: dict[str, np.ndarray]
+    source: dict[str, Any]
+    deploy_path: Path
+    optimize: dict[str, Any]  # optimize.json's content
+    deploy_ops: dict[str, int]
+    reuse: dict[str, dict[str, Any]]  # the stage cache's word per stage
+
+    def optimize_record(self) -> dict[str, Any]:
+        """The graph passes as report.json (and a bundle's manifest) records them."""
+        return {"outputs": self.optimize["outputs"], "deploy_ops": self.deploy_ops,
+                "passes": [{"name": p["name"], "status": p["status"], "reason": p["reason"],
+                            "nodes_before": p["node_count_before"], "nodes_after": p["node_count_after"],
+                            "max_rel_l2": max((e["rel_l2"] for e in p["errors"].values()), default=None)}
+                           for p in self.optimize["passes"]]}
+
+
+def export_and_optimize(spec: BuildSpec, folder: OutputFolder, timer: StageTimer, trust_code: bool,
+                        cache: StageCache | None) -> Prepared:
+    """The export stage (raw.onnx, reference.npz) and the optimize stage (deploy.onnx, optimize.json) into the
+    staging folder, each from the stage cache when it holds them: what a build and a bundle (edgedeploy.bundle.make)
+    both start with."""
+    out_dir = folder.staging
+    reuse: dict[str, dict[str, Any]] = {}
     with timer.stage("export") as t:
         given = _onnx_source(spec) if spec.model.onnx is not None else None  # the model's word before the data's
         data = load_validation_set(spec)
@@ -175,12 +216,19 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
         evaluation.check_threshold_outputs(spec, opt["outputs"])
         deploy_ops = _op_counts(onnx.load(str(deploy_path)))
         t.summary = f"{sum(deploy_ops.values())} nodes, outputs {', '.join(opt['outputs'])}" + _reused(reuse["optimize"])
+    return Prepared(data, labels, raw_path, reference, source, deploy_path, opt, deploy_ops, reuse)
 
-    with timer.stage("precision") as t:
-        prec = run_precision(spec, deploy_path, out_dir, data, library_versions(),
-                             check_inputs=evaluation.first(data.inputs, evaluation.RUN_BATCH))
-        t.summary = prec.summary
 
+def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, timer: StageTimer, deploy_path: Path,
+                     prec: PrecisionResult, data: ValidationSet, reference: dict[str, np.ndarray],
+                     labels: np.ndarray | None, made: dict[str, Any], *, inputs: list[Path],
+                     wall_start: float) -> dict[str, Any]:
+    """The build and validate stages and the records, the same for a build from the model and one from a bundle
+    (edgedeploy.bundle.build): the artifact, its checks against the reference, latency in a fresh process, the
+    per-layer INT8 error, then report.json/.md/.html and manifest.json in the staging folder. `made` holds what the
+    earlier stages record (source, validation_data, optimize, stage_cache or bundle), `inputs` the files they wrote
+    that the manifest hashes besides deploy.onnx, the precision stage's and the artifact's."""
+    out_dir = folder.staging
     with timer.stage("build") as t:
         # TensorRT picks deploy.onnx / deploy.fp16.onnx / deploy.int8.qdq.onnx itself (its route depends on its version)
         model_path = deploy_path if spec.target == "trt" else prec.model_path
@@ -198,11 +246,11 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
         conditions = runner.conditions
         del runner  # a fresh process times the artifact, with this one's memory and threads released
         timed = _latency_stage(spec, built, deploy_path, data.inputs)
-        evaluated["latency"] = timed["timings"]
         checks = evaluated["checks"]
         t.summary = f"{sum(c['passed'] for c in checks)}/{len(checks)} checks passed"
         per_layer = _layer_errors(spec, deploy_path, prec.model_path, data.inputs)
 
+    artifact = {"path": str(built.artifact.relative_to(out_dir)), **built.info}
     report = {
         "schema": REPORT_SCHEMA,
         "kind": "build",
@@ -211,26 +259,18 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
         "name": spec.name,
         "target": spec.target,
         "precision": spec.precision,
-        "source": source,
-        "validation_data": data.source,
-        "artifact": {"path": str(built.artifact.relative_to(out_dir)), **built.info},
+        "artifact": artifact,
         "conditions": {**conditions, "machine": platform.machine(), "processor": _cpu_name()},
         "device": device.read_conditions(),
-        "optimize": {"outputs": opt["outputs"], "deploy_ops": deploy_ops,
-                     "passes": [{"name": p["name"], "status": p["status"], "reason": p["reason"],
-                                 "nodes_before": p["node_count_before"], "nodes_after": p["node_count_after"],
-                                 "max_rel_l2": max((e["rel_l2"] for e in p["errors"].values()), default=None)}
-                                for p in opt["passes"]]},
+        **made,
         "precision_stage": prec.info,
         "tensors": evaluated["tensors"],
         "task": evaluated["task"],
-        "latency": evaluated["latency"],
+        "latency": timed["timings"],
         "latency_measurement": {k: v for k, v in timed.items() if k != "timings"},
         "checks": checks,
         "warnings": evaluated["warnings"],
         **({"layer_errors": per_layer} if per_layer else {}),
-        "passed": all(c["passed"] for c in checks),
-        "stage_cache": reuse,
         "stage_seconds": timer.seconds,
         "stage_peak_rss_mb": timer.peak_rss_mb,
         "wall_seconds": time.perf_counter() - wall_start,
@@ -239,11 +279,11 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
     manifest = {
         "schema": "edgedeploy.manifest/1",
         "edgedeploy": __version__,
-        "source": source,
+        "source": made["source"],
+        **({"bundle": made["bundle"]} if "bundle" in made else {}),
         "spec": spec.model_dump(mode="json"),
-        "artifact": {"path": str(built.artifact.relative_to(out_dir)), **built.info},
-        "files": {_rel(p, out_dir): fileio.sha256_file(p)
-                  for p in [raw_path, out_dir / "reference.npz", deploy_path, *prec.files, *built.files]},
+        "artifact": artifact,
+        "files": {_rel(p, out_dir): fileio.sha256_file(p) for p in [*inputs, deploy_path, *prec.files, *built.files]},
         "precision": prec.info,
         "libraries": library_versions(),
         "python": platform.python_version(),

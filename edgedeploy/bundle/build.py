@@ -10,27 +10,25 @@ is an ordinary build folder (reference.npz, deploy*.onnx, the artifact, manifest
 
 from __future__ import annotations
 
-import platform
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from edgedeploy import __version__, device, fileio, pipeline
+from edgedeploy import pipeline
 from edgedeploy.bundle.manifest import VARIANTS, Bundle, open_bundle
 from edgedeploy.errors import UsageError
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.stage import PrecisionResult, run_precision, uses_calibration
 from edgedeploy.preprocess import ValidationSet
-from edgedeploy.validate import evaluate as evaluation
-from edgedeploy.validate.gate import REPORT_SCHEMA, finish_report, load_reference, write_reports
+from edgedeploy.validate.gate import load_reference
 
 
 def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None, precision: str | None = None,
                       strict: bool = False, listener: pipeline.StageListener | None = None) -> dict[str, Any]:
     """Check the bundle, build `target` at `precision` (default: the bundle's), validate against the bundled
     reference (`strict`: every warning fails too), and replace `out` with the result; returns the report."""
-    timer = pipeline._Timer(listener or pipeline.StageListener())
+    timer = pipeline.StageTimer(listener or pipeline.StageListener())
     wall_start = time.perf_counter()
     with timer.stage("bundle") as t:
         bundle = open_bundle(bundle_dir)
@@ -45,7 +43,7 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
         backend = pipeline.check_request(spec)
         t.summary = f"{len(bundle.manifest['files'])} files match bundle.json ({bundle.sha256[:12]})"
     folder = OutputFolder(out)
-    spec, folder.keep = pipeline._reused_results(spec, folder)
+    spec, folder.keep = pipeline.reused_results(spec, folder)
     with folder:
         staging = folder.staging
         bundled = _uses_bundled_variant(spec)
@@ -53,6 +51,8 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
             shutil.copyfile(bundle.path / name, staging / name)
         deploy_path = staging / VARIANTS["fp32"]
         inputs, reference, targets, labels = load_reference(staging / "reference.npz")
+        data = ValidationSet(inputs, targets, f"reference.npz ({len(next(iter(inputs.values())))} samples, from the "
+                                              "bundle)")
 
         with timer.stage("precision") as t:
             if bundled:
@@ -60,54 +60,13 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
                 prec = PrecisionResult(path, {**bundle.manifest["precision"][spec.precision], "from_bundle": True},
                                        [path])
             else:  # nothing to make, or OpenVINO INT8: NNCF on the bundled calibration samples
-                prec = run_precision(spec, deploy_path, staging, ValidationSet(inputs, targets, "reference.npz"),
-                                     pipeline.library_versions())
+                prec = run_precision(spec, deploy_path, staging, data, pipeline.library_versions())
             t.summary = prec.summary + (" (made on the workstation)" if bundled else "")
 
-        with timer.stage("build") as t:
-            model_path = deploy_path if spec.target == "trt" else prec.model_path
-            settings = pipeline._backend_settings(spec)
-            built = backend.build(model_path, staging / spec.target, spec.precision, settings)
-            t.summary = str(built.artifact.relative_to(staging))
-
-        with timer.stage("validate") as t:
-            runner = backend.load(built, settings, spec.validation.latency.threads)
-            evaluated = evaluation.evaluate(spec, runner, inputs, reference, targets, labels)
-            checks = evaluated["checks"]
-            t.summary = f"{sum(c['passed'] for c in checks)}/{len(checks)} checks passed"
-            per_layer = pipeline._layer_errors(spec, deploy_path, prec.model_path, inputs)
-
-        origin = _origin(bundle)
-        artifact = {"path": str(built.artifact.relative_to(staging)), **built.info}
-        report = {
-            "schema": REPORT_SCHEMA, "kind": "build", "edgedeploy": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "name": spec.name, "target": spec.target, "precision": spec.precision,
-            "source": bundle.manifest["source"], "bundle": origin,
-            "validation_data": f"reference.npz ({len(next(iter(inputs.values())))} samples, from the bundle)",
-            "artifact": artifact,
-            "conditions": {**runner.conditions, "machine": platform.machine(), "processor": pipeline._cpu_name()},
-            "device": device.read_conditions(),
-            "optimize": bundle.manifest["optimize"],
-            "precision_stage": prec.info,
-            **{k: evaluated[k] for k in ("tensors", "task", "latency", "checks", "warnings")},
-            **({"layer_errors": per_layer} if per_layer else {}),
-            "passed": all(c["passed"] for c in checks),
-            "stage_seconds": timer.seconds,
-            "wall_seconds": time.perf_counter() - wall_start,
-            "peak_rss_mb": pipeline._peak_rss_mb(),
-        }
-        manifest = {
-            "schema": "edgedeploy.manifest/1", "edgedeploy": __version__,
-            "source": bundle.manifest["source"], "bundle": origin,
-            "spec": spec.model_dump(mode="json"), "artifact": artifact,
-            "files": {pipeline._rel(p, staging): fileio.sha256_file(p)
-                      for p in [staging / "reference.npz", deploy_path, *prec.files, *built.files]},
-            "precision": prec.info, "libraries": pipeline.library_versions(), "python": platform.python_version(),
-        }
-        report = folder.relocate(finish_report(report, spec))
-        fileio.write_json(staging / "manifest.json", folder.relocate(manifest))
-        write_reports(report, staging)
+        record = {"source": bundle.manifest["source"], "bundle": _origin(bundle), "validation_data": data.source,
+                  "optimize": bundle.manifest["optimize"]}
+        report = pipeline.build_and_record(spec, backend, folder, timer, deploy_path, prec, data, reference, labels,
+                                           record, inputs=[staging / "reference.npz"], wall_start=wall_start)
         folder.commit()
     return report
 

@@ -23,11 +23,10 @@ import onnx
 from edgedeploy import __version__, fileio, pipeline
 from edgedeploy.bundle.manifest import CALIBRATION, MANIFEST, SCHEMA, SPEC, VARIANTS, file_table
 from edgedeploy.config import BuildSpec, Precision
-from edgedeploy.graph.optimize import OptimizeSettings, optimize_file
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.calibration import load_calibration
 from edgedeploy.precision.stage import run_precision
-from edgedeploy.preprocess import load_validation_set
+from edgedeploy.stagecache import StageCache
 from edgedeploy.validate import evaluate as evaluation
 
 
@@ -38,33 +37,21 @@ def default_precisions(spec: BuildSpec) -> list[str]:
 
 
 def make_bundle(spec: BuildSpec, out: Path, precisions: list[Precision] | None = None, *, trust_code: bool = False,
-                listener: pipeline.StageListener | None = None) -> dict[str, Any]:
-    """Write the bundle for `spec` into `out` (replaced as a whole); returns its manifest."""
+                listener: pipeline.StageListener | None = None, cache: StageCache | None = None) -> dict[str, Any]:
+    """Write the bundle for `spec` into `out` (replaced as a whole); returns its manifest. `cache`: the stage cache
+    export and optimize results are reused from (as a build's)."""
     precisions = sorted(set(precisions or default_precisions(spec)) | {"fp32"}, key=list(VARIANTS).index)
     # what a build would refuse before export (missing files, int8 without calibration data), the variants being
     # what the precision stage makes for ONNX Runtime
     pipeline.check_request(spec.model_copy(update={"target": "onnxruntime", "precision": precisions[-1]}))
-    timer = pipeline._Timer(listener or pipeline.StageListener())
+    timer = pipeline.StageTimer(listener or pipeline.StageListener())
     folder = OutputFolder(out, kind="bundle")
     with folder, tempfile.TemporaryDirectory(prefix="edgedeploy-bundle-") as work:
         staging = folder.staging
-        with timer.stage("export") as t:
-            given = pipeline._onnx_source(spec) if spec.model.onnx is not None else None
-            data = load_validation_set(spec)
-            labels = evaluation.load_labels(spec.validation, len(next(iter(data.inputs.values()))))
-            raw_path, _, source = pipeline._export(spec, staging, data, trust_code, labels, given)
-            t.summary = f"reference from {source['reference']} on {data.source}"
-        with timer.stage("optimize") as t:
-            deploy_path = staging / VARIANTS["fp32"]
-            settings = OptimizeSettings(keep_outputs=list(spec.optimize.keep_outputs) or None,
-                                        drop_outputs=list(spec.optimize.drop_outputs),
-                                        simplifier=spec.optimize.simplifier)
-            opt = optimize_file(raw_path, deploy_path, settings,
-                                real_inputs=evaluation.first(data.inputs, evaluation.RUN_BATCH))
-            fileio.write_json(staging / "optimize.json", folder.relocate(opt.to_dict()))
-            raw_path.unlink()  # the device builds from deploy.onnx
-            deploy_ops = pipeline._op_counts(onnx.load(str(deploy_path)))
-            t.summary = f"{sum(deploy_ops.values())} nodes, outputs {', '.join(opt.outputs)}"
+        made = pipeline.export_and_optimize(spec, folder, timer, trust_code, cache)
+        for raw in (made.raw_path, made.raw_path.with_name(made.raw_path.name + ".data")):
+            raw.unlink(missing_ok=True)  # the device builds from deploy.onnx
+        deploy_path, data = made.deploy_path, made.data
         with timer.stage("precision") as t:
             variants = _variants(spec, precisions, deploy_path, staging, Path(work), data)
             t.summary = ", ".join(f"{p}: {VARIANTS[p]}" for p in precisions)
@@ -72,8 +59,7 @@ def make_bundle(spec: BuildSpec, out: Path, precisions: list[Precision] | None =
             if "int8" in precisions:
                 _write_calibration(spec, staging / CALIBRATION)
             fileio.write_json(staging / SPEC, _device_spec(spec, "int8" in precisions).model_dump(mode="json"))
-            manifest = _manifest(spec, precisions, source, variants, deploy_path, opt, deploy_ops,
-                                 file_table(staging))
+            manifest = _manifest(spec, precisions, made, variants, file_table(staging))
             fileio.write_json(staging / MANIFEST, folder.relocate(manifest))
             size = sum(f["size"] for f in manifest["files"].values())
             t.summary = f"{len(manifest['files'])} files, {size / 1e6:.1f} MB"
@@ -118,9 +104,9 @@ def _device_spec(spec: BuildSpec, int8: bool) -> BuildSpec:
                                    "validation": validation, "calibration": calibration, "tensorrt": tensorrt})
 
 
-def _manifest(spec: BuildSpec, precisions: list[str], source: dict, variants: dict, deploy_path: Path, opt,
-              deploy_ops: dict[str, int], files: dict) -> dict[str, Any]:
-    model = onnx.load(str(deploy_path), load_external_data=False)
+def _manifest(spec: BuildSpec, precisions: list[str], made: pipeline.Prepared, variants: dict,
+              files: dict) -> dict[str, Any]:
+    model = onnx.load(str(made.deploy_path), load_external_data=False)
     return {
         "schema": SCHEMA,
         "edgedeploy": __version__,
@@ -131,12 +117,8 @@ def _manifest(spec: BuildSpec, precisions: list[str], source: dict, variants: di
         "graph": {"inputs": [i.name for i in model.graph.input], "outputs": [o.name for o in model.graph.output],
                   "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
                   "ir_version": model.ir_version},
-        "source": source,
-        "optimize": {"outputs": opt.outputs, "deploy_ops": deploy_ops,
-                     "passes": [{"name": p.name, "status": p.status, "reason": p.reason,
-                                 "nodes_before": p.node_count_before, "nodes_after": p.node_count_after,
-                                 "max_rel_l2": max((e["rel_l2"] for e in p.errors.values()), default=None)}
-                                for p in opt.passes]},
+        "source": made.source,
+        "optimize": made.optimize_record(),
         "precision": variants,
         "made_with": {"libraries": pipeline.library_versions(), "python": platform.python_version(),
                       "machine": platform.machine()},
