@@ -14,10 +14,12 @@ import os
 import tempfile
 import traceback
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from edgedeploy.config import BuildSpec, InputSpec, import_callable
 from edgedeploy.errors import EdgeDeployError, UsageError, strip_ansi
@@ -187,6 +189,7 @@ def export_onnx(spec: BuildSpec, module, out_path: Path, real_inputs: dict[str, 
                 optimize=spec.export.exporter_optimize,
                 external_data=external,
             )
+        _drop_stack_traces(tmp)
         for produced in tmp_dir.iterdir():
             os.replace(produced, out_path.parent / produced.name)
     except EdgeDeployError:
@@ -198,6 +201,34 @@ def export_onnx(spec: BuildSpec, module, out_path: Path, real_inputs: dict[str, 
             leftover.unlink()
         tmp_dir.rmdir()
     return out_path
+
+
+_STACK_TRACE = "pkg.torch.onnx.stack_trace"
+
+
+def _drop_stack_traces(path: Path) -> None:
+    """Remove the exporter's per-node Python stack traces: they name this machine's file paths, which a shipped model
+    must not carry and which would make the same model's bytes (and every hash keyed on them) depend on where the
+    code was checked out. The module scopes and names the exporter records stay."""
+    model = onnx.load(str(path), load_external_data=False)
+    changed = False
+    for node in _all_nodes([model.graph.node, *(f.node for f in model.functions)]):
+        kept = [p for p in node.metadata_props if p.key != _STACK_TRACE]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+            changed = True
+    if changed:
+        onnx.save(model, str(path))
+
+
+def _all_nodes(node_lists) -> Iterator[onnx.NodeProto]:
+    for nodes in node_lists:
+        for node in nodes:
+            yield node
+            for attr in node.attribute:
+                graphs = [attr.g, *attr.graphs] if attr.HasField("g") else attr.graphs
+                yield from _all_nodes([g.node for g in graphs])
 
 
 def _export_error(spec: BuildSpec, exc: BaseException, log: str) -> EdgeDeployError:

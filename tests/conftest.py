@@ -12,6 +12,7 @@ Conventions for every test module (README.md, "Set-up and tests"):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,21 @@ import yaml
 from edgedeploy.config import BuildSpec, demo_spec_path, load_spec
 
 DEMO_DIR = demo_spec_path().parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_stage_cache(tmp_path_factory) -> Path:
+    """The stage cache (and anything else under $XDG_CACHE_HOME) of this test process and the CLI processes it
+    starts lives in a temporary folder, not in the user's ~/.cache: tests neither read results a developer's own
+    builds left there nor leave theirs behind."""
+    path = tmp_path_factory.mktemp("xdg-cache")
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
 
 
 @pytest.fixture

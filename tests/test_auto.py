@@ -27,21 +27,27 @@ def stage_cache(tmp_path_factory):
     return StageCache(tmp_path_factory.mktemp("stage-cache"))
 
 
-def test_auto_picks_int8_when_it_meets_the_budget(tmp_path, stage_cache):
+def test_auto_keeps_the_fastest_candidate_within_its_budget(tmp_path, stage_cache):
+    """int8 meets its budget on the demo; which of fp32 and int8 is faster depends on the CPU (int8 wins on one with
+    VNNI, docs/benchmarks.md), so the test holds the rule, not a machine's timing: the chosen candidate is the
+    fastest one within its budget at the ranking batch, and every other row says by how much it was slower."""
     out = tmp_path / "auto"
     report = build_auto(auto_spec(), out, cache=stage_cache)
     auto = report["auto"]
     rows = {r["name"]: r for r in auto["candidates"]}
-    assert auto["chosen"] == "int8" and report["precision"] == "int8" and report["passed"]
     assert rows["int8"]["passed"] and rows["fp32"]["passed"]
-    assert rows["int8"]["latency_ms"]["8"] < rows["fp32"]["latency_ms"]["8"]
-    assert rows["fp32"]["why"].startswith(f"{rows['fp32']['latency_ms']['8'] / rows['int8']['latency_ms']['8']:.2f}x")
+    batch = str(auto["batch"])
+    fastest = min(("fp32", "int8"), key=lambda n: rows[n]["latency_ms"][batch])
+    loser = "fp32" if fastest == "int8" else "int8"
+    assert auto["chosen"] == fastest and report["precision"] == fastest and report["passed"]
+    ratio = rows[loser]["latency_ms"][batch] / rows[fastest]["latency_ms"][batch]
+    assert rows[loser]["why"].startswith(f"{ratio:.2f}x the latency of {fastest}")
     assert rows["fp16"]["why"].startswith("skipped: ONNX Runtime's CPU provider")
     assert rows["int8-keep-float"]["why"] == "skipped: int8 meets its budget with every layer quantized"
     # the winner's build is the output folder; every candidate's build is kept beside it
-    assert json.loads((out / "report.json").read_text())["auto"]["chosen"] == "int8"
+    assert json.loads((out / "report.json").read_text())["auto"]["chosen"] == fastest
     assert (out / "onnxruntime" / "model.onnx").read_bytes() == \
-        (out / "candidates" / "int8" / "onnxruntime" / "model.onnx").read_bytes()
+        (out / "candidates" / fastest / "onnxruntime" / "model.onnx").read_bytes()
     assert (out / "auto-frontier.png").stat().st_size > 1000
     md = (out / "report.md").read_text()
     assert "## Precision auto" in md and "auto-frontier.png" in md and "Precision auto" in (out / "report.html").read_text()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +87,29 @@ def test_exporter_modes(tmp_path, exporter_optimize):
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param and not batch.dim_value  # dynamic batch
     assert [p.name for p in tmp_path.iterdir()] == ["raw.onnx"]  # one file, no temp leftovers
+    # no node carries the exporter's stack traces: they name this checkout's files
+    assert str(Path(export.__file__).parent) not in path.read_text(errors="replace")
+
+
+def test_export_bytes_do_not_depend_on_where_the_code_lives(tmp_path):
+    """The same model exported from two copies of the package gives the same raw.onnx, byte for byte (calibration
+    results and the stage cache are keyed on its hash; a shipped model must not name the workstation's paths)."""
+    import edgedeploy
+
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(Path(edgedeploy.__file__).parent, copy / "edgedeploy",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    script = ("import sys, torch; from pathlib import Path; from edgedeploy import export; "
+              "from edgedeploy.config import demo_spec_path, load_spec; torch.manual_seed(0); "
+              "spec = load_spec(demo_spec_path()); "
+              "export.export_onnx(spec, export.build_module(spec), Path(sys.argv[1]))")
+    hashes = []
+    for root, name in [(copy, "a.onnx"), (Path(edgedeploy.__file__).parent.parent, "b.onnx")]:
+        run = subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], capture_output=True, text=True,
+                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+        assert run.returncode == 0, run.stderr
+        hashes.append(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
+    assert hashes[0] == hashes[1]
 
 
 # ------------------------------------------------------------------------------------------------ own models
