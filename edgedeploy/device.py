@@ -20,6 +20,7 @@ Everywhere: /proc/cpuinfo (CPU model), cpufreq governors and clocks, /proc/loada
 
 from __future__ import annotations
 
+import platform
 import re
 from pathlib import Path
 from typing import Any
@@ -71,15 +72,26 @@ def read_conditions(root: str | Path = "/") -> dict[str, Any]:
     return out
 
 
+def cpu_name(root: str | Path = "/") -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (an Arm board's `Hardware` line), else what Python knows."""
+    return _cpu_model(_Files(root).text("/proc/cpuinfo") or "") or platform.processor() or platform.machine()
+
+
+def _cpu_model(cpuinfo: str) -> str | None:
+    for key in ("model name", "Hardware", "cpu model"):
+        match = re.search(rf"^{key}\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+        if match:
+            return match.group(1).strip()
+    return None
+
+
 def cpu_conditions(files: _Files) -> dict[str, Any]:
     """CPU model, online cores, frequency governors, mean current clock and the load average per core."""
     out: dict[str, Any] = {}
     cpuinfo = files.text("/proc/cpuinfo") or ""
-    for key in ("model name", "Hardware", "cpu model"):
-        match = re.search(rf"^{key}\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
-        if match:
-            out["model"] = match.group(1).strip()
-            break
+    model = _cpu_model(cpuinfo)
+    if model:
+        out["model"] = model
     policies = files.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq")
     cores = len(re.findall(r"^processor\s*:", cpuinfo, re.MULTILINE)) or len(policies) or None
     if cores:

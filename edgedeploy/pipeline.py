@@ -260,7 +260,7 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
         "target": spec.target,
         "precision": spec.precision,
         "artifact": artifact,
-        "conditions": {**conditions, "machine": platform.machine(), "processor": _cpu_name()},
+        "conditions": {**conditions, "machine": platform.machine(), "processor": device.cpu_name()},
         "device": device.read_conditions(),
         **made,
         "precision_stage": prec.info,
@@ -498,16 +498,6 @@ def _op_counts(model: onnx.ModelProto) -> dict[str, int]:
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 __all__ = ["build", "StageListener", "library_versions", "REPORT_SCHEMA"]

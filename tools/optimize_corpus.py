@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import platform
 import statistics
 import sys
 import tempfile
@@ -392,8 +391,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             state = row.missing or ("ok" if row.accepted else "NOT ACCEPTED")
             print(f"{entry.name}: {state} ({row.seconds:.1f} s)", file=sys.stderr, flush=True)
+    from edgedeploy.device import cpu_name
+
     table = markdown(rows)
-    cpu = _cpu()
+    cpu = cpu_name()
     print(f"CPU: {cpu}; ORT latency with 1 intra-op thread, all graph optimizations, median of interleaved runs\n")
     print(table)
     if args.markdown:
@@ -406,16 +407,6 @@ def _plant_names() -> list[str]:
     import planted_rewrites
 
     return list(planted_rewrites.PLANTS)
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -220,17 +220,26 @@ class Reference:
             s.drift = {n: {k: e[k] for k in ("rel_l2", "max_abs")}
                        for n in self.output_names for e in [tensor_errors(s.outputs[n], moved[n])]}
 
-    def check(self, cand: onnx.ModelProto) -> tuple[dict[str, dict[str, Any]], list[str]]:
-        """Errors of every output `cand` shares with the reference, each with its limit; and the violations (a
-        candidate that fails to run is one). Raises VerifyError if it shares no output with the reference."""
+    def shared_outputs(self, cand: onnx.ModelProto) -> list[str]:
+        """The reference's outputs that `cand` has too, in the reference's order; VerifyError when there are none."""
         cand_names = {o.name for o in cand.graph.output}
         names = [n for n in self.output_names if n in cand_names]
         if not names:
             raise VerifyError("the models share no output to compare",
                               where=f"reference outputs {self.output_names}, candidate outputs {sorted(cand_names)}")
+        return names
+
+    def run(self, cand: onnx.ModelProto, names: list[str]) -> list[dict[str, np.ndarray]]:
+        """`cand`'s outputs `names` on every input set, in ONNX Runtime (its exceptions pass through)."""
+        sess = session(cand)
+        return [_run(sess, names, s.feeds) for s in self.sets]
+
+    def check(self, cand: onnx.ModelProto) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """Errors of every output `cand` shares with the reference, each with its limit; and the violations (a
+        candidate that fails to run is one). Raises VerifyError if it shares no output with the reference."""
+        names = self.shared_outputs(cand)
         try:
-            sess = session(cand)
-            results = [_run(sess, names, s.feeds) for s in self.sets]
+            results = self.run(cand, names)
         except Exception as exc:  # noqa: BLE001 - the reference runs on these inputs: the change broke the model
             return {}, [f"the changed model fails in ONNX Runtime on inputs the original runs on: {_short(exc)}"]
         errors: dict[str, dict[str, Any]] = {}
@@ -328,14 +337,9 @@ def compare_models(ref: onnx.ModelProto, cand: onnx.ModelProto, inputs: RealInpu
     measured; `Reference` does that. Raises EdgeDeployError if the models share no output or a model fails."""
     reference = Reference.measure(ref, inputs, seed=seed, samples=samples, batch=dynamic_dim, drift=False,
                                   sizes=(dynamic_dim,))
-    cand_names = {o.name for o in cand.graph.output}
-    names = [n for n in reference.output_names if n in cand_names]
-    if not names:
-        raise VerifyError("the models share no output to compare",
-                          where=f"reference outputs {reference.output_names}, candidate outputs {sorted(cand_names)}")
+    names = reference.shared_outputs(cand)
     try:
-        sess = session(cand)
-        results = [_run(sess, names, s.feeds) for s in reference.sets]
+        results = reference.run(cand, names)
     except Exception as exc:  # noqa: BLE001
         raise VerifyError(f"ONNX Runtime fails on the changed model: {_short(exc)}", where="verify") from exc
     worst = {n: {"max_abs": 0.0, "rel_l2": 0.0, "ref_max_abs": 0.0} for n in names}

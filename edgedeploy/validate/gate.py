@@ -429,8 +429,8 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
 def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, strict: bool) -> dict[str, Any]:
     from edgedeploy.backends import get_backend
     from edgedeploy.backends.base import BuildResult
-    from edgedeploy.device import read_conditions
-    from edgedeploy.pipeline import _cpu_name, library_versions
+    from edgedeploy.device import cpu_name, read_conditions
+    from edgedeploy.pipeline import library_versions
     from edgedeploy.validate import evaluate
 
     manifest, spec = read_manifest(artifact_dir)
@@ -484,7 +484,7 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         "validation_data": f"reference.npz ({count} samples)",
         "artifact": artifact,
         "artifact_dir": str(artifact_dir),
-        "conditions": {**runner.conditions, "machine": platform.machine(), "processor": _cpu_name()},
+        "conditions": {**runner.conditions, "machine": platform.machine(), "processor": cpu_name()},
         "device": read_conditions(),
         "libraries": library_versions(),
         **({"precision_stage": manifest["precision"]} if manifest.get("precision") else {}),
