@@ -111,19 +111,19 @@ def test_without_onnx_runtimes_kernel_list_only_unknown_onnx_ops_are_refused(tmp
 
 def test_a_build_carries_the_caches_inside_its_folder_and_leaves_the_others(tmp_path):
     from edgedeploy.config import BuildSpec
-    from edgedeploy.pipeline import _reused_results
+    from edgedeploy.pipeline import reused_results
 
     def spec(**calibration) -> BuildSpec:
         return BuildSpec.model_validate({"model": {"onnx": "m.onnx"}, "inputs": [{"name": "x", "shape": [1]}],
                                          "calibration": calibration})
 
     folder = OutputFolder(tmp_path / "out")
-    staged, kept = _reused_results(spec(), folder)
+    staged, kept = reused_results(spec(), folder)
     assert staged.calibration.cache_dir is None and kept == ["cache", "trt/int8-entropy2.cache",
                                                               "trt/int8-entropy2.cache.json"]
-    staged, kept = _reused_results(spec(cache_dir=str(tmp_path / "out" / "calib")), folder)
+    staged, kept = reused_results(spec(cache_dir=str(tmp_path / "out" / "calib")), folder)
     assert staged.calibration.cache_dir == folder.staging / "calib" and kept[0] == "calib"
-    staged, kept = _reused_results(spec(cache_dir=str(tmp_path / "shared")), folder)
+    staged, kept = reused_results(spec(cache_dir=str(tmp_path / "shared")), folder)
     assert staged.calibration.cache_dir == tmp_path / "shared" and "shared" not in kept
 
 
