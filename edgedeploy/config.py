@@ -354,7 +354,9 @@ class QdqSettings(_Strict):
 
 class Int8Settings(_Strict):
     preset: Literal["performance", "mixed"] = Field(
-        "mixed", description="NNCF preset (OpenVINO): mixed = asymmetric activations, measured best on the demo")
+        "performance", description="NNCF preset (OpenVINO): performance = symmetric activations, the scheme the CPU "
+                                   "int8 kernels run fastest (docs/benchmarks.md); mixed = asymmetric activations, "
+                                   "for models whose activations are far from symmetric (docs/precision.md)")
     fast_bias_correction: bool = Field(
         False, description="NNCF: off runs the slower full bias correction (measured best on the demo)")
     model_type: Literal["none", "transformer"] = "none"
