@@ -51,11 +51,9 @@ class Candidate:
 
 
 def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    from edgedeploy.device import cpu_flags
+
+    return cpu_flags()
 
 
 def candidates_for(spec: BuildSpec) -> list[Candidate]:

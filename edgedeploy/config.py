@@ -258,7 +258,7 @@ class TensorRTSettings(_Strict):
     profiles: dict[str, TrtRange] = Field(
         default_factory=dict,
         description="optimization profile per input name (shapes) or per dynamic dimension name (ints); "
-                    "an unprofiled leading dimension gets 1 / largest latency batch / largest latency batch")
+                    "an unprofiled leading dimension gets min 1 / opt 1 / max 8 (larger batches run in chunks)")
     workspace_mb: int | None = Field(None, ge=1, description="workspace memory pool limit; default: TensorRT's")
     builder_optimization_level: int = Field(3, ge=0, le=5)
     timing_cache: ConfigPath | None = Field(

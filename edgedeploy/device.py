@@ -77,6 +77,13 @@ def cpu_name(root: str | Path = "/") -> str:
     return _cpu_model(_Files(root).text("/proc/cpuinfo") or "") or platform.processor() or platform.machine()
 
 
+def cpu_flags(root: str | Path = "/") -> set[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (x86: avx2, avx512_vnni, amx_bf16, ...); empty where it
+    lists none (Arm) or cannot be read."""
+    match = re.search(r"^flags\s*:\s*(.*)$", _Files(root).text("/proc/cpuinfo") or "", re.MULTILINE)
+    return set(match.group(1).split()) if match else set()
+
+
 def _cpu_model(cpuinfo: str) -> str | None:
     for key in ("model name", "Hardware", "cpu model"):
         match = re.search(rf"^{key}\s*:\s*(.+)$", cpuinfo, re.MULTILINE)

@@ -1,7 +1,7 @@
 """A static-shape artifact for a fixed deployment batch (`--static-batch N`, spec key `static_batch`).
 
 Every graph edgedeploy builds keeps the batch dimension dynamic, so one artifact serves any batch. When the batch is
-fixed, a static shape lets the backend plan for it: OpenVINO compiles kernels for that shape (10-23% faster at
+fixed, a static shape lets the backend plan for it: OpenVINO compiles kernels for that shape (4-20% faster at
 batch 1 on the models measured in docs/benchmarks.md), ONNX Runtime can pre-plan its memory. The build then
 validates and times at that batch only; a last partial chunk of validation samples is padded and its padding
 discarded.
@@ -31,7 +31,8 @@ def static_onnx(path: Path, out: Path, batch: int) -> Path:
                          fix="drop --static-batch: the graph is static already")
     for value in [*model.graph.input, *model.graph.output]:
         dims = value.type.tensor_type.shape.dim
-        if dims and (dims[0].dim_param in names or dims[0].dim_param == ""):
+        # the batch by name, or a leading dim with neither a size nor a name; a fixed leading dim stays as it is
+        if dims and (dims[0].dim_param in names or dims[0].WhichOneof("value") is None):
             dims[0].dim_value = batch
     del model.graph.value_info[:]
     model = onnx.shape_inference.infer_shapes(model)
@@ -49,7 +50,8 @@ def static_ir(xml: Path, out_dir: Path, batch: int) -> Path:
         shape = port.get_partial_shape()
         if shape.rank.is_dynamic or len(shape) == 0:
             raise UsageError("an input of unknown rank cannot take a static batch", where=str(xml))
-        shape[0] = batch
+        if shape[0].is_dynamic:  # an input whose leading dim is fixed (not a batch) keeps it
+            shape[0] = batch
         shapes[port.get_any_name()] = shape
     model.reshape(shapes)
     staged = fileio.staging_dir(out_dir)

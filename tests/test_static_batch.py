@@ -27,6 +27,29 @@ def test_static_onnx_fixes_the_leading_dimension(tmp_path):
         static_onnx(tmp_path / "static.onnx", tmp_path / "again.onnx", 4)
 
 
+def test_a_fixed_leading_dimension_that_is_not_the_batch_stays(tmp_path):
+    """An input whose first dim is a fixed size (anchors [100, 4]) keeps it, in the ONNX graph and the OpenVINO IR."""
+    import openvino as ov
+    from onnx import TensorProto, helper
+
+    from edgedeploy.static_batch import static_ir
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("ReduceSum", ["anchors"], ["t"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+              helper.make_tensor_value_info("anchors", TensorProto.FLOAT, [100, 4])],
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 1])])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    model = onnx.load(str(static_onnx(path, tmp_path / "static.onnx", 8)))
+    assert [_dims(v) for v in model.graph.input] == [[8, 4], [100, 4]]
+    assert _dims(model.graph.output[1]) == [1, 1]
+    ov.save_model(ov.convert_model(str(path)), str(tmp_path / "m.xml"))
+    reshaped = ov.Core().read_model(str(static_ir(tmp_path / "m.xml", tmp_path / "ir", 8)))
+    assert [list(p.get_partial_shape().to_shape()) for p in reshaped.inputs] == [[8, 4], [100, 4]]
+
+
 @pytest.mark.parametrize("target, precision", [("openvino", "int8"), ("onnxruntime", "int8")])
 def test_static_batch_build_validates_and_times_at_that_batch(target, precision, tmp_path):
     raw = built("onnxruntime", "int8")[0] / "raw.onnx"

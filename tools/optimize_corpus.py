@@ -213,7 +213,7 @@ class Row:
 
     @property
     def accepted(self) -> bool:
-        """The issue's acceptance: BN next to a linear op folded, outputs within the limit, and every pass applied
+        """The corpus's acceptance (docs/optimize-corpus.md): BN next to a linear op folded, outputs within the limit, and every pass applied
         or not applied for a reason a wrong rewrite would also give (a rollback on outputs; never a failure)."""
         return self.missing is None and self.bn[1] == 0 and not self.foldable_left and self.within and \
             all(status != "failed" for _, status, _ in self.passes)

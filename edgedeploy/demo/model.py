@@ -39,7 +39,6 @@ ANCHORS = (
 NUM_ANCHORS = 3
 OUTPUT_NAMES = ("pred",)
 OUTPUT_NAMES_AUX = ("pred", "aux_p3", "aux_p4")
-INPUT_NAME = "images"
 
 _BN_EPS = 1e-3
 _BN_MOMENTUM = 0.03

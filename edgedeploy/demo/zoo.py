@@ -4,6 +4,11 @@
 Weights are seeded, and BatchNorm gets trained-like statistics (running mean/var, affine parameters away from the
 identity), so activations and numerical error behave like a trained network's rather than an identity-BN init's.
 Build specs name them as `edgedeploy.demo.zoo:mobilenet_v2_like` / `edgedeploy.demo.zoo:resnet_like`.
+
+They are the models of the fp32 noise measurement (tools/fp32_noise.py, the table in docs/validation.md that sets
+the default fp32 budget) and stay as measured there. The benchmark suite's classifiers (bench_models.py) are a
+separate pair: a ResNet-18-like instead of the deep bottleneck net, and BN statistics from the synthetic images they
+are calibrated on, which int8 measurements need and the fp32 noise measurement does not.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from edgedeploy import __version__
 from edgedeploy.config import Target
 from edgedeploy.errors import UsageError
 
-DEFAULT_PATH = ".github/workflows/edgedeploy-fleet.yml"
 _DEVICE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)=([^:=]+)(?::([a-z]+))?")
 _VENV = "$HOME/.edgedeploy/venv"  # kept between jobs on a self-hosted runner: pip skips what is installed
 
@@ -153,4 +152,4 @@ def _quote(text: str) -> str:
     return text if re.fullmatch(r"[A-Za-z0-9_.,/=+-]+", text) else "'" + text.replace("'", "'\\''") + "'"
 
 
-__all__ = ["DeviceKind", "workflow", "DEFAULT_PATH"]
+__all__ = ["DeviceKind", "workflow"]

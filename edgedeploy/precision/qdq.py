@@ -60,12 +60,9 @@ def cpu_has_vnni() -> bool:
     CPU that is not x86 at all (the vpmaddubsw problem is x86's)."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
         return True
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False  # unknown: 7-bit weights cost a little accuracy, saturation costs a lot
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return bool(_VNNI_FLAGS & set(flags))
+    from edgedeploy.device import cpu_flags
+
+    return bool(_VNNI_FLAGS & cpu_flags())  # unreadable: no VNNI (7-bit weights cost a little, saturation a lot)
 
 
 def reduce_range(q: QdqSettings, flavour: str) -> bool:

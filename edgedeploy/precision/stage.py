@@ -201,7 +201,7 @@ def _qdq_int8(spec: BuildSpec, deploy_path: Path, out_dir: Path, calib: Calibrat
             "ort_kernels": record.get("ort_kernels"), "stage_quantize_seconds": time.perf_counter() - start}
     if flavour == "onnxruntime" and spec.int8.qdq.reduce_range == "auto":
         info["reduce_range_reason"] = ("on: this x86 CPU has no VNNI" if settings["reduce_range"]
-                                       else "off: this CPU has VNNI")
+                                       else "off: this CPU has VNNI (or is not x86)")
     return PrecisionResult(path, info, [path])
 
 
