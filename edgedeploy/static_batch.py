@@ -1,7 +1,7 @@
 """A static-shape artifact for a fixed deployment batch (`--static-batch N`, spec key `static_batch`).
 
 Every graph edgedeploy builds keeps the batch dimension dynamic, so one artifact serves any batch. When the batch is
-fixed, a static shape lets the backend plan for it: OpenVINO compiles kernels for that shape (4-20% faster at
+fixed, a static shape lets the backend plan for it: OpenVINO compiles kernels for that shape (2-27% faster at
 batch 1 on the models measured in docs/benchmarks.md), ONNX Runtime can pre-plan its memory. The build then
 validates and times at that batch only; a last partial chunk of validation samples is padded and its padding
 discarded.
