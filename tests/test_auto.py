@@ -14,6 +14,8 @@ from edgedeploy.stagecache import StageCache
 
 from precision_helpers import demo_spec, quick
 
+pytestmark = pytest.mark.slow  # builds every candidate precision of the demo
+
 
 def auto_spec(**updates):
     spec = quick(demo_spec(), target="onnxruntime")

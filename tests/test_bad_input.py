@@ -42,6 +42,8 @@ from PIL import Image
 from cli_helpers import error_line, run_cli
 from edgedeploy import fileio
 
+pytestmark = pytest.mark.slow  # each case runs the CLI on real builds (~2 min on 2 cores); CI runs it
+
 HW = 16
 LATENCY = {"warmup": 1, "iterations": 3, "batch_sizes": [1], "async_requests": 0}
 TABLE = os.environ.get("EDGEDEPLOY_BAD_INPUT_TABLE")

@@ -17,6 +17,8 @@ from edgedeploy.precision.calibration import hash_samples
 from cli_helpers import error_line, run_cli
 from notorch_helpers import assert_no_torch, run_without_torch
 
+pytestmark = pytest.mark.slow  # the demo bundle (export, calibration) and builds from it
+
 DEVICE_FILES = {"bundle.json", "spec.json", "deploy.onnx", "deploy.fp16.onnx", "deploy.int8.qdq.onnx", "reference.npz",
                 "calibration.npz", "optimize.json"}
 

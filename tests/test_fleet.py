@@ -90,6 +90,7 @@ def two_devices(demo_bundle, tmp_path_factory) -> list[Path]:
     return outs
 
 
+@pytest.mark.slow  # two builds from the demo bundle
 def test_report_merge(two_devices, tmp_path):
     reports = [out / "report.json" for out in two_devices]
     done = run_cli("report", "merge", *map(str, reports), "--out", "fleet", cwd=tmp_path)
@@ -112,6 +113,7 @@ def test_report_merge(two_devices, tmp_path):
     assert [r["run"] for r in rows] == ["xeon-ort-fp16", "xeon-ov-fp32"]
 
 
+@pytest.mark.slow  # two builds from the demo bundle
 def test_report_merge_fails_when_a_run_failed(two_devices, tmp_path):
     failed = json.loads((two_devices[1] / "report.json").read_text())
     failed["passed"] = False

@@ -52,6 +52,7 @@ def previous_build(demo_bundle, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # sshd on 127.0.0.1 and the demo bundle
 def test_build_and_validate_round_trip(server, demo_bundle, tmp_path):
     remote = tmp_path / "device"
     first = run_cli("remote", "device", "build", str(demo_bundle), "--target", "onnxruntime", "--out", "out",
@@ -89,6 +90,7 @@ def test_build_and_validate_round_trip(server, demo_bundle, tmp_path):
     print(f"remote validate round trip: {record['seconds']}")
 
 
+@pytest.mark.slow  # sshd on 127.0.0.1 and the demo bundle
 @pytest.mark.skipif(__import__("importlib.util").util.find_spec("tensorrt") is not None,
                     reason="TensorRT is installed here: the device would build the plan")
 def test_device_exit_code_comes_back(server, demo_bundle, previous_build, tmp_path):
@@ -103,6 +105,7 @@ def test_device_exit_code_comes_back(server, demo_bundle, previous_build, tmp_pa
     assert snapshot(previous_build) == before
 
 
+@pytest.mark.slow  # sshd on 127.0.0.1 and the demo bundle
 def test_wrong_host_key_is_refused(server, demo_bundle, tmp_path):
     """USER@HOST:PORT with options instead of a config; known_hosts holds another key for the address."""
     folder = server.folder
@@ -143,6 +146,7 @@ def dropped(server: SshServer, command: list[str], cwd: Path, when: str, after_s
     return code, "".join(lines)
 
 
+@pytest.mark.slow  # sshd on 127.0.0.1 and the demo bundle
 def test_connection_dropped_mid_upload(own_server, demo_bundle, previous_build, tmp_path):
     out = tmp_path / "out"
     subprocess.run(["cp", "-a", str(previous_build), str(out)], check=True)
@@ -160,6 +164,7 @@ def test_connection_dropped_mid_upload(own_server, demo_bundle, previous_build, 
     assert not (remote / "bundles" / sha[:16]).exists()  # only the partial upload, never used
 
 
+@pytest.mark.slow  # sshd on 127.0.0.1 and the demo bundle
 def test_connection_dropped_while_the_device_builds(own_server, demo_bundle, previous_build, tmp_path):
     out = tmp_path / "out"
     subprocess.run(["cp", "-a", str(previous_build), str(out)], check=True)
@@ -174,6 +179,7 @@ def test_connection_dropped_while_the_device_builds(own_server, demo_bundle, pre
     assert snapshot(out) == before
 
 
+@pytest.mark.slow  # sshd on 127.0.0.1 and the demo bundle
 def test_device_without_edgedeploy(server, demo_bundle, tmp_path):
     done = run_cli("remote", "device", "build", str(demo_bundle), "--out", "out", "-F", str(server.config),
                    "--venv", "/nonexistent/venv", "--remote-dir", str(tmp_path / "device"), cwd=tmp_path)

@@ -19,6 +19,7 @@ def _dims(value_info) -> list:
     return [d.dim_value or d.dim_param for d in value_info.type.tensor_type.shape.dim]
 
 
+@pytest.mark.slow  # a session-cached int8 build of the demo
 def test_static_onnx_fixes_the_leading_dimension(tmp_path):
     raw = built("onnxruntime", "int8")[0] / "deploy.onnx"
     model = onnx.load(str(static_onnx(raw, tmp_path / "static.onnx", 4)))
@@ -50,6 +51,7 @@ def test_a_fixed_leading_dimension_that_is_not_the_batch_stays(tmp_path):
     assert [list(p.get_partial_shape().to_shape()) for p in reshaped.inputs] == [[8, 4], [100, 4]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target, precision", [("openvino", "int8"), ("onnxruntime", "int8")])
 def test_static_batch_build_validates_and_times_at_that_batch(target, precision, tmp_path):
     raw = built("onnxruntime", "int8")[0] / "raw.onnx"
