@@ -117,15 +117,20 @@ def gpu_run(size_mb: int, iterations: int) -> dict[str, Any]:
 
         report.step("stream handle", handle_through)
 
-        def event_pairs() -> str:
-            events.extend(trt_cuda.Event() for _ in range(3))
+        def copies_between_events() -> tuple[float, float]:
+            """One H2D and one D2H copy on the stream, an event before, between and after, as the runner records
+            them; their times in ms."""
             events[0].record(stream)
             trt_cuda.copy_h2d(device, src.ptr, nbytes, stream)
             events[1].record(stream)
             trt_cuda.copy_d2h(dst.ptr, device, nbytes, stream)
             events[2].record(stream)
             stream.synchronize()
-            h2d, d2h = events[1].ms_since(events[0]), events[2].ms_since(events[1])
+            return events[1].ms_since(events[0]), events[2].ms_since(events[1])
+
+        def event_pairs() -> str:
+            events.extend(trt_cuda.Event() for _ in range(3))
+            h2d, d2h = copies_between_events()
             if not (h2d > 0 and d2h > 0):
                 raise EdgeDeployError(f"event times are not positive: {h2d} / {d2h} ms")
             return f"events around H2D {h2d:.3f} ms and D2H {d2h:.3f} ms"
@@ -136,15 +141,10 @@ def gpu_run(size_mb: int, iterations: int) -> dict[str, Any]:
         def timed() -> str:
             series: dict[str, list[float]] = {"h2d": [], "d2h": []}
             for i in range(iterations + 2):  # two warm-up rounds
-                events[0].record(stream)
-                trt_cuda.copy_h2d(device, src.ptr, nbytes, stream)
-                events[1].record(stream)
-                trt_cuda.copy_d2h(dst.ptr, device, nbytes, stream)
-                events[2].record(stream)
-                stream.synchronize()
+                h2d, d2h = copies_between_events()
                 if i >= 2:
-                    series["h2d"].append(events[1].ms_since(events[0]))
-                    series["d2h"].append(events[2].ms_since(events[1]))
+                    series["h2d"].append(h2d)
+                    series["d2h"].append(d2h)
             for key, values in series.items():
                 stats = summarize_ms(values)
                 stats["gb_per_s_median"] = nbytes / (stats["median_ms"] * 1e-3) / 1e9
