@@ -145,12 +145,14 @@ def _build_bundle(bundle: Path, target: Optional[str], precision: Optional[str],
                   strict: bool) -> None:
     """`build BUNDLE`: what a device runs, with no PyTorch (edgedeploy.bundle.build)."""
     from edgedeploy.bundle.build import build_from_bundle
+    from edgedeploy.bundle.manifest import open_bundle
     from edgedeploy.outfolder import OutputFolder
 
-    out = OutputFolder(out or Path("edgedeploy-out") / f"{bundle.name}-{target or 'default'}-{precision or 'default'}"
-                       ).check()
-    console.print(f"[bold]edgedeploy build[/] bundle {escape(str(bundle))} → {target or 'default target'} "
-                  f"{precision or 'default precision'} in {escape(str(out))}", highlight=False)
+    default = open_bundle(bundle).manifest["default"]  # checked again, whole, by the build
+    target, precision = target or default["target"], precision or default["precision"]
+    out = OutputFolder(out or Path("edgedeploy-out") / f"{bundle.name}-{target}-{precision}").check()
+    console.print(f"[bold]edgedeploy build[/] bundle {escape(str(bundle))} → {target} {precision} in "
+                  f"{escape(str(out))}", highlight=False)
     stages = _RichStages()
     try:
         report = build_from_bundle(bundle, out, target=target, precision=precision, strict=strict, listener=stages)

@@ -43,7 +43,7 @@ def test_bundle_holds_what_a_device_needs(demo_bundle):
     assert hash_samples(samples, ["images"]) == m["precision"]["int8"]["calibration"]["sha256"]
 
 
-@pytest.mark.parametrize("fault", ["changed", "missing", "added", "symlink"])
+@pytest.mark.parametrize("fault", ["changed", "missing", "added", "symlink", "file table", "default"])
 def test_tampered_bundle_is_refused(demo_bundle, tmp_path, fault):
     bundle = tmp_path / "bundle"
     shutil.copytree(demo_bundle, bundle)
@@ -55,15 +55,24 @@ def test_tampered_bundle_is_refused(demo_bundle, tmp_path, fault):
         (bundle / "reference.npz").unlink()
     elif fault == "added":
         (bundle / "extra.onnx").write_bytes(b"not listed")
-    else:
+    elif fault == "symlink":
         (bundle / "deploy.onnx").unlink()
         (bundle / "deploy.onnx").symlink_to(demo_bundle / "deploy.onnx")
+    else:  # bundle.json itself edited into the wrong shape: one line, never an internal error
+        manifest = json.loads((bundle / "bundle.json").read_text())
+        if fault == "file table":
+            manifest["files"]["deploy.onnx"] = "ok"
+        else:
+            manifest["default"] = {"target": "onnxruntime", "precision": "int4"}
+        (bundle / "bundle.json").write_text(json.dumps(manifest))
     result = run_cli("build", str(bundle), "--target", "onnxruntime", "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 1
     line = error_line(result)
     expected = {"changed": "deploy.onnx does not match its sha256 in bundle.json",
                 "missing": "reference.npz is missing", "added": "extra.onnx is not listed in bundle.json",
-                "symlink": "deploy.onnx is a symbolic link"}[fault]
+                "symlink": "deploy.onnx is a symbolic link",
+                "file table": "bundle.json has no valid file table",
+                "default": "bundle.json has no valid default"}[fault]
     assert f"{bundle}: bundle refused: {expected}" in line
     assert not (tmp_path / "out").exists()
 

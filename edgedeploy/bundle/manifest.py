@@ -71,6 +71,22 @@ def _refused(folder: Path, why: str) -> EdgeDeployError:
                            fix="copy the bundle again, or make it again with `edgedeploy bundle`")
 
 
+def _shape_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the fields a device reads from bundle.json (a file that came over the network), if anything."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get("sha256"), str)
+            for v in files.values()):
+        return "has no valid file table (files: {path: {sha256, size}})"
+    precisions, default = manifest.get("precisions"), manifest.get("default")
+    if not isinstance(precisions, list) or not precisions or not all(p in VARIANTS for p in precisions):
+        return f"has no valid precision list (precisions: some of {', '.join(VARIANTS)})"
+    if not isinstance(default, dict) or not isinstance(default.get("target"), str) or \
+            default.get("precision") not in precisions:
+        return "has no valid default (default: {target, precision})"
+    return None
+
+
 def open_bundle(path: str | os.PathLike) -> Bundle:
     """Read and check a bundle: schema, then every file's size and sha256 against bundle.json, before any is used."""
     folder = Path(path)
@@ -85,7 +101,10 @@ def open_bundle(path: str | os.PathLike) -> Bundle:
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         schema = manifest.get("schema") if isinstance(manifest, dict) else None
         raise _refused(folder, f"{MANIFEST} has schema {schema!r}, this edgedeploy reads {SCHEMA}")
-    recorded = manifest.get("files", {})
+    problem = _shape_problem(manifest)
+    if problem:
+        raise _refused(folder, f"{MANIFEST} {problem}")
+    recorded = manifest["files"]
     present = _listing(folder)
     for rel in sorted(recorded):
         if rel not in present:
