@@ -145,10 +145,10 @@ def _build_bundle(bundle: Path, target: Optional[str], precision: Optional[str],
                   strict: bool) -> None:
     """`build BUNDLE`: what a device runs, with no PyTorch (edgedeploy.bundle.build)."""
     from edgedeploy.bundle.build import build_from_bundle
-    from edgedeploy.bundle.manifest import open_bundle
+    from edgedeploy.bundle.manifest import read_manifest
     from edgedeploy.outfolder import OutputFolder
 
-    default = open_bundle(bundle).manifest["default"]  # checked again, whole, by the build
+    default = read_manifest(bundle)[0]["default"]  # the files are checked by the build
     target, precision = target or default["target"], precision or default["precision"]
     out = OutputFolder(out or Path("edgedeploy-out") / f"{bundle.name}-{target}-{precision}").check()
     console.print(f"[bold]edgedeploy build[/] bundle {escape(str(bundle))} → {target} {precision} in "

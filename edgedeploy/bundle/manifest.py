@@ -87,8 +87,9 @@ def _shape_problem(manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def open_bundle(path: str | os.PathLike) -> Bundle:
-    """Read and check a bundle: schema, then every file's size and sha256 against bundle.json, before any is used."""
+def read_manifest(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
+    """bundle.json, parsed and its shape checked (schema, file table, precisions, default), with its bytes; the files
+    it lists are not checked here (open_bundle does)."""
     folder = Path(path)
     if not is_bundle(folder):
         raise UsageError(f"not a bundle (no {MANIFEST})", where=str(folder),
@@ -104,6 +105,13 @@ def open_bundle(path: str | os.PathLike) -> Bundle:
     problem = _shape_problem(manifest)
     if problem:
         raise _refused(folder, f"{MANIFEST} {problem}")
+    return manifest, raw
+
+
+def open_bundle(path: str | os.PathLike) -> Bundle:
+    """Read and check a bundle: bundle.json, then every file's size and sha256 against it, before any is used."""
+    folder = Path(path)
+    manifest, raw = read_manifest(folder)
     recorded = manifest["files"]
     present = _listing(folder)
     for rel in sorted(recorded):
@@ -118,5 +126,5 @@ def open_bundle(path: str | os.PathLike) -> Bundle:
     return Bundle(folder, manifest, load_spec(folder / SPEC), fileio.sha256_bytes(raw))
 
 
-__all__ = ["Bundle", "open_bundle", "is_bundle", "file_table", "SCHEMA", "MANIFEST", "SPEC", "VARIANTS",
+__all__ = ["Bundle", "open_bundle", "read_manifest", "is_bundle", "file_table", "SCHEMA", "MANIFEST", "SPEC", "VARIANTS",
            "CALIBRATION"]
