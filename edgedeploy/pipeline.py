@@ -214,7 +214,7 @@ def export_and_optimize(spec: BuildSpec, folder: OutputFolder, timer: StageTimer
         fileio.write_json(out_dir / "optimize.json", folder.relocate(opt))
         require_asked_passes(spec, opt)
         evaluation.check_threshold_outputs(spec, opt["outputs"])
-        deploy_ops = _op_counts(onnx.load(str(deploy_path)))
+        deploy_ops = _op_counts(onnx.load(str(deploy_path), load_external_data=False))
         t.summary = f"{sum(deploy_ops.values())} nodes, outputs {', '.join(opt['outputs'])}" + _reused(reuse["optimize"])
     return Prepared(data, labels, raw_path, reference, source, deploy_path, opt, deploy_ops, reuse)
 

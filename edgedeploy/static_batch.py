@@ -15,25 +15,28 @@ import onnx
 
 from edgedeploy import fileio
 from edgedeploy.errors import UsageError
+from edgedeploy.shapes import Dim, dim_of, graph_inputs
 
 
-def _batch_dim_names(model: onnx.ModelProto) -> set[str]:
-    return {i.type.tensor_type.shape.dim[0].dim_param for i in model.graph.input
-            if i.type.tensor_type.shape.dim and i.type.tensor_type.shape.dim[0].dim_param}
+def _leading(value: onnx.ValueInfoProto) -> Dim:
+    """The leading dim as shapes.dim_of reads it: a positive int, a name, or None (anonymous, -1, 0); 1 for a scalar,
+    which has nothing to fix."""
+    dims = value.type.tensor_type.shape.dim
+    return dim_of(dims[0]) if dims else 1
 
 
 def static_onnx(path: Path, out: Path, batch: int) -> Path:
     """`path` with the leading (batch) dimension of every input and output fixed to `batch`, shapes re-inferred."""
     model = onnx.load(str(path))
-    names = _batch_dim_names(model)
-    if not names:
+    inputs = [i for i in graph_inputs(model) if not isinstance(_leading(i), int)]  # dynamic: named, anonymous, -1, 0
+    if not inputs:
         raise UsageError("the model's inputs have no dynamic leading dimension to fix", where=str(path),
                          fix="drop --static-batch: the graph is static already")
-    for value in [*model.graph.input, *model.graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        # the batch by name, or a leading dim with neither a size nor a name; a fixed leading dim stays as it is
-        if dims and (dims[0].dim_param in names or dims[0].WhichOneof("value") is None):
-            dims[0].dim_value = batch
+    names = {_leading(i) for i in inputs} - {None}
+    # outputs: the batch by name, or an anonymous leading dim; another named one (a detection count) stays dynamic
+    outputs = [o for o in model.graph.output if _leading(o) is None or _leading(o) in names]
+    for value in [*inputs, *outputs]:
+        value.type.tensor_type.shape.dim[0].dim_value = batch
     del model.graph.value_info[:]
     model = onnx.shape_inference.infer_shapes(model)
     fileio.write_bytes(out, model.SerializeToString())

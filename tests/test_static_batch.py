@@ -51,6 +51,24 @@ def test_a_fixed_leading_dimension_that_is_not_the_batch_stays(tmp_path):
     assert [list(p.get_partial_shape().to_shape()) for p in reshaped.inputs] == [[8, 4], [100, 4]]
 
 
+def test_a_minus_one_batch_is_fixed_and_a_named_count_output_stays_dynamic(tmp_path):
+    """Paddle/tf2onnx write the batch as dim_value -1: it is dynamic (edgedeploy.shapes) and gets the static batch; an
+    output whose leading dim is another name (a detection count) is not the batch and stays as it is."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("NonZero", ["x"], ["nz"]),
+         helper.make_node("Transpose", ["nz"], ["boxes"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 4]),
+         helper.make_tensor_value_info("boxes", TensorProto.INT64, ["count", 2])])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    model = onnx.load(str(static_onnx(path, tmp_path / "static.onnx", 8)))
+    assert _dims(model.graph.input[0]) == [8, 4] and _dims(model.graph.output[0]) == [8, 4]
+    assert _dims(model.graph.output[1])[0] != 8
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target, precision", [("openvino", "int8"), ("onnxruntime", "int8")])
 def test_static_batch_build_validates_and_times_at_that_batch(target, precision, tmp_path):

@@ -67,23 +67,6 @@ def _read(path: str) -> str | None:
         return None
 
 
-def cpu_conditions() -> dict[str, Any]:
-    """What Linux tells about the CPU right now: governor, mean current MHz, usable cores."""
-    out: dict[str, Any] = {"cpu_count": os.cpu_count()}
-    try:
-        out["usable_cores"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        pass
-    out["cpu_governor"] = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
-    try:
-        mhz = [float(line.split(":", 1)[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
-               if line.startswith("cpu MHz")]
-        out["cpu_mhz"] = round(sum(mhz) / len(mhz), 1) if mhz else None
-    except (OSError, ValueError):
-        out["cpu_mhz"] = None
-    return out
-
-
 class _CpuWindow:
     """CPU busy time of other processes during a window, as a fraction of all cores (Linux /proc/stat)."""
 
