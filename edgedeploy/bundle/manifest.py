@@ -26,6 +26,7 @@ from edgedeploy.errors import EdgeDeployError, UsageError
 
 SCHEMA = "edgedeploy.bundle/1"
 MANIFEST = "bundle.json"
+_MAX_MANIFEST_BYTES = 16 << 20  # it came over the network: a file table, never this big
 SPEC = "spec.json"
 VARIANTS = {"fp32": "deploy.onnx", "fp16": "deploy.fp16.onnx", "int8": "deploy.int8.qdq.onnx"}
 CALIBRATION = "calibration.npz"
@@ -94,7 +95,8 @@ def read_manifest(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
     if not is_bundle(folder):
         raise UsageError(f"not a bundle (no {MANIFEST})", where=str(folder),
                          fix="pass the folder `edgedeploy bundle --out` wrote")
-    raw = (folder / MANIFEST).read_bytes()
+    raw = fileio.read_input(folder / MANIFEST, MANIFEST, max_bytes=_MAX_MANIFEST_BYTES,
+                            fix="copy the bundle again, or make it again with `edgedeploy bundle`")
     try:
         manifest = json.loads(raw)
     except ValueError as e:
