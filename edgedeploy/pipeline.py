@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,20 +35,24 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgedeploy import __version__, device, fileio
-from edgedeploy.backends import Backend, get_backend
+from edgedeploy import __version__, device, export, fileio
+from edgedeploy.backends import Backend, BuildResult, get_backend
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.graph.optimize import NOT_APPLIED, OptimizeSettings, load_model, optimize_file
 from edgedeploy.onnx_checks import check_io, check_operators
+from edgedeploy.ort_runner import OnnxRuntimeRunner, kernel_ops
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.stage import PrecisionResult, arrays_sha256, check_precision_request, run_precision
 from edgedeploy.preprocess import ValidationSet, load_validation_set
-from edgedeploy.stagecache import StageCache, export_material, optimize_material, package_versions
+from edgedeploy.stagecache import StageCache, export_material, optimize_material
+from edgedeploy.static_batch import make_static, static_onnx
 from edgedeploy.validate import evaluate as evaluation
 from edgedeploy.validate import latency
-from edgedeploy.validate.gate import REPORT_SCHEMA, finish_report, load_reference, write_reports
-_LIBRARIES = ("torch", "onnx", "onnxsim", "onnxslim", "onnxruntime", "openvino", "nncf", "numpy", "tensorrt")
+from edgedeploy.validate.gate import REPORT_SCHEMA, load_reference
+from edgedeploy.validate.localize import layer_errors, localize_model
+from edgedeploy.validate.write import finish_report, write_reports
+from edgedeploy.versions import library_versions
 
 
 class StageListener:
@@ -86,10 +91,6 @@ def _reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
-
-
-def library_versions() -> dict[str, str | None]:
-    return package_versions(_LIBRARIES)
 
 
 def check_request(spec: BuildSpec) -> Backend:
@@ -233,8 +234,6 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
         # TensorRT picks deploy.onnx / deploy.fp16.onnx / deploy.int8.qdq.onnx itself (its route depends on its version)
         model_path = deploy_path if spec.target == "trt" else prec.model_path
         if spec.static_batch is not None:
-            from edgedeploy.static_batch import make_static
-
             model_path = make_static(model_path, out_dir, spec.static_batch)
         built = backend.build(model_path, out_dir / spec.target, spec.precision, _backend_settings(spec))
         t.summary = f"{built.artifact.relative_to(out_dir)}" + (
@@ -384,17 +383,11 @@ def _latency_stage(spec: BuildSpec, built, deploy_path: Path, inputs: dict[str, 
     """The artifact timed in a fresh process; an int8 artifact interleaved with the float graph on the same
     backend (static too when the artifact is; TensorRT: not compared, that would take a second engine build), and
     the slower-than-float warning."""
-    import tempfile
-
-    from edgedeploy.backends import BuildResult
-
     with tempfile.TemporaryDirectory(prefix="edgedeploy-float-") as tmp:
         artifacts = {"artifact": built}
         if spec.precision == "int8" and spec.target != "trt":
             float_graph = deploy_path
             if spec.static_batch is not None:
-                from edgedeploy.static_batch import static_onnx
-
                 float_graph = static_onnx(deploy_path, Path(tmp) / "float.static.onnx", spec.static_batch)
             artifacts["float"] = BuildResult(float_graph, [], {"precision": "fp32"})
         measured = latency.measure_fresh(spec, artifacts, inputs, evaluation.batch_sizes(spec))
@@ -423,15 +416,11 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: boo
             labels: np.ndarray | None = None, given: onnx.ModelProto | None = None,
             ) -> tuple[Path, dict[str, np.ndarray]]:
     """raw.onnx (a copy of `given`, the checked ONNX source, or the PyTorch export) and reference.npz."""
-    from edgedeploy.backends.onnxruntime import kernel_ops
-
     raw_path = out_dir / "raw.onnx"
     if given is not None:
         fileio.write_bytes(raw_path, given.SerializeToString())
         reference = _run_onnx_reference(raw_path, data.inputs, where=Path(spec.model.onnx))
     else:
-        from edgedeploy import export  # torch is imported only here
-
         module = export.build_module(spec, trust_code)
         export.export_onnx(spec, module, raw_path, data.inputs)
         exported = onnx.load(str(raw_path), load_external_data=False)
@@ -449,8 +438,6 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: boo
 def _onnx_source(spec: BuildSpec) -> onnx.ModelProto:
     """The user's ONNX file, read without trusting it (external data confined to its folder, the ONNX checker) and
     checked against the config and ONNX Runtime's operators before anything runs it."""
-    from edgedeploy.backends.onnxruntime import kernel_ops
-
     path = Path(spec.model.onnx)
     model = load_model(path)
     check_io(model, spec, path)
@@ -459,8 +446,6 @@ def _onnx_source(spec: BuildSpec) -> onnx.ModelProto:
 
 
 def _run_onnx_reference(path: Path, inputs: dict[str, np.ndarray], where: Path) -> dict[str, np.ndarray]:
-    from edgedeploy.backends.onnxruntime import OnnxRuntimeRunner
-
     return evaluation.run_all(OnnxRuntimeRunner(path, where=where), inputs)
 
 
@@ -479,8 +464,6 @@ def _layer_errors(spec: BuildSpec, float_onnx: Path, quantized: Path,
                   inputs: dict[str, np.ndarray]) -> list[dict[str, Any]] | None:
     """Per-layer INT8 error for report.html: the NNCF IR on OpenVINO, the Q/DQ graph (onnxruntime, trt) on ONNX
     Runtime; None for other precisions, TensorRT's calibrator route, or `validation.layer_error_samples: 0`."""
-    from edgedeploy.precision.localize import layer_errors, localize_model
-
     samples = spec.validation.layer_error_samples
     if spec.precision != "int8" or not samples or Path(quantized) == Path(float_onnx):
         return None

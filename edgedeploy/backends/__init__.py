@@ -1,22 +1,21 @@
-"""Backends by name. Importing this package imports no SDK."""
+"""Backends by name. Importing this package imports no SDK: each backend imports its own inside its methods."""
 
 from __future__ import annotations
 
 from edgedeploy.backends.base import Backend, BuildResult, Runner
+from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend
+from edgedeploy.backends.openvino import OpenVINOBackend
+from edgedeploy.backends.tensorrt import TensorRTBackend
 from edgedeploy.errors import EdgeDeployError, UsageError
+
+_BACKENDS = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVINOBackend, "trt": TensorRTBackend}
 
 
 def get_backend(name: str) -> Backend:
     """The backend for a target name, with its SDK checked; a missing SDK is one clear line."""
-    if name == "onnxruntime":
-        from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend as cls
-    elif name == "openvino":
-        from edgedeploy.backends.openvino import OpenVINOBackend as cls
-    elif name == "trt":
-        from edgedeploy.backends.tensorrt import TensorRTBackend as cls
-    else:
+    if name not in _BACKENDS:
         raise UsageError(f"unknown target {name!r}", fix="use one of: openvino, onnxruntime, trt")
-    backend = cls()
+    backend = _BACKENDS[name]()
     if (hint := backend.missing()) is not None:
         raise EdgeDeployError(hint)
     return backend

@@ -84,7 +84,7 @@ def load_calibration(spec: BuildSpec, settings: CalibrationSpec | None = None) -
     """Read, select, preprocess and check the calibration set the config names; every problem is a UsageError."""
     settings = settings or spec.calibration
     start = time.perf_counter()
-    fmt = _resolve_format(settings)
+    fmt = resolve_format(settings)
     if fmt == "callable":
         ids, samples, candidates, source = _from_callable(spec, settings)
     else:
@@ -102,7 +102,7 @@ def load_calibration(spec: BuildSpec, settings: CalibrationSpec | None = None) -
                           candidates=candidates, seed=settings.seed, seconds=time.perf_counter() - start)
 
 
-def _resolve_format(settings: CalibrationSpec) -> str:
+def resolve_format(settings: CalibrationSpec) -> str:
     if settings.function is not None:
         if settings.format not in ("auto", "callable"):
             raise UsageError(f"calibration.format is {settings.format} but calibration.function is given",
@@ -313,4 +313,4 @@ def _check_sample(spec_in: InputSpec, a: np.ndarray, where: str) -> None:
         raise UsageError(f"calibration sample tensor {spec_in.name!r} has NaN or Inf values", where=where)
 
 
-__all__ = ["CalibrationSet", "load_calibration", "hash_samples", "select", "read_image", "IMAGE_SUFFIXES"]
+__all__ = ["CalibrationSet", "load_calibration", "resolve_format", "hash_samples", "select", "read_image", "IMAGE_SUFFIXES"]

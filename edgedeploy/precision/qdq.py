@@ -34,6 +34,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgedeploy.config import IgnoredScope, Int8Settings, QdqSettings
+from edgedeploy.device import cpu_flags
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.precision.calibration import CalibrationSet
 
@@ -60,8 +61,6 @@ def cpu_has_vnni() -> bool:
     CPU that is not x86 at all (the vpmaddubsw problem is x86's)."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
         return True
-    from edgedeploy.device import cpu_flags
-
     return bool(_VNNI_FLAGS & cpu_flags())  # unreadable: no VNNI (7-bit weights cost a little, saturation a lot)
 
 

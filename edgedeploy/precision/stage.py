@@ -23,8 +23,13 @@ import onnx
 from edgedeploy import fileio
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import UsageError
+from edgedeploy.ort_runner import OnnxRuntimeRunner
+from edgedeploy.precision import openvino_int8 as ovq
+from edgedeploy.precision import qdq
 from edgedeploy.precision.cache import CalibrationCache
-from edgedeploy.precision.calibration import CalibrationSet, _resolve_format, load_calibration
+from edgedeploy.precision.calibration import CalibrationSet, load_calibration, resolve_format
+from edgedeploy.precision.fp16 import cast_to_fp16, io_types
+from edgedeploy.tensor_error import tensor_errors
 
 FP16_ONNX = "deploy.fp16.onnx"
 QDQ_ONNX = "deploy.int8.qdq.onnx"
@@ -57,7 +62,7 @@ def check_precision_request(spec: BuildSpec) -> None:
     """What can be refused before export: no calibration data, accuracy-aware without a task metric."""
     if not uses_calibration(spec):
         return
-    _resolve_format(spec.calibration)
+    resolve_format(spec.calibration)
     if spec.target == "openvino" and spec.int8.accuracy_aware.enabled and spec.validation.task != "detection":
         raise UsageError("accuracy-aware INT8 needs a task metric, and validation.task is none",
                          where="int8.accuracy_aware", fix="set validation.task: detection with labelled data, or "
@@ -88,8 +93,6 @@ def run_precision(spec: BuildSpec, deploy_path: Path, out_dir: Path, validation,
 # ------------------------------------------------------------------------------------------------------ fp16
 
 def _fp16(spec: BuildSpec, deploy_path: Path, out_dir: Path, check_inputs) -> PrecisionResult:
-    from edgedeploy.precision.fp16 import cast_to_fp16, io_types
-
     start = time.perf_counter()
     model, stats = cast_to_fp16(onnx.load(str(deploy_path)), spec.fp16.keep_fp32_ops, spec.fp16.keep_fp32_nodes)
     path = out_dir / FP16_ONNX
@@ -105,12 +108,9 @@ def _fp16(spec: BuildSpec, deploy_path: Path, out_dir: Path, check_inputs) -> Pr
 
 def compare_on_ort(reference: Path, candidate: Path, inputs: dict[str, np.ndarray]) -> dict[str, dict]:
     """Both graphs on ONNX Runtime (CPU) on the same inputs: tensor metrics per output."""
-    from edgedeploy.backends.onnxruntime import OnnxRuntimeRunner
-    from edgedeploy.validate import metrics
-
     a, b = OnnxRuntimeRunner(reference), OnnxRuntimeRunner(candidate)
     ra, rb = a.run(inputs), b.run(inputs)
-    return {k: {m: v for m, v in metrics.compare(ra[k], rb[k]).items() if m in ("max_abs", "rel_l2", "cosine")}
+    return {k: {m: v for m, v in tensor_errors(ra[k], rb[k]).items() if m in ("max_abs", "rel_l2", "cosine")}
             for k in a.output_names}
 
 
@@ -126,8 +126,6 @@ def _calibration_info(calib: CalibrationSet) -> dict[str, Any]:
 
 def _openvino_int8(spec: BuildSpec, deploy_path: Path, calib: CalibrationSet, cache: CalibrationCache,
                    model_sha: str, validation, libraries) -> PrecisionResult:
-    from edgedeploy.precision import openvino_int8 as ovq
-
     aa = spec.int8.accuracy_aware.enabled
     settings = ovq.nncf_settings(spec.int8, aa)
     material: dict[str, Any] = {"model_sha256": model_sha, "data_sha256": calib.sha256, "settings": settings,
@@ -168,8 +166,6 @@ def _openvino_int8(spec: BuildSpec, deploy_path: Path, calib: CalibrationSet, ca
 
 def _qdq_int8(spec: BuildSpec, deploy_path: Path, out_dir: Path, calib: CalibrationSet, cache: CalibrationCache,
               model_sha: str, libraries) -> PrecisionResult:
-    from edgedeploy.precision import qdq
-
     flavour = qdq.flavour_of(spec.target, spec.int8.qdq)
     settings = qdq.qdq_settings(spec.int8, flavour)
     method = settings["method"]

@@ -15,7 +15,9 @@ from edgedeploy import arrayfile
 from edgedeploy.backends.base import Runner
 from edgedeploy.config import BuildSpec, ValidationSettings, effective_thresholds
 from edgedeploy.errors import EdgeDeployError, UsageError
-from edgedeploy.validate import classification, detection, latency, metrics, notices
+from edgedeploy.tasks import classification, detection
+from edgedeploy.validate import latency, metrics, notices
+from edgedeploy.validate.latency import first
 from edgedeploy.validate.gate import threshold_checks
 
 RUN_BATCH = 8
@@ -36,16 +38,6 @@ def run_all(runner: Runner, inputs: dict[str, np.ndarray], batch: int = RUN_BATC
         for name, value in runner.run(feeds).items():
             parts.setdefault(name, []).append(value[:real])
     return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def first(inputs: dict[str, np.ndarray], n: int, repeat: bool = False) -> dict[str, np.ndarray]:
-    """The first n samples; with `repeat`, tiled up to n when the set is smaller (for latency batches)."""
-    out = {}
-    for k, v in inputs.items():
-        if repeat and len(v) < n:
-            v = np.concatenate([v] * (n // len(v) + 1))
-        out[k] = np.ascontiguousarray(v[:n])
-    return out
 
 
 def load_labels(settings: ValidationSettings, count: int) -> np.ndarray | None:

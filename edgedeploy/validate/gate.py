@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,11 +23,11 @@ import numpy as np
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictFloat, StrictInt,
                       ValidationError)
 
-from edgedeploy import __version__, arrayfile, fileio
+from edgedeploy import arrayfile, fileio
 from edgedeploy.config import (BuildSpec, Precision, RegressionSettings, Target, TensorThresholds, Thresholds,
-                               ValidationSettings, effective_thresholds)
-from edgedeploy.errors import EdgeDeployError, UsageError
-from edgedeploy.outfolder import FolderLock, OutputFolder, output_file, report_path
+                               ValidationSettings, describe_validation_error, load_spec, load_yaml)
+from edgedeploy.errors import UsageError
+from edgedeploy.preprocess import check_input, check_targets
 
 REPORT_SCHEMA = "edgedeploy.report/3"
 ACCEPTED_BASELINE_SCHEMAS = ("edgedeploy.report/1", "edgedeploy.report/2", "edgedeploy.report/3")
@@ -271,8 +268,6 @@ _OVERRIDABLE = {"thresholds", "validation", "regression"}
 def apply_config(spec: BuildSpec, path: Path) -> BuildSpec:
     """Overlay thresholds / validation / regression from a YAML file (a full build spec, or just those keys);
     thresholds merge key by key over the build's (which merge over the defaults)."""
-    from edgedeploy.config import _describe, load_spec, load_yaml
-
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise UsageError("config must be a YAML mapping", where=str(path))
@@ -294,7 +289,7 @@ def apply_config(spec: BuildSpec, path: Path) -> BuildSpec:
     try:
         new = BuildSpec.model_validate(merged)
     except ValidationError as e:
-        raise UsageError(_describe(e), where=str(path)) from None
+        raise UsageError(describe_validation_error(e), where=str(path)) from None
     data = new.validation.data
     if data is not None and not data.is_absolute():
         new = new.model_copy(update={"validation": new.validation.model_copy(
@@ -347,8 +342,6 @@ def load_reference(path: Path, spec: BuildSpec | None = None, fix: str = "rebuil
                    ) -> tuple[dict, dict, np.ndarray | None, np.ndarray | None]:
     """reference.npz → (inputs, reference outputs, detection targets, classification labels), read as untrusted
     arrays (edgedeploy.arrayfile) and checked against each other (one sample count) and `spec`'s inputs."""
-    from edgedeploy.preprocess import check_input, check_targets
-
     with arrayfile.open_npz(path, "reference.npz", fix=fix) as data:
         inputs = {k[6:]: data[k] for k in data.files if k.startswith("input.")}
         outputs = {k[7:]: data[k] for k in data.files if k.startswith("output.")}
@@ -400,132 +393,20 @@ def read_manifest(artifact_dir: Path) -> tuple[dict[str, Any], BuildSpec]:
     return manifest.model_dump(by_alias=True, mode="json"), manifest.spec
 
 
-def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, config: Path | None = None,
-                      out_dir: Path | None = None, junit: Path | None = None, strict: bool = False) -> dict[str, Any]:
-    """Re-run the artifact in `artifact_dir` on its stored reference, check thresholds (and a baseline), write
-    report.json / report.md / report.html to `out_dir` (default: ARTIFACT_DIR-validate beside it, so a rebuild does
-    not wipe it) and JUnit XML to `junit`; `strict` turns every warning into a failing check. The report folder and
-    --junit are checked before anything runs; the build folder is held with a shared lock for the whole run, so no
-    build replaces the artifact while it is checked (edgedeploy.outfolder)."""
-    from edgedeploy.validate import junit as junit_xml
-
-    start = time.perf_counter()
-    check_build_folder(artifact_dir)
-    artifact_dir = Path(os.path.realpath(artifact_dir))
-    out_dir = report_path(artifact_dir, out_dir, "validate")
-    junit = output_file(junit, "--junit", within=out_dir) if junit is not None else None
-    with FolderLock(artifact_dir, shared=True), OutputFolder(out_dir, kind="report") as folder:
-        report = _validate(artifact_dir, baseline, config, strict)
-        report["wall_seconds"] = time.perf_counter() - start
-        write_reports(report, folder.staging)
-        if junit is not None and junit.is_relative_to(folder.final):  # part of the report folder's transaction
-            fileio.write_text(folder.staging / junit.relative_to(folder.final), junit_xml.to_junit(report))
-        folder.commit()
-    if junit is not None and not junit.is_relative_to(out_dir):
-        fileio.write_text(junit, junit_xml.to_junit(report))
-    return report
-
-
-def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, strict: bool) -> dict[str, Any]:
-    from edgedeploy.backends import get_backend
-    from edgedeploy.backends.base import BuildResult
-    from edgedeploy.device import cpu_name, read_conditions
-    from edgedeploy.pipeline import library_versions
-    from edgedeploy.validate import evaluate
-
-    manifest, spec = read_manifest(artifact_dir)
-    if config is not None:
-        spec = apply_config(spec, config)
-    if strict:
-        spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"strict": True})})
-    base_report = load_baseline(baseline) if baseline is not None else None
+def artifact_record(artifact_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's record (path, and what the backend recorded) from manifest.json, or from report.json for
+    manifests written before report/2."""
     artifact = manifest.get("artifact")
-    if artifact is None:  # manifests before report/2 kept it only in report.json
+    if artifact is None:
         path, fix = artifact_dir / "report.json", "rebuild the artifact"
         raw = _read_json(path, "report.json", fix)
         if not isinstance(raw, dict) or not raw.get("artifact"):
             raise UsageError("neither manifest.json nor report.json names the artifact", where=str(artifact_dir),
                              fix=fix)
         artifact = _validated(ManifestArtifact, raw["artifact"], path, "report.json artifact", fix).model_dump()
-    backend = get_backend(spec.target)
-    missing = backend.missing()
-    if missing:
-        raise EdgeDeployError(missing, fix="install it, or validate on a machine that has it")
-    info = {k: v for k, v in artifact.items() if k != "path"}
-    built = BuildResult(artifact=artifact_dir / artifact["path"], files=[], info=info)
-    if not built.artifact.is_file():
-        raise UsageError("the artifact file is missing", where=str(built.artifact), fix="rebuild the artifact")
-
-    checks = integrity_checks(artifact_dir, manifest)
-    changed = "reference.npz" in checks[0]["changed"]
-    inputs, reference, targets, labels = load_reference(
-        artifact_dir / "reference.npz", spec,
-        fix="it changed since the build (manifest.json records another hash): rebuild the artifact" if changed
-        else "rebuild the artifact")
-    settings = {"openvino": spec.openvino, "trt": spec.tensorrt}.get(spec.target)
-    try:
-        runner = backend.load(built, settings, spec.validation.latency.threads)
-        result = evaluate.evaluate(spec, runner, inputs, reference, targets, labels)
-    except EdgeDeployError as e:
-        if checks[0]["changed"]:  # the likelier cause
-            e.fix = (f"{', '.join(checks[0]['changed'])} changed since the build (manifest.json records other "
-                     "hashes): rebuild the artifact")
-        raise
-    count = len(next(iter(inputs.values())))
-    report: dict[str, Any] = {
-        "schema": REPORT_SCHEMA,
-        "kind": "validate",
-        "edgedeploy": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "name": spec.name,
-        "target": spec.target,
-        "precision": spec.precision,
-        "source": manifest.get("source", {}),
-        "validation_data": f"reference.npz ({count} samples)",
-        "artifact": artifact,
-        "artifact_dir": str(artifact_dir),
-        "conditions": {**runner.conditions, "machine": platform.machine(), "processor": cpu_name()},
-        "device": read_conditions(),
-        "libraries": library_versions(),
-        **({"precision_stage": manifest["precision"]} if manifest.get("precision") else {}),
-        **{k: result[k] for k in ("tensors", "task", "latency")},
-        "checks": checks + result["checks"],
-        "warnings": result["warnings"],
-    }
-    if base_report is not None:
-        report["checks"] += baseline_checks(report, base_report, spec.regression, effective_thresholds(spec)[0])
-        report["baseline"] = {"path": str(baseline), "edgedeploy": base_report.get("edgedeploy"),
-                              "created": base_report.get("created"),
-                              "processor": base_report.get("conditions", {}).get("processor")}
-    finish_report(report, spec)
-    return report
+    return artifact
 
 
-def finish_report(report: dict[str, Any], spec: BuildSpec) -> dict[str, Any]:
-    """Add every warning (evaluate's and edgedeploy.validate.notices'), under `validation.strict` each as a failing
-    check, and the verdict."""
-    from edgedeploy.validate import notices
-
-    report["warnings"] = list(report.get("warnings", [])) + notices.collect(report, spec)
-    report["strict"] = spec.validation.strict
-    if spec.validation.strict:
-        report["checks"] = report["checks"] + notices.strict_checks(report["warnings"])
-    report["passed"] = all(c["passed"] for c in report["checks"])
-    return report
-
-
-def write_reports(report: dict[str, Any], out_dir: Path) -> None:
-    """report.json, report.md and report.html; the last two compare with the model's other artifacts built in
-    folders beside this one."""
-    from edgedeploy.validate import html
-    from edgedeploy.validate.report import render_markdown, sibling_reports
-
-    siblings = sibling_reports(report, out_dir)
-    fileio.write_json(out_dir / "report.json", report)
-    fileio.write_text(out_dir / "report.md", render_markdown(report, siblings))
-    fileio.write_text(out_dir / "report.html", html.render_html(report, siblings))
-
-
-__all__ = ["REPORT_SCHEMA", "check", "finish_report", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
-           "load_baseline", "apply_config", "read_manifest", "load_reference", "write_reports", "output_thresholds",
+__all__ = ["REPORT_SCHEMA", "check", "skipped", "threshold_checks", "baseline_checks", "load_baseline", "apply_config",
+           "read_manifest", "artifact_record", "integrity_checks", "load_reference", "output_thresholds",
            "ValidationSettings"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy import device
+from edgedeploy.validate.gate import ACCEPTED_BASELINE_SCHEMAS
 
 # --------------------------------------------------------------------------------------------- the page model
 
@@ -278,7 +279,7 @@ def _latency(report: dict[str, Any]) -> list[Section]:
     return [Section("latency", "Latency", blocks)]
 
 
-def _accuracy_of(r: dict[str, Any]) -> tuple[str, float | None]:
+def accuracy_of(r: dict[str, Any]) -> tuple[str, float | None]:
     task = r.get("task") or {}
     for key in ("map50", "top1", "top1_agreement", "map50_vs_reference"):
         if key in task:
@@ -291,7 +292,7 @@ def _comparison(report: dict[str, Any], siblings: list[dict[str, Any]]) -> list[
         return []
     rows = []
     for r in sorted([report, *siblings], key=lambda r: (r["target"], r["precision"])):
-        label, value = _accuracy_of(r)
+        label, value = accuracy_of(r)
         lat = min(r.get("latency") or [{}], key=lambda t: t.get("batch", 0))
         worst = max((m["rel_l2"] for m in r["tensors"].values()), default=None)
         rows.append([f"{r['target']} {r['precision']}" + (" (this report)" if r is report else ""),
@@ -332,12 +333,26 @@ def _reuse(entry: dict | None) -> str:
     return "reused" if entry.get("status") == "reused" else f"{entry.get('status')}: {entry.get('note', '')}"
 
 
+def frontier_table(auto: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The candidates as a table (header, rows) for the Precision auto section of report.md / report.html."""
+    batches = [str(b) for b in auto["batches"]]
+    header = ["candidate", *[f"batch {b} ms" for b in batches], "accuracy", "budget", "why"]
+    rows = []
+    for r in auto["candidates"]:
+        if not r.get("built"):
+            rows.append([r["name"], *["—"] * len(batches), "—", "—", r["why"]])
+            continue
+        name = r["name"] + (f" ({len(r['kept_float'])} in float)" if r.get("kept_float") else "")
+        rows.append([name, *[f"{r['latency_ms'][b]:.3g}" for b in batches], f"{r['metric']} {r['accuracy']:.4g}",
+                     "pass" if r["passed"] else "fail", r["why"]])
+    return header, rows
+
+
+
 def _auto(auto: dict[str, Any] | None) -> list[Section]:
     """`--precision auto`: every candidate, its latency and accuracy, and why it won or lost (edgedeploy.auto)."""
     if not auto:
         return []
-    from edgedeploy.auto import frontier_table
-
     head, rows = frontier_table(auto)
     return [Section("auto", "Precision auto", [
         f"Chosen: **{auto['chosen']}** (candidates timed side by side in one fresh process; ranked at batch "
@@ -353,8 +368,6 @@ def _device(conditions: dict[str, Any] | None) -> list[Section]:
 
 def sibling_reports(report: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
     """Build reports of the same model at other targets/precisions in folders beside `folder` (at most 12)."""
-    from edgedeploy.validate.gate import ACCEPTED_BASELINE_SCHEMAS
-
     found: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         candidates = sorted(Path(folder).parent.glob("*/report.json"))[:200]
