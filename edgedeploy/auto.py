@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy import fileio, pipeline
-from edgedeploy.backends import BuildResult
+from edgedeploy.backends import BuildResult, target_kind
 from edgedeploy.config import BuildSpec
 from edgedeploy.device import cpu_flags
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy import precision_debug as debug
 from edgedeploy.precision_debug import keep_in_float
 from edgedeploy.stagecache import StageCache
+from edgedeploy.tasks import task_of
 from edgedeploy.validate import latency
 from edgedeploy.validate.gate import load_reference
 from edgedeploy.validate.html import frontier_png
@@ -44,8 +45,6 @@ from edgedeploy.validate.write import write_reports
 
 CANDIDATES = ("fp32", "fp16", "int8", "int8-keep-float")
 PLOT = "auto-frontier.png"
-_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
-_FP16_FLAGS = {"avx512_fp16", "amx_fp16"}
 
 
 @dataclass
@@ -53,7 +52,7 @@ class Candidate:
     name: str
     precision: str
     skipped: str | None = None  # why it was not built
-    hint: str | None = None  # OpenVINO inference precision for this candidate
+    hint: str | None = None  # the backend's inference precision for this candidate (TargetKind.with_hint)
     kept_float: list[str] = field(default_factory=list)
     dir: Path | None = None
     report: dict[str, Any] | None = None
@@ -69,14 +68,8 @@ def candidates_for(spec: BuildSpec) -> list[Candidate]:
     for name in CANDIDATES:
         precision = "int8" if name.startswith("int8") else name
         skipped, hint = None, None
-        if name == "fp16" and spec.target == "onnxruntime":
-            skipped = "ONNX Runtime's CPU provider has no fp16 convolution kernels on x86: an fp16 graph runs slower"
-        elif name == "fp16" and spec.target == "openvino" and spec.openvino.device == "CPU":
-            flags = _cpu_flags()
-            if _BF16_FLAGS & flags:  # AMX/AVX512-BF16 run bf16 far faster than AVX512-FP16 runs f16
-                name, hint = "bf16", "bf16"
-            elif not _FP16_FLAGS & flags:
-                skipped = "this CPU has no bf16/fp16 arithmetic: an fp16 IR would run at f32 speed"
+        if name == "fp16":
+            name, skipped, hint = target_kind(spec.target).fp16_candidate(spec, _cpu_flags)
         out.append(Candidate(name, precision, skipped, hint=hint))
     return out
 
@@ -118,8 +111,7 @@ def build_auto(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False, list
 def _candidate_spec(spec: BuildSpec, c: Candidate) -> BuildSpec:
     candidate = spec.model_copy(update={"precision": c.precision})
     if c.hint is not None:
-        candidate = candidate.model_copy(update={"openvino": spec.openvino.model_copy(
-            update={"inference_precision": c.hint})})
+        candidate = target_kind(spec.target).with_hint(candidate, c.hint)
     return keep_in_float(candidate, c.kept_float, spec.calibration.cache_dir) if c.kept_float else candidate
 
 
@@ -154,7 +146,8 @@ def _copy_build(src: Path, dst: Path) -> None:
 def _accuracy(report: dict[str, Any]) -> tuple[str, float]:
     """(metric name, value) of a candidate's accuracy: its task metric, else its worst rel-L2."""
     task = report.get("task") or {}
-    for key in ("map50", "top1", "top1_agreement"):
+    kind = task_of(task)
+    for key in kind.ranking_metrics if kind is not None else ():
         if isinstance(task.get(key), (int, float)):
             return key, float(task[key])
     return "worst rel-L2", max(t["rel_l2"] for t in report["tensors"].values())

@@ -36,7 +36,8 @@ import numpy as np
 import onnx
 
 from edgedeploy import __version__, device, export, fileio
-from edgedeploy.backends import Backend, BuildResult, get_backend
+from edgedeploy.backends import (Backend, BuildResult, backend_settings, get_backend, precision_route,
+                                 target_kind)
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.graph.optimize import NOT_APPLIED, OptimizeSettings, load_model, optimize_file
@@ -96,11 +97,9 @@ def _reset_peak_rss() -> None:
 def check_request(spec: BuildSpec) -> Backend:
     """Refuse what cannot be built (missing SDK, unsupported precision, INT8 without calibration data) before any
     minutes are spent on export."""
-    if spec.static_batch is not None and spec.target == "trt":
-        raise UsageError("--static-batch builds static ONNX / OpenVINO artifacts; a TensorRT engine gets a fixed "
-                         "batch from its optimization profile", where="static_batch",
-                         fix=f"set tensorrt.profiles: {{batch: {{min: {spec.static_batch}, opt: {spec.static_batch}, "
-                             f"max: {spec.static_batch}}}}}")
+    kind = target_kind(spec.target)
+    if spec.static_batch is not None and (refusal := kind.static_batch_refusal(spec)) is not None:
+        raise refusal
     backend = get_backend(spec.target)
     if spec.precision not in backend.precisions:
         raise UsageError(f"target {spec.target} builds {', '.join(backend.precisions)}, not {spec.precision}")
@@ -110,7 +109,7 @@ def check_request(spec: BuildSpec) -> Backend:
             kind = fileio.file_kind(Path(path).stat().st_mode) if Path(path).exists() else None
             raise UsageError(f"{key} is {kind}, not a file" if kind else f"{key} not found", where=str(path),
                              fix=f"check {key} in the config")
-    check_precision_request(spec)
+    check_precision_request(spec, kind.precision_route(spec))
     return backend
 
 
@@ -161,8 +160,8 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
     wall_start = time.perf_counter()
     made = export_and_optimize(spec, folder, timer, trust_code, cache)
     with timer.stage("precision") as t:
-        prec = run_precision(spec, made.deploy_path, folder.staging, made.data, library_versions(),
-                             check_inputs=evaluation.first(made.data.inputs, evaluation.RUN_BATCH))
+        prec = run_precision(spec, precision_route(spec), made.deploy_path, folder.staging, made.data,
+                             library_versions(), check_inputs=evaluation.first(made.data.inputs, evaluation.RUN_BATCH))
         t.summary = prec.summary
     record = {"source": made.source, "validation_data": made.data.source, "optimize": made.optimize_record(),
               "stage_cache": made.reuse}
@@ -231,16 +230,15 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
     that the manifest hashes besides deploy.onnx, the precision stage's and the artifact's."""
     out_dir = folder.staging
     with timer.stage("build") as t:
-        # TensorRT picks deploy.onnx / deploy.fp16.onnx / deploy.int8.qdq.onnx itself (its route depends on its version)
-        model_path = deploy_path if spec.target == "trt" else prec.model_path
+        model_path = deploy_path if target_kind(spec.target).builds_from_deploy_graph else prec.model_path
         if spec.static_batch is not None:
             model_path = make_static(model_path, out_dir, spec.static_batch)
-        built = backend.build(model_path, out_dir / spec.target, spec.precision, _backend_settings(spec))
+        built = backend.build(model_path, out_dir / spec.target, spec.precision, backend_settings(spec))
         t.summary = f"{built.artifact.relative_to(out_dir)}" + (
             f", static batch {spec.static_batch}" if spec.static_batch is not None else "")
 
     with timer.stage("validate") as t:
-        runner = backend.load(built, _backend_settings(spec), spec.validation.latency.threads)
+        runner = backend.load(built, backend_settings(spec), spec.validation.latency.threads)
         evaluated = evaluation.evaluate(spec, runner, data.inputs, reference, data.targets, labels, timings=[])
         conditions = runner.conditions
         del runner  # a fresh process times the artifact, with this one's memory and threads released
@@ -385,7 +383,7 @@ def _latency_stage(spec: BuildSpec, built, deploy_path: Path, inputs: dict[str, 
     the slower-than-float warning."""
     with tempfile.TemporaryDirectory(prefix="edgedeploy-float-") as tmp:
         artifacts = {"artifact": built}
-        if spec.precision == "int8" and spec.target != "trt":
+        if spec.precision == "int8" and target_kind(spec.target).float_latency_reference:
             float_graph = deploy_path
             if spec.static_batch is not None:
                 float_graph = static_onnx(deploy_path, Path(tmp) / "float.static.onnx", spec.static_batch)
@@ -467,13 +465,9 @@ def _layer_errors(spec: BuildSpec, float_onnx: Path, quantized: Path,
     samples = spec.validation.layer_error_samples
     if spec.precision != "int8" or not samples or Path(quantized) == Path(float_onnx):
         return None
-    backend = "openvino" if spec.target == "openvino" else "onnxruntime"
+    backend = "openvino" if precision_route(spec).int8 == "nncf-openvino" else "onnxruntime"
     return layer_errors(localize_model(backend, float_onnx, quantized, evaluation.first(inputs, samples),
                                        spec.validation.latency.threads))
-
-
-def _backend_settings(spec: BuildSpec) -> Any:
-    return {"openvino": spec.openvino, "trt": spec.tensorrt}.get(spec.target)
 
 
 def _op_counts(model: onnx.ModelProto) -> dict[str, int]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy import fileio, pipeline
-from edgedeploy.backends import get_backend
+from edgedeploy.backends import backend_settings, get_backend, precision_route
 from edgedeploy.config import BuildSpec, Thresholds, effective_thresholds
 from edgedeploy.errors import UsageError
 from edgedeploy.outfolder import FolderLock, OutputFolder, report_path
@@ -67,15 +67,15 @@ class Artifact:
 
     @property
     def backend(self) -> str:
-        """The backend the analysis runs on: OpenVINO for its IR, ONNX Runtime for Q/DQ graphs."""
-        return "openvino" if self.spec.target == "openvino" else "onnxruntime"
+        """The backend the analysis runs on: OpenVINO for an NNCF-quantized IR, ONNX Runtime for Q/DQ graphs."""
+        return "openvino" if precision_route(self.spec).int8 == "nncf-openvino" else "onnxruntime"
 
     @property
     def deploy_onnx(self) -> Path:
         return self.dir / "deploy.onnx"
 
     def quantized_model(self) -> Path:
-        path = self.dir / ("openvino/model.xml" if self.backend == "openvino" else QDQ_ONNX)
+        path = self.dir / (f"{self.spec.target}/model.xml" if self.backend == "openvino" else QDQ_ONNX)
         if not path.is_file():
             raise UsageError("the artifact's quantized model is missing", where=str(path),
                              fix="rebuild the artifact with --precision int8")
@@ -88,9 +88,10 @@ def load_artifact(artifact_dir: Path) -> Artifact:
     if spec.precision != "int8":
         raise UsageError(f"the artifact is {spec.precision}; debug precision analyses int8 builds",
                          where=str(artifact_dir), fix="build it with --precision int8 first")
-    if spec.target == "trt" and spec.tensorrt.int8_route == "calibrator":
-        raise UsageError("a TensorRT implicit-calibrator build has no Q/DQ graph to analyse", where=str(artifact_dir),
-                         fix="use tensorrt.int8_route: qdq")
+    route = precision_route(spec)
+    if route.int8 == "backend":
+        raise UsageError(f"a build quantized by its backend ({route.int8_method}) has no quantized graph to analyse",
+                         where=str(artifact_dir), fix=route.int8_fix)
     inputs, reference, targets, labels = load_reference(artifact_dir / "reference.npz", spec)
     return Artifact(artifact_dir, spec, inputs, reference, targets, labels)
 
@@ -104,7 +105,7 @@ def keep_in_float(spec: BuildSpec, layers: list[str], cache_dir: Path) -> BuildS
     """`spec` with `layers` added to the scope its int8 route leaves unquantized (accuracy-aware search off: this
     search replaces it), calibration results cached in `cache_dir`."""
     int8 = spec.int8
-    if spec.target == "openvino":
+    if precision_route(spec).int8 == "nncf-openvino":
         scope = int8.ignored_scope
         int8 = int8.model_copy(update={"ignored_scope": scope.model_copy(
             update={"names": _merged(scope.names, layers)})})
@@ -126,9 +127,9 @@ def run_trial(art: Artifact, layers: list[str], budget: Thresholds, threads: int
     start = time.perf_counter()
     spec = keep_in_float(art.spec, layers, art.dir / "cache")
     backend = get_backend(art.backend)
-    settings = spec.openvino if art.backend == "openvino" else None
+    settings = backend_settings(spec.model_copy(update={"target": art.backend}))
     with tempfile.TemporaryDirectory(prefix="edgedeploy-debug-precision.") as work:
-        prec = run_precision(spec, art.deploy_onnx, Path(work), None, library_versions())
+        prec = run_precision(spec, precision_route(spec), art.deploy_onnx, Path(work), None, library_versions())
         built = backend.build(prec.model_path, Path(work) / art.backend, "int8", settings)
         runner = backend.load(built, settings, threads)
         outputs = evaluate.run_all(runner, art.inputs)
@@ -187,7 +188,7 @@ def scope_snippet(spec: BuildSpec, layers: list[str]) -> str:
     import yaml
 
     scoped = keep_in_float(spec, layers, Path("cache")).int8
-    if spec.target == "openvino":
+    if precision_route(spec).int8 == "nncf-openvino":
         body = {"int8": {"ignored_scope": {"names": scoped.ignored_scope.names}}}
     else:
         body = {"int8": {"qdq": {"excluded": {"names": scoped.qdq.excluded.names}}}}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy import __version__, fileio
-from edgedeploy.backends import get_backend
+from edgedeploy.backends import backend_settings, get_backend
 from edgedeploy.backends.base import BuildResult
 from edgedeploy.config import effective_thresholds
 from edgedeploy.device import cpu_name, read_conditions
@@ -72,9 +72,8 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         artifact_dir / "reference.npz", spec,
         fix="it changed since the build (manifest.json records another hash): rebuild the artifact" if changed
         else "rebuild the artifact")
-    settings = {"openvino": spec.openvino, "trt": spec.tensorrt}.get(spec.target)
     try:
-        runner = backend.load(built, settings, spec.validation.latency.threads)
+        runner = backend.load(built, backend_settings(spec), spec.validation.latency.threads)
         result = evaluate.evaluate(spec, runner, inputs, reference, targets, labels)
     except EdgeDeployError as e:
         if checks[0]["changed"]:  # the likelier cause

@@ -161,3 +161,40 @@ def test_no_private_names_across_modules():
 def test_edgedeploy_imports_at_module_level():
     bad = function_level_imports()
     assert not bad, "function-level imports of edgedeploy modules:\n" + "\n".join(bad)
+
+
+def target_name_tests() -> list[str]:
+    """Places outside backends/ that decide by target name: `x.target == "..."` (or !=, in, not in), and a table
+    keyed by target names looked up with `x.target`."""
+    found = []
+    for module, path in MODULES.items():
+        if module.startswith("edgedeploy.backends"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                names_target = any(isinstance(s, ast.Attribute) and s.attr == "target" for s in sides)
+                strings = any(isinstance(s, ast.Constant) and isinstance(s.value, str) or
+                              isinstance(s, (ast.Tuple, ast.List, ast.Set)) for s in sides)
+                if names_target and strings:
+                    found.append(f"{module}:{node.lineno} compares a target name")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                    and isinstance(node.func.value, ast.Dict) and node.args
+                    and isinstance(node.args[0], ast.Attribute) and node.args[0].attr == "target"):
+                found.append(f"{module}:{node.lineno} looks a target name up in a table")
+    return found
+
+
+def test_targets_are_decided_in_backends_only():
+    bad = target_name_tests()
+    assert not bad, "decisions by target name outside edgedeploy/backends (declare them in its TargetKind):\n" + \
+        "\n".join(bad)
+
+
+def test_every_target_of_the_config_is_registered():
+    from typing import get_args
+
+    from edgedeploy.backends import TARGETS
+    from edgedeploy.config import Target
+
+    assert set(TARGETS) == set(get_args(Target))

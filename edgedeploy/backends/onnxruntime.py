@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy import fileio
-from edgedeploy.backends.base import BuildResult
+from edgedeploy.backends.base import BuildResult, TargetKind
 from edgedeploy.errors import UsageError
 from edgedeploy.ort_runner import OnnxRuntimeRunner, kernel_ops, ort_error
+from edgedeploy.precision.stage import PrecisionRoute
 
 
 class OnnxRuntimeBackend:
@@ -36,4 +37,16 @@ class OnnxRuntimeBackend:
         return OnnxRuntimeRunner(build.artifact, threads)
 
 
-__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeRunner", "kernel_ops", "ort_error"]
+
+def _route(spec) -> PrecisionRoute:
+    return PrecisionRoute(fp16="fp16-cast", int8="qdq", qdq_flavour="onnxruntime")
+
+
+def _fp16_candidate(spec, cpu_flags) -> tuple[str, str | None, str | None]:
+    return "fp16", ("ONNX Runtime's CPU provider has no fp16 convolution kernels on x86: an fp16 graph runs "
+                    "slower"), None
+
+
+TARGET = TargetKind("onnxruntime", OnnxRuntimeBackend, precision_route=_route, fp16_candidate=_fp16_candidate)
+
+__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeRunner", "TARGET", "kernel_ops", "ort_error"]

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from edgedeploy import fileio
-from edgedeploy.backends.base import BuildResult
-from edgedeploy.config import OpenVINOSettings
+from edgedeploy.backends.base import BuildResult, TargetKind
+from edgedeploy.config import BuildSpec, OpenVINOSettings
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.precision.openvino_convert import convert_onnx
+from edgedeploy.precision.stage import PrecisionRoute
 
 _DEFAULT_HINT = {"fp32": "f32", "fp16": "f16", "int8": "f32"}  # int8: the layers NNCF left in float run f32
 
@@ -178,3 +179,37 @@ class OpenVINORunner:
                 "performance_hint": "THROUGHPUT",
                 "threads": int(self._throughput.get_property("INFERENCE_NUM_THREADS")) or None,
                 "api": "openvino.AsyncInferQueue"}
+
+
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+_FP16_FLAGS = {"avx512_fp16", "amx_fp16"}
+
+
+def _settings(spec: BuildSpec) -> OpenVINOSettings:
+    return spec.openvino
+
+
+def _route(spec: BuildSpec) -> PrecisionRoute:
+    return PrecisionRoute(fp16="backend", int8="nncf-openvino",
+                          fp16_method="OpenVINO IR with fp16-compressed weights (save_model compress_to_fp16)")
+
+
+def _fp16_candidate(spec: BuildSpec, cpu_flags) -> tuple[str, str | None, str | None]:
+    """On a CPU, an fp16 IR runs fast only with reduced-float arithmetic: AMX/AVX512-BF16 run bf16 far faster than
+    AVX512-FP16 runs f16 (docs/benchmarks.md), and without either it runs at f32 speed."""
+    if spec.openvino.device != "CPU":
+        return "fp16", None, None
+    flags = cpu_flags()
+    if _BF16_FLAGS & flags:
+        return "bf16", None, "bf16"
+    if not _FP16_FLAGS & flags:
+        return "fp16", "this CPU has no bf16/fp16 arithmetic: an fp16 IR would run at f32 speed", None
+    return "fp16", None, None
+
+
+def _with_hint(spec: BuildSpec, hint: str) -> BuildSpec:
+    return spec.model_copy(update={"openvino": spec.openvino.model_copy(update={"inference_precision": hint})})
+
+
+TARGET = TargetKind("openvino", OpenVINOBackend, settings=_settings, precision_route=_route,
+                    fp16_candidate=_fp16_candidate, with_hint=_with_hint)

@@ -47,12 +47,9 @@ _PASS_THROUGH = ("Concat", "MaxPool", "Resize", "Reshape", "Transpose", "Slice",
                  "Unsqueeze", "Identity")
 
 
-def flavour_of(target: str, q: QdqSettings) -> str:
-    """The Q/DQ flavour a build makes: `int8.qdq.flavour`, or by target (onnxruntime runs its own, trt and any
-    other the TensorRT one)."""
-    if q.flavour != "auto":
-        return q.flavour
-    return "onnxruntime" if target == "onnxruntime" else "tensorrt"
+def flavour_of(target_flavour: str, q: QdqSettings) -> str:
+    """The Q/DQ flavour a build makes: `int8.qdq.flavour`, or the target's own (its PrecisionRoute's)."""
+    return q.flavour if q.flavour != "auto" else target_flavour
 
 
 @functools.cache

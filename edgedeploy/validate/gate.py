@@ -21,21 +21,18 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictFloat, StrictInt,
-                      ValidationError)
+                      ValidationError, create_model)
 
 from edgedeploy import arrayfile, fileio
 from edgedeploy.config import (BuildSpec, Precision, RegressionSettings, Target, TensorThresholds, Thresholds,
                                ValidationSettings, describe_validation_error, load_spec, load_yaml)
 from edgedeploy.errors import UsageError
 from edgedeploy.preprocess import check_input, check_targets
+from edgedeploy.tasks import TASKS
 
 REPORT_SCHEMA = "edgedeploy.report/3"
 ACCEPTED_BASELINE_SCHEMAS = ("edgedeploy.report/1", "edgedeploy.report/2", "edgedeploy.report/3")
 
-# task metrics compared with a baseline: higher is better for all of them
-_METRIC_KIND = {"map50_drop": "detection", "map50_95_drop": "detection", "top1_drop": "classification",
-                "top1_agreement": "classification"}
-_BASELINE_TASK_KEYS = ("map50", "map50_95", "map50_vs_reference", "top1", "top5", "top1_agreement", "top5_agreement")
 
 
 def _fmt(v: Any) -> str:
@@ -73,8 +70,6 @@ def output_thresholds(budget: Thresholds, output: str) -> TensorThresholds:
 
 _TENSOR_KEYS = (("max_rel_l2", "rel_l2", "<="), ("max_abs", "max_abs", "<="), ("min_cosine", "cosine", ">="),
                 ("min_snr_db", "snr_db", ">="))
-_TASK_CHECKS = (("max_map50_drop", "map50_drop", "<="), ("max_map50_95_drop", "map50_95_drop", "<="),
-                ("max_top1_drop", "top1_drop", "<="), ("min_top1_agreement", "top1_agreement", ">="))
 
 
 def threshold_checks(budget: Thresholds | None, tensors: dict[str, dict], task: dict | None,
@@ -98,15 +93,17 @@ def threshold_checks(budget: Thresholds | None, tensors: dict[str, dict], task: 
                 source = origin.get(f"outputs.{name}.{key}", origin.get(key, "config"))
                 checks.append(check(f"{name}.{metric}", "tensor", m[metric], limit, op, origin=source))
     if task and budget:
-        for key, metric, op in _TASK_CHECKS:
-            limit = getattr(budget, key)
-            if limit is None:
-                continue
-            if metric in task:
-                checks.append(check(metric, "task", task[metric], limit, op, origin=origin.get(key, "config")))
-            elif task.get("kind") == _METRIC_KIND[metric]:
-                checks.append(skipped(metric, "task", "the validation data has no labels", limit=limit,
-                                      origin=origin.get(key, "config")))
+        for each in TASKS.values():
+            for b in each.budgets:
+                limit = getattr(budget, b.key)
+                if limit is None:
+                    continue
+                if b.metric in task:
+                    checks.append(check(b.metric, "task", task[b.metric], limit, b.op,
+                                        origin=origin.get(b.key, "config")))
+                elif task.get("kind") == each.name:
+                    checks.append(skipped(b.metric, "task", "the validation data has no labels", limit=limit,
+                                          origin=origin.get(b.key, "config")))
     return checks
 
 
@@ -131,14 +128,9 @@ class BaselineLatency(_Record):
     cov: StrictFloat = Field(0.0, ge=0)
 
 
-class BaselineTask(_Record):
-    map50: StrictFloat | None = None
-    map50_95: StrictFloat | None = None
-    map50_vs_reference: StrictFloat | None = None
-    top1: StrictFloat | None = None
-    top5: StrictFloat | None = None
-    top1_agreement: StrictFloat | None = None
-    top5_agreement: StrictFloat | None = None
+# the task metrics a baseline is compared on (every task's baseline_metrics), each a finite float when present
+BaselineTask = create_model("BaselineTask", __base__=_Record,
+                            **{m: (StrictFloat | None, None) for t in TASKS.values() for m in t.baseline_metrics})
 
 
 class Baseline(_Record):
@@ -218,7 +210,7 @@ def baseline_checks(current: dict, baseline: dict, regression: RegressionSetting
                              fix="pass the baseline made for this target and precision")
     checks = []
     cur_task, base_task = current.get("task") or {}, baseline.get("task") or {}
-    for key in _BASELINE_TASK_KEYS:
+    for key in [m for t in TASKS.values() for m in t.baseline_metrics]:
         if key in cur_task and key in base_task and base_task[key] is not None:
             limit = base_task[key] - regression.max_task_drop
             c = check(f"baseline.{key}", "baseline", cur_task[key], limit, ">=", origin="baseline")

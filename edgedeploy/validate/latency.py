@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.backends import BuildResult, get_backend
+from edgedeploy.backends import BuildResult, backend_settings, get_backend
 from edgedeploy.backends.base import Runner
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import EdgeDeployError
@@ -343,7 +343,7 @@ def _fresh_process(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     spec = BuildSpec.model_validate(job["spec"])
     backend = get_backend(spec.target)
-    settings = {"openvino": spec.openvino, "trt": spec.tensorrt}.get(spec.target)
+    settings = backend_settings(spec)
     threads = spec.validation.latency.threads
     runners = {name: backend.load(BuildResult(Path(a["path"]), [], a["info"]), settings, threads)
                for name, a in job["artifacts"].items()}
