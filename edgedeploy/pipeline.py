@@ -40,12 +40,13 @@ from edgedeploy.backends import (Backend, BuildResult, backend_settings, get_bac
                                  target_kind)
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import EdgeDeployError, UsageError
-from edgedeploy.graph.optimize import NOT_APPLIED, OptimizeSettings, load_model, optimize_file
+from edgedeploy.graph.optimize import NOT_APPLIED, OptimizeSettings, optimize_file
 from edgedeploy.onnx_checks import check_io, check_operators
 from edgedeploy.ort_runner import OnnxRuntimeRunner, kernel_ops
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.stage import PrecisionResult, arrays_sha256, check_precision_request, run_precision
 from edgedeploy.preprocess import ValidationSet, load_validation_set
+from edgedeploy.sources import source_of
 from edgedeploy.stagecache import StageCache, export_material, optimize_material
 from edgedeploy.static_batch import make_static, static_onnx
 from edgedeploy.validate import evaluate as evaluation
@@ -201,7 +202,8 @@ def export_and_optimize(spec: BuildSpec, folder: OutputFolder, timer: StageTimer
     out_dir = folder.staging
     reuse: dict[str, dict[str, Any]] = {}
     with timer.stage("export") as t:
-        given = _onnx_source(spec) if spec.model.onnx is not None else None  # the model's word before the data's
+        kind = source_of(spec)
+        given = kind.read_onnx(spec) if kind.read_onnx is not None else None  # the model's word before the data's
         data = load_validation_set(spec)
         labels = evaluation.load_labels(spec.validation, len(next(iter(data.inputs.values()))))
         raw_path, reference, source, reuse["export"] = _export_stage(spec, out_dir, data, trust_code, labels, given,
@@ -324,7 +326,8 @@ def _export_stage(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_cod
                   ) -> tuple[Path, dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
     """raw.onnx and reference.npz from the stage cache when an entry has this key, else made (and stored); returns
     them with the source record and the cache's word for the report."""
-    source = _source_info(spec)
+    kind = source_of(spec)
+    source = {**kind.record(spec), "reference": kind.reference}
     material, note = None, "--no-cache"
     if cache is not None:
         material, note = export_material(spec, arrays_sha256({**data.inputs, **_labels(data, labels)}), trust_code)
@@ -397,29 +400,17 @@ def _latency_stage(spec: BuildSpec, built, deploy_path: Path, inputs: dict[str, 
     return out
 
 
-def _source_info(spec: BuildSpec) -> dict[str, Any]:
-    """What the model came from, for the report and manifest."""
-    if spec.model.onnx is not None:
-        source_file = Path(spec.model.onnx)
-        return {"kind": "onnx", "file": str(source_file), "sha256": fileio.sha256_file(source_file),
-                "reference": "ONNX Runtime on the given ONNX"}
-    checkpoint = spec.model.checkpoint
-    return {"kind": "pytorch", "factory": spec.model.factory, "kwargs": spec.model.kwargs,
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "sha256": fileio.sha256_file(checkpoint) if checkpoint else None,
-            "reference": "PyTorch eager (fp32)"}
-
-
 def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: bool,
             labels: np.ndarray | None = None, given: onnx.ModelProto | None = None,
             ) -> tuple[Path, dict[str, np.ndarray]]:
-    """raw.onnx (a copy of `given`, the checked ONNX source, or the PyTorch export) and reference.npz."""
+    """raw.onnx (a copy of `given`, the checked ONNX source, or the export of the source's torch module) and
+    reference.npz."""
     raw_path = out_dir / "raw.onnx"
     if given is not None:
         fileio.write_bytes(raw_path, given.SerializeToString())
         reference = _run_onnx_reference(raw_path, data.inputs, where=Path(spec.model.onnx))
     else:
-        module = export.build_module(spec, trust_code)
+        module = source_of(spec).load(spec, trust_code)
         export.export_onnx(spec, module, raw_path, data.inputs)
         exported = onnx.load(str(raw_path), load_external_data=False)
         check_io(exported, spec, raw_path)
@@ -431,16 +422,6 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: boo
         np.savez_compressed(f, **{f"input.{k}": v for k, v in data.inputs.items()},
                             **{f"output.{k}": v for k, v in reference.items()}, **_labels(data, labels))
     return raw_path, reference
-
-
-def _onnx_source(spec: BuildSpec) -> onnx.ModelProto:
-    """The user's ONNX file, read without trusting it (external data confined to its folder, the ONNX checker) and
-    checked against the config and ONNX Runtime's operators before anything runs it."""
-    path = Path(spec.model.onnx)
-    model = load_model(path)
-    check_io(model, spec, path)
-    check_operators(model, path, kernel_ops())
-    return model
 
 
 def _run_onnx_reference(path: Path, inputs: dict[str, np.ndarray], where: Path) -> dict[str, np.ndarray]:
