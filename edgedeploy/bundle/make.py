@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgedeploy import __version__, fileio, pipeline
+from edgedeploy import __version__, arrayfile, fileio, pipeline
 from edgedeploy.bundle.manifest import CALIBRATION, MANIFEST, SCHEMA, SPEC, VARIANTS, file_table
 from edgedeploy.config import BuildSpec, Precision
 from edgedeploy.outfolder import OutputFolder
@@ -88,7 +88,7 @@ def _write_calibration(spec: BuildSpec, path: Path) -> None:
     same sha256, so keyed calibration results made from them match)."""
     calib = load_calibration(spec)
     with fileio.atomic_open(path) as f:
-        np.savez_compressed(f, **calib.stacked())
+        arrayfile.write_npz(f, calib.stacked(), compressed=True)
 
 
 def _device_spec(spec: BuildSpec, int8: bool) -> BuildSpec:

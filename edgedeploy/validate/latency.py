@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy import arrayfile
 from edgedeploy.backends.base import Runner
 
 UNSTABLE_COV = 0.05
@@ -313,7 +314,7 @@ def measure_fresh(spec, artifacts: dict[str, Any], inputs: dict[str, np.ndarray]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgedeploy-latency-") as tmp:
         feeds = Path(tmp) / "inputs.npz"
-        np.savez(feeds, **first(inputs, max(batch_sizes), repeat=True))
+        arrayfile.write_npz(feeds, first(inputs, max(batch_sizes), repeat=True))
         job = Path(tmp) / "job.json"
         job.write_text(json.dumps({
             "spec": spec.model_dump(mode="json"), "inputs": str(feeds), "batch_sizes": list(batch_sizes),
