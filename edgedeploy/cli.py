@@ -464,16 +464,19 @@ def _ci_options(debug: bool = DEBUG) -> None:
 def ci_github(
     config: Optional[str] = typer.Argument(None, metavar="CONFIG", show_default="the bundled demo",
                                            help="the build spec's path in your repository"),
-    device: list[str] = typer.Option(..., "--device", "-d", metavar="NAME=LABEL,LABEL[:TARGET]",
+    device: list[str] = typer.Option(..., "--device", "-d", metavar="NAME=LABEL,LABEL[:TARGET[:CUDA_MAJOR]]",
                                      help="one per kind of device, e.g. orin-nano=self-hosted,jetson,orin-nano:trt "
-                                          "(repeatable)"),
+                                          "(trt: CUDA major 12 unless given, e.g. thor=self-hosted,thor:trt:13; "
+                                          "repeatable)"),
     precision: list[str] = typer.Option([], "--precision", "-p", metavar="PRECISION", show_default="fp32, fp16",
                                         help="fp32 | fp16 | int8 (repeatable)"),
     out: Path = typer.Option(Path(".github/workflows/edgedeploy-fleet.yml"), "--out", "-o", metavar="FILE",
                              help="the workflow file to write"),
     install: Optional[str] = typer.Option(None, "--install", metavar="REQUIREMENT",
-                                          show_default="this version from PyPI",
+                                          show_default=". (the repository the workflow runs in)",
                                           help="pip requirement for edgedeploy on the runners"),
+    module_root: str = typer.Option(".", "--module-root", metavar="DIR",
+                                    help="the repository folder your model's package is imported from"),
     timeout: int = typer.Option(120, "--timeout", metavar="MINUTES", help="minutes each device job may take"),
     debug: bool = DEBUG,
 ) -> None:
@@ -489,7 +492,8 @@ def ci_github(
     if bad:
         raise UsageError(f"invalid --precision {bad[0]!r}", fix=f"use one of: {', '.join(get_args(Precision))}")
     kinds = [DeviceKind.parse(d) for d in device]
-    fileio.write_text(out, workflow(kinds, precision or ["fp32", "fp16"], config, install, device_timeout=timeout))
+    fileio.write_text(out, workflow(kinds, precision or ["fp32", "fp16"], config, install, device_timeout=timeout,
+                                    module_root=module_root))
     console.print(f"[green]✓[/] {escape(str(out))}: {len(kinds)} device kind(s) x {len(precision) or 2} "
                   f"precision(s); register a self-hosted runner with each kind's labels", highlight=False)
 
