@@ -212,3 +212,32 @@ def test_report_merge_refuses_other_json(tmp_path):
     done = run_cli("report", "merge", "x.json", cwd=tmp_path)
     assert done.returncode == 2
     assert "x.json: not an edgedeploy report.json" in error_line(done)
+
+
+@pytest.mark.slow
+def test_generated_workflow_runs_green_on_host_runners(tmp_path):
+    """The workflow is run, not only linted: tools/run_workflow.py executes its jobs as Actions would (needs order,
+    matrix, env, artifacts between jobs; checkout/setup-python/artifact actions emulated) with this host standing in
+    for the device labels. The device runner's workspace starts with an earlier run's leftovers, as a self-hosted
+    runner's does; they must neither break the bundle check nor be counted: one report per run, two runs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import run_workflow
+
+    wf = tmp_path / "wf.yml"
+    done = run_cli("ci", "github", "-d", "cpu-ov=self-hosted,x64:openvino", "-d", "cpu-ort=self-hosted,x64:onnxruntime",
+                   "-p", "fp32", "--out", str(wf), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    work = tmp_path / "work"
+    stale = work / "runners" / "device_cpu-ov-fp32-openvino" / "workspace"
+    (stale / "bundle").mkdir(parents=True)
+    (stale / "bundle" / "stale.onnx").write_bytes(b"left by an earlier run")
+    (stale / "out" / "old-run").mkdir(parents=True)
+    shutil.copy(Path(__file__).parent / "baselines" / "demo-openvino-fp32.json", stale / "out" / "old-run" / "report.json")
+    lines: list[str] = []
+    results = run_workflow.run(wf, Path(__file__).resolve().parents[1], work, log=lines.append)
+    assert results == {"bundle": "success", "device": "success", "summary": "success"}, "\n".join(lines)
+    assert sum("host runner standing in for ['self-hosted', 'x64']" in line for line in lines) == 2
+    fleet = json.loads((work / "runners" / "summary" / "workspace" / "fleet" / "fleet.json").read_text())
+    runs = fleet["runs"] if isinstance(fleet, dict) else fleet
+    assert sorted(r["run"] for r in runs) == ["cpu-ort-fp32", "cpu-ov-fp32"]
+    assert all(r["passed"] for r in runs)
