@@ -290,6 +290,9 @@ def validate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", show_default="ARTIFACT_DIR-validate",
                                        help="report folder, replaced as a whole"),
     strict: bool = typer.Option(False, "--strict", metavar="", help="fail on every warning too (CI)"),
+    accept_model_change: bool = typer.Option(False, "--accept-model-change", metavar="",
+                                             help="compare with a baseline of another model, task, output set or "
+                                                  "data set (a deliberate re-baseline; recorded in the report)"),
     debug: bool = DEBUG,
 ) -> None:
     """Re-check a built artifact (CI gate).
@@ -301,6 +304,7 @@ def validate(
 
     with console.status("[bold]validate[/]…"):
         report = validate_artifact(artifact_dir, baseline=baseline, config=config, out_dir=out, junit=junit,
+                                   accept_model_change=accept_model_change,
                                    strict=strict)
     out = report_path(artifact_dir, out, "validate")
     for c in report["checks"]:

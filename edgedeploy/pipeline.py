@@ -46,7 +46,7 @@ from edgedeploy.preprocess import ValidationSet, load_validation_set
 from edgedeploy.stagecache import StageCache, export_material, optimize_material, package_versions
 from edgedeploy.validate import evaluate as evaluation
 from edgedeploy.validate import latency
-from edgedeploy.validate.gate import REPORT_SCHEMA, finish_report, load_reference, write_reports
+from edgedeploy.validate.gate import REPORT_SCHEMA, finish_report, load_reference, model_identity, write_reports
 _LIBRARIES = ("torch", "onnx", "onnxsim", "onnxslim", "onnxruntime", "openvino", "nncf", "numpy", "tensorrt")
 
 
@@ -260,6 +260,7 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
         "target": spec.target,
         "precision": spec.precision,
         "artifact": artifact,
+        "identity": model_identity(spec, deploy_path, out_dir / "reference.npz"),
         "conditions": {**conditions, "machine": platform.machine(), "processor": device.cpu_name()},
         "device": device.read_conditions(),
         **made,

@@ -264,6 +264,126 @@ def baseline_checks(current: dict, baseline: dict, regression: RegressionSetting
     return checks
 
 
+# --------------------------------------------------------------------------------------------- model identity
+def model_identity(spec: BuildSpec, deploy_path: Path, reference_path: Path) -> dict[str, Any]:
+    """What a report measured, so a baseline is compared only with the same thing: the deploy graph (sha256 of the
+    ONNX file and its external data) and its inputs/outputs (name → [element type, dims]), the task, the validation
+    data (sha256 over the inputs and labels of reference.npz, not the reference outputs, which a new PyTorch may
+    round differently), the target and precision."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        graph = onnx.load(str(deploy_path), load_external_data=False).graph
+    except (OSError, DecodeError) as e:
+        raise UsageError(f"cannot read the deploy graph ({e.__class__.__name__})", where=str(deploy_path),
+                         fix="rebuild the artifact") from None
+    initializers = {i.name for i in graph.initializer}
+
+    def signature(values) -> dict[str, list]:
+        return {v.name: [onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type),
+                         [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]]
+                for v in values if v.name not in initializers}
+
+    digest = fileio.sha256_file(deploy_path)
+    data = deploy_path.with_name(deploy_path.name + ".data")
+    if data.is_file():
+        digest = fileio.sha256_bytes((digest + fileio.sha256_file(data)).encode())
+    return {"deploy_sha256": digest, "inputs": signature(graph.input), "outputs": signature(graph.output),
+            "task": spec.validation.task, "validation_data_sha256": _validation_data_sha256(reference_path),
+            "target": spec.target, "precision": spec.precision}
+
+
+def _validation_data_sha256(reference_path: Path) -> str:
+    import hashlib
+    import zipfile
+
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(reference_path) as archive:
+        for name in sorted(n for n in archive.namelist() if not n.startswith("output.")):
+            digest.update(name.encode() + b"\0")
+            with archive.open(name) as member:
+                for chunk in iter(lambda: member.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+_IDENTITY_NAMES = {"task": "task", "outputs": "output set", "inputs": "input set", "validation_data_sha256":
+                   "validation data", "deploy_sha256": "model (deploy graph)"}
+
+
+def identity_difference(current: dict[str, Any], baseline: dict[str, Any]) -> str | None:
+    """The first way the baseline measured something else than `current`, in words; None when it is the same model,
+    task, output set and data. A baseline from before identities were recorded is compared on what it has: its
+    output names and the kind of its task metrics."""
+    cur, base = current.get("identity") or {}, baseline.get("identity")
+    if base:
+        for key, what in _IDENTITY_NAMES.items():
+            a, b = base.get(key), cur.get(key)
+            if a != b:
+                if key in ("inputs", "outputs") and isinstance(a, dict) and isinstance(b, dict) and set(a) != set(b):
+                    return f"{what}: the baseline's {sorted(a)}, this artifact's {sorted(b)}"
+                shown = (lambda v: v[:12] if isinstance(v, str) and len(v) == 64 else v)
+                return f"{what}: the baseline's {shown(a)!r}, this artifact's {shown(b)!r}"
+        return None
+    base_outputs, cur_outputs = set(baseline.get("tensors") or {}), set(current.get("tensors") or {})
+    if base_outputs != cur_outputs:
+        return f"output set: the baseline's {sorted(base_outputs)}, this artifact's {sorted(cur_outputs)}"
+    kinds = {_task_kind(baseline.get("task")), _task_kind(current.get("task"))}
+    if len(kinds) > 1:
+        return f"task: the baseline's {_task_kind(baseline.get('task'))}, this artifact's {_task_kind(current.get('task'))}"
+    return None
+
+
+def _task_kind(task: dict | None) -> str:
+    task = task or {}
+    if task.get("kind"):
+        return str(task["kind"])
+    keys = {k for k, v in task.items() if v is not None}
+    return ("detection" if keys & {"map50", "map50_95", "map50_vs_reference"} else
+            "classification" if keys & {"top1", "top5", "top1_agreement", "top5_agreement"} else "none")
+
+
+def bind_baseline(report: dict[str, Any], baseline: dict[str, Any], baseline_path: Path,
+                  accept_model_change: bool) -> dict[str, Any]:
+    """The report's `baseline` record; a baseline of another model, task, output set or data set is refused in one
+    line naming the difference, unless `accept_model_change` (a deliberate re-baseline), which is recorded."""
+    difference = identity_difference(report, baseline)
+    record = {"path": str(baseline_path), "edgedeploy": baseline.get("edgedeploy"), "created": baseline.get("created"),
+              "processor": baseline.get("conditions", {}).get("processor"),
+              "identity": "missing" if not baseline.get("identity") else "same" if difference is None else "differs"}
+    if difference is not None and not accept_model_change:
+        raise UsageError(f"the baseline measured another {difference}", where=str(baseline_path),
+                         fix="pass this model's baseline, or --accept-model-change to re-baseline deliberately after "
+                             "a model change")
+    if difference is not None:
+        record["model_change_accepted"] = difference
+    return record
+
+
+def skipped_baseline_warnings(report: dict[str, Any]) -> list[dict[str, str]]:
+    """A baseline check that was skipped is said, never silent (a failure under --strict): one warning naming each;
+    and a baseline with no model identity, or one accepted as another model's."""
+    from edgedeploy.validate.notices import warning
+
+    out = []
+    skipped_checks = [c for c in report.get("checks", []) if c.get("origin") == "baseline" and c.get("status") == "skip"]
+    if skipped_checks:
+        names = ", ".join(f"{c['name']} ({c['message']})" for c in skipped_checks)
+        out.append(warning("baseline_check_skipped", f"{len(skipped_checks)} baseline check(s) skipped",
+                           f"not compared with the baseline: {names}"))
+    record = report.get("baseline") or {}
+    if record.get("identity") == "missing":
+        out.append(warning("baseline_without_identity", "baseline has no model identity",
+                           "the baseline report predates model identities, so only its output names and task were "
+                           "matched: keep a newer report.json of this model as the baseline"))
+    if record.get("model_change_accepted"):
+        out.append(warning("baseline_model_changed", "baseline of another model accepted",
+                           f"--accept-model-change: compared with a baseline that measured another "
+                           f"{record['model_change_accepted']}"))
+    return out
+
+
 # --------------------------------------------------------------------------------------------- validate
 _OVERRIDABLE = {"thresholds", "validation", "regression"}
 
@@ -401,7 +521,8 @@ def read_manifest(artifact_dir: Path) -> tuple[dict[str, Any], BuildSpec]:
 
 
 def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, config: Path | None = None,
-                      out_dir: Path | None = None, junit: Path | None = None, strict: bool = False) -> dict[str, Any]:
+                      out_dir: Path | None = None, junit: Path | None = None, strict: bool = False,
+                      accept_model_change: bool = False) -> dict[str, Any]:
     """Re-run the artifact in `artifact_dir` on its stored reference, check thresholds (and a baseline), write
     report.json / report.md / report.html to `out_dir` (default: ARTIFACT_DIR-validate beside it, so a rebuild does
     not wipe it) and JUnit XML to `junit`; `strict` turns every warning into a failing check. The report folder and
@@ -415,7 +536,7 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     out_dir = report_path(artifact_dir, out_dir, "validate")
     junit = output_file(junit, "--junit", within=out_dir) if junit is not None else None
     with FolderLock(artifact_dir, shared=True), OutputFolder(out_dir, kind="report") as folder:
-        report = _validate(artifact_dir, baseline, config, strict)
+        report = _validate(artifact_dir, baseline, config, strict, accept_model_change)
         report["wall_seconds"] = time.perf_counter() - start
         write_reports(report, folder.staging)
         if junit is not None and junit.is_relative_to(folder.final):  # part of the report folder's transaction
@@ -426,7 +547,8 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     return report
 
 
-def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, strict: bool) -> dict[str, Any]:
+def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, strict: bool,
+              accept_model_change: bool = False) -> dict[str, Any]:
     from edgedeploy.backends import get_backend
     from edgedeploy.backends.base import BuildResult
     from edgedeploy.device import cpu_name, read_conditions
@@ -484,6 +606,7 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         "validation_data": f"reference.npz ({count} samples)",
         "artifact": artifact,
         "artifact_dir": str(artifact_dir),
+        "identity": model_identity(spec, artifact_dir / "deploy.onnx", artifact_dir / "reference.npz"),
         "conditions": {**runner.conditions, "machine": platform.machine(), "processor": cpu_name()},
         "device": read_conditions(),
         "libraries": library_versions(),
@@ -493,10 +616,9 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         "warnings": result["warnings"],
     }
     if base_report is not None:
+        report["baseline"] = bind_baseline(report, base_report, baseline, accept_model_change)
         report["checks"] += baseline_checks(report, base_report, spec.regression, effective_thresholds(spec)[0])
-        report["baseline"] = {"path": str(baseline), "edgedeploy": base_report.get("edgedeploy"),
-                              "created": base_report.get("created"),
-                              "processor": base_report.get("conditions", {}).get("processor")}
+        report["warnings"] += skipped_baseline_warnings(report)
     finish_report(report, spec)
     return report
 
@@ -526,6 +648,6 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
     fileio.write_text(out_dir / "report.html", html.render_html(report, siblings))
 
 
-__all__ = ["REPORT_SCHEMA", "check", "finish_report", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
+__all__ = ["model_identity", "identity_difference", "bind_baseline", "skipped_baseline_warnings", "REPORT_SCHEMA", "check", "finish_report", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
            "load_baseline", "apply_config", "read_manifest", "load_reference", "write_reports", "output_thresholds",
            "ValidationSettings"]
