@@ -359,8 +359,9 @@ def _optimize_stage(spec: BuildSpec, raw_path: Path, deploy_path: Path, data: Va
                                 drop_outputs=list(spec.optimize.drop_outputs), simplifier=spec.optimize.simplifier)
     verify = evaluation.first(data.inputs, evaluation.RUN_BATCH)
     if cache is None:
-        return optimize_file(raw_path, deploy_path, settings, real_inputs=verify).to_dict(), \
-            {"status": "off", "note": "--no-cache"}
+        opt = optimize_file(raw_path, deploy_path, settings, real_inputs=verify).to_dict()
+        opt.update(input_path=raw_path.name, output_path=deploy_path.name)  # beside optimize.json: no machine's path
+        return opt, {"status": "off", "note": "--no-cache"}
     material = optimize_material(_sha256_with_data(raw_path), spec.optimize.model_dump(mode="json"),
                                  arrays_sha256(verify))
     entry = cache.lookup("optimize", material)
@@ -370,7 +371,7 @@ def _optimize_stage(spec: BuildSpec, raw_path: Path, deploy_path: Path, data: Va
     else:
         opt = optimize_file(raw_path, deploy_path, settings, real_inputs=verify).to_dict()
         cache.store(entry, [deploy_path], records={"optimize.json": opt})
-    opt.update(input_path=str(raw_path), output_path=str(deploy_path))
+    opt.update(input_path=raw_path.name, output_path=deploy_path.name)
     return opt, entry.report()
 
 
