@@ -239,6 +239,13 @@ def _precision(p: dict[str, Any] | None) -> list[Section]:
     return out
 
 
+def _ratio_cell(c: dict[str, Any]) -> str:
+    if "ratio_ci95" not in c:
+        return "—"
+    low, high = c["ratio_ci95"]
+    return f"{c['ratio']:.2f}x ({low:.2f}-{high:.2f})"
+
+
 def _async(a: dict | None) -> str:
     if not a:
         return "—"
@@ -270,11 +277,14 @@ def _latency(report: dict[str, Any]) -> list[Section]:
         Table(["batch", "median (ms)", "p90 (ms)", "p99 (ms)", "min–max (ms)", "CoV", "samples/s",
                "async samples/s"], rows), text]
     if m.get("int8_vs_float"):
-        blocks += [Table(["batch", "int8 median (ms)", "float median (ms)", "int8 speed-up", "int8 slower"],
+        blocks += [Table(["batch", "int8 median (ms)", "float median (ms)", "int8 speed-up", "int8/float (95% CI)",
+                          "verdict"],
                          [[c["batch"], num(c["int8_median_ms"]), num(c["float_median_ms"]), f"{c['speedup']:.2f}x",
-                           num(c.get("slower"))] for c in m["int8_vs_float"]]),
+                           _ratio_cell(c), c.get("verdict", "slower" if c.get("slower") else "—")]
+                          for c in m["int8_vs_float"]]),
                    "The int8 artifact against the float graph on the same backend, timed in alternating windows of "
-                   "one process (outside load hits both alike)."]
+                   "one process (outside load hits both alike); the interval is over the rounds' ratios, and a "
+                   "verdict of `within noise` means the timing cannot tell them apart."]
     return [Section("latency", "Latency", blocks)]
 
 
