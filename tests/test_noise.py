@@ -101,3 +101,26 @@ def test_fp16_that_ran_as_bf16_names_both_fixes_and_a_bf16_budget_judges_it(mlp,
     report = pipeline.build(judged, tmp_path / "bf16")
     rel = [c for c in report["checks"] if c["name"] == "logits.rel_l2"][0]
     assert rel["budget"] == "bf16" and rel["limit"] == 0.1 and rel["passed"]
+
+
+def test_the_latency_gate_says_when_it_cannot_decide():
+    """Baseline median 1 ms, this run 1.2 ms, the allowed slowdown 15 %: on quiet runs a 20 % regression fails; when
+    both runs spread widely the interval straddles 1.15x: the check does not fail on noise, and says it cannot
+    decide; a noise guard that allows 2x or more says it could catch nothing smaller."""
+    from edgedeploy.config import RegressionSettings
+    from edgedeploy.validate import gate
+
+    def run(median: float, spread: float, cov: float = 0.01) -> dict:
+        samples = list(np.linspace(median * (1 - spread), median * (1 + spread), 101))
+        return {"conditions": {}, "tensors": {}, "task": {},
+                "latency": [{"batch": 1, "median_ms": median, "cov": cov, "samples_ms": samples}]}
+
+    [quiet] = gate.baseline_checks(run(1.2, 0.02), run(1.0, 0.02), RegressionSettings(), None)
+    assert quiet["status"] == "fail" and not quiet["undecided"] and quiet["ratio_ci95"][0] > 1.15
+    [noisy] = gate.baseline_checks(run(1.2, 0.9), run(1.0, 0.9), RegressionSettings(), None)
+    assert noisy["passed"] and noisy["undecided"] and noisy["ratio_ci95"][0] < 1.15 < noisy["ratio_ci95"][1]
+    report = {"checks": [noisy]}
+    assert [w["code"] for w in gate.baseline_warnings(report)] == ["latency_gate_undecided"]
+    [blind] = gate.baseline_checks(run(1.2, 0.02, cov=0.5), run(1.0, 0.02, cov=0.5), RegressionSettings(), None)
+    assert blind["passed"] and blind["allowed_slowdown"] > 1
+    assert [w["code"] for w in gate.baseline_warnings({"checks": [blind]})] == ["latency_gate_blind"]

@@ -260,8 +260,31 @@ def baseline_checks(current: dict, baseline: dict, regression: RegressionSetting
                   "noise_guard": "cov" if guard > regression.latency_tolerance else "tolerance"})
         c["message"] += (f" (baseline {b['median_ms']:.4g} ms + {allowed:.1%}; "
                          f"{'CoV noise guard' if guard > regression.latency_tolerance else 'fixed tolerance'})")
-        checks.append(c)
+        checks.append(_latency_decision(c, t, b, 1 + allowed))
     return checks
+
+
+def _latency_decision(c: dict[str, Any], current: dict[str, Any], base: dict[str, Any], allowed_ratio: float
+                      ) -> dict[str, Any]:
+    """The latency check decided on the ratio current/baseline with its 95 % bootstrap interval over both runs'
+    stored samples: fail only when the whole interval is above the allowed ratio; `undecided` (passing, and said
+    as a warning) when the interval straddles it."""
+    from edgedeploy.validate.latency import median_ratio_interval
+
+    samples, base_samples = current.get("samples_ms"), base.get("samples_ms")
+    if not samples or not base_samples:
+        return c
+    interval = median_ratio_interval(samples, base_samples)
+    low, high = interval["ci95"]
+    c.update(ratio=interval["ratio"], ratio_ci95=interval["ci95"], allowed_ratio=allowed_ratio)
+    c["undecided"] = low <= allowed_ratio < high
+    c["passed"] = low <= allowed_ratio
+    c["status"] = "pass" if c["passed"] else "fail"
+    if c["passed"]:
+        c["message"] = c["message"].replace(" exceeds limit", " above limit, not beyond noise,")
+    c["message"] += f"; ratio {interval['ratio']:.2f}x, 95% {low:.2f}-{high:.2f}x" + (
+        " (cannot decide)" if c["undecided"] else "")
+    return c
 
 
 # --------------------------------------------------------------------------------------------- model identity
@@ -361,9 +384,10 @@ def bind_baseline(report: dict[str, Any], baseline: dict[str, Any], baseline_pat
     return record
 
 
-def skipped_baseline_warnings(report: dict[str, Any]) -> list[dict[str, str]]:
-    """A baseline check that was skipped is said, never silent (a failure under --strict): one warning naming each;
-    and a baseline with no model identity, or one accepted as another model's."""
+def baseline_warnings(report: dict[str, Any]) -> list[dict[str, str]]:
+    """What a PASS against a baseline must not hide (each a failure under --strict): baseline checks that were
+    skipped (one warning naming each), a latency check that cannot decide or whose noise guard allows 2x or more, a
+    baseline with no model identity, or one accepted as another model's."""
     from edgedeploy.validate.notices import warning
 
     out = []
@@ -377,6 +401,16 @@ def skipped_baseline_warnings(report: dict[str, Any]) -> list[dict[str, str]]:
         out.append(warning("baseline_without_identity", "baseline has no model identity",
                            "the baseline report predates model identities, so only its output names and task were "
                            "matched: keep a newer report.json of this model as the baseline"))
+    for c in report.get("checks", []):
+        if c.get("origin") == "baseline" and c.get("undecided"):
+            out.append(warning("latency_gate_undecided", f"{c['name']} cannot decide",
+                               f"the latency ratio to the baseline, {c['ratio']:.2f}x (95% {c['ratio_ci95'][0]:.2f}-"
+                               f"{c['ratio_ci95'][1]:.2f}x), straddles the allowed {c['allowed_ratio']:.2f}x: this run "
+                               "cannot tell a regression from noise (time on a quieter machine, or longer)"))
+        elif c.get("origin") == "baseline" and c.get("allowed_slowdown", 0) >= 1.0:
+            out.append(warning("latency_gate_blind", f"{c['name']} allows {1 + c['allowed_slowdown']:.1f}x",
+                               f"the noise guard widened the allowed slowdown to {c['allowed_slowdown']:.0%} because "
+                               "the runs' CoV is high: any regression smaller than that passes unseen"))
     if record.get("model_change_accepted"):
         out.append(warning("baseline_model_changed", "baseline of another model accepted",
                            f"--accept-model-change: compared with a baseline that measured another "
@@ -618,7 +652,7 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
     if base_report is not None:
         report["baseline"] = bind_baseline(report, base_report, baseline, accept_model_change)
         report["checks"] += baseline_checks(report, base_report, spec.regression, effective_thresholds(spec)[0])
-        report["warnings"] += skipped_baseline_warnings(report)
+        report["warnings"] += baseline_warnings(report)
     finish_report(report, spec)
     return report
 
@@ -648,6 +682,6 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
     fileio.write_text(out_dir / "report.html", html.render_html(report, siblings))
 
 
-__all__ = ["model_identity", "identity_difference", "bind_baseline", "skipped_baseline_warnings", "REPORT_SCHEMA", "check", "finish_report", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
+__all__ = ["model_identity", "identity_difference", "bind_baseline", "baseline_warnings", "REPORT_SCHEMA", "check", "finish_report", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
            "load_baseline", "apply_config", "read_manifest", "load_reference", "write_reports", "output_thresholds",
            "ValidationSettings"]
