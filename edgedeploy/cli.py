@@ -71,12 +71,12 @@ class _RichStages:
 @app.command(epilog="\b\nExample: edgedeploy build mynet.yaml --target openvino --precision fp16 --out out/mynet-fp16")
 def build(
     config: Optional[Path] = typer.Argument(None, metavar="CONFIG", show_default="the bundled demo detector",
-                                            help="YAML build spec (README.md: 'Your own model'), or a bundle "
+                                            help="YAML build spec (`edgedeploy docs readme`: 'Your own model'), or a bundle "
                                                  "folder (edgedeploy bundle)"),
     target: Optional[str] = typer.Option(
         None, "--target", "-t", metavar="TARGET", show_default="the config's, else openvino",
         help="openvino | onnxruntime | trt (trt needs TensorRT: JetPack's on a Jetson, the `tensorrt` extra on "
-             "x86_64 with an NVIDIA GPU; docs/tensorrt.md)"),
+             "x86_64 with an NVIDIA GPU; `edgedeploy docs tensorrt`)"),
     precision: Optional[str] = typer.Option(None, "--precision", "-p", metavar="PRECISION",
                                             show_default="the config's, else fp32",
                                             help="fp32 | fp16 | int8 | auto (build the candidates this machine "
@@ -627,6 +627,27 @@ def inspect(
     if not result.ok:
         raise EdgeDeployError(f"this machine cannot run the plan: {result.problems[0]}", where=str(path),
                               fix="rebuild the engine on this machine (edgedeploy build ... --target trt)")
+
+
+@app.command(epilog="\b\nExample: edgedeploy docs readme | less   (the README: 'Your own model', the Jetson, the fleet)")
+def docs(
+    topic: Optional[str] = typer.Argument(None, metavar="TOPIC", show_default="list the topics",
+                                          help="readme | precision | validation | tensorrt | report-schema | ..."),
+    debug: bool = DEBUG,
+) -> None:
+    """Print the documentation shipped with edgedeploy (README and guides), or list it with where it is."""
+    import importlib.resources
+
+    guide = importlib.resources.files("edgedeploy.guide")
+    topics = {("readme" if p.name == "README.md" else p.name[:-3]): p
+              for p in sorted(guide.iterdir(), key=lambda p: p.name) if p.name.endswith(".md")}
+    if topic is None:
+        for name, path in topics.items():
+            typer.echo(f"{name:16} {path}")
+        return
+    if topic.lower().removesuffix(".md") not in topics:
+        raise UsageError(f"no documentation topic {topic!r}", fix=f"use one of: {', '.join(topics)}")
+    typer.echo(topics[topic.lower().removesuffix(".md")].read_text(encoding="utf-8"))
 
 
 def _error_line(label: str, message: str) -> None:

@@ -71,6 +71,7 @@ def mlp(tmp_path_factory):
     return make_classifier(tmp_path_factory.mktemp("mlp"))
 
 
+@pytest.mark.slow  # an int8 build with calibration
 def test_a_narrow_budget_on_few_samples_says_so_in_a_real_build(mlp, tmp_path):
     """The digits classifier, int8 with a 0.1-point top-1 budget on 200 samples: the interval of its drop is wider
     than that, and the report says so (the closing note's example of a budget below noise)."""
@@ -85,6 +86,7 @@ def test_a_narrow_budget_on_few_samples_says_so_in_a_real_build(mlp, tmp_path):
     assert report["task"]["top1_drop_ci95"][0] <= report["task"]["top1_drop"] <= report["task"]["top1_drop_ci95"][1]
 
 
+@pytest.mark.slow  # two OpenVINO builds
 @pytest.mark.skipif(not {"avx512_bf16", "amx_bf16"} & cpu_flags(),
                     reason="needs a CPU with bf16 (AVX512-BF16 or AMX-BF16): OpenVINO runs fp16 as bf16 only there")
 def test_fp16_that_ran_as_bf16_names_both_fixes_and_a_bf16_budget_judges_it(mlp, tmp_path):
