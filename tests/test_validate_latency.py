@@ -158,7 +158,7 @@ def test_fresh_process_times_the_artifact_and_the_float_graph(matmul_onnx, tmp_p
     art = BuildResult(matmul_onnx, [], {"precision": "fp32"})
     result = latency.measure_fresh(spec, {"artifact": art, "float": art}, feeds(4), [1, 4])
     assert [t["batch"] for t in result["timings"]["artifact"]] == [1, 4] == [t["batch"] for t in result["timings"]["float"]]
-    assert all(t["rounds"] == 3 for t in result["timings"]["artifact"])
+    assert all(t["rounds"] >= 3 and len(t["round_medians_ms"]) == t["rounds"] for t in result["timings"]["artifact"])
     assert result["conditions"]["artifact"]["threads"] == 1
     assert 20 < result["peak_rss_mb"] < 1024  # the child's own peak, not the parent's image it started from
 
