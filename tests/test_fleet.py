@@ -228,7 +228,7 @@ def test_generated_workflow_runs_green_on_host_runners(tmp_path):
                    "-p", "fp32", "--out", str(wf), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     work = tmp_path / "work"
-    stale = work / "runners" / "device_cpu-ov-fp32-openvino" / "workspace"
+    stale = work / "runners" / "device_cpu-ov-fp32-openvino_" / "workspace"  # the job's runner folder
     (stale / "bundle").mkdir(parents=True)
     (stale / "bundle" / "stale.onnx").write_bytes(b"left by an earlier run")
     (stale / "out" / "old-run").mkdir(parents=True)
@@ -237,6 +237,8 @@ def test_generated_workflow_runs_green_on_host_runners(tmp_path):
     results = run_workflow.run(wf, Path(__file__).resolve().parents[1], work, log=lines.append)
     assert results == {"bundle": "success", "device": "success", "summary": "success"}, "\n".join(lines)
     assert sum("host runner standing in for ['self-hosted', 'x64']" in line for line in lines) == 2
+    assert not (stale / "bundle" / "stale.onnx").exists() and not (stale / "out" / "old-run").exists()
+    assert (stale / "out" / "cpu-ov-fp32" / "report.json").is_file()  # the same runner folder ran this job
     fleet = json.loads((work / "runners" / "summary" / "workspace" / "fleet" / "fleet.json").read_text())
     runs = fleet["runs"] if isinstance(fleet, dict) else fleet
     assert sorted(r["run"] for r in runs) == ["cpu-ort-fp32", "cpu-ov-fp32"]
