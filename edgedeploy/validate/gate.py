@@ -156,6 +156,7 @@ class Baseline(_Record):
     tensors: dict[str, BaselineTensor] = Field(default_factory=dict)
     latency: list[BaselineLatency] = Field(default_factory=list)
     conditions: dict[str, JsonValue] = Field(default_factory=dict)
+    identity: dict[str, JsonValue] | None = None  # reports before the model identity have none
 
 
 def _inside(path: str) -> str:

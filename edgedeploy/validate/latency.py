@@ -395,7 +395,7 @@ def ratio_verdict(interval: dict[str, Any], margin: float = 0.0) -> str:
     return "within noise"
 
 
-def median_ratio_interval(a_ms: list[float], b_ms: list[float], resamples: int = 1000) -> dict[str, Any]:
+def median_ratio_interval(a_ms: list[float], b_ms: list[float], resamples: int = 400) -> dict[str, Any]:
     """median(a) / median(b) of two separate timings (a report and its baseline, not interleaved) with a 95 %
     bootstrap interval over each run's stored samples; seeded, so the same reports give the same interval."""
     rng = np.random.default_rng(0)
