@@ -174,20 +174,29 @@ def _task(report: dict[str, Any]) -> list[Section]:
         return [Section("task", f"Detection (output {task.get('output')})", [
             Table(["model", "mAP@0.5", "mAP@0.5:0.95"],
                   [["reference", num(task["reference_map50"]), num(task["reference_map50_95"])],
-                   [model, num(task["map50"]), num(task["map50_95"])],
-                   ["drop", num(task["map50_drop"]), num(task.get("map50_95_drop"))]]),
+                   [model, num(task["map50"]) + _interval(task.get("map50_ci95")), num(task["map50_95"])],
+                   ["drop", num(task["map50_drop"]) + _interval(task.get("map50_drop_ci95")),
+                    num(task.get("map50_95_drop"))]]),
+            *([f"Intervals: 95 %, bootstrap over the {task['images']} images ({task.get('bootstrap_resamples')} "
+               "resamples; the drop paired on each resample)."] if task.get("images") else []),
             f"mAP@0.5 against the reference's own detections: {num(task['map50_vs_reference'])} (confidence ≥ "
             f"{num(task.get('conf_thres'))}, NMS IoU {num(task.get('iou_thres'))})."])]
     rows = [["top-1 agreement with the reference", num(task["top1_agreement"])],
             ["top-5 agreement (reference top-1 in artifact top-5)", num(task["top5_agreement"])]]
     if "top1" in task:
-        rows += [["top-1 accuracy: reference / artifact", f"{num(task['reference_top1'])} / {num(task['top1'])}"],
+        rows += [["top-1 accuracy: reference / artifact", f"{num(task['reference_top1'])} / {num(task['top1'])}"
+                                                          + _interval(task.get("top1_ci95"))],
                  ["top-5 accuracy: reference / artifact", f"{num(task['reference_top5'])} / {num(task['top5'])}"],
-                 ["top-1 drop", num(task["top1_drop"])]]
+                 ["top-1 drop", num(task["top1_drop"]) + _interval(task.get("top1_drop_ci95"))]]
     else:
         rows.append(["top-1 accuracy", "not measured (no labels)"])
     return [Section("task", f"Classification (output {task.get('output')}, {task.get('samples')} samples, "
                             f"{task.get('classes')} classes)", [Table(["metric", "value"], rows)])]
+
+
+def _interval(ci: list[float] | None) -> str:
+    """` (95 % LOW to HIGH)` after a figure with a sampling interval (top-1: Wilson; drops: paired)."""
+    return f" (95 % {num(ci[0])} to {num(ci[1])})" if ci else ""
 
 
 def _layers(report: dict[str, Any]) -> list[Section]:
