@@ -21,9 +21,10 @@ The built artifacts are then timed in one fresh process, interleaved in rounds
 deployment batch: `--static-batch N` when given): the fastest candidate within its budget, unless another within its
 budget is `within noise` of it (the 95 % interval of their latency ratio over the rounds holds 1), when the more
 accurate of them is kept. Every row gives its ratio to the chosen one with that interval, the budget it was judged
-by and the accuracy checks that budget holds (int8's default budget has task drops only, fp16's a rel-L2 too). The winner's files become the output folder; its report gets `auto` (every candidate's latency, accuracy,
-budget verdict and why it lost) rendered as a table and a latency/accuracy plot in report.md/report.html, and the
-plot as `auto-frontier.png`.
+by and the accuracy checks that budget holds (int8's default budget has task drops only, fp16's a rel-L2 too).
+The winner's files become the output folder; its report gets `auto` (every candidate's latency, accuracy, budget
+verdict and why it lost) rendered as a table and a latency/accuracy plot in report.md/report.html, and the plot as
+`auto-frontier.png`.
 """
 
 from __future__ import annotations
@@ -307,7 +308,8 @@ def frontier_table(auto: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             continue
         name = r["name"] + (f" ({len(r['kept_float'])} in float)" if r.get("kept_float") else "")
         vs = r.get("vs_chosen")
-        versus = "chosen" if vs is None else f"{vs['ratio']:.2f}x ({vs['ci95'][0]:.2f}-{vs['ci95'][1]:.2f}) {vs['verdict']}"
+        versus = ("chosen" if vs is None else
+                  f"{vs['ratio']:.2f}x ({vs['ci95'][0]:.2f}-{vs['ci95'][1]:.2f}) {vs['verdict']}")
         rows.append([name, *[f"{r['latency_ms'][b]:.3g}" for b in batches], versus,
                      f"{r['metric']} {r['accuracy']:.4g}", f"{r.get('budget', r['precision'])}: "
                      + ("pass" if r["passed"] else "fail"), "; ".join(r.get("judged_on", [])) or "—", r["why"]])

@@ -683,6 +683,7 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
     fileio.write_text(out_dir / "report.html", html.render_html(report, siblings))
 
 
-__all__ = ["model_identity", "identity_difference", "bind_baseline", "baseline_warnings", "REPORT_SCHEMA", "check", "finish_report", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
+__all__ = ["model_identity", "identity_difference", "bind_baseline", "baseline_warnings",
+           "REPORT_SCHEMA", "check", "finish_report", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
            "load_baseline", "apply_config", "read_manifest", "load_reference", "write_reports", "output_thresholds",
            "ValidationSettings"]
