@@ -29,8 +29,8 @@ from edgedeploy.config import (BuildSpec, Precision, RegressionSettings, Target,
 from edgedeploy.errors import UsageError
 from edgedeploy.preprocess import check_input, check_targets
 from edgedeploy.tasks import TASKS
+from edgedeploy.validate.record import REPORT_SCHEMA
 
-REPORT_SCHEMA = "edgedeploy.report/3"
 ACCEPTED_BASELINE_SCHEMAS = ("edgedeploy.report/1", "edgedeploy.report/2", "edgedeploy.report/3")
 
 
