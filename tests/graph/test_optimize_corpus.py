@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import optimize_corpus  # noqa: E402
 
 CI_ENTRIES = [e for e in optimize_corpus.CORPUS if e.ci]
