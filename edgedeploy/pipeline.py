@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgedeploy import __version__, device, export, fileio
+from edgedeploy import __version__, export, fileio
 from edgedeploy.backends import (Backend, BuildResult, backend_settings, get_backend, precision_route,
                                  target_kind)
 from edgedeploy.config import BuildSpec
@@ -51,8 +51,9 @@ from edgedeploy.stagecache import StageCache, export_material, optimize_material
 from edgedeploy.static_batch import make_static, static_onnx
 from edgedeploy.validate import evaluate as evaluation
 from edgedeploy.validate import latency
-from edgedeploy.validate.gate import REPORT_SCHEMA, load_reference, model_identity
+from edgedeploy.validate.gate import load_reference, model_identity
 from edgedeploy.validate.localize import layer_errors, localize_model
+from edgedeploy.validate.record import REPORT_SCHEMA, start_report
 from edgedeploy.validate.write import finish_report, write_reports
 from edgedeploy.versions import library_versions
 
@@ -251,17 +252,8 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
 
     artifact = {"path": str(built.artifact.relative_to(out_dir)), **built.info}
     report = {
-        "schema": REPORT_SCHEMA,
-        "kind": "build",
-        "edgedeploy": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "name": spec.name,
-        "target": spec.target,
-        "precision": spec.precision,
-        "artifact": artifact,
+        **start_report("build", spec, artifact, conditions),
         "identity": model_identity(spec, deploy_path, out_dir / "reference.npz"),
-        "conditions": {**conditions, "machine": platform.machine(), "processor": device.cpu_name()},
-        "device": device.read_conditions(),
         **made,
         "precision_stage": prec.info,
         "tensors": evaluated["tensors"],

@@ -4,23 +4,22 @@ baseline), and write the report beside it."""
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
-from edgedeploy import __version__, fileio
+from edgedeploy import fileio
 from edgedeploy.backends import backend_settings, get_backend
 from edgedeploy.backends.base import BuildResult
 from edgedeploy.config import effective_thresholds
-from edgedeploy.device import cpu_name, read_conditions
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.outfolder import FolderLock, OutputFolder, output_file, report_path
 from edgedeploy.validate import evaluate
 from edgedeploy.validate import junit as junit_xml
-from edgedeploy.validate.gate import (REPORT_SCHEMA, apply_config, artifact_record, baseline_checks,
-                                      baseline_warnings, bind_baseline, check_build_folder, integrity_checks,
-                                      load_baseline, load_reference, model_identity, read_manifest)
+from edgedeploy.validate.gate import (apply_config, artifact_record, baseline_checks, baseline_warnings,
+                                      bind_baseline, check_build_folder, integrity_checks, load_baseline,
+                                      load_reference, model_identity, read_manifest)
+from edgedeploy.validate.record import start_report
 from edgedeploy.validate.write import finish_report, write_reports
 from edgedeploy.versions import library_versions
 
@@ -59,10 +58,7 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"strict": True})})
     base_report = load_baseline(baseline) if baseline is not None else None
     artifact = artifact_record(artifact_dir, manifest)
-    backend = get_backend(spec.target)
-    missing = backend.missing()
-    if missing:
-        raise EdgeDeployError(missing, fix="install it, or validate on a machine that has it")
+    backend = get_backend(spec.target)  # a missing SDK is its one-line error
     info = {k: v for k, v in artifact.items() if k != "path"}
     built = BuildResult(artifact=artifact_dir / artifact["path"], files=[], info=info)
     if not built.artifact.is_file():
@@ -84,20 +80,11 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         raise
     count = len(next(iter(inputs.values())))
     report: dict[str, Any] = {
-        "schema": REPORT_SCHEMA,
-        "kind": "validate",
-        "edgedeploy": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "name": spec.name,
-        "target": spec.target,
-        "precision": spec.precision,
+        **start_report("validate", spec, artifact, runner.conditions),
         "source": manifest.get("source", {}),
         "validation_data": f"reference.npz ({count} samples)",
-        "artifact": artifact,
         "artifact_dir": str(artifact_dir),
         "identity": model_identity(spec, artifact_dir / "deploy.onnx", artifact_dir / "reference.npz"),
-        "conditions": {**runner.conditions, "machine": platform.machine(), "processor": cpu_name()},
-        "device": read_conditions(),
         "libraries": library_versions(),
         **({"precision_stage": manifest["precision"]} if manifest.get("precision") else {}),
         **{k: result[k] for k in ("tensors", "task", "latency")},

@@ -40,7 +40,6 @@ def test_auto_keeps_the_fastest_candidate_within_its_budget(tmp_path, stage_cach
     auto = report["auto"]
     rows = {r["name"]: r for r in auto["candidates"]}
     assert rows["int8"]["passed"] and rows["fp32"]["passed"]
-    batch = str(auto["batch"])
     chosen = auto["chosen"]
     loser = "fp32" if chosen == "int8" else "int8"
     assert report["precision"] == chosen and report["passed"]

@@ -142,6 +142,7 @@ def load_or_refuse(data: bytes) -> BuildSpec | None:
         return spec
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 @PROPS
 @given(doc=near_valid())
 def test_near_valid_specs_load_or_give_one_clear_error(doc):

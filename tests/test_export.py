@@ -91,6 +91,7 @@ def test_exporter_modes(tmp_path, exporter_optimize):
     assert str(Path(export.__file__).parent) not in path.read_text(errors="replace")
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_export_bytes_do_not_depend_on_where_the_code_lives(tmp_path):
     """The same model exported from two copies of the package gives the same raw.onnx, byte for byte (calibration
     results and the stage cache are keyed on its hash; a shipped model must not name the workstation's paths)."""
@@ -172,6 +173,7 @@ def test_a_failed_export_names_its_cause_and_log_without_colour_codes(tmp_path):
     log.unlink()
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_readme_own_model_spec_builds_a_forward_x_model(tmp_path, monkeypatch):
     """The README's 'Your own model' YAML, unchanged, with a model whose forward() argument is `x`."""
     from edgedeploy import pipeline

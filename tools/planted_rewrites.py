@@ -1,6 +1,6 @@
 """Wrong rewrites planted on purpose: each is fold_affine's exact result with one realistic bug in it.
 
-Used by tests/test_graph_drift.py (the verification must roll every one of them back, on deep and shallow graphs)
+Used by tests/graph/test_graph_drift.py (the verification must roll every one of them back, on deep and shallow graphs)
 and by `tools/optimize_corpus.py --plants` (the measured margin between exact rewrites and these bugs, which is
 what the drift factor k is chosen from). Each function returns None when the model has nothing to plant it in.
 """

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from edgedeploy import __version__, arrayfile, fileio, pipeline

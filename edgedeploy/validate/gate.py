@@ -31,8 +31,8 @@ from edgedeploy.preprocess import check_input, check_targets
 from edgedeploy.tasks import TASKS
 from edgedeploy.validate.latency import median_ratio_interval
 from edgedeploy.validate.notices import warning
+from edgedeploy.validate.record import REPORT_SCHEMA
 
-REPORT_SCHEMA = "edgedeploy.report/3"
 ACCEPTED_BASELINE_SCHEMAS = ("edgedeploy.report/1", "edgedeploy.report/2", "edgedeploy.report/3")
 
 

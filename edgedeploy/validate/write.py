@@ -9,6 +9,7 @@ from typing import Any
 from edgedeploy import fileio
 from edgedeploy.config import BuildSpec
 from edgedeploy.validate import html, notices
+from edgedeploy.validate.record import checked
 from edgedeploy.validate.report import render_markdown, sibling_reports
 
 
@@ -24,10 +25,10 @@ def finish_report(report: dict[str, Any], spec: BuildSpec) -> dict[str, Any]:
 
 
 def write_reports(report: dict[str, Any], out_dir: Path) -> None:
-    """report.json, report.md and report.html; the last two compare with the model's other artifacts built in
-    folders beside this one."""
+    """report.json (checked against the typed Report, edgedeploy.validate.record), report.md and report.html; the
+    last two compare with the model's other artifacts built in folders beside this one."""
     siblings = sibling_reports(report, out_dir)
-    fileio.write_json(out_dir / "report.json", report)
+    fileio.write_json(out_dir / "report.json", checked(report))
     fileio.write_text(out_dir / "report.md", render_markdown(report, siblings))
     fileio.write_text(out_dir / "report.html", html.render_html(report, siblings))
 

@@ -14,7 +14,6 @@ import yaml
 from edgedeploy import pipeline, revalidate
 from edgedeploy.backends import get_backend
 from edgedeploy.config import DEFAULT_THRESHOLDS, BuildSpec
-from edgedeploy.validate import gate
 
 pytestmark = pytest.mark.slow  # one MobileNetV2-like export and build, then 20 validations
 RUNS = 20

@@ -141,6 +141,7 @@ def _plant_weight_fault(art: Path, scale: float = 1.02) -> None:
     get_backend("openvino").build(faulty, art / "openvino", "fp32")
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_planted_fault_fails_and_junit_names_the_metric(built, tmp_path):
     art = copy_of(built, tmp_path)
     _plant_weight_fault(art)
@@ -159,6 +160,7 @@ def test_planted_fault_fails_and_junit_names_the_metric(built, tmp_path):
     assert by_name(report)["artifact.files_unchanged"]["changed"] == ["openvino/model.xml", "openvino/model.bin"]
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_nan_output_is_its_own_failing_check(built, tmp_path):
     art = copy_of(built, tmp_path)
     model = onnx.load(str(art / "deploy.onnx"))
@@ -245,6 +247,7 @@ def test_baseline_for_another_precision_is_a_usage_error(built, tmp_path):
     assert result.returncode == 2 and "baseline is for precision 'fp16'" in result.stderr
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_cli_exit_codes(built, tmp_path):
     art = copy_of(built, tmp_path)
     ok = run_cli("validate", str(art), "--baseline", str(art / "report.json"), "--out", str(tmp_path / "v"))
@@ -292,6 +295,7 @@ def unlabelled(mlp_config, tmp_path_factory):
     return out, pipeline.build(spec, out)
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_a_pass_that_measured_no_accuracy_says_so_and_strict_fails_it(unlabelled, tmp_path):
     out, report = unlabelled
     assert report["passed"]
@@ -366,6 +370,7 @@ def test_classification_labels_in_another_layout_are_one_clear_error(tmp_path, a
     assert ("`targets`" in info.value.message or "'targets'" in info.value.message) and "v.npz" in info.value.message
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_labels_stored_as_targets_build_through_the_cli(mlp_config, tmp_path):
     """The newcomer's layout: classification labels under `targets` (was `internal error: IndexError`)."""
     folder = mlp_config.parent

@@ -6,7 +6,6 @@ another model, task, output set or data set in one line naming the difference, u
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from edgedeploy.config import load_spec
 from cli_helpers import error_line, run_cli
 from test_validate_gate import make_classifier
 
-DEMO_BASELINE = Path(__file__).parent / "baselines" / "demo-openvino-fp32.json"
+DEMO_BASELINE = Path(__file__).parents[1] / "baselines" / "demo-openvino-fp32.json"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Small-graph builders and assertions shared by the tests/test_graph_*.py modules (no tests here).
+"""Small-graph builders and assertions shared by the tests/graph/test_graph_*.py modules (no tests here).
 
 Imported as `test_graph_helpers` (pytest puts this folder on sys.path: tests/ has no __init__.py).
 """

@@ -19,7 +19,7 @@ from edgedeploy.graph.fold_affine import fold_affine
 from edgedeploy.graph.optimize import OptimizeSettings, optimize_model
 from edgedeploy.graph.verify import Reference, Tolerance, perturb_ulp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import corpus_nets  # noqa: E402
 import planted_rewrites  # noqa: E402
 

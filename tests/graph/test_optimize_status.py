@@ -60,6 +60,7 @@ def test_a_pass_that_could_not_be_checked_is_failed_never_unchanged():
     assert report.status_of("fold_affine")[0] == "applied" and ops(out)["BatchNormalization"] == 0
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_optimize_command_warns_per_pass_and_is_strict_on_request(tmp_path):
     src, out, rep = tmp_path / "m.onnx", tmp_path / "o.onnx", tmp_path / "r.json"
     onnx.save(paddle_style(flatten_to=7), str(src))

@@ -22,8 +22,8 @@ from conftest import fast
 
 pytestmark = pytest.mark.slow  # demo builds; the int8 one is shared (precision_helpers)
 
-BASELINE = Path(__file__).parent / "baselines" / "demo-openvino-fp32.json"
-INT8_BASELINE = Path(__file__).parent / "baselines" / "demo-openvino-int8.json"
+BASELINE = Path(__file__).parents[1] / "baselines" / "demo-openvino-fp32.json"
+INT8_BASELINE = Path(__file__).parents[1] / "baselines" / "demo-openvino-int8.json"
 
 
 @pytest.fixture(scope="module")

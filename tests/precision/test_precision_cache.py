@@ -139,6 +139,7 @@ def tiny_model(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_pipeline_rebuilds_a_corrupt_qdq_entry_and_reports_it(tmp_path):
     tiny_model(tmp_path / "tiny.onnx")
     np.save(tmp_path / "calib.npy", np.random.default_rng(1).random((16, 3, 8, 8)).astype(np.float32))

@@ -93,6 +93,7 @@ def test_localisation_ranks_the_planted_layer_first(planted_build):
     assert all(np.isfinite(lay.rel_l2) for lay in layers)
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_search_keeps_the_planted_layer_in_float_and_the_rebuild_passes(planted_build, tmp_path):
     out, _ = planted_build
     report = debug.debug_precision(out, samples=16, do_search=True)
@@ -114,6 +115,7 @@ def test_search_keeps_the_planted_layer_in_float_and_the_rebuild_passes(planted_
     assert rebuilt["precision_stage"]["cache"]["status"] == "reused"  # the search's quantization, by key
 
 
+@pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_search_reports_failure_when_the_budget_cannot_hold(planted_build):
     out, _ = planted_build
     report = debug.debug_precision(out, tmp_path_out := out.with_name("debug-none"), samples=8, do_search=True,

@@ -17,7 +17,7 @@ from edgedeploy.precision.cache import CalibrationCache, check_key_file, key_rec
 from edgedeploy.precision.calibration import load_calibration
 from edgedeploy.preprocess import fit_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def spec_for(data=None, shape=(3, 32, 32), **calib) -> BuildSpec:
