@@ -181,7 +181,9 @@ def test_cuda_standin_checks_device_pointers_and_stream_handles():
     kind = cuda.module().cudaMemcpyKind
     _, stream = cuda.cudaStreamCreate()
     assert cuda.cudaMemcpyAsync(ptr, host.ctypes.data, 64, kind.cudaMemcpyHostToDevice, stream)[0] == 0
-    assert cuda.read_device(ptr, 64) == host.tobytes()
+    assert cuda.read_device(ptr, 64) == bytes(64) and cuda.pending() == ["cudaMemcpyAsync"]  # queued, not done
+    assert cuda.cudaStreamSynchronize(stream)[0] == 0
+    assert cuda.read_device(ptr, 64) == host.tobytes() and cuda.pending() == []
     assert cuda.cudaMemcpyAsync(ptr + 32, host.ctypes.data, 64, kind.cudaMemcpyHostToDevice, stream)[0] != 0
     assert cuda.cudaMemcpyAsync(ptr, host.ctypes.data, 8, kind.cudaMemcpyHostToDevice, stream.getPtr())[0] != 0
     assert cuda.cudaFree(ptr)[0] == 0 and cuda.cudaFree(ptr)[0] != 0  # a double free is an error code

@@ -7,6 +7,12 @@ whose native handle is a number this stand-in hands out; `getPtr()` returns the 
 cuda-python's does, which is not the handle. Nothing runs on a GPU: event times are host clock readings, used only to
 exercise the code that reads them, never reported as measurements.
 
+Work on a stream is asynchronous, as on a GPU: cudaMemcpyAsync, cudaEventRecord and TensorRT's execute_async_v3 (which
+enqueues through `enqueue`) only queue their work on the stream; it happens, in stream order, when the host waits
+for it: cudaStreamSynchronize (the whole stream), cudaEventSynchronize (the stream up to that event), or an
+implicitly synchronizing call (cudaMemcpy, cudaFree, cudaFreeHost, cudaStreamDestroy, cudaDeviceSynchronize). So code
+that reads its outputs without waiting reads what was there before (stale data), as it would on a GPU.
+
 Flavours model the cuda-python releases edgedeploy meets:
 - "13":   `cuda.bindings.runtime` and `cuda.bindings.utils.get_cuda_native_handle` (12.9.1+ and 13.x); int() works.
 - "12.6": `cuda.bindings.runtime` without `get_cuda_native_handle`; int() is the way to read a handle.
@@ -114,6 +120,8 @@ class CudaStandIn:
     pinned: dict[int, np.ndarray] = field(default_factory=dict)
     streams: dict[int, cudaStream_t] = field(default_factory=dict)
     events: dict[int, float | None] = field(default_factory=dict)
+    queues: dict[int, list[tuple[str, Any]]] = field(default_factory=dict)  # stream → queued (what, work)
+    recorded: dict[int, tuple[int, Any]] = field(default_factory=dict)  # event → (its stream, its queued marker)
     calls: list[str] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(0x7E000010, 0x10))
 
@@ -157,6 +165,27 @@ class CudaStandIn:
 
     def live_stream(self, native: int) -> bool:
         return native == 0 or native in self.streams
+
+    def enqueue(self, native: int, what: str, work: Any) -> None:
+        """Queue `work()` on a stream; it runs when the host synchronizes with the stream (see the module doc)."""
+        self.queues.setdefault(int(native), []).append((what, work))
+
+    def pending(self, native: int | None = None) -> list[str]:
+        """What is queued and not yet done (on one stream, or on all)."""
+        queues = self.queues.values() if native is None else [self.queues.get(int(native), [])]
+        return [what for queue in queues for what, _ in queue]
+
+    def _drain(self, native: int, until: Any = None) -> None:
+        queue = self.queues.get(native, [])
+        while queue:
+            what, work = queue.pop(0)
+            work()
+            if until is not None and work is until:
+                return
+
+    def _drain_all(self) -> None:
+        for native in list(self.queues):
+            self._drain(native)
 
     # ------------------------------------------------------------------------------------------- runtime
     def module(self) -> types.ModuleType:
@@ -218,17 +247,23 @@ class CudaStandIn:
     def cudaMallocHost(self, size: int) -> tuple:  # noqa: N802
         return self._alloc(self.pinned, size, "cudaMallocHost")
 
+    def cudaDeviceSynchronize(self) -> tuple:  # noqa: N802
+        self._drain_all()
+        return (cudaError_t.cudaSuccess,)
+
     def cudaFree(self, devPtr: int) -> tuple:  # noqa: N802, N803
         self.calls.append("cudaFree")
+        self._drain_all()  # cudaFree synchronizes the device
         return (cudaError_t.cudaSuccess,) if self.device.pop(int(devPtr), None) is not None else (
             cudaError_t.cudaErrorInvalidDevicePointer,)
 
     def cudaFreeHost(self, ptr: int) -> tuple:  # noqa: N802
         self.calls.append("cudaFreeHost")
+        self._drain_all()
         return (cudaError_t.cudaSuccess,) if self.pinned.pop(int(ptr), None) is not None else (
             cudaError_t.cudaErrorInvalidValue,)
 
-    def _copy(self, dst: int, src: int, count: int, kind: cudaMemcpyKind, what: str) -> tuple:
+    def _copy(self, dst: int, src: int, count: int, kind: cudaMemcpyKind, what: str, stream: int | None = None) -> tuple:
         if self._failing(what):
             return (cudaError_t.cudaErrorInvalidValue,)
         dst, src, count = int(dst), int(src), int(count)
@@ -243,17 +278,26 @@ class CudaStandIn:
                 return (cudaError_t.cudaErrorInvalidValue,)
             if side == "host" and self._inside(self.device, ptr, 1):
                 return (cudaError_t.cudaErrorInvalidValue,)
-        ctypes.memmove(dst, src, count)
+        if stream is None:
+            ctypes.memmove(dst, src, count)
+        else:
+            def copy() -> None:
+                for side, ptr in zip(sides, (src, dst)):  # freed while queued: CUDA would fault; make it loud
+                    if side == "device" and not self.device_range_ok(ptr, count):
+                        raise AssertionError(f"{what}: device memory 0x{ptr:x} was freed before the copy ran")
+                ctypes.memmove(dst, src, count)
+            self.enqueue(stream, what, copy)
         return (cudaError_t.cudaSuccess,)
 
     def cudaMemcpy(self, dst: int, src: int, count: int, kind: cudaMemcpyKind) -> tuple:  # noqa: N802
+        self._drain_all()  # a blocking copy on the legacy default stream waits for the (blocking) streams
         return self._copy(dst, src, count, kind, "cudaMemcpy")
 
     def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: cudaMemcpyKind, stream: Any) -> tuple:  # noqa: N802
         native = self._native(stream, "stream")
         if native is None or not self.live_stream(native):
             return (cudaError_t.cudaErrorInvalidResourceHandle,)
-        return self._copy(dst, src, count, kind, "cudaMemcpyAsync")
+        return self._copy(dst, src, count, kind, "cudaMemcpyAsync", stream=native)
 
     def cudaStreamCreate(self) -> tuple:  # noqa: N802
         if self._failing("cudaStreamCreate"):
@@ -265,10 +309,14 @@ class CudaStandIn:
     def cudaStreamSynchronize(self, stream: Any) -> tuple:  # noqa: N802
         native = self._native(stream, "stream")
         ok = native is not None and self.live_stream(native)
+        if ok:
+            self._drain(native)
         return (cudaError_t.cudaSuccess if ok else cudaError_t.cudaErrorInvalidResourceHandle,)
 
     def cudaStreamDestroy(self, stream: Any) -> tuple:  # noqa: N802
         native = self._native(stream, "stream")
+        if native is not None and native in self.streams:
+            self._drain(native)  # queued work completes before the stream's resources go
         ok = native is not None and self.streams.pop(native, None) is not None
         return (cudaError_t.cudaSuccess if ok else cudaError_t.cudaErrorInvalidResourceHandle,)
 
@@ -281,12 +329,23 @@ class CudaStandIn:
         e, s = self._native(event, "event"), self._native(stream, "stream")
         if e not in self.events or s is None or not self.live_stream(s):
             return (cudaError_t.cudaErrorInvalidResourceHandle,)
-        self.events[e] = time.perf_counter()
+        self.events[e] = None  # not complete until the stream reaches it
+
+        def reached() -> None:
+            self.events[e] = time.perf_counter()
+        self.recorded[e] = (s, reached)
+        self.enqueue(s, "cudaEventRecord", reached)
         return (cudaError_t.cudaSuccess,)
 
     def cudaEventSynchronize(self, event: Any) -> tuple:  # noqa: N802
         e = self._native(event, "event")
-        return (cudaError_t.cudaSuccess if e in self.events else cudaError_t.cudaErrorInvalidResourceHandle,)
+        if e not in self.events:
+            return (cudaError_t.cudaErrorInvalidResourceHandle,)
+        if e in self.recorded:
+            stream, marker = self.recorded[e]
+            if any(work is marker for _, work in self.queues.get(stream, [])):
+                self._drain(stream, until=marker)
+        return (cudaError_t.cudaSuccess,)
 
     def cudaEventElapsedTime(self, start: Any, end: Any) -> tuple:  # noqa: N802
         a, b = self._native(start, "event"), self._native(end, "event")
