@@ -63,7 +63,8 @@ def test_build_load_run_every_precision(standin, tmp_path, precision):
                    "fp16": "deploy.onnx" if standin.major == 10 else "deploy.fp16.onnx"}[precision]
     assert m["onnx"] == expect_onnx
     blob_flags = json.loads(blob.split(b"\n", 1)[1])
-    assert ("FP16" in blob_flags["builder_flags"]) == (precision == "fp16" and standin.major == 10)
+    assert ("FP16" in blob_flags["builder_flags"]) == (precision in ("fp16", "int8") and standin.major in (8, 10))
+    assert ("INT8" in blob_flags["builder_flags"]) == (precision == "int8" and standin.major in (8, 10))
     assert "TF32" not in blob_flags["builder_flags"] or precision == "fp16"  # cleared for fp32/int8
     runner = load_plan(built.artifact)
     for batch in (1, 5, 20):  # 20 is beyond the profile's max of 8: run in chunks

@@ -202,7 +202,8 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         config.clear_flag(_enum(trt.BuilderFlag, name, "BuilderFlag", version))
     if plan.workspace_bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
-    config.builder_optimization_level = plan.builder_optimization_level
+    if plan.builder_optimization_level is not None:  # TensorRT 8.5 has no optimization level
+        config.builder_optimization_level = plan.builder_optimization_level
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer names and precisions for the inspector
 
     _check_network_inputs(network, plan, onnx_path)

@@ -249,8 +249,9 @@ def _create_network(m: Model, self: Any, flags: int = 0) -> Any:
 def _create_config(m: Model, self: Any) -> Any:
     props = {"builder_optimization_level": 3, "profiling_verbosity": m.member("ProfilingVerbosity",
                                                                              "LAYER_NAMES_ONLY"),
-             "default_device_type": m.member("DeviceType", "GPU"), "DLA_core": -1,
-             "hardware_compatibility_level": m.member("HardwareCompatibilityLevel", "NONE")}
+             "default_device_type": m.member("DeviceType", "GPU"), "DLA_core": -1}
+    if hasattr(m.trt, "HardwareCompatibilityLevel"):  # 8.6+
+        props["hardware_compatibility_level"] = m.member("HardwareCompatibilityLevel", "NONE")
     # BuilderFlag.TF32 is "Enabled by default" (NvInfer.h)
     return m.trt.IBuilderConfig._make(props=props, flags={"TF32"}, pools={}, profiles=[], cache=None,
                                       calibrator=None, calibration_profile=None)
@@ -457,6 +458,10 @@ def _parse_from_file(m: Model, self: Any, model: str) -> bool:
     except Exception as e:  # noqa: BLE001 - the parser reports, never raises
         return _parser_fail(m, self, -1, "MODEL_DESERIALIZE_FAILED", f"failed to parse the ONNX file: {e}", [])
     nodes = list(proto.graph.node)
+    if m.major == 8 and "EXPLICIT_BATCH" not in self._state["network"]._state["flags"]:
+        # TensorRT 8's ONNX parser: "the ONNX parser only supports networks with an explicit batch dimension"
+        return _parser_fail(m, self, -1, "INVALID_VALUE", "Network must have explicit batch dimension "
+                                                          "(NetworkDefinitionCreationFlag.EXPLICIT_BATCH)", nodes)
     if m.parser_error is not None:
         return _parser_fail(m, self, *m.parser_error, nodes)
     for i, node in enumerate(nodes):
@@ -646,7 +651,7 @@ def _plan_blob(m: Model, network: Any, config: Any) -> dict:
                     raise _BuildError(f"optimization profile {k}: {t['name']} shape {list(s)} does not match the "
                                       f"network's {t['dims']}")
     cc = m.cuda.compute_capability
-    level = props["hardware_compatibility_level"].name
+    level = props["hardware_compatibility_level"].name if "hardware_compatibility_level" in props else "NONE"
     if level == "AMPERE_PLUS" and cc < (8, 0):
         raise _BuildError("hardware compatibility AMPERE_PLUS needs an Ampere or newer GPU to build on")
     if level == "SAME_COMPUTE_CAPABILITY" and cc < (7, 5):  # NvInfer.h: "built on NVIDIA Turing and later GPUs"
@@ -656,7 +661,7 @@ def _plan_blob(m: Model, network: Any, config: Any) -> dict:
         core = props["DLA_core"]
         if not 0 <= core < m.dla_cores:
             raise _BuildError(f"DLA core {core} requested; this device has {m.dla_cores}")
-        if m.major == 10 and not any(f in flags for f in ("FP16", "INT8")):
+        if m.major in (8, 10) and not any(f in flags for f in ("FP16", "INT8")):
             raise _BuildError("DLA needs FP16 or INT8 (set BuilderFlag.FP16 and/or INT8)")
         if any(not isinstance(d, int) for t in net["inputs"] for d in t["dims"]) and any(
                 p[t["name"]][0] != p[t["name"]][2] for p in profiles for t in dynamic):
