@@ -235,14 +235,16 @@ def test_defect9_the_install_hint_names_jetpack_7s_pip_wheels(monkeypatch):
 
 # ------------------------------------------------------------------------------------- every trtexec line
 def _variants(major: int, version: str | None):
-    dla_ok = major == 10
+    dla_ok = major in (8, 10)
+    trt85 = version is not None and trt_plan.parse_version(version)[:2] == (8, 5)  # no level, no compatibility
     yield "fp32", {}
     yield "fp16", {}
     yield "int8", {}
     yield "fp32", {"profiles": {"batch": {"min": 2, "opt": 4, "max": 16}}, "workspace_mb": 256,
-                   "timing_cache": "/c/t.cache", "builder_optimization_level": 5}
-    yield "fp32", {"hardware_compatibility": "ampere_plus", "version_compatible": True}
-    if major == 11 or version is None or trt_plan.parse_version(version)[:2] >= (10, 9):
+                   "timing_cache": "/c/t.cache", **({} if trt85 else {"builder_optimization_level": 5})}
+    if not trt85:
+        yield "fp32", {"hardware_compatibility": "ampere_plus", "version_compatible": True}
+    if major == 11 or (major == 10 and (version is None or trt_plan.parse_version(version)[:2] >= (10, 9))):
         yield "fp16", {"hardware_compatibility": "same_compute_capability"}
     if dla_ok:
         static = {"profiles": {"batch": {"min": 1, "opt": 1, "max": 1}}}

@@ -31,6 +31,7 @@ from typing import Any
 SCHEMA = "edgedeploy.trt-surface/1"
 BINDINGS = "python/src"
 PACKAGE_INIT = "python/packaging/bindings_wheel/tensorrt/__init__.py"
+PACKAGE_INIT_8_5 = "python/packaging/tensorrt/__init__.py"  # where 8.5 and earlier keep it
 VERSION_HEADER = "include/NvInferVersion.h"
 HEADERS = ("include/", "parsers/onnx/NvOnnxParser.h")
 TRTEXEC_OPTIONS = "samples/common/sampleOptions.cpp"
@@ -963,7 +964,8 @@ def build_surface(src: Source) -> dict[str, Any]:
     for f in files:
         reader.read(streams[f], f)
 
-    init_text = src.read(PACKAGE_INIT)
+    init_path = PACKAGE_INIT if src.read(PACKAGE_INIT) is not None else PACKAGE_INIT_8_5
+    init_text = src.read(init_path)
     package = read_package_init(init_text) if init_text else {"functions": {}, "class_attributes": {},
                                                               "copied_members": {}, "nptype": {}}
     classes = {}
@@ -1019,7 +1021,7 @@ def build_surface(src: Source) -> dict[str, Any]:
         "schema": SCHEMA,
         "tensorrt": {"version": version, "major": major, "minor": minor},
         "source": {"repository": "https://github.com/NVIDIA/TensorRT", "ref": src.ref, "commit": src.commit(),
-                   "bindings": files, "package_init": PACKAGE_INIT if init_text else None,
+                   "bindings": files, "package_init": init_path if init_text else None,
                    "headers": headers, "trtexec_options": TRTEXEC_OPTIONS if trtexec_text else None},
         "python": {"classes": classes, "enums": enums, "functions": functions, "attributes": attributes,
                    "nptype": dict(sorted(nptype.items()))},

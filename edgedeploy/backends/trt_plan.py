@@ -440,8 +440,8 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
                                  fix=f"remove tensorrt.{setting} (JetPack 5.1 has TensorRT 8.5), or use JetPack 6")
             if value != default:
                 notes.append(f"tensorrt.{setting} needs TensorRT 8.6+ (not on JetPack 5's 8.5)")
-        if version is not None:
-            optimization_level = None  # IBuilderConfig.builder_optimization_level does not exist before 8.6
+    if major == 8 and settings.builder_optimization_level == 3:
+        optimization_level = None  # TensorRT's default; IBuilderConfig.builder_optimization_level arrives in 8.6
     if major == 8 and settings.hardware_compatibility == "same_compute_capability":
         raise UsageError("`tensorrt.hardware_compatibility: same_compute_capability` needs TensorRT 10.9 or newer",
                          fix="use ampere_plus, or upgrade TensorRT")

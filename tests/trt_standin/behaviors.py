@@ -440,6 +440,8 @@ def _parser_clear_errors(m: Model, self: Any) -> None:
 
 
 def _parser_fail(m: Model, parser: Any, node: int, code: str, desc: str, nodes: list) -> bool:
+    if code not in m.trt.ErrorCode.__members__:  # 8.x has fewer codes (no UNSUPPORTED_NODE_DATATYPE)
+        code = "UNSUPPORTED_NODE"
     name, op = (nodes[node].name, nodes[node].op_type) if 0 <= node < len(nodes) else ("", "")
     err = m.trt.ParserError._make(code=m.member("ErrorCode", code), desc=desc, node=node, node_name=name,
                                   node_operator=op)
