@@ -46,8 +46,9 @@ def build(folder: Path, precision: str = "fp32", **kw):
     return TensorRTBackend().build(folder / "deploy.onnx", folder / "trt", precision, settings(**kw))
 
 
-def test_committed_surfaces_cover_jetpack6_newest_10_and_newest_11():
-    assert VERSIONS[0] == "10.3" and len(MAJOR10) >= 2 and VERSIONS[-1].startswith("11.")
+def test_committed_surfaces_cover_jetpack5_6_newest_10_and_newest_11():
+    # JetPack 5.1 (8.5), 6.0 (8.6), 6.1/6.2 (10.3), the newest 10.x and the newest 11.x
+    assert VERSIONS[:3] == ["8.5", "8.6", "10.3"] and len(MAJOR10) >= 2 and VERSIONS[-1].startswith("11.")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
