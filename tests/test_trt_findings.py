@@ -3,11 +3,13 @@ against the conformance stand-in of NVIDIA's recorded API surfaces (tests/trt_st
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from trt_standin import install, surface_versions
 from trt_standin.cuda import cudaStream_t
-from trt_standin.models import deploy_folder, feeds, marker
+from trt_standin.models import calibration_npz, deploy_folder, feeds, marker
 
 from edgedeploy.backends import trt_cuda
 
@@ -86,3 +88,43 @@ def test_finding1_event_synchronize_waits_only_up_to_its_event(standin):
     cuda.cudaEventSynchronize(last)
     assert (out == host).all() and cuda.cudaEventElapsedTime(first, last)[0] == 0
     cuda.cudaStreamDestroy(stream)
+
+
+# ------------------------------------------------------------------------------------------------ finding 3
+def _blob(built) -> dict:
+    return json.loads(built.artifact.read_bytes().split(b"\n", 1)[1])
+
+
+def test_finding3_every_tensorrt_setting_reaches_the_builder_config(monkeypatch, tmp_path):
+    """Builds with every `tensorrt:` setting set (on the newest 10.x, the release with every feature), each checked
+    where TensorRT receives it; a setting added to TensorRTSettings without a line here fails the test."""
+    newest10 = max((v for v in VERSIONS if v.startswith("10.")), key=lambda v: int(v.split(".")[1]))
+    covered: set[str] = set()
+
+    def build_with(folder, precision, **kw):
+        covered.update(kw)
+        return build(folder, precision, **kw)
+
+    install(monkeypatch, newest10)
+    gpu = _blob(build_with(tmp_path / "gpu", "int8", profiles={"batch": {"min": 1, "opt": 2, "max": 4}},
+                           workspace_mb=512, builder_optimization_level=5, timing_cache=str(tmp_path / "t.cache"),
+                           tf32=True, hardware_compatibility="ampere_plus", version_compatible=True,
+                           int8_route="qdq", int8_unquantized="fp32"))
+    assert gpu["memory_pools"] == {"WORKSPACE": 512 << 20}  # set_memory_pool_limit(MemoryPoolType.WORKSPACE, ...)
+    assert gpu["config"]["builder_optimization_level"] == 5 and gpu["timing_cache_set"]
+    assert gpu["profiles"] == [{"images": [[1, 3, 16, 16], [2, 3, 16, 16], [4, 3, 16, 16]]}]
+    assert "TF32" in gpu["builder_flags"] and gpu["config"]["hardware_compatibility_level"] == "AMPERE_PLUS"
+    assert gpu["version_compatible"] and gpu["strongly_typed"] and "FP16" not in gpu["builder_flags"]
+    model = install(monkeypatch, newest10, dla_cores=2)
+    dla = _blob(build_with(tmp_path / "dla", "fp16", dla_core=1, gpu_fallback=True,
+                           profiles={"batch": {"min": 1, "opt": 1, "max": 1}}))
+    assert dla["device_type"] == "DLA" and dla["dla_core"] == 1 and "GPU_FALLBACK" in dla["builder_flags"]
+    deploy_folder(tmp_path / "cal")
+    calibration_npz(tmp_path / "calib.npz")
+    with pytest.warns(DeprecationWarning):  # the implicit calibrator is deprecated from 10.1
+        cal = _blob(build_with(tmp_path / "cal", "int8", int8_route="calibrator", calibrator="minmax",
+                               calibration_data=str(tmp_path / "calib.npz"),
+                               calibration_cache=str(tmp_path / "int8.cache"), calibration_batch_size=4))
+    assert cal["calibrated"] and ("calibration", "batches", 6) in model.calls and (tmp_path / "int8.cache").is_file()
+    covered.add("plan_for_major")  # a dry-run setting: a real build drops it (tested in test_trt_plan.py)
+    assert covered == set(TensorRTSettings.model_fields), set(TensorRTSettings.model_fields) - covered

@@ -686,6 +686,9 @@ def _plan_blob(m: Model, network: Any, config: Any) -> dict:
         "strongly_typed": strongly, "device_type": device, "dla_core": props["DLA_core"] if device == "DLA" else None,
         "gpu_fallback_layers": fallback, "hardware_compatibility": level,
         "version_compatible": "VERSION_COMPATIBLE" in flags, "calibrated": calibrated,
+        # what the builder config held, so tests can check every setting reached it
+        "memory_pools": dict(cfg["pools"]), "timing_cache_set": cfg["cache"] is not None,
+        "config": {k: (v.name if hasattr(v, "name") else v) for k, v in props.items()},
     }
 
 
