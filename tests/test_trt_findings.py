@@ -4,6 +4,8 @@ against the conformance stand-in of NVIDIA's recorded API surfaces (tests/trt_st
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,9 @@ from edgedeploy.backends import trt_cuda
 
 from edgedeploy.backends.tensorrt import TensorRTBackend, load_plan
 from edgedeploy.config import TensorRTSettings
+from edgedeploy.errors import EdgeDeployError
+
+REPO = Path(__file__).resolve().parents[1]
 
 VERSIONS = surface_versions()
 
@@ -128,3 +133,20 @@ def test_finding3_every_tensorrt_setting_reaches_the_builder_config(monkeypatch,
     assert cal["calibrated"] and ("calibration", "batches", 6) in model.calls and (tmp_path / "int8.cache").is_file()
     covered.add("plan_for_major")  # a dry-run setting: a real build drops it (tested in test_trt_plan.py)
     assert covered == set(TensorRTSettings.model_fields), set(TensorRTSettings.model_fields) - covered
+
+
+# ------------------------------------------------------------------------------------------------ finding 4
+def test_finding4_cuda_python_is_pinned_to_the_devices_cuda_major(monkeypatch, tmp_path):
+    """JetPack 6's driver is CUDA 12.x: an unpinned cuda-python resolves to 13, whose calls all fail there. The
+    tensorrt extra pins cuda-python 12 (which runs on 12 and 13 drivers), the docs give the pin per JetPack, and
+    bindings newer than the driver are one error naming both versions and the pin."""
+    extra = re.search(r"^tensorrt = \[(.*)\]", (REPO / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+    assert '"cuda-python>=12.6,<13"' in extra  # (tomllib is 3.11+: this test runs on 3.10 too)
+    docs = (REPO / "docs" / "tensorrt.md").read_text() + (REPO / "README.md").read_text()
+    assert '"cuda-python>=12.6,<13"' in docs and '"cuda-python>=13,<14"' in docs
+    install(monkeypatch, VERSIONS[-1], flavour="13", driver=12060)  # cuda-python 13 on JetPack 6.2's driver
+    deploy_folder(tmp_path)
+    with pytest.raises(EdgeDeployError, match=r"cuda-python 13.5.0 needs a newer driver than this one \(CUDA 12.6\)")\
+            as e:
+        TensorRTBackend().build(tmp_path / "deploy.onnx", tmp_path / "trt", "fp32", TensorRTSettings())
+    assert '"cuda-python>=12.6,<13"' in e.value.fix

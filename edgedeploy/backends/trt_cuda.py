@@ -17,7 +17,24 @@ import numpy as np
 
 from edgedeploy.errors import EdgeDeployError
 
-CUDA_PYTHON_HINT = "cuda-python is not installed: pip install cuda-python (the TensorRT runner moves data with it)"
+CUDA_PYTHON_HINT = ('cuda-python is not installed: pip install "cuda-python>=12.6,<13" (the TensorRT runner moves '
+                    'data with it; cuda-python 13 only with a CUDA 13 driver: JetPack 7, or x86 with CUDA 13)')
+CUDA_PYTHON_PIN = ('install the cuda-python major of the driver\'s CUDA: pip install "cuda-python>=12.6,<13" on CUDA 12 '
+                   '(JetPack 6, driver 12.x), "cuda-python>=13,<14" on CUDA 13 (JetPack 7)')
+
+
+def bindings_vs_driver() -> str:
+    """cuda-python's version and the driver's CUDA version, in words (cudaDriverGetVersion works with any driver)."""
+    rt = runtime()
+    try:
+        import cuda.bindings as bindings
+
+        have = getattr(bindings, "__version__", "?")
+    except ImportError:
+        have = "?"
+    err, version = rt.cudaDriverGetVersion()
+    driver = f"{version // 1000}.{(version % 1000) // 10}" if err == rt.cudaError_t.cudaSuccess else "unknown"
+    return f"cuda-python {have} needs a newer driver than this one (CUDA {driver})"
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,6 +57,9 @@ def call(result: Any, what: str) -> Any:
     err, values = result[0], result[1:]
     if err != rt.cudaError_t.cudaSuccess:
         name = getattr(err, "name", str(err))
+        if name == "cudaErrorInsufficientDriver":
+            raise EdgeDeployError(f"CUDA call {what} failed: {name}: {bindings_vs_driver()}",
+                                  fix=CUDA_PYTHON_PIN)
         try:
             text = rt.cudaGetErrorString(err)[1]
             text = text.decode() if isinstance(text, bytes) else str(text)

@@ -41,6 +41,7 @@ class cudaError_t(enum.IntEnum):  # noqa: N801 - cuda-python's names
     cudaSuccess = 0
     cudaErrorInvalidValue = 1
     cudaErrorMemoryAllocation = 2
+    cudaErrorInsufficientDriver = 35
     cudaErrorInvalidDevicePointer = 17
     cudaErrorInvalidResourceHandle = 400
     cudaErrorNotReady = 600
@@ -58,6 +59,7 @@ _MESSAGES = {
     cudaError_t.cudaSuccess: b"no error",
     cudaError_t.cudaErrorInvalidValue: b"invalid argument",
     cudaError_t.cudaErrorMemoryAllocation: b"out of memory",
+    cudaError_t.cudaErrorInsufficientDriver: b"CUDA driver version is insufficient for CUDA runtime version",
     cudaError_t.cudaErrorInvalidDevicePointer: b"invalid device pointer",
     cudaError_t.cudaErrorInvalidResourceHandle: b"invalid resource handle",
     cudaError_t.cudaErrorNotReady: b"device not ready",
@@ -115,6 +117,7 @@ class CudaStandIn:
     compute_capability: tuple[int, int] = (8, 7)
     device_name: str = "edgedeploy CPU stand-in (no GPU)"
     total_memory: int = 8 << 30
+    driver: int | None = None  # the driver's CUDA version (12060 = 12.6); default: the bindings' own major
     fail: dict[str, int] = field(default_factory=dict)  # call name → fail after this many more successes
     device: dict[int, np.ndarray] = field(default_factory=dict)
     pinned: dict[int, np.ndarray] = field(default_factory=dict)
@@ -214,7 +217,17 @@ class CudaStandIn:
     def cudaGetErrorString(self, error: cudaError_t) -> tuple:  # noqa: N802
         return cudaError_t.cudaSuccess, _MESSAGES.get(cudaError_t(error), b"unknown error")
 
+    @property
+    def bindings_version(self) -> str:
+        return "12.6.2" if self.flavour == "12.6" else "13.5.0"
+
+    def _driver_too_old(self) -> bool:
+        """cuda-bindings N needs a CUDA N driver: a newer major than the driver's fails every runtime call."""
+        return self.driver is not None and self.driver // 1000 < int(self.bindings_version.split(".")[0])
+
     def cudaGetDevice(self) -> tuple:  # noqa: N802
+        if self._driver_too_old():
+            return cudaError_t.cudaErrorInsufficientDriver, None
         return cudaError_t.cudaSuccess, 0
 
     def cudaGetDeviceCount(self) -> tuple:  # noqa: N802
@@ -227,6 +240,8 @@ class CudaStandIn:
         return cudaError_t.cudaSuccess, DeviceProp(self.device_name.encode(), major, minor, self.total_memory)
 
     def cudaDriverGetVersion(self) -> tuple:  # noqa: N802
+        if self.driver is not None:
+            return cudaError_t.cudaSuccess, self.driver
         return cudaError_t.cudaSuccess, 13000 if self.flavour != "12.6" else 12060
 
     def cudaRuntimeGetVersion(self) -> tuple:  # noqa: N802
