@@ -13,11 +13,11 @@ from trt_standin import install, surface_versions
 from trt_standin.cuda import cudaStream_t
 from trt_standin.models import calibration_npz, deploy_folder, feeds, marker
 
-from edgedeploy.backends import trt_cuda
+from edgedeploy.backends import trt_cuda, trt_plan
 
 from edgedeploy.backends.tensorrt import TensorRTBackend, load_plan
 from edgedeploy.config import TensorRTSettings
-from edgedeploy.errors import EdgeDeployError
+from edgedeploy.errors import EdgeDeployError, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,3 +150,41 @@ def test_finding4_cuda_python_is_pinned_to_the_devices_cuda_major(monkeypatch, t
             as e:
         TensorRTBackend().build(tmp_path / "deploy.onnx", tmp_path / "trt", "fp32", TensorRTSettings())
     assert '"cuda-python>=12.6,<13"' in e.value.fix
+
+
+# ------------------------------------------------------------------------------------------------ finding 5
+@pytest.mark.parametrize("version", [v for v in VERSIONS if not v.startswith("11.")])
+def test_finding5_int8_lets_unquantized_layers_run_fp16_like_trtexec(monkeypatch, tmp_path, version):
+    install(monkeypatch, version)
+    built = build(tmp_path, "int8")
+    blob = _blob(built)
+    assert {"INT8", "FP16"} <= set(blob["builder_flags"]) and not blob["strongly_typed"]
+    assert "STRONGLY_TYPED" not in blob["network_flags"]
+    plan = TensorRTBackend().plan(tmp_path / "deploy.onnx", tmp_path / "trt", "int8", TensorRTSettings())
+    cmd = trt_plan.trtexec_command(plan)
+    assert "--int8" in cmd and "--fp16" in cmd and "--stronglyTyped" not in cmd
+    assert "trtexec --int8 --fp16" in (REPO / "docs" / "tensorrt.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ finding 8
+def test_finding8_ci_installs_the_device_set_on_python_310_with_constraints_valid_there():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "constraints-py310.txt" in ci and "python3.10" in ci and 'pytest -o addopts="-ra" -k "trt or tensorrt"' in ci
+    pins = dict(line.split("==") for line in (REPO / "constraints-py310.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    # numpy 2.3+ needs Python 3.11 (its Requires-Python); 2.2.x is the last for 3.10
+    assert tuple(int(x) for x in pins["numpy"].split(".")[:2]) < (2, 3)
+
+
+# ------------------------------------------------------------------------------------------------ finding 9
+@pytest.mark.parametrize("version, jetpack", [("8.5", "5.1"), ("8.6", "6.0")])
+def test_finding9_jetpack5_and_60_tensorrt_builds_and_runs(monkeypatch, tmp_path, version, jetpack):
+    model = install(monkeypatch, version)
+    runner = load_plan(build(tmp_path, "fp16").artifact)
+    x = feeds(3)
+    np.testing.assert_allclose(runner.run(x)["pred"][:, 0, 0, 0], marker(x["images"]), rtol=1e-5)
+    runner.close()
+    assert ("create_network", ("EXPLICIT_BATCH",)) in model.calls
+    with pytest.raises(UsageError, match="TensorRT 8.4.1 is not supported") as e:
+        trt_plan.resolve_major(TensorRTSettings(), "8.4.1")
+    assert f"(JetPack {jetpack}" in e.value.fix
