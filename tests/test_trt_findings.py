@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from trt_standin import install, surface_versions
 from trt_standin.cuda import cudaStream_t
-from trt_standin.models import calibration_npz, deploy_folder, feeds, marker
+from trt_standin.behaviors import data_dependent_count
+from trt_standin.models import calibration_npz, deploy_folder, feeds, marker, nms_model, reshape_model
 
 from edgedeploy.backends import trt_cuda, trt_plan
 
@@ -188,3 +189,52 @@ def test_finding9_jetpack5_and_60_tensorrt_builds_and_runs(monkeypatch, tmp_path
     with pytest.raises(UsageError, match="TensorRT 8.4.1 is not supported") as e:
         trt_plan.resolve_major(TensorRTSettings(), "8.4.1")
     assert f"(JetPack {jetpack}" in e.value.fix
+
+
+# --------------------------------------------------------------------------- finding 2 / deliverable 2, finding 6
+def _build_from(folder, model_fn):
+    model_fn(folder / "deploy.onnx")
+    return TensorRTBackend().build(folder / "deploy.onnx", folder / "trt", "fp32", TensorRTSettings())
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_data_dependent_outputs_come_through_an_output_allocator(monkeypatch, tmp_path, version):
+    """An NMS-style graph (end-to-end detectors): `selected` has K rows, known only after execution. The runner
+    gives TensorRT an IOutputAllocator for it, reads the shape TensorRT notifies, and copies K rows back; K changes
+    from run to run (the buffer grows); everything is freed on close."""
+    model = install(monkeypatch, version)
+    runner = load_plan(_build_from(tmp_path, nms_model).artifact)
+    assert runner.allocated == ["selected"]
+    rng = np.random.default_rng(0)
+    for scale in (0.1, 1.0, 3.0):  # few, then more positive elements: K grows
+        feed = {"boxes": (rng.normal(size=(1, 32, 4)) + scale).astype(np.float32),
+                "scores": rng.random((1, 1, 32)).astype(np.float32)}
+        out = runner.run(feed)["selected"]
+        k = data_dependent_count(feed["boxes"])
+        index = np.int64 if model.major >= 10 else np.int32  # TensorRT 8 casts INT64 I/O to INT32
+        assert out.shape == (k, 3) and out.dtype == index
+        assert (out == index(marker(feed["boxes"])[0])).all()
+    runner.close()
+    assert not model.cuda.device and not model.cuda.pinned
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_finding6_shape_tensor_inputs_live_in_host_memory(monkeypatch, tmp_path, version):
+    """A Reshape whose target shape is an input: TensorRT reads a shape tensor's values on the host (is_shape_-
+    inference_io), so its address is host memory, and the output's shape follows from those values."""
+    model = install(monkeypatch, version)
+    runner = load_plan(_build_from(tmp_path, reshape_model).artifact)
+    assert runner.shape_inputs == {"shape"} and "shape" not in runner.device
+    x = feeds(3)
+    out = runner.run({**x, "shape": np.array([3, 8 * 16 * 16], np.int64)})["flat"]
+    assert out.shape == (3, 2048)
+    np.testing.assert_allclose(out[:, 5], marker(x["images"]), rtol=1e-5)
+    runner.close()
+    # the planted bug: the shape tensor given device memory, as before the fix → TensorRT's usage error
+    model = install(monkeypatch, version)
+    runner = load_plan(_build_from(tmp_path / "again", reshape_model).artifact)
+    runner.device["shape"] = trt_cuda.DeviceBuffer(16)
+    runner.context.set_tensor_address("shape", runner.device["shape"].ptr)
+    with pytest.raises(EdgeDeployError, match="shape tensor shape must be in host memory"):
+        runner.run({**x, "shape": np.array([3, 2048], np.int64)})
+    runner.close()

@@ -530,6 +530,53 @@ def _calibration_batches(path: Path, dtypes: dict[str, np.dtype], batch: int) ->
 
 # ------------------------------------------------------------------------------------------------------- runner
 
+def _output_allocator(trt: Any) -> Any:
+    """TensorRT's IOutputAllocator for outputs whose size TensorRT knows only during execution (data-dependent
+    shapes: NonZero, NMS; shapes from shape-tensor values). TensorRT calls reallocate_output(_async) when it knows
+    the size and notify_shape with the shape; buffers grow and are kept between runs. TensorRT's wrapper prints and
+    swallows exceptions from these methods (returning no memory), so a failure is kept for `raise_failure()`."""
+    base = trt.IOutputAllocator
+
+    class OutputAllocator(base):
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.buffers: dict[str, trt_cuda.DeviceBuffer] = {}
+            self.shapes: dict[str, tuple[int, ...]] = {}
+            self.failure: Exception | None = None
+
+        def reallocate_output(self, tensor_name: str, memory: int, size: int, alignment: int) -> int:
+            try:
+                buf = self.buffers.get(tensor_name)
+                if buf is None or buf.nbytes < size:
+                    if buf is not None:
+                        buf.free()
+                    buf = self.buffers[tensor_name] = trt_cuda.DeviceBuffer(size)  # cudaMalloc: 256-byte aligned
+                return buf.ptr
+            except Exception as e:  # noqa: BLE001 - kept and raised after the enqueue (see the docstring)
+                self.failure = e
+                return 0
+
+        def reallocate_output_async(self, tensor_name: str, memory: int, size: int, alignment: int,
+                                    stream: int) -> int:
+            return self.reallocate_output(tensor_name, memory, size, alignment)
+
+        def notify_shape(self, tensor_name: str, shape: Any) -> None:
+            self.shapes[tensor_name] = tuple(int(d) for d in shape)
+
+        def raise_failure(self) -> None:
+            if self.failure is not None:
+                e, self.failure = self.failure, None
+                detail = e.message if isinstance(e, EdgeDeployError) else f"{type(e).__name__}: {e}"
+                raise EdgeDeployError(f"allocating a data-dependent output failed: {detail}") from e
+
+        def free(self) -> None:
+            for buf in self.buffers.values():
+                buf.free()
+            self.buffers = {}
+
+    return OutputAllocator()
+
+
 def load_plan(plan_path: Path) -> TensorRTRunner:
     """Check the plan's manifest against this machine BEFORE deserializing, then load it."""
     manifest, mpath = trt_manifest.read_manifest(plan_path)
@@ -551,6 +598,7 @@ class TensorRTRunner:
         self.device: dict[str, trt_cuda.DeviceBuffer] = {}
         self.host: dict[str, trt_cuda.PinnedBuffer] = {}
         self.stream: trt_cuda.Stream | None = None
+        self.allocator: Any = None
         self.logger = process_logger(trt)
         mark = self.logger.mark()
         self.runtime = trt.Runtime(self.logger)
@@ -569,6 +617,8 @@ class TensorRTRunner:
         self.input_names = [n for n in names if is_input[n]]
         self.output_names = [n for n in names if not is_input[n]]
         self.dtypes = {n: numpy_dtype(trt, self.engine.get_tensor_dtype(n), n, plan_path) for n in names}
+        # shape tensors (e.g. a Reshape's target shape): TensorRT reads their values on the host, never on the GPU
+        self.shape_inputs = {n for n in self.input_names if self.engine.is_shape_inference_io(n)}
         self.ranges: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         for n in self.input_names:
             shape = tuple(int(d) for d in self.engine.get_tensor_shape(n))
@@ -582,20 +632,32 @@ class TensorRTRunner:
                 raise EdgeDeployError(f"TensorRT refused the profile's largest shape {list(self.ranges[n][1])} for "
                                       f"input {n!r}{_last_error(self.logger, mark)}", where=str(plan_path))
         max_shapes = {n: self.ranges[n][1] for n in self.input_names}
+        # outputs whose shape is known only after execution (NonZero, NMS) or from shape-tensor values get their
+        # memory from an IOutputAllocator when TensorRT knows the size
+        self.allocated: list[str] = []
         for n in self.output_names:
             shape = tuple(int(d) for d in self.context.get_tensor_shape(n))
             if any(d < 0 for d in shape):
-                raise EdgeDeployError(f"output {n!r} has a data-dependent shape {list(shape)}; edgedeploy's runner "
-                                      f"supports outputs whose shape follows from the input shapes",
-                                      where=str(plan_path))
-            max_shapes[n] = shape
+                self.allocated.append(n)
+            else:
+                max_shapes[n] = shape
         self.stream = trt_cuda.Stream()
         try:
+            if self.allocated:
+                self.allocator = _output_allocator(trt)
+                for n in self.allocated:
+                    if not self.context.set_output_allocator(n, self.allocator):
+                        raise EdgeDeployError(f"TensorRT refused an output allocator for {n!r}"
+                                              f"{_last_error(self.logger, mark)}", where=str(plan_path))
             for n, shape in max_shapes.items():
                 nbytes = int(np.prod(shape, dtype=np.int64)) * self.dtypes[n].itemsize
-                self.device[n] = trt_cuda.DeviceBuffer(nbytes)
                 self.host[n] = trt_cuda.PinnedBuffer(nbytes)
-                if not self.context.set_tensor_address(n, self.device[n].ptr):
+                if n in self.shape_inputs:  # host memory: TensorRT reads the values when it enqueues
+                    address = self.host[n].ptr
+                else:
+                    self.device[n] = trt_cuda.DeviceBuffer(nbytes)
+                    address = self.device[n].ptr
+                if not self.context.set_tensor_address(n, address):
                     raise EdgeDeployError(f"TensorRT refused the device address of tensor {n!r}"
                                           f"{_last_error(self.logger, mark)}", where=str(plan_path),
                                           fix="rebuild the engine on this machine; rerun with --debug")
@@ -623,11 +685,12 @@ class TensorRTRunner:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise UsageError(f"missing inputs {missing} for the TensorRT plan", fix=f"give {self.input_names}")
-        batch = int(np.shape(feeds[self.input_names[0]])[0]) if np.ndim(feeds[self.input_names[0]]) else 1
-        lo = max(self.ranges[n][0][0] for n in self.input_names) if batch else 1
-        hi = min(self.ranges[n][1][0] for n in self.input_names) if batch else 1
-        if lo <= batch <= hi or not all(np.ndim(feeds[n]) for n in self.input_names):
-            return self._run_once(feeds)
+        data = [n for n in self.input_names if n not in self.shape_inputs] or self.input_names
+        batch = int(np.shape(feeds[data[0]])[0]) if np.ndim(feeds[data[0]]) else 1
+        lo = max(self.ranges[n][0][0] for n in data) if batch else 1
+        hi = min(self.ranges[n][1][0] for n in data) if batch else 1
+        if lo <= batch <= hi or not all(np.ndim(feeds[n]) for n in data) or self.shape_inputs:
+            return self._run_once(feeds)  # a shape tensor's values describe the whole batch: never split it
         return self._run_chunked(feeds, batch, lo, hi)
 
     def _run_chunked(self, feeds: dict[str, np.ndarray], batch: int, lo: int, hi: int) -> dict[str, np.ndarray]:
@@ -661,11 +724,14 @@ class TensorRTRunner:
                 raise EdgeDeployError(f"TensorRT refused shape {list(arr.shape)} for input {n!r}"
                                       f"{_last_error(self.logger, mark)}")
             self.host[n].view(arr.dtype, arr.size)[:] = arr.ravel()
-            nbytes[n] = arr.nbytes
+            if n not in self.shape_inputs:  # shape tensors stay in host memory
+                nbytes[n] = arr.nbytes
         return nbytes
 
     def _output_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {n: tuple(int(d) for d in self.context.get_tensor_shape(n)) for n in self.output_names}
+        """The shapes of the outputs with their own buffers (the allocator's are known after execution)."""
+        return {n: tuple(int(d) for d in self.context.get_tensor_shape(n)) for n in self.output_names
+                if n not in self.allocated}
 
     def _enqueue(self, in_bytes: dict[str, int], out_shapes: dict[str, tuple[int, ...]],
                  events: list[trt_cuda.Event] | None = None) -> None:
@@ -676,13 +742,26 @@ class TensorRTRunner:
         if events:
             events[1].record(self.stream)
         mark = self.logger.mark()
-        if not self.context.execute_async_v3(self.stream.handle):
+        ok = self.context.execute_async_v3(self.stream.handle)
+        if self.allocator is not None:
+            self.allocator.raise_failure()  # TensorRT's wrapper swallows exceptions raised in the allocator
+        if not ok:
             raise EdgeDeployError(f"TensorRT execution failed{_last_error(self.logger, mark)}")
         if events:
             events[2].record(self.stream)
+        for n in self.allocated:  # TensorRT has told their shapes (notify_shape) by the time enqueue returns
+            if n not in self.allocator.shapes:
+                raise EdgeDeployError(f"TensorRT did not report the shape of output {n!r}{_last_error(self.logger, mark)}")
+            out_shapes[n] = self.allocator.shapes[n]
+            nb = int(np.prod(out_shapes[n], dtype=np.int64)) * self.dtypes[n].itemsize
+            if n not in self.host or self.host[n].nbytes < nb:
+                if n in self.host:
+                    self.host[n].free()
+                self.host[n] = trt_cuda.PinnedBuffer(nb)
         for n, shape in out_shapes.items():
             nb = int(np.prod(shape, dtype=np.int64)) * self.dtypes[n].itemsize
-            trt_cuda.copy_d2h(self.host[n].ptr, self.device[n], nb, self.stream)
+            source = self.allocator.buffers[n] if n in self.allocated else self.device[n]
+            trt_cuda.copy_d2h(self.host[n].ptr, source, nb, self.stream)
         if events:
             events[3].record(self.stream)
 
@@ -726,6 +805,8 @@ class TensorRTRunner:
         for buf in [*self.device.values(), *self.host.values()]:
             buf.free()
         self.device, self.host = {}, {}
+        if getattr(self, "allocator", None) is not None:
+            self.allocator.free()
         if getattr(self, "stream", None) is not None:
             self.stream.destroy()
             self.stream = None
