@@ -260,6 +260,9 @@ class TensorRTSettings(_Strict):
         description="optimization profile per input name (shapes) or per dynamic dimension name (ints); "
                     "an unprofiled leading dimension gets min 1 / opt 1 / max 8 (larger batches run in chunks)")
     workspace_mb: int | None = Field(None, ge=1, description="workspace memory pool limit; default: TensorRT's")
+    tactic_dram_mb: int | None = Field(
+        None, ge=1, description="tactic DRAM pool limit (TensorRT 8.6+): memory tactics may use while building; "
+                                "lower it on 8 GB boards; default: TensorRT's")
     builder_optimization_level: int = Field(3, ge=0, le=5)
     timing_cache: ConfigPath | None = Field(
         None, description="timing cache file, loaded if present and saved atomically")

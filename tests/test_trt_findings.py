@@ -113,10 +113,12 @@ def test_finding3_every_tensorrt_setting_reaches_the_builder_config(monkeypatch,
 
     install(monkeypatch, newest10)
     gpu = _blob(build_with(tmp_path / "gpu", "int8", profiles={"batch": {"min": 1, "opt": 2, "max": 4}},
-                           workspace_mb=512, builder_optimization_level=5, timing_cache=str(tmp_path / "t.cache"),
+                           workspace_mb=512, tactic_dram_mb=1536, builder_optimization_level=5,
+                           timing_cache=str(tmp_path / "t.cache"),
                            tf32=True, hardware_compatibility="ampere_plus", version_compatible=True,
                            int8_route="qdq", int8_unquantized="fp32"))
-    assert gpu["memory_pools"] == {"WORKSPACE": 512 << 20}  # set_memory_pool_limit(MemoryPoolType.WORKSPACE, ...)
+    # set_memory_pool_limit(MemoryPoolType.WORKSPACE / TACTIC_DRAM, ...)
+    assert gpu["memory_pools"] == {"WORKSPACE": 512 << 20, "TACTIC_DRAM": 1536 << 20}
     assert gpu["config"]["builder_optimization_level"] == 5 and gpu["timing_cache_set"]
     assert gpu["profiles"] == [{"images": [[1, 3, 16, 16], [2, 3, 16, 16], [4, 3, 16, 16]]}]
     assert "TF32" in gpu["builder_flags"] and gpu["config"]["hardware_compatibility_level"] == "AMPERE_PLUS"
@@ -238,3 +240,29 @@ def test_finding6_shape_tensor_inputs_live_in_host_memory(monkeypatch, tmp_path,
     with pytest.raises(EdgeDeployError, match="shape tensor shape must be in host memory"):
         runner.run({**x, "shape": np.array([3, 2048], np.int64)})
     runner.close()
+
+
+# ------------------------------------------------------------------------------------ deliverable 6: board memory
+@pytest.mark.parametrize("version", VERSIONS)
+def test_tactic_dram_limit_reaches_the_builder_where_the_release_has_it(monkeypatch, tmp_path, version):
+    install(monkeypatch, version)
+    if version == "8.5":  # MemoryPoolType.TACTIC_DRAM arrives in 8.6
+        with pytest.raises(UsageError, match="tactic_dram_mb` needs TensorRT 8.6 or newer"):
+            build(tmp_path, tactic_dram_mb=1024)
+        return
+    built = build(tmp_path, tactic_dram_mb=1024, workspace_mb=256)
+    assert _blob(built)["memory_pools"] == {"WORKSPACE": 256 << 20, "TACTIC_DRAM": 1024 << 20}
+    plan = TensorRTBackend().plan(tmp_path / "deploy.onnx", tmp_path / "trt", "fp32",
+                                  TensorRTSettings(tactic_dram_mb=1024, workspace_mb=256))
+    assert "--memPoolSize=workspace:256M" in trt_plan.trtexec_command(plan)  # trtexec has no tactic DRAM pool
+    assert "tactic DRAM 1024 MiB" in plan.describe_text()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_an_out_of_memory_build_is_named_with_what_to_lower(monkeypatch, tmp_path, version):
+    install(monkeypatch, version, build_fails="[defaultAllocator.cpp::allocate::20] Error Code 1: Cuda Runtime "
+                                              "(out of memory)")
+    with pytest.raises(EdgeDeployError, match="ran out of memory building the engine") as e:
+        build(tmp_path, workspace_mb=256)
+    assert "tensorrt.workspace_mb and tensorrt.tactic_dram_mb" in e.value.fix
+    assert not (tmp_path / "trt" / "model.plan").exists()  # a failed build writes no plan

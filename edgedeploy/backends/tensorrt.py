@@ -202,6 +202,9 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         config.clear_flag(_enum(trt.BuilderFlag, name, "BuilderFlag", version))
     if plan.workspace_bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
+    if plan.tactic_dram_bytes:
+        config.set_memory_pool_limit(_enum(trt.MemoryPoolType, "TACTIC_DRAM", "MemoryPoolType", version),
+                                     plan.tactic_dram_bytes)
     if plan.builder_optimization_level is not None:  # TensorRT 8.5 has no optimization level
         config.builder_optimization_level = plan.builder_optimization_level
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer names and precisions for the inspector
@@ -262,6 +265,13 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
             config.int8_calibrator = None
             calibrator.free()
     if serialized is None:
+        errors = " ".join(logger.errors_since(mark)).lower()
+        if any(word in errors for word in _OUT_OF_MEMORY):
+            raise EdgeDeployError(f"TensorRT ran out of memory building the engine{_last_error(logger, mark)}",
+                                  where=str(onnx_path),
+                                  fix="lower tensorrt.workspace_mb and tensorrt.tactic_dram_mb (tactics then use "
+                                      "less memory), tensorrt.builder_optimization_level, or the profile's max "
+                                      "shapes; close other GPU processes (on a Jetson the GPU shares the board's RAM)")
         raise EdgeDeployError(f"TensorRT could not build the engine{_last_error(logger, mark)}", where=str(onnx_path),
                               fix="rerun with --debug; check the workspace limit and the layers named above")
     data = bytes(memoryview(serialized))
@@ -309,6 +319,11 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         "tensorrt_warnings": logger.warnings_since(mark)[:20],
     }
     return BuildResult(artifact=plan.plan_path, files=[plan.plan_path, layers_path, plan.manifest_path], info=info)
+
+
+# how TensorRT's build errors say it ran out of memory (its allocator, CUDA's error names, the builder's messages)
+_OUT_OF_MEMORY = ("out of memory", "cudaerrormemoryallocation", "requested amount of gpu memory",
+                  "insufficient memory", "failed to allocate")
 
 
 def _parser_error(parser: Any, onnx_path: Path, logger: Any, mark: int) -> EdgeDeployError:

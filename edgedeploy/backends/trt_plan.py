@@ -105,6 +105,7 @@ class TrtBuildPlan:
     parser_flags: tuple[str, ...]  # OnnxParserFlag members to set
     profiles: tuple[TrtProfile, ...]
     workspace_bytes: int | None
+    tactic_dram_bytes: int | None  # MemoryPoolType.TACTIC_DRAM (8.6+)
     builder_optimization_level: int | None  # None: TensorRT 8.5, which has no such setting
     timing_cache: Path | None
     device: str  # GPU | DLA
@@ -134,6 +135,7 @@ class TrtBuildPlan:
             "profiles": [{"input": p.input, "min": list(p.min), "opt": list(p.opt), "max": list(p.max)}
                          for p in self.profiles],
             "workspace_bytes": self.workspace_bytes,
+            "tactic_dram_bytes": self.tactic_dram_bytes,
             "builder_optimization_level": self.builder_optimization_level,
             "timing_cache": str(self.timing_cache) if self.timing_cache else None,
             "device": self.device,
@@ -172,6 +174,8 @@ class TrtBuildPlan:
             f"DLA core {self.dla_core}, GPU fallback {'on' if self.gpu_fallback else 'off'}")
         workspace = f"{self.workspace_bytes // (1 << 20)} MiB" if self.workspace_bytes else "TensorRT default"
         level = "TensorRT's" if self.builder_optimization_level is None else self.builder_optimization_level
+        if self.tactic_dram_bytes:
+            workspace += f", tactic DRAM {self.tactic_dram_bytes // (1 << 20)} MiB"
         lines = [
             f"TensorRT {version} · {self.precision} → {rel(self.plan_path)}",
             f"  onnx        {rel(self.onnx_path)} ({self.onnx_role})",
@@ -433,6 +437,7 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
     optimization_level: int | None = settings.builder_optimization_level
     if major == 8 and (version is None or version[:2] < _TRT8_FEATURES):
         for setting, value, default in (("builder_optimization_level", settings.builder_optimization_level, 3),
+                                        ("tactic_dram_mb", settings.tactic_dram_mb, None),
                                         ("hardware_compatibility", settings.hardware_compatibility, "none"),
                                         ("version_compatible", settings.version_compatible, False)):
             if value != default and version is not None:
@@ -515,6 +520,9 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
             "so loading it allows host code from the plan (only load plans you built)")
     if hw != "none" or settings.version_compatible:
         parser_flags.append("NATIVE_INSTANCENORM")
+    if settings.tactic_dram_mb:
+        notes.append("trtexec has no tactic DRAM pool (its --memPoolSize takes workspace, dlaSRAM, dlaLocalDRAM, "
+                     "dlaGlobalDRAM, tacticSharedMem): the trtexec line leaves it out")
     if settings.timing_cache is not None and hw != "none":
         notes.append("a timing cache is specific to the GPU, TensorRT version and builder flags it was made with")
 
@@ -525,6 +533,7 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
         network_flags=tuple(network_flags), builder_flags=tuple(builder_flags), cleared_flags=tuple(cleared),
         parser_flags=tuple(parser_flags), profiles=profiles,
         workspace_bytes=settings.workspace_mb * (1 << 20) if settings.workspace_mb else None,
+        tactic_dram_bytes=settings.tactic_dram_mb * (1 << 20) if settings.tactic_dram_mb else None,
         builder_optimization_level=optimization_level,
         timing_cache=settings.timing_cache, device="DLA" if dla else "GPU", dla_core=settings.dla_core,
         gpu_fallback=settings.gpu_fallback if dla else False,
