@@ -266,3 +266,41 @@ def test_an_out_of_memory_build_is_named_with_what_to_lower(monkeypatch, tmp_pat
         build(tmp_path, workspace_mb=256)
     assert "tensorrt.workspace_mb and tensorrt.tactic_dram_mb" in e.value.fix
     assert not (tmp_path / "trt" / "model.plan").exists()  # a failed build writes no plan
+
+
+# ----------------------------------------------------------------------------------- deliverable 5: Orin latency
+@pytest.mark.parametrize("version", VERSIONS)
+def test_per_layer_profile_enqueue_time_and_spin_wait(monkeypatch, tmp_path, version):
+    """IProfiler layer times, reported after the stream ran the work (report_to_profiler), every layer of the
+    engine; benchmark() splits enqueue from GPU time and can wait by polling the stream (trtexec --useSpinWait)."""
+    model = install(monkeypatch, version)
+    runner = load_plan(build(tmp_path).artifact)
+    layers = runner.profile_layers(feeds(2), iterations=3)
+    assert [x["layer"] for x in layers] == ["relu0", "conv0"]  # the stand-in's markers: later layers "slower"
+    assert all(x["runs"] == 3 for x in layers) and abs(sum(x["share"] for x in layers) - 1) < 1e-9
+    assert runner.context.profiler is None
+    spin = runner.benchmark(feeds(2), warmup=1, iterations=3, spin_wait=True)
+    assert spin["spin_wait"] and spin["enqueue"]["n"] == 3 and spin["gpu_compute"]["n"] == 3
+    runner.close()
+
+
+def test_layer_times_exist_only_after_the_stream_ran(standin, tmp_path):
+    runner = load_plan(build(tmp_path).artifact)
+    seen = []
+
+    class Profiler(standin.trt.IProfiler):
+        def __init__(self):
+            standin.trt.IProfiler.__init__(self)
+
+        def report_layer_time(self, layer_name, ms):
+            seen.append(layer_name)
+
+    runner.context.enqueue_emits_profile = False
+    runner.context.profiler = Profiler()
+    runner._stage_inputs(feeds(1))
+    runner.context.execute_async_v3(runner.stream.handle)
+    assert runner.context.report_to_profiler() is False and not seen  # queued, not run
+    runner.stream.synchronize()
+    assert runner.context.report_to_profiler() is True and seen == ["conv0", "relu0"]
+    runner.context.profiler = None
+    runner.close()

@@ -749,7 +749,9 @@ class TensorRTRunner:
                 if n not in self.allocated}
 
     def _enqueue(self, in_bytes: dict[str, int], out_shapes: dict[str, tuple[int, ...]],
-                 events: list[trt_cuda.Event] | None = None) -> None:
+                 events: list[trt_cuda.Event] | None = None) -> float:
+        """Queue copies in, the engine and copies out on the stream; returns the host time (ms) the engine's
+        enqueue call took (trtexec's "Enqueue Time")."""
         if events:
             events[0].record(self.stream)
         for n, nb in in_bytes.items():
@@ -757,7 +759,9 @@ class TensorRTRunner:
         if events:
             events[1].record(self.stream)
         mark = self.logger.mark()
+        start = time.perf_counter()
         ok = self.context.execute_async_v3(self.stream.handle)
+        enqueue_ms = (time.perf_counter() - start) * 1e3
         if self.allocator is not None:
             self.allocator.raise_failure()  # TensorRT's wrapper swallows exceptions raised in the allocator
         if not ok:
@@ -779,6 +783,7 @@ class TensorRTRunner:
             trt_cuda.copy_d2h(self.host[n].ptr, source, nb, self.stream)
         if events:
             events[3].record(self.stream)
+        return enqueue_ms
 
     def _run_once(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         in_bytes = self._stage_inputs(feeds)
@@ -788,21 +793,26 @@ class TensorRTRunner:
         return {n: self.host[n].view(self.dtypes[n], int(np.prod(s, dtype=np.int64))).reshape(s).copy()
                 for n, s in shapes.items()}
 
-    def benchmark(self, feeds: dict[str, np.ndarray], warmup: int = 20, iterations: int = 200) -> dict[str, Any]:
-        """trtexec-style timing of one batch: CUDA-event H2D, GPU compute, D2H and their sum, plus host wall
-        time; min/mean/median/p90/p95/p99/max each, and whether the series is unstable."""
+    def benchmark(self, feeds: dict[str, np.ndarray], warmup: int = 20, iterations: int = 200,
+                  spin_wait: bool = False) -> dict[str, Any]:
+        """trtexec-style timing of one batch: CUDA-event H2D, GPU compute, D2H and their sum, the host time of the
+        engine's enqueue call, plus host wall time; min/mean/median/p90/p95/p99/max each, and whether the series
+        is unstable. `spin_wait` waits by polling the stream (trtexec --useSpinWait) instead of blocking."""
         in_bytes = self._stage_inputs(feeds)
         shapes = self._output_shapes()
         events = [trt_cuda.Event() for _ in range(4)]
-        series: dict[str, list[float]] = {"h2d": [], "gpu_compute": [], "d2h": [], "latency": [], "host_wall": []}
+        series: dict[str, list[float]] = {"h2d": [], "gpu_compute": [], "d2h": [], "latency": [], "enqueue": [],
+                                          "host_wall": []}
+        wait = self.stream.spin_wait if spin_wait else self.stream.synchronize
         try:
             for i in range(warmup + iterations):
                 start = time.perf_counter()
-                self._enqueue(in_bytes, shapes, events)
-                self.stream.synchronize()
+                enqueue_ms = self._enqueue(in_bytes, shapes, events)
+                wait()
                 wall = (time.perf_counter() - start) * 1e3
                 if i < warmup:
                     continue
+                series["enqueue"].append(enqueue_ms)
                 series["h2d"].append(events[1].ms_since(events[0]))
                 series["gpu_compute"].append(events[2].ms_since(events[1]))
                 series["d2h"].append(events[3].ms_since(events[2]))
@@ -813,8 +823,41 @@ class TensorRTRunner:
                 e.destroy()
         batch = int(np.shape(feeds[self.input_names[0]])[0]) if np.ndim(feeds[self.input_names[0]]) else 1
         stats = {k: summarize_ms(v) for k, v in series.items()}
-        return {"batch": batch, "warmup": warmup, "iterations": iterations, **stats,
+        return {"batch": batch, "warmup": warmup, "iterations": iterations, "spin_wait": spin_wait, **stats,
                 "throughput_per_s": batch * 1e3 / stats["host_wall"]["median_ms"]}
+
+    def profile_layers(self, feeds: dict[str, np.ndarray], iterations: int = 20) -> list[dict[str, Any]]:
+        """Per-layer GPU times through TensorRT's IProfiler (trtexec --dumpProfile): TensorRT reports each layer's
+        time after the stream is synchronized (enqueue_emits_profile off, report_to_profiler after each run, so the
+        enqueue stays asynchronous). Layers by median time, slowest first, with their share of the total."""
+        times: dict[str, list[float]] = collections.defaultdict(list)
+        base = self.trt.IProfiler
+
+        class LayerProfiler(base):
+            def __init__(self) -> None:
+                base.__init__(self)
+
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                times[str(layer_name)].append(float(ms))
+
+        profiler = LayerProfiler()
+        in_bytes = self._stage_inputs(feeds)
+        shapes = self._output_shapes()
+        self.context.enqueue_emits_profile = False
+        self.context.profiler = profiler
+        try:
+            for _ in range(iterations):
+                self._enqueue(in_bytes, dict(shapes))
+                self.stream.synchronize()
+                if not self.context.report_to_profiler():
+                    raise EdgeDeployError("TensorRT could not report layer times (report_to_profiler returned False)",
+                                          fix="build the engine with profiling verbosity DETAILED (edgedeploy does)")
+        finally:
+            self.context.profiler = None
+        medians = {name: summarize_ms(values)["median_ms"] for name, values in times.items()}
+        total = sum(medians.values()) or 1.0
+        return [{"layer": name, "median_ms": ms, "share": ms / total, "runs": len(times[name])}
+                for name, ms in sorted(medians.items(), key=lambda kv: -kv[1])]
 
     def close(self) -> None:
         for buf in [*self.device.values(), *self.host.values()]:

@@ -168,6 +168,17 @@ class Stream:
     def synchronize(self) -> None:
         call(runtime().cudaStreamSynchronize(self.obj), "cudaStreamSynchronize")
 
+    def spin_wait(self) -> None:
+        """Wait by polling cudaStreamQuery (busy-waiting, as trtexec --useSpinWait): on a Jetson's slow CPU this
+        wakes up sooner than a blocking synchronize, at the cost of one busy core."""
+        rt = runtime()
+        while True:
+            err = rt.cudaStreamQuery(self.obj)
+            err = err[0] if isinstance(err, tuple) else err
+            if err != rt.cudaError_t.cudaErrorNotReady:
+                call((err,), "cudaStreamQuery")
+                return
+
     def destroy(self) -> None:
         if self.obj is not None:
             call(runtime().cudaStreamDestroy(self.obj), "cudaStreamDestroy")

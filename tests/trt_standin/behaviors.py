@@ -50,7 +50,8 @@ REGISTRY: dict[str, Any] = {}
 STORED = {  # properties that just keep what is set (with TensorRT's defaults set at creation)
     "IBuilderConfig.builder_optimization_level", "IBuilderConfig.profiling_verbosity",
     "IBuilderConfig.default_device_type", "IBuilderConfig.DLA_core", "IBuilderConfig.hardware_compatibility_level",
-    "Runtime.DLA_core", "Runtime.engine_host_code_allowed",
+    "Runtime.DLA_core", "Runtime.engine_host_code_allowed", "IExecutionContext.profiler",
+    "IExecutionContext.enqueue_emits_profile",
 }
 
 
@@ -186,7 +187,7 @@ def _error_code_str(m: Model, self: Any) -> str:
 
 @on("ILogger.__init__", "IInt8Calibrator.__init__", "IInt8EntropyCalibrator2.__init__",
     "IInt8MinMaxCalibrator.__init__", "IInt8EntropyCalibrator.__init__", "IInt8LegacyCalibrator.__init__",
-    "IOutputAllocator.__init__")
+    "IOutputAllocator.__init__", "IProfiler.__init__")
 def _plain_init(m: Model, self: Any) -> None:
     pass
 
@@ -857,7 +858,8 @@ def _create_context(m: Model, self: Any, strategy: Any = None, **other: Any) -> 
     for t in self._state["blob"]["inputs"]:
         if all(isinstance(d, int) for d in t["dims"]):
             shapes[t["name"]] = tuple(t["dims"])
-    return m.trt.IExecutionContext._make(engine=self, shapes=shapes, addresses={}, allocators={})
+    return m.trt.IExecutionContext._make(engine=self, shapes=shapes, addresses={}, allocators={},
+                                         props={"profiler": None, "enqueue_emits_profile": True})
 
 
 @on("ICudaEngine.create_engine_inspector")
@@ -1057,8 +1059,35 @@ def _execute(m: Model, self: Any, stream_handle: int) -> bool:
                 out[...] = sums.reshape((-1,) + (1,) * (len(shape) - 1)).astype(out.dtype)
             m.cuda.write_device(ptr, out.tobytes())
 
+    def layer_times() -> None:
+        """What the engine's layers took (markers, not measurements), kept for the profiler once they ran."""
+        self._state["layer_times"] = [(layer["name"], 0.001 * (k + 1))
+                                      for k, layer in enumerate(self._state["engine"]._state["blob"]["layers"])]
+
+    self._state["layer_times"] = None  # this run's times exist only once its work has run
     m.cuda.enqueue(stream_handle, "execute_async_v3", kernels)  # enqueueV3: the work runs on the stream
+    m.cuda.enqueue(stream_handle, "execute_async_v3 (layer times)", layer_times)
+    props = self._state.setdefault("props", {})
+    if props.get("profiler") is not None and props.get("enqueue_emits_profile", True):
+        m.cuda._drain(stream_handle)  # emitting the profile from the enqueue makes it wait for the work
+        _report(m, self)
     return True
+
+
+def _report(m: Model, ctx: Any) -> bool:
+    profiler = ctx._state.get("props", {}).get("profiler")
+    if profiler is None or not ctx._state.get("layer_times"):
+        return False
+    for name, ms in ctx._state["layer_times"]:
+        m.call_back(profiler, "report_layer_time", name, ms)
+    ctx._state["layer_times"] = None
+    return True
+
+
+@on("IExecutionContext.report_to_profiler")
+def _report_to_profiler(m: Model, self: Any) -> bool:
+    """Reports the last run's layer times; before the stream has run that work, there are none (False)."""
+    return _report(m, self)
 
 
 def data_dependent_count(x: np.ndarray) -> int:

@@ -328,6 +328,18 @@ class CudaStandIn:
             self._drain(native)
         return (cudaError_t.cudaSuccess if ok else cudaError_t.cudaErrorInvalidResourceHandle,)
 
+    def cudaStreamQuery(self, stream: Any) -> tuple:  # noqa: N802
+        """Not ready while work is queued; each query lets the "GPU" finish one queued item (so polling ends)."""
+        native = self._native(stream, "stream")
+        if native is None or not self.live_stream(native):
+            return (cudaError_t.cudaErrorInvalidResourceHandle,)
+        queue = self.queues.get(native, [])
+        if queue:
+            _, work = queue.pop(0)
+            work()
+            return (cudaError_t.cudaErrorNotReady,)
+        return (cudaError_t.cudaSuccess,)
+
     def cudaStreamDestroy(self, stream: Any) -> tuple:  # noqa: N802
         native = self._native(stream, "stream")
         if native is not None and native in self.streams:
