@@ -770,7 +770,8 @@ class TensorRTRunner:
             events[2].record(self.stream)
         for n in self.allocated:  # TensorRT has told their shapes (notify_shape) by the time enqueue returns
             if n not in self.allocator.shapes:
-                raise EdgeDeployError(f"TensorRT did not report the shape of output {n!r}{_last_error(self.logger, mark)}")
+                raise EdgeDeployError(f"TensorRT did not report the shape of output {n!r}"
+                                      f"{_last_error(self.logger, mark)}")
             out_shapes[n] = self.allocator.shapes[n]
             nb = int(np.prod(out_shapes[n], dtype=np.int64)) * self.dtypes[n].itemsize
             if n not in self.host or self.host[n].nbytes < nb:

@@ -19,8 +19,8 @@ from edgedeploy.errors import EdgeDeployError
 
 CUDA_PYTHON_HINT = ('cuda-python is not installed: pip install "cuda-python>=12.6,<13" (the TensorRT runner moves '
                     'data with it; cuda-python 13 only with a CUDA 13 driver: JetPack 7, or x86 with CUDA 13)')
-CUDA_PYTHON_PIN = ('install the cuda-python major of the driver\'s CUDA: pip install "cuda-python>=12.6,<13" on CUDA 12 '
-                   '(JetPack 6, driver 12.x), "cuda-python>=13,<14" on CUDA 13 (JetPack 7)')
+CUDA_PYTHON_PIN = ('install the cuda-python major of the driver\'s CUDA: pip install "cuda-python>=12.6,<13" on '
+                   'CUDA 12 (JetPack 6, driver 12.x), "cuda-python>=13,<14" on CUDA 13 (JetPack 7)')
 
 
 def bindings_vs_driver() -> str:

@@ -278,7 +278,8 @@ class CudaStandIn:
         return (cudaError_t.cudaSuccess,) if self.pinned.pop(int(ptr), None) is not None else (
             cudaError_t.cudaErrorInvalidValue,)
 
-    def _copy(self, dst: int, src: int, count: int, kind: cudaMemcpyKind, what: str, stream: int | None = None) -> tuple:
+    def _copy(self, dst: int, src: int, count: int, kind: cudaMemcpyKind, what: str,
+              stream: int | None = None) -> tuple:
         if self._failing(what):
             return (cudaError_t.cudaErrorInvalidValue,)
         dst, src, count = int(dst), int(src), int(count)
