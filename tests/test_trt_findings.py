@@ -304,3 +304,28 @@ def test_layer_times_exist_only_after_the_stream_ran(standin, tmp_path):
     assert runner.context.report_to_profiler() is True and seen == ["conv0", "relu0"]
     runner.context.profiler = None
     runner.close()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_timing_cache_saved_meanwhile_is_merged_not_overwritten(monkeypatch, tmp_path, version):
+    """Two builds share a timing cache: the one finishing second combines (ITimingCache.combine) the entries the
+    other saved while it built, under a lock, instead of overwriting them."""
+    model = install(monkeypatch, version)
+    cache = tmp_path / "orin.timing"
+    build(tmp_path / "first", timing_cache=str(cache))  # 2 layers: 2 entries
+    first = json.loads(cache.read_bytes().split(b"\n", 1)[1])["entries"]
+    original = model.trt.Builder.build_serialized_network
+
+    def another_build_saves_meanwhile(self, network, config):
+        out = original(self, network, config)
+        other = config.create_timing_cache(b"")
+        other._state["entries"] = 40  # what the other build's tactics added
+        cache.write_bytes(bytes(memoryview(other.serialize())))
+        return out
+
+    monkeypatch.setattr(model.trt.Builder, "build_serialized_network", another_build_saves_meanwhile)
+    built = build(tmp_path / "second", timing_cache=str(cache))
+    saved = json.loads(cache.read_bytes().split(b"\n", 1)[1])["entries"]
+    assert saved == first + 2 + 40  # ours (reused + this build's) and the other build's
+    assert "merged with the entries another build saved meanwhile" in built.info["timing_cache"]
+    assert (tmp_path / "orin.timing.lock").exists()

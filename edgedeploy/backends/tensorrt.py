@@ -254,6 +254,8 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
     try:
         if plan.calibration is not None:
             calibrator, calibration_info = _make_calibrator(trt, builder, config, network, plan, onnx_path)
+        loaded = Path(plan.timing_cache).read_bytes() if plan.timing_cache and Path(plan.timing_cache).is_file() \
+            else None
         timing_cache, timing_note = _load_timing_cache(config, plan.timing_cache, logger, mark)
         start = time.perf_counter()
         serialized = builder.build_serialized_network(network, config)
@@ -277,7 +279,7 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
     data = bytes(memoryview(serialized))
     fileio.write_bytes(plan.plan_path, data)
     if plan.timing_cache is not None:
-        fileio.write_bytes(plan.timing_cache, bytes(memoryview(timing_cache.serialize())))
+        timing_note += _save_timing_cache(config, timing_cache, Path(plan.timing_cache), loaded)
 
     # inspect what was built: I/O tensors, layers, and (on DLA) what ran where
     runtime = trt.Runtime(logger)
@@ -396,6 +398,31 @@ def _load_timing_cache(config: Any, path: Path | None, logger: Any, mark: int) -
         raise EdgeDeployError(f"TensorRT could not create a timing cache{_last_error(logger, mark)}",
                               fix="rerun with --debug; the TensorRT installation may be incomplete")
     return cache, note
+
+
+def _save_timing_cache(config: Any, cache: Any, path: Path, loaded: bytes | None) -> str:
+    """Save the build's timing cache, merging what other builds saved meanwhile (several builds sharing a cache
+    on one board, or a CI runner): under an exclusive lock on `<cache>.lock`, a file that changed since this build
+    read it is combined in (ITimingCache.combine) rather than overwritten; the write is atomic. Returns a note."""
+    import fcntl
+
+    lock_path = path.with_name(path.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            note = ""
+            current = path.read_bytes() if path.is_file() else None
+            if current is not None and current != loaded:
+                other = config.create_timing_cache(current)
+                if other is not None and cache.combine(other, False):
+                    note = "; merged with the entries another build saved meanwhile"
+                else:
+                    note = "; replaced a cache another build saved meanwhile (made on another GPU or TensorRT)"
+            fileio.write_bytes(path, bytes(memoryview(cache.serialize())))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return note
 
 
 def _io_tensors(trt: Any, engine: Any) -> list[dict[str, Any]]:

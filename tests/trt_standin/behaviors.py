@@ -395,6 +395,16 @@ def _get_timing_cache(m: Model, self: Any) -> Any:
     return self._state["cache"]
 
 
+@on("ITimingCache.combine")
+def _combine_cache(m: Model, self: Any, input_cache: Any, ignore_mismatch: bool) -> bool:
+    other = input_cache._state
+    if not ignore_mismatch and (other["version"] != self._state["version"]
+                                or tuple(other["device"]) != tuple(self._state["device"])):
+        return False
+    self._state["entries"] += other["entries"]
+    return True
+
+
 @on("ITimingCache.serialize")
 def _serialize_cache(m: Model, self: Any) -> Any:
     st = self._state
