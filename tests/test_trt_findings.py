@@ -329,3 +329,41 @@ def test_a_timing_cache_saved_meanwhile_is_merged_not_overwritten(monkeypatch, t
     assert saved == first + 2 + 40  # ours (reused + this build's) and the other build's
     assert "merged with the entries another build saved meanwhile" in built.info["timing_cache"]
     assert (tmp_path / "orin.timing.lock").exists()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cuda_graph_capture_of_the_enqueue_and_its_fallback(monkeypatch, tmp_path, version):
+    """benchmark(cuda_graph=True): the enqueue is captured once (after one plain enqueue) and launched as a graph,
+    whose replays compute on each run's inputs; an engine with data-dependent outputs cannot be captured and is
+    timed without a graph, saying why (trtexec's fallback)."""
+    model = install(monkeypatch, version)
+    runner = load_plan(build(tmp_path).artifact)
+    x = feeds(2)
+    result = runner.benchmark(x, warmup=1, iterations=3, cuda_graph=True)
+    assert result["cuda_graph"] == "captured" and result["gpu_compute"]["n"] == 3
+    assert not model.cuda.graphs  # destroyed after timing
+    np.testing.assert_allclose(runner.run(x)["pred"][:, 0, 0, 0], marker(x["images"]), rtol=1e-5)
+    runner.close()
+    runner = load_plan(_build_from(tmp_path / "nms", nms_model).artifact)
+    feed = {"boxes": np.ones((1, 32, 4), np.float32), "scores": np.ones((1, 1, 32), np.float32)}
+    result = runner.benchmark(feed, warmup=1, iterations=2, cuda_graph=True)
+    assert result["cuda_graph"].startswith("fallback (no graph)") and "data-dependent" in result["cuda_graph"]
+    assert result["gpu_compute"]["n"] == 2 and not model.cuda.capturing
+    runner.close()
+
+
+def test_a_graph_replays_with_each_runs_inputs(standin, tmp_path):
+    runner = load_plan(build(tmp_path).artifact)
+    runner._stage_inputs(feeds(2, seed=1))
+    graph, note = runner.capture_graph()
+    assert note == "captured"
+    for seed in (2, 3):
+        x = feeds(2, seed=seed)
+        in_bytes = runner._stage_inputs(x)
+        shapes = runner._output_shapes()
+        runner._enqueue(in_bytes, shapes, graph=graph)
+        runner.stream.synchronize()
+        out = runner.host["pred"].view(np.float32, 2 * 8 * 16 * 16).reshape(2, 8, 16, 16)
+        np.testing.assert_allclose(out[:, 0, 0, 0], marker(x["images"]), rtol=1e-5)
+    graph.destroy()
+    runner.close()

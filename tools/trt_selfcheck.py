@@ -162,6 +162,8 @@ def gpu_run(spec: BuildSpec, out_root: Path, precisions: tuple[str, ...], iterat
             # the Orin paths: spin-wait synchronization, and per-layer times through TensorRT's IProfiler
             row["bench_spin_wait"] = runner.benchmark(feed, warmup=max(10, iterations // 10), iterations=iterations,
                                                       spin_wait=True)
+            row["bench_cuda_graph"] = runner.benchmark(feed, warmup=max(10, iterations // 10), iterations=iterations,
+                                                       cuda_graph=True)
             row["layers"] = runner.profile_layers(feed, iterations=min(iterations, 20))
             row["output_allocator"] = list(runner.allocated)  # outputs sized during execution (IOutputAllocator)
         finally:
@@ -219,6 +221,10 @@ def format_table(rows: list[dict[str, Any]], here: dict[str, Any]) -> str:
                         f"{small[1]['host_wall']['median_ms']:.3f} ms blocking, "
                         f"{spin['host_wall']['median_ms']:.3f} ms spin-wait; enqueue median "
                         f"{small[1]['enqueue']['median_ms']:.3f} ms")
+        graph = r.get("bench_cuda_graph")
+        if graph:
+            text.append(f"{r['precision']}: CUDA graph {graph['cuda_graph']}; GPU median "
+                        f"{graph['gpu_compute']['median_ms']:.3f} ms, enqueue median {graph['enqueue']['median_ms']:.3f} ms")
         if r.get("layers"):
             top = ", ".join(f"{x['layer']} {x['median_ms']:.3f} ms ({x['share']:.0%})" for x in r["layers"][:3])
             text.append(f"{r['precision']}: slowest layers (IProfiler): {top}")

@@ -776,7 +776,7 @@ class TensorRTRunner:
                 if n not in self.allocated}
 
     def _enqueue(self, in_bytes: dict[str, int], out_shapes: dict[str, tuple[int, ...]],
-                 events: list[trt_cuda.Event] | None = None) -> float:
+                 events: list[trt_cuda.Event] | None = None, graph: trt_cuda.Graph | None = None) -> float:
         """Queue copies in, the engine and copies out on the stream; returns the host time (ms) the engine's
         enqueue call took (trtexec's "Enqueue Time")."""
         if events:
@@ -787,7 +787,11 @@ class TensorRTRunner:
             events[1].record(self.stream)
         mark = self.logger.mark()
         start = time.perf_counter()
-        ok = self.context.execute_async_v3(self.stream.handle)
+        if graph is not None:
+            graph.launch()  # the captured enqueueV3: one launch
+            ok = True
+        else:
+            ok = self.context.execute_async_v3(self.stream.handle)
         enqueue_ms = (time.perf_counter() - start) * 1e3
         if self.allocator is not None:
             self.allocator.raise_failure()  # TensorRT's wrapper swallows exceptions raised in the allocator
@@ -821,13 +825,40 @@ class TensorRTRunner:
         return {n: self.host[n].view(self.dtypes[n], int(np.prod(s, dtype=np.int64))).reshape(s).copy()
                 for n, s in shapes.items()}
 
+    def capture_graph(self) -> tuple[trt_cuda.Graph | None, str]:
+        """Capture the engine's enqueueV3 (inputs already staged) in a CUDA graph, as trtexec --useCudaGraph: one
+        plain enqueue first (TensorRT's guidance: it finishes deferred work that must not be captured), then the
+        capture. Capture fails for engines whose enqueue must wait or allocate (data-dependent shapes, some plugins
+        and DLA engines); then (None, why) and the caller runs without a graph, as trtexec falls back."""
+        self.context.execute_async_v3(self.stream.handle)
+        self.stream.synchronize()
+        mark = self.logger.mark()
+        try:
+            graph = trt_cuda.Graph(self.stream)
+        except EdgeDeployError as e:
+            return None, e.message
+        ok = self.context.execute_async_v3(self.stream.handle)
+        try:
+            graph.end()
+        except EdgeDeployError as e:
+            graph.destroy()
+            return None, (f"TensorRT's enqueue could not be captured{_last_error(self.logger, mark)}" if not ok
+                          else e.message)
+        if not ok:
+            graph.destroy()
+            return None, f"TensorRT's enqueue failed during capture{_last_error(self.logger, mark)}"
+        return graph, "captured"
+
     def benchmark(self, feeds: dict[str, np.ndarray], warmup: int = 20, iterations: int = 200,
-                  spin_wait: bool = False) -> dict[str, Any]:
+                  spin_wait: bool = False, cuda_graph: bool = False) -> dict[str, Any]:
         """trtexec-style timing of one batch: CUDA-event H2D, GPU compute, D2H and their sum, the host time of the
         engine's enqueue call, plus host wall time; min/mean/median/p90/p95/p99/max each, and whether the series
-        is unstable. `spin_wait` waits by polling the stream (trtexec --useSpinWait) instead of blocking."""
+        is unstable. `spin_wait` waits by polling the stream (trtexec --useSpinWait) instead of blocking;
+        `cuda_graph` launches a captured CUDA graph of the enqueue (trtexec --useCudaGraph), falling back to plain
+        enqueues, with the reason in `cuda_graph`, when the capture fails."""
         in_bytes = self._stage_inputs(feeds)
         shapes = self._output_shapes()
+        graph, graph_note = self.capture_graph() if cuda_graph else (None, "off")
         events = [trt_cuda.Event() for _ in range(4)]
         series: dict[str, list[float]] = {"h2d": [], "gpu_compute": [], "d2h": [], "latency": [], "enqueue": [],
                                           "host_wall": []}
@@ -835,7 +866,7 @@ class TensorRTRunner:
         try:
             for i in range(warmup + iterations):
                 start = time.perf_counter()
-                enqueue_ms = self._enqueue(in_bytes, shapes, events)
+                enqueue_ms = self._enqueue(in_bytes, shapes, events, graph)
                 wait()
                 wall = (time.perf_counter() - start) * 1e3
                 if i < warmup:
@@ -849,9 +880,14 @@ class TensorRTRunner:
         finally:
             for e in events:
                 e.destroy()
+            if graph is not None:
+                graph.destroy()
         batch = int(np.shape(feeds[self.input_names[0]])[0]) if np.ndim(feeds[self.input_names[0]]) else 1
         stats = {k: summarize_ms(v) for k, v in series.items()}
-        return {"batch": batch, "warmup": warmup, "iterations": iterations, "spin_wait": spin_wait, **stats,
+        if cuda_graph and graph is None:
+            graph_note = f"fallback (no graph): {graph_note}"
+        return {"batch": batch, "warmup": warmup, "iterations": iterations, "spin_wait": spin_wait,
+                "cuda_graph": graph_note, **stats,
                 "throughput_per_s": batch * 1e3 / stats["host_wall"]["median_ms"]}
 
     def profile_layers(self, feeds: dict[str, np.ndarray], iterations: int = 20) -> list[dict[str, Any]]:

@@ -202,6 +202,35 @@ class Event:
             self.obj = None
 
 
+class Graph:
+    """A CUDA graph captured from the work queued on a stream between `begin` and `end` (TensorRT's enqueueV3 can be
+    captured, as trtexec --useCudaGraph does), launched again with one call: less CPU per inference."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream, self.graph, self.exec = stream, None, None
+        rt = runtime()
+        call(rt.cudaStreamBeginCapture(stream.obj, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+             "cudaStreamBeginCapture")
+
+    def end(self) -> None:
+        """Stop capturing and instantiate; raises EdgeDeployError when the capture was invalidated."""
+        rt = runtime()
+        self.graph = call(rt.cudaStreamEndCapture(self.stream.obj), "cudaStreamEndCapture")
+        self.exec = call(rt.cudaGraphInstantiate(self.graph, 0), "cudaGraphInstantiate")
+
+    def launch(self) -> None:
+        call(runtime().cudaGraphLaunch(self.exec, self.stream.obj), "cudaGraphLaunch")
+
+    def destroy(self) -> None:
+        rt = runtime()
+        if self.exec is not None:
+            call(rt.cudaGraphExecDestroy(self.exec), "cudaGraphExecDestroy")
+            self.exec = None
+        if self.graph is not None:
+            call(rt.cudaGraphDestroy(self.graph), "cudaGraphDestroy")
+            self.graph = None
+
+
 def upload(dst: DeviceBuffer, array: np.ndarray) -> None:
     """Synchronous host→device copy of a C-contiguous array (the calibrator's batches: TensorRT reads them as soon as
     get_batch returns)."""
@@ -225,5 +254,5 @@ def copy_d2h(dst_ptr: int, src: DeviceBuffer, nbytes: int, stream: Stream) -> No
          "cudaMemcpyAsync(device→host)")
 
 
-__all__ = ["CUDA_PYTHON_HINT", "DeviceBuffer", "Event", "PinnedBuffer", "Stream", "call", "copy_d2h", "copy_h2d",
+__all__ = ["CUDA_PYTHON_HINT", "DeviceBuffer", "Event", "Graph", "PinnedBuffer", "Stream", "call", "copy_d2h", "copy_h2d",
            "device_info", "handle", "is_jetson", "runtime", "upload"]

@@ -1011,6 +1011,11 @@ def _execute(m: Model, self: Any, stream_handle: int) -> bool:
         m.log("ERROR", f"IExecutionContext::enqueueV3: 0x{stream_handle:x} is not a live CUDA stream")
         return False
     io = _io(self._state["engine"])
+    if stream_handle in m.cuda.capturing and any(t.get("data_dependent") for t in io):
+        m.cuda.uncapturable(stream_handle)  # sizes known only on the GPU: TensorRT must wait, which capture forbids
+        m.log("ERROR", "IExecutionContext::enqueueV3: an engine with data-dependent output shapes cannot be "
+                       "captured in a CUDA graph")
+        return False
     buffers = {}
     for t in io:
         allocated = not t["input"] and t["name"] in self._state["allocators"]

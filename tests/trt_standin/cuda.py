@@ -45,6 +45,14 @@ class cudaError_t(enum.IntEnum):  # noqa: N801 - cuda-python's names
     cudaErrorInvalidDevicePointer = 17
     cudaErrorInvalidResourceHandle = 400
     cudaErrorNotReady = 600
+    cudaErrorStreamCaptureUnsupported = 900
+    cudaErrorStreamCaptureInvalidated = 901
+
+
+class cudaStreamCaptureMode(enum.IntEnum):  # noqa: N801
+    cudaStreamCaptureModeGlobal = 0
+    cudaStreamCaptureModeThreadLocal = 1
+    cudaStreamCaptureModeRelaxed = 2
 
 
 class cudaMemcpyKind(enum.IntEnum):  # noqa: N801
@@ -59,6 +67,8 @@ _MESSAGES = {
     cudaError_t.cudaSuccess: b"no error",
     cudaError_t.cudaErrorInvalidValue: b"invalid argument",
     cudaError_t.cudaErrorMemoryAllocation: b"out of memory",
+    cudaError_t.cudaErrorStreamCaptureUnsupported: b"operation not permitted when stream is capturing",
+    cudaError_t.cudaErrorStreamCaptureInvalidated: b"operation failed due to a previous error during capture",
     cudaError_t.cudaErrorInsufficientDriver: b"CUDA driver version is insufficient for CUDA runtime version",
     cudaError_t.cudaErrorInvalidDevicePointer: b"invalid device pointer",
     cudaError_t.cudaErrorInvalidResourceHandle: b"invalid resource handle",
@@ -125,6 +135,9 @@ class CudaStandIn:
     events: dict[int, float | None] = field(default_factory=dict)
     queues: dict[int, list[tuple[str, Any]]] = field(default_factory=dict)  # stream → queued (what, work)
     recorded: dict[int, tuple[int, Any]] = field(default_factory=dict)  # event → (its stream, its queued marker)
+    capturing: dict[int, list[tuple[str, Any]]] = field(default_factory=dict)  # stream → work captured so far
+    invalidated: set[int] = field(default_factory=set)  # streams whose capture met an uncapturable call
+    graphs: dict[int, list[tuple[str, Any]]] = field(default_factory=dict)  # graph / graph exec → its work
     calls: list[str] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(0x7E000010, 0x10))
 
@@ -170,8 +183,19 @@ class CudaStandIn:
         return native == 0 or native in self.streams
 
     def enqueue(self, native: int, what: str, work: Any) -> None:
-        """Queue `work()` on a stream; it runs when the host synchronizes with the stream (see the module doc)."""
+        """Queue `work()` on a stream; it runs when the host synchronizes with the stream (see the module doc).
+        While the stream is being captured, the work goes into the graph instead and does not run."""
+        if int(native) in self.capturing:
+            self.capturing[int(native)].append((what, work))
+            return
         self.queues.setdefault(int(native), []).append((what, work))
+
+    def uncapturable(self, native: int) -> bool:
+        """A call that cannot be captured, made on a capturing stream: the capture is invalidated (CUDA's rule)."""
+        if int(native) in self.capturing:
+            self.invalidated.add(int(native))
+            return True
+        return False
 
     def pending(self, native: int | None = None) -> list[str]:
         """What is queued and not yet done (on one stream, or on all)."""
@@ -195,6 +219,7 @@ class CudaStandIn:
         """The `cuda.bindings.runtime` stand-in."""
         rt = types.ModuleType("cuda.bindings.runtime")
         rt.cudaError_t, rt.cudaMemcpyKind = cudaError_t, cudaMemcpyKind
+        rt.cudaStreamCaptureMode = cudaStreamCaptureMode
         rt.cudaStream_t, rt.cudaEvent_t = cudaStream_t, cudaEvent_t
         for name in dir(self):
             if name.startswith("cuda"):
@@ -322,8 +347,52 @@ class CudaStandIn:
         self.streams[stream.native] = stream
         return cudaError_t.cudaSuccess, stream
 
+    def cudaStreamBeginCapture(self, stream: Any, mode: Any) -> tuple:  # noqa: N802
+        native = self._native(stream, "stream")
+        if native is None or native == 0 or native not in self.streams or native in self.capturing:
+            return (cudaError_t.cudaErrorInvalidValue,)
+        cudaStreamCaptureMode(mode)
+        self.capturing[native] = []
+        return (cudaError_t.cudaSuccess,)
+
+    def cudaStreamEndCapture(self, stream: Any) -> tuple:  # noqa: N802
+        native = self._native(stream, "stream")
+        if native not in self.capturing:
+            return cudaError_t.cudaErrorInvalidValue, None
+        work = self.capturing.pop(native)
+        if native in self.invalidated:
+            self.invalidated.discard(native)
+            return cudaError_t.cudaErrorStreamCaptureInvalidated, None
+        graph = next(self._ids)
+        self.graphs[graph] = work
+        return cudaError_t.cudaSuccess, graph
+
+    def cudaGraphInstantiate(self, graph: Any, flags: int) -> tuple:  # noqa: N802
+        if int(graph) not in self.graphs:
+            return cudaError_t.cudaErrorInvalidValue, None
+        executable = next(self._ids)
+        self.graphs[executable] = list(self.graphs[int(graph)])
+        return cudaError_t.cudaSuccess, executable
+
+    def cudaGraphLaunch(self, graphExec: Any, stream: Any) -> tuple:  # noqa: N802, N803
+        native = self._native(stream, "stream")
+        if int(graphExec) not in self.graphs or native is None or not self.live_stream(native):
+            return (cudaError_t.cudaErrorInvalidResourceHandle,)
+        for what, work in self.graphs[int(graphExec)]:
+            self.enqueue(native, f"graph: {what}", work)
+        return (cudaError_t.cudaSuccess,)
+
+    def cudaGraphExecDestroy(self, graphExec: Any) -> tuple:  # noqa: N802, N803
+        return (cudaError_t.cudaSuccess if self.graphs.pop(int(graphExec), None) is not None
+                else cudaError_t.cudaErrorInvalidValue,)
+
+    def cudaGraphDestroy(self, graph: Any) -> tuple:  # noqa: N802
+        return self.cudaGraphExecDestroy(graph)
+
     def cudaStreamSynchronize(self, stream: Any) -> tuple:  # noqa: N802
         native = self._native(stream, "stream")
+        if native is not None and self.uncapturable(native):
+            return (cudaError_t.cudaErrorStreamCaptureUnsupported,)
         ok = native is not None and self.live_stream(native)
         if ok:
             self._drain(native)
