@@ -224,7 +224,8 @@ def format_table(rows: list[dict[str, Any]], here: dict[str, Any]) -> str:
         graph = r.get("bench_cuda_graph")
         if graph:
             text.append(f"{r['precision']}: CUDA graph {graph['cuda_graph']}; GPU median "
-                        f"{graph['gpu_compute']['median_ms']:.3f} ms, enqueue median {graph['enqueue']['median_ms']:.3f} ms")
+                        f"{graph['gpu_compute']['median_ms']:.3f} ms, enqueue median "
+                        f"{graph['enqueue']['median_ms']:.3f} ms")
         if r.get("layers"):
             top = ", ".join(f"{x['layer']} {x['median_ms']:.3f} ms ({x['share']:.0%})" for x in r["layers"][:3])
             text.append(f"{r['precision']}: slowest layers (IProfiler): {top}")

@@ -254,5 +254,6 @@ def copy_d2h(dst_ptr: int, src: DeviceBuffer, nbytes: int, stream: Stream) -> No
          "cudaMemcpyAsync(device→host)")
 
 
-__all__ = ["CUDA_PYTHON_HINT", "DeviceBuffer", "Event", "Graph", "PinnedBuffer", "Stream", "call", "copy_d2h", "copy_h2d",
-           "device_info", "handle", "is_jetson", "runtime", "upload"]
+__all__ = ["CUDA_PYTHON_HINT", "CUDA_PYTHON_PIN", "DeviceBuffer", "Event", "Graph", "PinnedBuffer", "Stream",
+           "bindings_vs_driver", "call", "copy_d2h", "copy_h2d", "device_info", "handle", "is_jetson", "runtime",
+           "upload"]
