@@ -271,6 +271,9 @@ class TensorRTSettings(_Strict):
         description="optimization profile per input name (shapes) or per dynamic dimension name (ints); "
                     "an unprofiled leading dimension gets min 1 / opt 1 / max 8 (larger batches run in chunks)")
     workspace_mb: int | None = Field(None, ge=1, description="workspace memory pool limit; default: TensorRT's")
+    tactic_dram_mb: int | None = Field(
+        None, ge=1, description="tactic DRAM pool limit (TensorRT 8.6+): memory tactics may use while building; "
+                                "lower it on 8 GB boards; default: TensorRT's")
     builder_optimization_level: int = Field(3, ge=0, le=5)
     timing_cache: ConfigPath | None = Field(
         None, description="timing cache file, loaded if present and saved atomically")
@@ -280,14 +283,17 @@ class TensorRTSettings(_Strict):
     hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"] = "none"
     version_compatible: bool = Field(False, description="plan runs on later TensorRT versions (lean runtime inside)")
     int8_route: Literal["qdq", "calibrator"] = Field(
-        "qdq", description="qdq: the Q/DQ ONNX (TensorRT 10 and 11); calibrator: TensorRT 10's implicit calibrator")
+        "qdq", description="qdq: the Q/DQ ONNX (TensorRT 8.5-11); calibrator: TensorRT 8/10's implicit calibrator")
+    int8_unquantized: Literal["fp16", "fp32"] = Field(
+        "fp16", description="precision TensorRT 8/10 may give layers without Q/DQ in an int8 build (fp16 is what "
+                            "trtexec --int8 --fp16 builds)")
     calibrator: Literal["entropy2", "minmax"] = "entropy2"
     calibration_data: ConfigPath | None = Field(
         None, description=".npz of model inputs (arrays named like the inputs)")
     calibration_cache: ConfigPath | None = Field(
         None, description="calibrator cache file; default: next to the plan")
     calibration_batch_size: int = Field(8, ge=1)
-    plan_for_major: Literal[10, 11] | None = Field(
+    plan_for_major: Literal[8, 10, 11] | None = Field(
         None, description="plan for this TensorRT major version instead of the installed one (dry runs)")
 
 

@@ -67,7 +67,11 @@ def test_inputs_from_the_demo_config(demo_spec):
 @pytest.mark.parametrize("major, precision, onnx_name, strongly, net_flags, flags, cleared", [
     (10, "fp32", "deploy.onnx", False, [], [], ["TF32"]),
     (10, "fp16", "deploy.onnx", False, [], ["FP16"], []),
-    (10, "int8", "deploy.int8.qdq.onnx", True, ["STRONGLY_TYPED"], [], ["TF32"]),
+    # TensorRT 10 int8: layers without Q/DQ in fp16, as `trtexec --int8 --fp16` (issue 22, finding 5)
+    (10, "int8", "deploy.int8.qdq.onnx", False, [], ["INT8", "FP16"], ["TF32"]),
+    (8, "fp32", "deploy.onnx", False, ["EXPLICIT_BATCH"], [], ["TF32"]),
+    (8, "fp16", "deploy.onnx", False, ["EXPLICIT_BATCH"], ["FP16"], []),
+    (8, "int8", "deploy.int8.qdq.onnx", False, ["EXPLICIT_BATCH"], ["INT8", "FP16"], ["TF32"]),
     (11, "fp32", "deploy.onnx", True, [], [], ["TF32"]),
     (11, "fp16", "deploy.fp16.onnx", True, [], [], []),
     (11, "int8", "deploy.int8.qdq.onnx", True, [], [], ["TF32"]),
@@ -79,7 +83,7 @@ def test_precision_route_per_major(major, precision, onnx_name, strongly, net_fl
         (strongly, net_flags, flags, cleared)
     assert p.plan_path == Path("/o/demo/trt/model.plan") and p.manifest_path == Path("/o/demo/trt/model.plan.json")
     assert p.calibration is None and p.device == "GPU"
-    assert not any(f in p.builder_flags for f in ("FP16", "INT8")) or major == 10
+    assert not any(f in p.builder_flags for f in ("FP16", "INT8")) or major in (8, 10)
 
 
 def test_tf32_setting_keeps_tf32():
@@ -93,8 +97,10 @@ def test_installed_version_decides_the_major_and_the_override_must_agree():
         trt_plan.plan_build(inputs(), settings(plan_for_major=11), "fp16", Path("o"), trt_version="10.3.0")
     with pytest.raises(UsageError, match="plan_for_major"):
         trt_plan.plan_build(inputs(), settings(), "fp32", Path("o"))  # no TensorRT, no override
-    with pytest.raises(UsageError, match="TensorRT 8.6.1 is not supported"):
-        trt_plan.plan_build(inputs(), settings(), "fp32", Path("o"), trt_version="8.6.1")
+    with pytest.raises(UsageError, match="TensorRT 8.4.3 is not supported") as e:
+        trt_plan.plan_build(inputs(), settings(), "fp32", Path("o"), trt_version="8.4.3")
+    assert "8.5 (JetPack 5.1.x), 8.6 (JetPack 6.0)" in str(e.value.fix)
+    assert plan("fp32", version="8.6.1").network_flags == ("EXPLICIT_BATCH",)  # JetPack 6.0 (issue 22, finding 9)
     with pytest.raises(UsageError, match="not 'bf16'"):
         plan("bf16")
 
@@ -505,6 +511,7 @@ def test_selfcheck_dry_run_prints_plans_for_trt10_and_trt11():
             assert f"TensorRT {major}.x · {precision} → demo-trt-{precision}/trt/model.plan" in out
     assert "refused" not in out
     assert "demo-trt-fp16/deploy.fp16.onnx (fp16-cast graph from the precision stage)" in out
-    assert "builder     flags: FP16;" in out and "creation flags: STRONGLY_TYPED" in out
+    assert "builder     flags: FP16;" in out and "creation flags: STRONGLY_TYPED" not in out
+    assert "builder     flags: INT8, FP16;" in out  # int8 with fp16 for layers without Q/DQ (--int8 --fp16)
     assert "profile     images: min 1x3x64x64, opt 1x3x64x64, max 8x3x64x64" in out
     assert "trtexec --onnx=" in out

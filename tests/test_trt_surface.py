@@ -96,9 +96,20 @@ void BuildOptions::parse(Arguments& arguments)
 }
 void SafeBuilderOptions::parse(Arguments& arguments) { getAndDelOption(arguments, "--safeOnly", x); }
 bool parseHelp(Arguments& arguments) { return getAndDelOption(arguments, "--help", helpAsked); }
+bool getRefPairs(Arguments& arguments, std::vector<RefPair>& refPairs)
+{
+    return getAndDelOptionWithPosition(arguments, "--refPair", index, pos);
+}
+void UffInput::parse(Arguments& arguments) { getAndDelOption(arguments, "--uffInput", x); }
+void InferenceOptions::parse(Arguments& arguments)
+{
+    if (!getRefPairs(arguments, refPairs)) {}
+}
 void AllOptions::parse(Arguments& arguments)
 {
     build.parse(arguments);
+    inference.parse(arguments);
+    uffInputs.parse(arguments);
 }
 """
 
@@ -120,11 +131,13 @@ def test_reads_classes_enums_arguments_and_trtexec_flags(tmp_path):
     py = surface["python"]
     thing = py["classes"]["Thing"]
     assert thing["init"] == [{"params": [{"name": "count", "default": False}, {"name": "scale", "default": True}],
-                              "arity": 2}]
+                              "arity": 2, "types": ["int", "float"]}]  # py::init<int32_t, float>
     assert thing["methods"]["get_count"] == [{"params": None, "arity": 0}]  # arity from the header
-    assert thing["methods"]["scale"] == [{"params": None, "arity": 2}]  # arity from the lambda, less self
+    # arity and parameter types from the lambda, less self
+    assert thing["methods"]["scale"] == [{"params": None, "arity": 2, "types": ["float", "int"]}]
     assert thing["methods"]["rename"] == [{"params": [{"name": "name", "default": False}], "arity": 1,
-                                           "deprecated": "Thing.name"}]
+                                           "types": ["str"], "deprecated": "Thing.name"}]  # types from the header
+
     assert thing["properties"] == {"name": {"get": True, "set": True}, "size": {"get": True, "set": False},
                                    "secret": {"get": False, "set": True}}
     assert thing["python_attributes"] == ["__enter__"]
@@ -137,7 +150,9 @@ def test_reads_classes_enums_arguments_and_trtexec_flags(tmp_path):
     assert py["attributes"] == {"red": {"enum": "Color", "member": "RED"}}
     assert py["nptype"] == {"RED": "float32"}
     assert set(py["functions"]) == {"get_version", "nptype"}
-    assert surface["trtexec"] == {"flags": ["--fp16", "--help", "--level"], "values": {"--level": ["high", "low"]}}
+    # flags read by helpers the parse functions call (11.1's getRefPairs) and by 8.x's singular UffInput::parse
+    assert surface["trtexec"] == {"flags": ["--fp16", "--help", "--level", "--refPair", "--uffInput"],
+                                  "values": {"--level": ["high", "low"]}}
 
 
 def test_an_unknown_build_switch_is_an_error_not_a_guess(tmp_path):
@@ -165,7 +180,7 @@ def test_reads_a_git_ref_and_writes_the_json(tmp_path):
 def test_committed_surfaces_are_the_tools_output_and_hold_the_facts_we_rely_on():
     t = tool()
     versions = sorted((p.stem for p in SURFACES.glob("*.json")), key=lambda v: [int(x) for x in v.split(".")])
-    assert versions[0] == "10.3" and versions[-1].startswith("11.")
+    assert versions[:3] == ["8.5", "8.6", "10.3"] and versions[-1].startswith("11.")
     facts = {}
     for v in versions:
         text = (SURFACES / f"{v}.json").read_text()
@@ -175,19 +190,28 @@ def test_committed_surfaces_are_the_tools_output_and_hold_the_facts_we_rely_on()
         assert surface["source"]["ref"] == f"release/{v}" and len(surface["source"]["commit"]) == 40
         py = surface["python"]
         facts[v] = {
-            "same_cc": "SAME_COMPUTE_CAPABILITY" in py["enums"]["HardwareCompatibilityLevel"]["members"],
-            "adjust_dla": "ADJUST_FOR_DLA" in py["enums"]["OnnxParserFlag"]["members"],
+            "same_cc": "SAME_COMPUTE_CAPABILITY" in py["enums"].get("HardwareCompatibilityLevel", {"members": []})[
+                "members"],
+            "adjust_dla": "ADJUST_FOR_DLA" in py["enums"].get("OnnxParserFlag", {"members": []})["members"],
             "calibrators": "IInt8EntropyCalibrator2" in py["classes"],
             "fp16_flag": "FP16" in py["enums"]["BuilderFlag"]["members"],
             "trtexec_fp16": "--fp16" in surface["trtexec"]["flags"],
             "trtexec_calib": "--calib" in surface["trtexec"]["flags"],
         }
-        assert py["classes"]["IExecutionContext"]["methods"]["execute_async_v3"] == [
-            {"params": [{"name": "stream_handle", "default": False}], "arity": 1}]
+        assert py["classes"]["IExecutionContext"]["methods"]["execute_async_v3"] == [  # size_t: any __index__
+            {"params": [{"name": "stream_handle", "default": False}], "arity": 1, "types": ["int"]}]
+        assert py["classes"]["IBuilderConfig"]["methods"]["set_memory_pool_limit"][0]["types"] == [
+            "enum MemoryPoolType", "int"]
+    for v in ("8.5", "8.6"):  # JetPack 5.1 and 6.0: the I/O tensor API is there, weak typing only
+        assert facts[v] == {"same_cc": False, "adjust_dla": False, "calibrators": True, "fp16_flag": True,
+                            "trtexec_fp16": True, "trtexec_calib": True}
+        assert "set_output_allocator" in json.loads((SURFACES / f"{v}.json").read_text())["python"]["classes"][
+            "IExecutionContext"]["methods"]
     assert facts["10.3"] == {"same_cc": False, "adjust_dla": False, "calibrators": True, "fp16_flag": True,
                              "trtexec_fp16": True, "trtexec_calib": True}
     newest10 = max((v for v in versions if v.startswith("10.")), key=lambda v: int(v.split(".")[1]))
     assert facts[newest10] == {"same_cc": True, "adjust_dla": True, "calibrators": True, "fp16_flag": True,
                                "trtexec_fp16": True, "trtexec_calib": True}
+    assert "--refPair" in json.loads((SURFACES / "11.1.json").read_text())["trtexec"]["flags"]  # finding 10
     assert facts[versions[-1]] == {"same_cc": True, "adjust_dla": True, "calibrators": False, "fp16_flag": False,
                                    "trtexec_fp16": False, "trtexec_calib": False}

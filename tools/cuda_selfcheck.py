@@ -96,7 +96,12 @@ def gpu_run(size_mb: int, iterations: int) -> dict[str, Any]:
             stream.synchronize()
             if not np.array_equal(dst.view(np.uint32, pattern.size), pattern):
                 raise EdgeDeployError("host→device→host round trip changed the data")
-            return f"{nbytes} bytes host→device→host on one stream, identical"
+            dst.view(np.uint32, pattern.size)[:] = 0  # again, waiting by polling (the runner's spin-wait)
+            trt_cuda.copy_d2h(dst.ptr, device, nbytes, stream)
+            stream.spin_wait()
+            if not np.array_equal(dst.view(np.uint32, pattern.size), pattern):
+                raise EdgeDeployError("a spin-wait returned before the copy was done")
+            return f"{nbytes} bytes host→device→host on one stream, identical (synchronize and spin-wait)"
 
         report.step("round trip", round_trip)
 
@@ -243,7 +248,8 @@ def api_check() -> dict[str, Any]:
                                                                             fake_stream),
             "copy_d2h": lambda: trt_cuda.copy_d2h(host.ctypes.data, fake_device, 16, fake_stream),
             "upload": lambda: trt_cuda.upload(fake_device, host),
-            "Stream.synchronize": fake_stream.synchronize, "Event.record": lambda: fake_event.record(fake_stream),
+            "Stream.synchronize": fake_stream.synchronize, "Stream.spin_wait": fake_stream.spin_wait,
+            "Event.record": lambda: fake_event.record(fake_stream),
             "Event.ms_since": lambda: fake_event.ms_since(fake_event),
         }
         for what, attempt in attempts.items():

@@ -158,6 +158,14 @@ def gpu_run(spec: BuildSpec, out_root: Path, precisions: tuple[str, ...], iterat
             for batch in batches:
                 feed = {k: np.ascontiguousarray(np.resize(v, (batch, *v.shape[1:]))) for k, v in inputs.items()}
                 row["bench"][batch] = runner.benchmark(feed, warmup=max(10, iterations // 10), iterations=iterations)
+            feed = {k: np.ascontiguousarray(np.resize(v, (batches[0], *v.shape[1:]))) for k, v in inputs.items()}
+            # the Orin paths: spin-wait synchronization, and per-layer times through TensorRT's IProfiler
+            row["bench_spin_wait"] = runner.benchmark(feed, warmup=max(10, iterations // 10), iterations=iterations,
+                                                      spin_wait=True)
+            row["bench_cuda_graph"] = runner.benchmark(feed, warmup=max(10, iterations // 10), iterations=iterations,
+                                                       cuda_graph=True)
+            row["layers"] = runner.profile_layers(feed, iterations=min(iterations, 20))
+            row["output_allocator"] = list(runner.allocated)  # outputs sized during execution (IOutputAllocator)
         finally:
             runner.close()
         row["trtexec"] = _trtexec(plan, batches[0], out / "trt")
@@ -207,6 +215,20 @@ def format_table(rows: list[dict[str, Any]], here: dict[str, Any]) -> str:
             text.append(f"{r['precision']}: {r['reason']}")
         if r.get("failed_checks"):
             text.append(f"{r['precision']}: failed checks {', '.join(r['failed_checks'])}")
+        spin, small = r.get("bench_spin_wait"), bench(r, 0)
+        if spin and small:
+            text.append(f"{r['precision']}: batch {spin['batch']} host wall median "
+                        f"{small[1]['host_wall']['median_ms']:.3f} ms blocking, "
+                        f"{spin['host_wall']['median_ms']:.3f} ms spin-wait; enqueue median "
+                        f"{small[1]['enqueue']['median_ms']:.3f} ms")
+        graph = r.get("bench_cuda_graph")
+        if graph:
+            text.append(f"{r['precision']}: CUDA graph {graph['cuda_graph']}; GPU median "
+                        f"{graph['gpu_compute']['median_ms']:.3f} ms, enqueue median "
+                        f"{graph['enqueue']['median_ms']:.3f} ms")
+        if r.get("layers"):
+            top = ", ".join(f"{x['layer']} {x['median_ms']:.3f} ms ({x['share']:.0%})" for x in r["layers"][:3])
+            text.append(f"{r['precision']}: slowest layers (IProfiler): {top}")
         for batch, stats in sorted((r.get("bench") or {}).items()):
             if stats["gpu_compute"]["unstable"]:
                 text.append(f"{r['precision']}: batch {batch} GPU compute time is unstable "

@@ -31,6 +31,7 @@ from typing import Any
 SCHEMA = "edgedeploy.trt-surface/1"
 BINDINGS = "python/src"
 PACKAGE_INIT = "python/packaging/bindings_wheel/tensorrt/__init__.py"
+PACKAGE_INIT_8_5 = "python/packaging/tensorrt/__init__.py"  # where 8.5 and earlier keep it
 VERSION_HEADER = "include/NvInferVersion.h"
 HEADERS = ("include/", "parsers/onnx/NvOnnxParser.h")
 TRTEXEC_OPTIONS = "samples/common/sampleOptions.cpp"
@@ -284,6 +285,8 @@ class Callables:
 
     functions: dict[str, set[int]] = field(default_factory=dict)
     methods: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    function_types: dict[str, set[tuple[str, ...]]] = field(default_factory=dict)  # C++ parameter types
+    method_types: dict[tuple[str, str], set[tuple[str, ...]]] = field(default_factory=dict)
 
     def add_bindings(self, toks: list[Tok]) -> None:
         for i, t in enumerate(toks):
@@ -295,10 +298,12 @@ class Callables:
                 close = match_close(toks, i + 2)
                 if close + 1 < len(toks) and toks[close + 1].text == "(":
                     self.functions.setdefault(t.text, set()).add(_count_params(toks, close + 1))
+                    self.function_types.setdefault(t.text, set()).add(_param_types(toks, close + 1))
             elif nxt.text == "(" and i > 0 and (toks[i - 1].kind == "id" or toks[i - 1].text in ("&", "*", ">")):
                 close = match_close(toks, i + 1)
                 if close + 1 < len(toks) and toks[close + 1].text == "{" and _looks_like_definition(toks, i):
                     self.functions.setdefault(t.text, set()).add(_count_params(toks, i + 1))
+                    self.function_types.setdefault(t.text, set()).add(_param_types(toks, i + 1))
 
     def add_header(self, toks: list[Tok]) -> None:
         i = 0
@@ -326,6 +331,7 @@ class Callables:
                     and (body[k - 1].kind == "id" or body[k - 1].text in ("&", "*", ">"))
                     and body[k - 1].text not in ("return", "operator")):
                 self.methods.setdefault((cls, t.text), set()).add(_count_params(body, k + 1))
+                self.method_types.setdefault((cls, t.text), set()).add(_param_types(body, k + 1))
                 k = match_close(body, k + 1) + 1
                 continue
             k += 1
@@ -357,6 +363,85 @@ class Callables:
                 n = next(iter(counts))
                 return n - 1 if method else n
         return None
+
+
+    def types_of(self, fn: list[Tok], method: bool) -> tuple[str, ...] | None:
+        """The C++ parameter types of a bound callable as Python sees it (`self` dropped), or None when they
+        cannot be told for sure (several signatures share the name, or the callable is not found)."""
+        fn = _unwrap(fn)
+        if not fn:
+            return None
+        if fn[0].text == "[":
+            close = match_close(fn, 0)
+            if close + 1 < len(fn) and fn[close + 1].text == "(":
+                types = _param_types(fn, close + 1)
+                return types[1:] if method else types
+            return None
+        if fn[0].text == "&" and len(fn) >= 4 and fn[-2].text == "::":
+            found = self.method_types.get((fn[-3].text, fn[-1].text))
+            return next(iter(found)) if found and len(found) == 1 else None
+        names = [t.text for t in fn if t.kind == "id"]
+        if "overload_cast" in names:
+            k = next(k for k, t in enumerate(fn) if t.text == "overload_cast")
+            if k + 1 < len(fn) and fn[k + 1].text == "<":
+                inner = fn[k + 2:_template_end(fn, k + 1)]
+                return tuple(text_of(a) for a in split_args(inner)) if inner else ()
+        if fn[0].kind == "id" and names and "<" not in [t.text for t in fn]:  # templates: T is not a type here
+            found = self.function_types.get(_strip_template(fn))
+            if found and len(found) == 1:
+                types = next(iter(found))
+                return types[1:] if method else types
+        return None
+
+
+def _param_types(toks: list[Tok], open_paren: int) -> tuple[str, ...]:
+    """Each parameter's C++ type as text: the declaration without its name and default (`size_t streamHandle`
+    → `size_t`; `char const* name = nullptr` → `char const*`)."""
+    close = match_close(toks, open_paren)
+    inner = toks[open_paren + 1:close]
+    if not inner or (len(inner) == 1 and inner[0].text == "void"):
+        return ()
+    out = []
+    for param in split_args(inner):
+        if any(t.text == "=" for t in param):
+            param = param[:next(k for k, t in enumerate(param) if t.text == "=")]
+        if len(param) > 1 and param[-1].kind == "id" and param[-2].text not in ("::",) \
+                and param[-1].text not in _TYPE_WORDS:
+            param = param[:-1]
+        out.append(" ".join(t.text for t in param).replace(" :: ", "::"))
+    return tuple(out)
+
+
+_TYPE_WORDS = {"int", "long", "short", "char", "unsigned", "signed", "float", "double", "bool", "const", "void"}
+_INTEGERS = {"int", "long", "short", "unsigned", "signed", "size_t", "int8_t", "int16_t", "int32_t", "int64_t",
+             "uint8_t", "uint16_t", "uint32_t", "uint64_t", "ptrdiff_t", "intptr_t", "uintptr_t"}
+
+
+def python_kind(cpp_type: str, enums: dict[str, str], classes: dict[str, str], implicit: set[str]) -> str | None:
+    """What pybind11 accepts for a parameter of this C++ type, when that is certain: "int" (an int, or any object
+    with __index__/__int__), "float", "str", "enum X" (only members of enum X), "ref X" (an X, not None), "ptr X"
+    (an X or None). None: not checked (templates, containers, bool, py:: objects, types with implicit conversions)."""
+    if "<" in cpp_type or "py::" in cpp_type or "std::vector" in cpp_type:
+        return None
+    words = [w for w in re.findall(r"[A-Za-z_]\w*(?:::[A-Za-z_]\w*)*", cpp_type) if w != "const"]
+    words = [w.removeprefix("std::").removeprefix("nvinfer1::").removeprefix("nvonnxparser::") for w in words]
+    pointer = "*" in cpp_type
+    if not words:
+        return None
+    if all(w in _INTEGERS for w in words) and not pointer:
+        return "int"
+    if words == ["float"] or words == ["double"]:
+        return None if pointer else "float"
+    if (words == ["char"] and cpp_type.count("*") == 1) or words == ["string"]:
+        return "str"
+    if len(words) != 1:
+        return None
+    name = words[0]
+    if name in enums and not pointer:
+        return f"enum {enums[name]}"
+    if name in classes and classes[name] not in implicit and cpp_type.count("*") <= 1:
+        return f"{'ptr' if pointer else 'ref'} {classes[name]}"
+    return None
 
 
 def _preceded_by_auto(toks: list[Tok], i: int) -> bool:
@@ -459,6 +544,9 @@ class BindingReader:
         self.trampoline_bases: dict[str, list[str]] = {}
         self.vars: dict[str, str] = {"m": ""}  # C++ variable → qualified Python name ('' = the module)
         self.cpp_to_py: dict[str, str] = {}
+        self.cpp_enums: dict[str, str] = {}  # C++ enum → Python name
+        self.cpp_classes: dict[str, str] = {}
+        self.implicit: set[str] = set()  # Python classes with py::implicitly_convertible conversions into them
 
     # A first pass learns every bound C++ type's Python name, so bases can be told from trampolines and holders.
     def learn_types(self, toks: list[Tok]) -> None:
@@ -470,6 +558,21 @@ class BindingReader:
                 name = next((t.text for t in toks[end + 1:end + 12] if t.kind == "str"), None)
                 if name and targs:
                     self.cpp_to_py.setdefault(_cpp_name(targs[0]), name)
+                    table = self.cpp_enums if toks[i + 2].text == "enum_" else self.cpp_classes
+                    table.setdefault(_cpp_name(targs[0]), name)
+            if toks[i].text == "implicitly_convertible" and toks[i + 1].text == "<":
+                end = _template_end(toks, i + 1)
+                targs = split_args(toks[i + 2:end])
+                if len(targs) == 2:
+                    self.implicit.add(_cpp_name(targs[1]))
+
+    def kinds(self, types: tuple[str, ...] | None) -> list[str | None] | None:
+        """python_kind of each parameter type, or None when no parameter is checked."""
+        if types is None:
+            return None
+        implicit = {self.cpp_classes.get(c, c) for c in self.implicit}
+        out = [python_kind(t, self.cpp_enums, self.cpp_classes, implicit) for t in types]
+        return out if any(out) else None
 
     def read(self, toks: list[Tok], where: str) -> None:
         self._trampolines(toks)
@@ -588,7 +691,8 @@ class BindingReader:
         if call == "def":
             if args and args[0] and args[0][0].text == "py" and len(args[0]) > 2 \
                     and args[0][2].text in ("init", "init_alias"):
-                c.init.append(self._overload(args[1:], self._init_arity(args[0]), deprecation_of(args[0])))
+                c.init.append(self._overload(args[1:], self._init_arity(args[0]), deprecation_of(args[0]),
+                                             self.kinds(self._init_types(args[0]))))
             else:
                 self._def(c.methods, args, method=True)
         elif call == "def_static":
@@ -611,6 +715,15 @@ class BindingReader:
         elif call == "def_buffer":
             c.buffer = True
 
+    def _init_types(self, init: list[Tok]) -> tuple[str, ...] | None:
+        if len(init) > 3 and init[3].text == "<":
+            inner = init[4:_template_end(init, 3)]
+            return tuple(text_of(a) for a in split_args(inner)) if inner else ()
+        if len(init) > 3 and init[3].text == "(":
+            inner = split_args(init[4:match_close(init, 3)])
+            return self.callables.types_of(inner[0], method=False) if inner else None
+        return None
+
     def _init_arity(self, init: list[Tok]) -> int | None:
         # py::init<A, B>()  or  py::init(lambda / lambdas::f)
         if len(init) > 3 and init[3].text == "<":
@@ -629,10 +742,12 @@ class BindingReader:
         name = args[0][0].text
         fn = args[1] if len(args) > 1 else []
         table.setdefault(name, []).append(
-            self._overload(args[2:], self.callables.arity_of(fn, method), deprecation_of(fn)))
+            self._overload(args[2:], self.callables.arity_of(fn, method), deprecation_of(fn),
+                           self.kinds(self.callables.types_of(fn, method))))
 
     @staticmethod
-    def _overload(extra: list[list[Tok]], arity: int | None, deprecated: str | None) -> dict:
+    def _overload(extra: list[list[Tok]], arity: int | None, deprecated: str | None,
+                  kinds: list[str | None] | None = None) -> dict:
         params = []
         for a in extra:
             if not a:
@@ -647,6 +762,8 @@ class BindingReader:
                 raise SurfaceError(f"{text_of(a)} is not supported by this reader")
         out: dict[str, Any] = {"params": params, "arity": len(params)} if params else {"params": None,
                                                                                        "arity": arity}
+        if kinds is not None and len(kinds) == (len(params) if params else arity):
+            out["types"] = kinds  # what pybind11 accepts per parameter (python_kind); null: not checked
         if deprecated is not None:
             out["deprecated"] = deprecated
         return out
@@ -770,7 +887,9 @@ def read_trtexec(text: str) -> dict[str, Any]:
     read into a string, the literal values the parser compares that string against."""
     text = strip_comments(text)
     bodies: dict[str, str] = {}
-    for m in re.finditer(r"^\w[\w:<>,\s&*]*?\b(\w+::parse|parseHelp)\s*\(\s*Arguments\s*&\s*\w+\s*\)\s*\{", text,
+    # every function that reads the command line: X::parse(Arguments&), parseHelp, and helpers such as 11.1's
+    # getRefPairs(Arguments&, ...) that the parse functions call
+    for m in re.finditer(r"^\w[\w:<>,\s&*]*?\b(\w+::parse|\w+)\s*\(\s*Arguments\s*&\s*\w+\s*[,)][^{;]*\{", text,
                          re.MULTILINE):
         start = m.end() - 1
         depth = 0
@@ -788,10 +907,16 @@ def read_trtexec(text: str) -> dict[str, Any]:
             continue
         done.add(name)
         for member in re.findall(r"\b(\w+)\.parse\(\s*arguments\s*\)", bodies[name]):
-            cls = member[0].upper() + member[1:] + "Options"
-            if f"{cls}::parse" not in bodies:
-                raise SurfaceError(f"trtexec options: {member}.parse() has no {cls}::parse")
-            todo.append(f"{cls}::parse")
+            # a member `build` is a BuildOptions; 8.x's `uffInputs` is a UffInput
+            stem = member[0].upper() + member[1:]
+            candidates = [f"{stem}Options::parse", f"{stem}::parse", f"{stem.removesuffix('s')}::parse"]
+            found = next((c for c in candidates if c in bodies), None)
+            if found is None:
+                raise SurfaceError(f"trtexec options: {member}.parse() has none of {', '.join(candidates)}")
+            todo.append(found)
+        for helper in re.findall(r"\b(\w+)\s*\(\s*arguments\s*[,)]", bodies[name]):
+            if helper in bodies and "::" not in helper:
+                todo.append(helper)
     flags: set[str] = set()
     values: dict[str, list[str]] = {}
     for name in sorted(done):
@@ -839,7 +964,8 @@ def build_surface(src: Source) -> dict[str, Any]:
     for f in files:
         reader.read(streams[f], f)
 
-    init_text = src.read(PACKAGE_INIT)
+    init_path = PACKAGE_INIT if src.read(PACKAGE_INIT) is not None else PACKAGE_INIT_8_5
+    init_text = src.read(init_path)
     package = read_package_init(init_text) if init_text else {"functions": {}, "class_attributes": {},
                                                               "copied_members": {}, "nptype": {}}
     classes = {}
@@ -895,7 +1021,7 @@ def build_surface(src: Source) -> dict[str, Any]:
         "schema": SCHEMA,
         "tensorrt": {"version": version, "major": major, "minor": minor},
         "source": {"repository": "https://github.com/NVIDIA/TensorRT", "ref": src.ref, "commit": src.commit(),
-                   "bindings": files, "package_init": PACKAGE_INIT if init_text else None,
+                   "bindings": files, "package_init": init_path if init_text else None,
                    "headers": headers, "trtexec_options": TRTEXEC_OPTIONS if trtexec_text else None},
         "python": {"classes": classes, "enums": enums, "functions": functions, "attributes": attributes,
                    "nptype": dict(sorted(nptype.items()))},

@@ -202,7 +202,11 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         config.clear_flag(_enum(trt.BuilderFlag, name, "BuilderFlag", version))
     if plan.workspace_bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
-    config.builder_optimization_level = plan.builder_optimization_level
+    if plan.tactic_dram_bytes:
+        config.set_memory_pool_limit(_enum(trt.MemoryPoolType, "TACTIC_DRAM", "MemoryPoolType", version),
+                                     plan.tactic_dram_bytes)
+    if plan.builder_optimization_level is not None:  # TensorRT 8.5 has no optimization level
+        config.builder_optimization_level = plan.builder_optimization_level
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer names and precisions for the inspector
 
     _check_network_inputs(network, plan, onnx_path)
@@ -250,6 +254,8 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
     try:
         if plan.calibration is not None:
             calibrator, calibration_info = _make_calibrator(trt, builder, config, network, plan, onnx_path)
+        loaded = Path(plan.timing_cache).read_bytes() if plan.timing_cache and Path(plan.timing_cache).is_file() \
+            else None
         timing_cache, timing_note = _load_timing_cache(config, plan.timing_cache, logger, mark)
         start = time.perf_counter()
         serialized = builder.build_serialized_network(network, config)
@@ -261,12 +267,19 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
             config.int8_calibrator = None
             calibrator.free()
     if serialized is None:
+        errors = " ".join(logger.errors_since(mark)).lower()
+        if any(word in errors for word in _OUT_OF_MEMORY):
+            raise EdgeDeployError(f"TensorRT ran out of memory building the engine{_last_error(logger, mark)}",
+                                  where=str(onnx_path),
+                                  fix="lower tensorrt.workspace_mb and tensorrt.tactic_dram_mb (tactics then use "
+                                      "less memory), tensorrt.builder_optimization_level, or the profile's max "
+                                      "shapes; close other GPU processes (on a Jetson the GPU shares the board's RAM)")
         raise EdgeDeployError(f"TensorRT could not build the engine{_last_error(logger, mark)}", where=str(onnx_path),
                               fix="rerun with --debug; check the workspace limit and the layers named above")
     data = bytes(memoryview(serialized))
     fileio.write_bytes(plan.plan_path, data)
     if plan.timing_cache is not None:
-        fileio.write_bytes(plan.timing_cache, bytes(memoryview(timing_cache.serialize())))
+        timing_note += _save_timing_cache(config, timing_cache, Path(plan.timing_cache), loaded)
 
     # inspect what was built: I/O tensors, layers, and (on DLA) what ran where
     runtime = trt.Runtime(logger)
@@ -308,6 +321,11 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         "tensorrt_warnings": logger.warnings_since(mark)[:20],
     }
     return BuildResult(artifact=plan.plan_path, files=[plan.plan_path, layers_path, plan.manifest_path], info=info)
+
+
+# how TensorRT's build errors say it ran out of memory (its allocator, CUDA's error names, the builder's messages)
+_OUT_OF_MEMORY = ("out of memory", "cudaerrormemoryallocation", "requested amount of gpu memory",
+                  "insufficient memory", "failed to allocate")
 
 
 def _parser_error(parser: Any, onnx_path: Path, logger: Any, mark: int) -> EdgeDeployError:
@@ -380,6 +398,31 @@ def _load_timing_cache(config: Any, path: Path | None, logger: Any, mark: int) -
         raise EdgeDeployError(f"TensorRT could not create a timing cache{_last_error(logger, mark)}",
                               fix="rerun with --debug; the TensorRT installation may be incomplete")
     return cache, note
+
+
+def _save_timing_cache(config: Any, cache: Any, path: Path, loaded: bytes | None) -> str:
+    """Save the build's timing cache, merging what other builds saved meanwhile (several builds sharing a cache
+    on one board, or a CI runner): under an exclusive lock on `<cache>.lock`, a file that changed since this build
+    read it is combined in (ITimingCache.combine) rather than overwritten; the write is atomic. Returns a note."""
+    import fcntl
+
+    lock_path = path.with_name(path.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            note = ""
+            current = path.read_bytes() if path.is_file() else None
+            if current is not None and current != loaded:
+                other = config.create_timing_cache(current)
+                if other is not None and cache.combine(other, False):
+                    note = "; merged with the entries another build saved meanwhile"
+                else:
+                    note = "; replaced a cache another build saved meanwhile (made on another GPU or TensorRT)"
+            fileio.write_bytes(path, bytes(memoryview(cache.serialize())))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return note
 
 
 def _io_tensors(trt: Any, engine: Any) -> list[dict[str, Any]]:
@@ -529,6 +572,53 @@ def _calibration_batches(path: Path, dtypes: dict[str, np.dtype], batch: int) ->
 
 # ------------------------------------------------------------------------------------------------------- runner
 
+def _output_allocator(trt: Any) -> Any:
+    """TensorRT's IOutputAllocator for outputs whose size TensorRT knows only during execution (data-dependent
+    shapes: NonZero, NMS; shapes from shape-tensor values). TensorRT calls reallocate_output(_async) when it knows
+    the size and notify_shape with the shape; buffers grow and are kept between runs. TensorRT's wrapper prints and
+    swallows exceptions from these methods (returning no memory), so a failure is kept for `raise_failure()`."""
+    base = trt.IOutputAllocator
+
+    class OutputAllocator(base):
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.buffers: dict[str, trt_cuda.DeviceBuffer] = {}
+            self.shapes: dict[str, tuple[int, ...]] = {}
+            self.failure: Exception | None = None
+
+        def reallocate_output(self, tensor_name: str, memory: int, size: int, alignment: int) -> int:
+            try:
+                buf = self.buffers.get(tensor_name)
+                if buf is None or buf.nbytes < size:
+                    if buf is not None:
+                        buf.free()
+                    buf = self.buffers[tensor_name] = trt_cuda.DeviceBuffer(size)  # cudaMalloc: 256-byte aligned
+                return buf.ptr
+            except Exception as e:  # noqa: BLE001 - kept and raised after the enqueue (see the docstring)
+                self.failure = e
+                return 0
+
+        def reallocate_output_async(self, tensor_name: str, memory: int, size: int, alignment: int,
+                                    stream: int) -> int:
+            return self.reallocate_output(tensor_name, memory, size, alignment)
+
+        def notify_shape(self, tensor_name: str, shape: Any) -> None:
+            self.shapes[tensor_name] = tuple(int(d) for d in shape)
+
+        def raise_failure(self) -> None:
+            if self.failure is not None:
+                e, self.failure = self.failure, None
+                detail = e.message if isinstance(e, EdgeDeployError) else f"{type(e).__name__}: {e}"
+                raise EdgeDeployError(f"allocating a data-dependent output failed: {detail}") from e
+
+        def free(self) -> None:
+            for buf in self.buffers.values():
+                buf.free()
+            self.buffers = {}
+
+    return OutputAllocator()
+
+
 def load_plan(plan_path: Path) -> TensorRTRunner:
     """Check the plan's manifest against this machine BEFORE deserializing, then load it."""
     manifest, mpath = trt_manifest.read_manifest(plan_path)
@@ -550,6 +640,7 @@ class TensorRTRunner:
         self.device: dict[str, trt_cuda.DeviceBuffer] = {}
         self.host: dict[str, trt_cuda.PinnedBuffer] = {}
         self.stream: trt_cuda.Stream | None = None
+        self.allocator: Any = None
         self.logger = process_logger(trt)
         mark = self.logger.mark()
         self.runtime = trt.Runtime(self.logger)
@@ -568,6 +659,8 @@ class TensorRTRunner:
         self.input_names = [n for n in names if is_input[n]]
         self.output_names = [n for n in names if not is_input[n]]
         self.dtypes = {n: numpy_dtype(trt, self.engine.get_tensor_dtype(n), n, plan_path) for n in names}
+        # shape tensors (e.g. a Reshape's target shape): TensorRT reads their values on the host, never on the GPU
+        self.shape_inputs = {n for n in self.input_names if self.engine.is_shape_inference_io(n)}
         self.ranges: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         for n in self.input_names:
             shape = tuple(int(d) for d in self.engine.get_tensor_shape(n))
@@ -581,20 +674,32 @@ class TensorRTRunner:
                 raise EdgeDeployError(f"TensorRT refused the profile's largest shape {list(self.ranges[n][1])} for "
                                       f"input {n!r}{_last_error(self.logger, mark)}", where=str(plan_path))
         max_shapes = {n: self.ranges[n][1] for n in self.input_names}
+        # outputs whose shape is known only after execution (NonZero, NMS) or from shape-tensor values get their
+        # memory from an IOutputAllocator when TensorRT knows the size
+        self.allocated: list[str] = []
         for n in self.output_names:
             shape = tuple(int(d) for d in self.context.get_tensor_shape(n))
             if any(d < 0 for d in shape):
-                raise EdgeDeployError(f"output {n!r} has a data-dependent shape {list(shape)}; edgedeploy's runner "
-                                      f"supports outputs whose shape follows from the input shapes",
-                                      where=str(plan_path))
-            max_shapes[n] = shape
+                self.allocated.append(n)
+            else:
+                max_shapes[n] = shape
         self.stream = trt_cuda.Stream()
         try:
+            if self.allocated:
+                self.allocator = _output_allocator(trt)
+                for n in self.allocated:
+                    if not self.context.set_output_allocator(n, self.allocator):
+                        raise EdgeDeployError(f"TensorRT refused an output allocator for {n!r}"
+                                              f"{_last_error(self.logger, mark)}", where=str(plan_path))
             for n, shape in max_shapes.items():
                 nbytes = int(np.prod(shape, dtype=np.int64)) * self.dtypes[n].itemsize
-                self.device[n] = trt_cuda.DeviceBuffer(nbytes)
                 self.host[n] = trt_cuda.PinnedBuffer(nbytes)
-                if not self.context.set_tensor_address(n, self.device[n].ptr):
+                if n in self.shape_inputs:  # host memory: TensorRT reads the values when it enqueues
+                    address = self.host[n].ptr
+                else:
+                    self.device[n] = trt_cuda.DeviceBuffer(nbytes)
+                    address = self.device[n].ptr
+                if not self.context.set_tensor_address(n, address):
                     raise EdgeDeployError(f"TensorRT refused the device address of tensor {n!r}"
                                           f"{_last_error(self.logger, mark)}", where=str(plan_path),
                                           fix="rebuild the engine on this machine; rerun with --debug")
@@ -622,11 +727,12 @@ class TensorRTRunner:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise UsageError(f"missing inputs {missing} for the TensorRT plan", fix=f"give {self.input_names}")
-        batch = int(np.shape(feeds[self.input_names[0]])[0]) if np.ndim(feeds[self.input_names[0]]) else 1
-        lo = max(self.ranges[n][0][0] for n in self.input_names) if batch else 1
-        hi = min(self.ranges[n][1][0] for n in self.input_names) if batch else 1
-        if lo <= batch <= hi or not all(np.ndim(feeds[n]) for n in self.input_names):
-            return self._run_once(feeds)
+        data = [n for n in self.input_names if n not in self.shape_inputs] or self.input_names
+        batch = int(np.shape(feeds[data[0]])[0]) if np.ndim(feeds[data[0]]) else 1
+        lo = max(self.ranges[n][0][0] for n in data) if batch else 1
+        hi = min(self.ranges[n][1][0] for n in data) if batch else 1
+        if lo <= batch <= hi or not all(np.ndim(feeds[n]) for n in data) or self.shape_inputs:
+            return self._run_once(feeds)  # a shape tensor's values describe the whole batch: never split it
         return self._run_chunked(feeds, batch, lo, hi)
 
     def _run_chunked(self, feeds: dict[str, np.ndarray], batch: int, lo: int, hi: int) -> dict[str, np.ndarray]:
@@ -660,14 +766,19 @@ class TensorRTRunner:
                 raise EdgeDeployError(f"TensorRT refused shape {list(arr.shape)} for input {n!r}"
                                       f"{_last_error(self.logger, mark)}")
             self.host[n].view(arr.dtype, arr.size)[:] = arr.ravel()
-            nbytes[n] = arr.nbytes
+            if n not in self.shape_inputs:  # shape tensors stay in host memory
+                nbytes[n] = arr.nbytes
         return nbytes
 
     def _output_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {n: tuple(int(d) for d in self.context.get_tensor_shape(n)) for n in self.output_names}
+        """The shapes of the outputs with their own buffers (the allocator's are known after execution)."""
+        return {n: tuple(int(d) for d in self.context.get_tensor_shape(n)) for n in self.output_names
+                if n not in self.allocated}
 
     def _enqueue(self, in_bytes: dict[str, int], out_shapes: dict[str, tuple[int, ...]],
-                 events: list[trt_cuda.Event] | None = None) -> None:
+                 events: list[trt_cuda.Event] | None = None, graph: trt_cuda.Graph | None = None) -> float:
+        """Queue copies in, the engine and copies out on the stream; returns the host time (ms) the engine's
+        enqueue call took (trtexec's "Enqueue Time")."""
         if events:
             events[0].record(self.stream)
         for n, nb in in_bytes.items():
@@ -675,15 +786,36 @@ class TensorRTRunner:
         if events:
             events[1].record(self.stream)
         mark = self.logger.mark()
-        if not self.context.execute_async_v3(self.stream.handle):
+        start = time.perf_counter()
+        if graph is not None:
+            graph.launch()  # the captured enqueueV3: one launch
+            ok = True
+        else:
+            ok = self.context.execute_async_v3(self.stream.handle)
+        enqueue_ms = (time.perf_counter() - start) * 1e3
+        if self.allocator is not None:
+            self.allocator.raise_failure()  # TensorRT's wrapper swallows exceptions raised in the allocator
+        if not ok:
             raise EdgeDeployError(f"TensorRT execution failed{_last_error(self.logger, mark)}")
         if events:
             events[2].record(self.stream)
+        for n in self.allocated:  # TensorRT has told their shapes (notify_shape) by the time enqueue returns
+            if n not in self.allocator.shapes:
+                raise EdgeDeployError(f"TensorRT did not report the shape of output {n!r}"
+                                      f"{_last_error(self.logger, mark)}")
+            out_shapes[n] = self.allocator.shapes[n]
+            nb = int(np.prod(out_shapes[n], dtype=np.int64)) * self.dtypes[n].itemsize
+            if n not in self.host or self.host[n].nbytes < nb:
+                if n in self.host:
+                    self.host[n].free()
+                self.host[n] = trt_cuda.PinnedBuffer(nb)
         for n, shape in out_shapes.items():
             nb = int(np.prod(shape, dtype=np.int64)) * self.dtypes[n].itemsize
-            trt_cuda.copy_d2h(self.host[n].ptr, self.device[n], nb, self.stream)
+            source = self.allocator.buffers[n] if n in self.allocated else self.device[n]
+            trt_cuda.copy_d2h(self.host[n].ptr, source, nb, self.stream)
         if events:
             events[3].record(self.stream)
+        return enqueue_ms
 
     def _run_once(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         in_bytes = self._stage_inputs(feeds)
@@ -693,21 +825,53 @@ class TensorRTRunner:
         return {n: self.host[n].view(self.dtypes[n], int(np.prod(s, dtype=np.int64))).reshape(s).copy()
                 for n, s in shapes.items()}
 
-    def benchmark(self, feeds: dict[str, np.ndarray], warmup: int = 20, iterations: int = 200) -> dict[str, Any]:
-        """trtexec-style timing of one batch: CUDA-event H2D, GPU compute, D2H and their sum, plus host wall
-        time; min/mean/median/p90/p95/p99/max each, and whether the series is unstable."""
+    def capture_graph(self) -> tuple[trt_cuda.Graph | None, str]:
+        """Capture the engine's enqueueV3 (inputs already staged) in a CUDA graph, as trtexec --useCudaGraph: one
+        plain enqueue first (TensorRT's guidance: it finishes deferred work that must not be captured), then the
+        capture. Capture fails for engines whose enqueue must wait or allocate (data-dependent shapes, some plugins
+        and DLA engines); then (None, why) and the caller runs without a graph, as trtexec falls back."""
+        self.context.execute_async_v3(self.stream.handle)
+        self.stream.synchronize()
+        mark = self.logger.mark()
+        try:
+            graph = trt_cuda.Graph(self.stream)
+        except EdgeDeployError as e:
+            return None, e.message
+        ok = self.context.execute_async_v3(self.stream.handle)
+        try:
+            graph.end()
+        except EdgeDeployError as e:
+            graph.destroy()
+            return None, (f"TensorRT's enqueue could not be captured{_last_error(self.logger, mark)}" if not ok
+                          else e.message)
+        if not ok:
+            graph.destroy()
+            return None, f"TensorRT's enqueue failed during capture{_last_error(self.logger, mark)}"
+        return graph, "captured"
+
+    def benchmark(self, feeds: dict[str, np.ndarray], warmup: int = 20, iterations: int = 200,
+                  spin_wait: bool = False, cuda_graph: bool = False) -> dict[str, Any]:
+        """trtexec-style timing of one batch: CUDA-event H2D, GPU compute, D2H and their sum, the host time of the
+        engine's enqueue call, plus host wall time; min/mean/median/p90/p95/p99/max each, and whether the series
+        is unstable. `spin_wait` waits by polling the stream (trtexec --useSpinWait) instead of blocking;
+        `cuda_graph` launches a captured CUDA graph of the enqueue (trtexec --useCudaGraph), falling back to plain
+        enqueues, with the reason in `cuda_graph`, when the capture fails."""
         in_bytes = self._stage_inputs(feeds)
         shapes = self._output_shapes()
+        graph, graph_note = self.capture_graph() if cuda_graph else (None, "off")
         events = [trt_cuda.Event() for _ in range(4)]
-        series: dict[str, list[float]] = {"h2d": [], "gpu_compute": [], "d2h": [], "latency": [], "host_wall": []}
+        series: dict[str, list[float]] = {"h2d": [], "gpu_compute": [], "d2h": [], "latency": [], "enqueue": [],
+                                          "host_wall": []}
+        wait = self.stream.spin_wait if spin_wait else self.stream.synchronize
         try:
             for i in range(warmup + iterations):
                 start = time.perf_counter()
-                self._enqueue(in_bytes, shapes, events)
-                self.stream.synchronize()
+                enqueue_ms = self._enqueue(in_bytes, shapes, events, graph)
+                wait()
                 wall = (time.perf_counter() - start) * 1e3
                 if i < warmup:
                     continue
+                series["enqueue"].append(enqueue_ms)
                 series["h2d"].append(events[1].ms_since(events[0]))
                 series["gpu_compute"].append(events[2].ms_since(events[1]))
                 series["d2h"].append(events[3].ms_since(events[2]))
@@ -716,15 +880,55 @@ class TensorRTRunner:
         finally:
             for e in events:
                 e.destroy()
+            if graph is not None:
+                graph.destroy()
         batch = int(np.shape(feeds[self.input_names[0]])[0]) if np.ndim(feeds[self.input_names[0]]) else 1
         stats = {k: summarize_ms(v) for k, v in series.items()}
-        return {"batch": batch, "warmup": warmup, "iterations": iterations, **stats,
+        if cuda_graph and graph is None:
+            graph_note = f"fallback (no graph): {graph_note}"
+        return {"batch": batch, "warmup": warmup, "iterations": iterations, "spin_wait": spin_wait,
+                "cuda_graph": graph_note, **stats,
                 "throughput_per_s": batch * 1e3 / stats["host_wall"]["median_ms"]}
+
+    def profile_layers(self, feeds: dict[str, np.ndarray], iterations: int = 20) -> list[dict[str, Any]]:
+        """Per-layer GPU times through TensorRT's IProfiler (trtexec --dumpProfile): TensorRT reports each layer's
+        time after the stream is synchronized (enqueue_emits_profile off, report_to_profiler after each run, so the
+        enqueue stays asynchronous). Layers by median time, slowest first, with their share of the total."""
+        times: dict[str, list[float]] = collections.defaultdict(list)
+        base = self.trt.IProfiler
+
+        class LayerProfiler(base):
+            def __init__(self) -> None:
+                base.__init__(self)
+
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                times[str(layer_name)].append(float(ms))
+
+        profiler = LayerProfiler()
+        in_bytes = self._stage_inputs(feeds)
+        shapes = self._output_shapes()
+        self.context.enqueue_emits_profile = False
+        self.context.profiler = profiler
+        try:
+            for _ in range(iterations):
+                self._enqueue(in_bytes, dict(shapes))
+                self.stream.synchronize()
+                if not self.context.report_to_profiler():
+                    raise EdgeDeployError("TensorRT could not report layer times (report_to_profiler returned False)",
+                                          fix="build the engine with profiling verbosity DETAILED (edgedeploy does)")
+        finally:
+            self.context.profiler = None
+        medians = {name: summarize_ms(values)["median_ms"] for name, values in times.items()}
+        total = sum(medians.values()) or 1.0
+        return [{"layer": name, "median_ms": ms, "share": ms / total, "runs": len(times[name])}
+                for name, ms in sorted(medians.items(), key=lambda kv: -kv[1])]
 
     def close(self) -> None:
         for buf in [*self.device.values(), *self.host.values()]:
             buf.free()
         self.device, self.host = {}, {}
+        if getattr(self, "allocator", None) is not None:
+            self.allocator.free()
         if getattr(self, "stream", None) is not None:
             self.stream.destroy()
             self.stream = None

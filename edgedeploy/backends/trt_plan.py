@@ -32,7 +32,9 @@ from edgedeploy.shapes import dim_of
 PLAN_SCHEMA = "edgedeploy.trt-plan/1"
 PLAN_FILE = "model.plan"
 DEPLOY_ONNX = {"fp32": "deploy.onnx", "fp16": "deploy.fp16.onnx", "int8": "deploy.int8.qdq.onnx"}
-SUPPORTED_MAJORS = (10, 11)
+SUPPORTED_MAJORS = (8, 10, 11)
+_FIRST_TRT8 = (8, 5)  # the I/O tensor API (set_input_shape, set_tensor_address, execute_async_v3) arrives in 8.5
+_TRT8_FEATURES = (8, 6)  # builder optimization level, hardware and version compatibility: 8.6
 DEFAULT_BATCH = (1, 1, 8)  # min / opt / max of an unprofiled leading dimension: edge latency at 1, validation at 8
 _PRECISIONS = ("fp32", "fp16", "int8")
 _DLA_LAST_TRT10 = (10, 7)  # TensorRT docs: "TensorRT 10.7 was the last 10.x release that supported DLA"
@@ -104,7 +106,8 @@ class TrtBuildPlan:
     parser_flags: tuple[str, ...]  # OnnxParserFlag members to set
     profiles: tuple[TrtProfile, ...]
     workspace_bytes: int | None
-    builder_optimization_level: int
+    tactic_dram_bytes: int | None  # MemoryPoolType.TACTIC_DRAM (8.6+)
+    builder_optimization_level: int | None  # None: TensorRT 8.5, which has no such setting
     timing_cache: Path | None
     device: str  # GPU | DLA
     dla_core: int | None
@@ -133,6 +136,7 @@ class TrtBuildPlan:
             "profiles": [{"input": p.input, "min": list(p.min), "opt": list(p.opt), "max": list(p.max)}
                          for p in self.profiles],
             "workspace_bytes": self.workspace_bytes,
+            "tactic_dram_bytes": self.tactic_dram_bytes,
             "builder_optimization_level": self.builder_optimization_level,
             "timing_cache": str(self.timing_cache) if self.timing_cache else None,
             "device": self.device,
@@ -170,11 +174,14 @@ class TrtBuildPlan:
         device = "GPU" if self.device == "GPU" else (
             f"DLA core {self.dla_core}, GPU fallback {'on' if self.gpu_fallback else 'off'}")
         workspace = f"{self.workspace_bytes // (1 << 20)} MiB" if self.workspace_bytes else "TensorRT default"
+        level = "TensorRT's" if self.builder_optimization_level is None else self.builder_optimization_level
+        if self.tactic_dram_bytes:
+            workspace += f", tactic DRAM {self.tactic_dram_bytes // (1 << 20)} MiB"
         lines = [
             f"TensorRT {version} · {self.precision} → {rel(self.plan_path)}",
             f"  onnx        {rel(self.onnx_path)} ({self.onnx_role})",
             f"  network     {typing}; creation flags: {net_flags}",
-            f"  builder     flags: {flags}; optimization level {self.builder_optimization_level}; "
+            f"  builder     flags: {flags}; optimization level {level}; "
             f"workspace {workspace}",
             f"  parser      flags: {', '.join(self.parser_flags) or 'none'}",
         ]
@@ -249,9 +256,11 @@ def resolve_major(settings: TensorRTSettings, installed_version: str | None) -> 
     if parsed is None:
         raise UsageError("no TensorRT version to plan for",
                          fix="install TensorRT, or set tensorrt.plan_for_major (10 or 11) for a dry run")
-    if parsed[0] not in SUPPORTED_MAJORS:
-        raise UsageError(f"TensorRT {installed_version} is not supported",
-                         fix="use TensorRT 10.x (JetPack 6) or 11.x (JetPack 7.2)")
+    if parsed[0] not in SUPPORTED_MAJORS or (parsed[0] == 8 and parsed[:2] < _FIRST_TRT8):
+        raise UsageError(f"TensorRT {installed_version} is not supported (edgedeploy needs TensorRT's I/O tensor "
+                         f"API, 8.5+)",
+                         fix="use TensorRT 8.5 (JetPack 5.1.x), 8.6 (JetPack 6.0), 10.x (JetPack 6.1/6.2) or 11.x "
+                             "(JetPack 7.2.2+)")
     return parsed[0]
 
 
@@ -357,13 +366,26 @@ def precision_route(precision: str, major: int, settings: TensorRTSettings,
         if settings.calibration_data is None:
             notes.append("the calibrator needs tensorrt.calibration_data (an .npz of model inputs) unless its cache "
                          "is present and its key matches")
+        if major == 8:
+            notes[1] = "the implicit calibrator is deprecated from TensorRT 10.1 and removed in 11"
         return (DEPLOY_ONNX["fp32"], "fp32 deploy graph; INT8 scales from the calibrator", False, ["INT8", "FP16"],
                 notes)
-    if major == 10 and dla:
+    if major in (8, 10) and dla:
         return (DEPLOY_ONNX["int8"], "Q/DQ int8 graph from the precision stage", False, ["INT8", "FP16"],
-                ["DLA on TensorRT 10 takes precision from builder flags: INT8 for the Q/DQ layers, FP16 for the "
-                 "layers between them"])
-    return DEPLOY_ONNX["int8"], "Q/DQ int8 graph from the precision stage", True, [], []
+                [f"DLA on TensorRT {major} takes precision from builder flags: INT8 for the Q/DQ layers, FP16 for "
+                 f"the layers between them"])
+    if major in (8, 10) and settings.int8_unquantized == "fp16":
+        return (DEPLOY_ONNX["int8"], "Q/DQ int8 graph from the precision stage; FP16 for layers without Q/DQ", False,
+                ["INT8", "FP16"],
+                ["layers without Q/DQ may run in fp16 (BuilderFlag.FP16, as trtexec --int8 --fp16 builds); "
+                 "tensorrt.int8_unquantized: fp32 keeps them in fp32"])
+    if major == 8:
+        return (DEPLOY_ONNX["int8"], "Q/DQ int8 graph from the precision stage; fp32 for layers without Q/DQ", False,
+                ["INT8"], [])
+    notes = ["strongly typed: layers without Q/DQ run in the graph's types (fp32)"]
+    if major >= 11 and settings.int8_unquantized == "fp16":
+        notes[0] += "; TensorRT 11 has no FP16 flag, so fp16 there needs casts in the graph"
+    return DEPLOY_ONNX["int8"], "Q/DQ int8 graph from the precision stage", True, [], notes
 
 
 # ------------------------------------------------------------------------------------------------------- plan
@@ -409,6 +431,24 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
             data=settings.calibration_data, cache=Path(cache), batch_size=settings.calibration_batch_size)
     if strongly_typed and major == 10:
         network_flags.append("STRONGLY_TYPED")
+    if major == 8:  # TensorRT 8's ONNX parser needs an explicit-batch network (the default from 10 on)
+        network_flags.append("EXPLICIT_BATCH")
+    optimization_level: int | None = settings.builder_optimization_level
+    if major == 8 and (version is None or version[:2] < _TRT8_FEATURES):
+        for setting, value, default in (("builder_optimization_level", settings.builder_optimization_level, 3),
+                                        ("tactic_dram_mb", settings.tactic_dram_mb, None),
+                                        ("hardware_compatibility", settings.hardware_compatibility, "none"),
+                                        ("version_compatible", settings.version_compatible, False)):
+            if value != default and version is not None:
+                raise UsageError(f"`tensorrt.{setting}` needs TensorRT 8.6 or newer; this is TensorRT {trt_version}",
+                                 fix=f"remove tensorrt.{setting} (JetPack 5.1 has TensorRT 8.5), or use JetPack 6")
+            if value != default:
+                notes.append(f"tensorrt.{setting} needs TensorRT 8.6+ (not on JetPack 5's 8.5)")
+    if major == 8 and settings.builder_optimization_level == 3:
+        optimization_level = None  # TensorRT's default; IBuilderConfig.builder_optimization_level arrives in 8.6
+    if major == 8 and settings.hardware_compatibility == "same_compute_capability":
+        raise UsageError("`tensorrt.hardware_compatibility: same_compute_capability` needs TensorRT 10.9 or newer",
+                         fix="use ampere_plus, or upgrade TensorRT")
     if major >= 11:
         notes.append("TensorRT 11 networks are always strongly typed (the STRONGLY_TYPED flag is deprecated and "
                      "ignored, so it is not set)")
@@ -479,6 +519,9 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
             "so loading it allows host code from the plan (only load plans you built)")
     if hw != "none" or settings.version_compatible:
         parser_flags.append("NATIVE_INSTANCENORM")
+    if settings.tactic_dram_mb:
+        notes.append("trtexec has no tactic DRAM pool (its --memPoolSize takes workspace, dlaSRAM, dlaLocalDRAM, "
+                     "dlaGlobalDRAM, tacticSharedMem): the trtexec line leaves it out")
     if settings.timing_cache is not None and hw != "none":
         notes.append("a timing cache is specific to the GPU, TensorRT version and builder flags it was made with")
 
@@ -489,7 +532,8 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
         network_flags=tuple(network_flags), builder_flags=tuple(builder_flags), cleared_flags=tuple(cleared),
         parser_flags=tuple(parser_flags), profiles=profiles,
         workspace_bytes=settings.workspace_mb * (1 << 20) if settings.workspace_mb else None,
-        builder_optimization_level=settings.builder_optimization_level,
+        tactic_dram_bytes=settings.tactic_dram_mb * (1 << 20) if settings.tactic_dram_mb else None,
+        builder_optimization_level=optimization_level,
         timing_cache=settings.timing_cache, device="DLA" if dla else "GPU", dla_core=settings.dla_core,
         gpu_fallback=settings.gpu_fallback if dla else False,
         hardware_compatibility=hw, version_compatible=settings.version_compatible, calibration=calibration,
@@ -602,7 +646,8 @@ def trtexec_command(plan: TrtBuildPlan, *, batch: int | None = None, engine_out:
                                           for p in plan.profiles))
     if plan.workspace_bytes:
         cmd.append(f"--memPoolSize=workspace:{plan.workspace_bytes // (1 << 20)}M")
-    cmd.append(f"--builderOptimizationLevel={plan.builder_optimization_level}")
+    if plan.builder_optimization_level is not None:
+        cmd.append(f"--builderOptimizationLevel={plan.builder_optimization_level}")
     if plan.device == "DLA":
         cmd.append(f"--useDLACore={plan.dla_core}")
         if plan.gpu_fallback:

@@ -30,6 +30,7 @@ def modules(model: Model) -> dict[str, types.ModuleType]:
     bindings = types.ModuleType("cuda.bindings")
     runtime = model.cuda.module()
     cuda_pkg.bindings, bindings.runtime = bindings, runtime
+    bindings.__version__ = model.cuda.bindings_version
     entries = {"tensorrt": model.trt, "cuda": cuda_pkg, "cuda.bindings": bindings, "cuda.bindings.runtime": runtime}
     utils = model.cuda.utils_module()
     if utils is not None:
@@ -41,12 +42,12 @@ def modules(model: Model) -> dict[str, types.ModuleType]:
 
 
 def install(monkeypatch: Any, version: str, *, flavour: str = "13", compute_capability: tuple[int, int] = (8, 7),
-            **switches: Any) -> Model:
+            driver: int | None = None, **switches: Any) -> Model:
     """Make `import tensorrt` and `cuda.bindings.runtime` the stand-ins for this test (undone by monkeypatch)."""
     from edgedeploy.backends import trt_cuda
 
-    model = Model(load_surface(version), CudaStandIn(flavour=flavour, compute_capability=compute_capability),
-                  **switches)
+    model = Model(load_surface(version), CudaStandIn(flavour=flavour, compute_capability=compute_capability,
+                                                     driver=driver), **switches)
     for name, module in modules(model).items():
         monkeypatch.setitem(sys.modules, name, module)
     runtime = trt_cuda.runtime

@@ -50,11 +50,11 @@ def _signature(name: str, overload: dict) -> str:
     return f"{name}(" + ", ".join(p["name"] + ("=..." if p["default"] else "") for p in overload["params"]) + ")"
 
 
-def _accepts(overload: dict, args: tuple, kwargs: dict) -> bool:
+def _accepts(overload: dict, args: tuple, kwargs: dict, types: dict[str, type] | None = None) -> bool:
     params = overload["params"]
     if params is None:
         arity = overload.get("arity")
-        return not kwargs and (arity is None or len(args) == arity)
+        return not kwargs and (arity is None or len(args) == arity) and _types_fit(overload, args, {}, types)
     if len(args) > len(params):
         return False
     names = [p["name"] for p in params]
@@ -63,13 +63,58 @@ def _accepts(overload: dict, args: tuple, kwargs: dict) -> bool:
         if key not in names or key in given:
             return False
         given.add(key)
-    return all(p["default"] or p["name"] in given for p in params)
+    return all(p["default"] or p["name"] in given for p in params) and _types_fit(overload, args, kwargs, types)
 
 
-def resolve(qualname: str, overloads: list[dict], args: tuple, kwargs: dict) -> dict:
+def _fits(kind: str | None, value: Any, types: dict[str, type]) -> bool:
+    """pybind11's argument conversion for a parameter whose C++ type the surface records (tools/trt_surface.py's
+    python_kind): integers take any object with __index__ or __int__ (as cuda-python's handles have), enums only
+    their own members, class references an instance (pointers also None)."""
+    if kind is None:
+        return True
+    if kind == "int":
+        return not isinstance(value, (float, str, bytes)) and value is not None and (
+            hasattr(type(value), "__index__") or hasattr(type(value), "__int__"))
+    if kind == "float":
+        return not isinstance(value, (str, bytes)) and value is not None and (
+            hasattr(type(value), "__float__") or hasattr(type(value), "__index__"))
+    if kind == "str":
+        return isinstance(value, (str, bytes))
+    what, _, name = kind.partition(" ")
+    cls = types.get(name)
+    if cls is None:  # a type this stand-in has no class for: nothing to check against
+        return True
+    if what == "ptr" and value is None:
+        return True
+    return isinstance(value, cls)
+
+
+def _types_fit(overload: dict, args: tuple, kwargs: dict, types: dict[str, type] | None) -> bool:
+    kinds = overload.get("types")
+    if kinds is None or types is None:
+        return True
+    names = [p["name"] for p in overload["params"] or []]
+    values = list(zip(kinds, args)) + [(kinds[names.index(k)], v) for k, v in kwargs.items() if k in names]
+    return all(_fits(kind, value, types) for kind, value in values)
+
+
+def _convert(overload: dict, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """What the C++ side receives: a Python int for every integer parameter (pybind11 calls __index__/__int__)."""
+    kinds = overload.get("types")
+    if kinds is None:
+        return args, kwargs
+    names = [p["name"] for p in overload["params"] or []]
+    as_int = lambda v: v if isinstance(v, int) else (v.__index__() if hasattr(v, "__index__") else int(v))  # noqa: E731
+    args = tuple(as_int(a) if k == "int" else a for k, a in zip(kinds, args)) + args[len(kinds):]
+    kwargs = {key: as_int(v) if key in names and kinds[names.index(key)] == "int" else v for key, v in kwargs.items()}
+    return args, kwargs
+
+
+def resolve(qualname: str, overloads: list[dict], args: tuple, kwargs: dict,
+            types: dict[str, type] | None = None) -> dict:
     """The first overload that accepts the call (pybind11's order), or pybind11's TypeError."""
     for overload in overloads:
-        if _accepts(overload, args, kwargs):
+        if _accepts(overload, args, kwargs, types):
             return overload
     supported = "\n".join(f"    {i}. {_signature(qualname, o)}" for i, o in enumerate(overloads, 1))
     got = ", ".join([*(type(a).__name__ for a in args), *(f"{k}={type(v).__name__}" for k, v in kwargs.items())])
@@ -127,7 +172,7 @@ class EnumMeta(type):
         return len(cls.__members__)
 
 
-def make_enum(qualname: str, spec: dict, behaviours: dict[str, Callable]) -> type:
+def make_enum(qualname: str, spec: dict, behaviours: dict[str, Callable], classes: dict[str, type]) -> type:
     short = qualname.split(".")[-1]
     arithmetic = spec["arithmetic"]
 
@@ -164,7 +209,7 @@ def make_enum(qualname: str, spec: dict, behaviours: dict[str, Callable]) -> typ
                    "__rand__", "__ror__", "__rxor__"):
             ns[op] = (lambda name: lambda self, other: getattr(int(self), name)(int(other)))(op)
     for name, overloads in spec.get("methods", {}).items():
-        ns[name] = _method(f"{qualname}.{name}", overloads, behaviours.get(f"{qualname}.{name}"))
+        ns[name] = _method(f"{qualname}.{name}", overloads, behaviours.get(f"{qualname}.{name}"), classes)
     for name in spec.get("python_attributes", []):
         ns[name] = behaviours.get(f"{qualname}.{name}") or _Unmodelled(qualname, name)
     cls = EnumMeta(short, (), ns)
@@ -178,12 +223,13 @@ def make_enum(qualname: str, spec: dict, behaviours: dict[str, Callable]) -> typ
     return cls
 
 
-def _method(qualname: str, overloads: list[dict], impl: Callable | None) -> Callable:
+def _method(qualname: str, overloads: list[dict], impl: Callable | None, types: dict[str, type]) -> Callable:
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        overload = resolve(qualname, overloads, args, kwargs)
+        overload = resolve(qualname, overloads, args, kwargs, types)
         _warn_deprecated(overload.get("deprecated"))
         if impl is None:
             raise NotModelled(qualname)
+        args, kwargs = _convert(overload, args, kwargs)
         return impl(self, *args, **kwargs)
 
     method.__name__ = qualname.split(".")[-1]
@@ -191,12 +237,13 @@ def _method(qualname: str, overloads: list[dict], impl: Callable | None) -> Call
     return method
 
 
-def _static(qualname: str, overloads: list[dict], impl: Callable | None) -> staticmethod:
+def _static(qualname: str, overloads: list[dict], impl: Callable | None, types: dict[str, type]) -> staticmethod:
     def function(*args: Any, **kwargs: Any) -> Any:
-        overload = resolve(qualname, overloads, args, kwargs)
+        overload = resolve(qualname, overloads, args, kwargs, types)
         _warn_deprecated(overload.get("deprecated"))
         if impl is None:
             raise NotModelled(qualname)
+        args, kwargs = _convert(overload, args, kwargs)
         return impl(*args, **kwargs)
 
     function.__name__ = qualname.split(".")[-1]
@@ -232,7 +279,7 @@ def _property(qualname: str, spec: dict, getter: Callable | None, setter: Callab
 
 
 def make_class(qualname: str, spec: dict, bases: tuple[type, ...], behaviours: dict[str, Callable],
-               stored: set[str]) -> type:
+               stored: set[str], classes: dict[str, type]) -> type:
     short = qualname.split(".")[-1]
     init_overloads = spec["init"]
     init_impl = behaviours.get(f"{qualname}.__init__")
@@ -240,8 +287,9 @@ def make_class(qualname: str, spec: dict, bases: tuple[type, ...], behaviours: d
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
         if not init_overloads:
             raise TypeError(f"tensorrt.{short}: No constructor defined!")
-        overload = resolve(f"{short}.__init__", init_overloads, args, kwargs)
+        overload = resolve(f"{short}.__init__", init_overloads, args, kwargs, classes)
         _warn_deprecated(overload.get("deprecated"))
+        args, kwargs = _convert(overload, args, kwargs)
         self._state = {}
         if init_impl is not None:
             init_impl(self, *args, **kwargs)
@@ -254,9 +302,9 @@ def make_class(qualname: str, spec: dict, bases: tuple[type, ...], behaviours: d
     for name, overloads in spec["methods"].items():
         if name == "__del__":  # finalisation is not modelled (the bindings' __del__ only warns)
             continue
-        ns[name] = _method(f"{qualname}.{name}", overloads, behaviours.get(f"{qualname}.{name}"))
+        ns[name] = _method(f"{qualname}.{name}", overloads, behaviours.get(f"{qualname}.{name}"), classes)
     for name, overloads in spec.get("static_methods", {}).items():
-        ns[name] = _static(f"{qualname}.{name}", overloads, behaviours.get(f"{qualname}.{name}"))
+        ns[name] = _static(f"{qualname}.{name}", overloads, behaviours.get(f"{qualname}.{name}"), classes)
     for name, prop in spec["properties"].items():
         key = f"{qualname}.{name}"
         ns[name] = _property(key, prop, behaviours.get(f"{key}:get"), behaviours.get(f"{key}:set"), key in stored)
@@ -304,17 +352,20 @@ def build_module(surface: dict[str, Any], behaviours: dict[str, Callable], store
     module = types.ModuleType("tensorrt", f"conformance stand-in for TensorRT {surface['tensorrt']['version']}")
     module.__version__ = surface["tensorrt"]["version"]
     made: dict[str, type] = {}
+    classes: dict[str, type] = {}  # Python qualname → class or enum, for the recorded parameter types
 
     def make(name: str) -> type:
         if name not in made:
             spec = py["classes"][name]
             bases = tuple(make(b) for b in spec["bases"])
-            made[name] = make_class(name, spec, bases, behaviours, stored)
+            made[name] = make_class(name, spec, bases, behaviours, stored, classes)
         return made[name]
 
     for name in py["classes"]:
         make(name)
-    enums = {name: make_enum(name, spec, behaviours) for name, spec in py["enums"].items()}
+    enums = {name: make_enum(name, spec, behaviours, classes) for name, spec in py["enums"].items()}
+    classes.update(made)
+    classes.update(enums)
     for name, cls in {**made, **enums}.items():
         owner, _, short = name.rpartition(".")
         if owner:
@@ -335,7 +386,7 @@ def build_module(surface: dict[str, Any], behaviours: dict[str, Callable], store
         if "enum" in attr:
             setattr(module, name, enums[attr["enum"]].__members__[attr["member"]])
     for name, overloads in py["functions"].items():
-        setattr(module, name, _static(name, overloads, functions.get(name)).__func__)
+        setattr(module, name, _static(name, overloads, functions.get(name), classes).__func__)
     return module
 
 

@@ -71,6 +71,35 @@ def deploy_folder(folder: Path, *, batch: int | str = "batch") -> Path:
     return folder / "deploy.onnx"
 
 
+def nms_model(path: Path, boxes: int = 32) -> Path:
+    """An end-to-end detector's tail: boxes [1, N, 4] and scores [1, 1, N] → NonMaxSuppression → selected [K, 3]
+    (int64), K known only after execution: the data-dependent output TensorRT needs an IOutputAllocator for."""
+    consts = [numpy_helper.from_array(np.array([boxes], np.int64), "max_out"),
+              numpy_helper.from_array(np.array([0.5], np.float32), "iou"),
+              numpy_helper.from_array(np.array([0.0], np.float32), "score_threshold")]
+    inputs = [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, boxes, 4]),
+              helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, boxes])]
+    out = helper.make_tensor_value_info("selected", TensorProto.INT64, [None, 3])
+    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "max_out", "iou", "score_threshold"],
+                            ["selected"], name="nms0")
+    return _save(helper.make_model(helper.make_graph([node], "g", inputs, [out], consts),
+                                   opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def reshape_model(path: Path) -> Path:
+    """images [batch, 3, 16, 16] → Conv → Reshape to the values of the `shape` input (an int64 shape tensor, which
+    TensorRT reads from host memory) → flat."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32), "w")
+    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 16, 16]),
+              helper.make_tensor_value_info("shape", TensorProto.INT64, [2])]
+    out = helper.make_tensor_value_info("flat", TensorProto.FLOAT, [None, None])
+    nodes = [helper.make_node("Conv", ["images", "w"], ["c"], name="conv0", pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["c", "shape"], ["flat"], name="reshape0")]
+    return _save(helper.make_model(helper.make_graph(nodes, "g", inputs, [out], [w]),
+                                   opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
 def calibration_npz(path: Path, samples: int = 24) -> Path:
     rng = np.random.default_rng(3)
     np.savez(path, images=rng.normal(size=(samples, 3, 16, 16)).astype(np.float32))
@@ -86,4 +115,5 @@ def marker(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float64).sum(axis=1)
 
 
-__all__ = ["bf16_io_model", "calibration_npz", "conv_model", "deploy_folder", "feeds", "marker", "qdq_model"]
+__all__ = ["bf16_io_model", "calibration_npz", "conv_model", "deploy_folder", "feeds", "marker", "nms_model",
+           "qdq_model", "reshape_model"]
