@@ -11,6 +11,7 @@ import inspect
 import io
 import logging
 import os
+import re
 import tempfile
 import traceback
 import warnings
@@ -71,8 +72,13 @@ def load_checkpoint(path: Path, trust_code: bool = False) -> Any:
 
 
 def build_module(spec: BuildSpec, trust_code: bool = False):
-    """Instantiate the factory and load its checkpoint; returns the module in eval mode."""
+    """Instantiate the factory (or the package source: edgedeploy.sources.families) and load its checkpoint; returns
+    the module in eval mode."""
     torch = _torch()
+    if spec.model.package() is not None:
+        from edgedeploy.sources import families
+
+        return families.load(spec.model, trust_code).module
     factory = import_callable(spec.model.factory, "model.factory")
     try:
         module = factory(**spec.model.kwargs)
@@ -182,7 +188,7 @@ def export_onnx(spec: BuildSpec, module, out_path: Path, real_inputs: dict[str, 
                 examples,
                 str(tmp),
                 input_names=[i.name for i in spec.inputs],
-                output_names=spec.outputs or None,
+                output_names=spec.outputs or getattr(module, "output_names", None),
                 dynamic_shapes=_dynamic_shapes(spec.inputs),
                 opset_version=spec.export.opset,
                 dynamo=True,
@@ -195,7 +201,7 @@ def export_onnx(spec: BuildSpec, module, out_path: Path, real_inputs: dict[str, 
     except EdgeDeployError:
         raise
     except Exception as e:
-        raise _export_error(spec, e, log.getvalue()) from e
+        raise _export_error(spec, e, log.getvalue(), out_path) from e
     finally:
         for leftover in tmp_dir.iterdir():
             leftover.unlink()
@@ -231,21 +237,64 @@ def _all_nodes(node_lists) -> Iterator[onnx.NodeProto]:
                 yield from _all_nodes([g.node for g in graphs])
 
 
-def _export_error(spec: BuildSpec, exc: BaseException, log: str) -> EdgeDeployError:
-    """One line naming the cause (torch.export's own message, without its colour codes); the exporter's log and the
-    traceback go to a file outside the output folder (a failed build's staging folder is discarded)."""
+_ROOT_EXCEPTION = re.compile(r"^(?:<class ')?([\w.]+?(?:Error|Exception|SymNode|Unsupported)\w*)'?>?: (.+)$")
+_FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+), in (\S+)')
+
+
+def root_cause(log: str) -> tuple[str | None, str | None]:
+    """The exporter log's root exception (`GuardOnDataDependentSymNode: ...`, the first one raised, not torch's
+    wrappers) and the deepest frame of the traceback that is the model's code (not torch's): `ssd.py:123 in
+    postprocess_detections`. Either may be None."""
+    cause = None
+    for line in log.splitlines():
+        m = _ROOT_EXCEPTION.match(line.strip())
+        if m and not m.group(1).endswith(("TorchExportError", "OnnxExporterError")):
+            cause = f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}"
+            break
+    frame = None
+    for line in log.splitlines():
+        m = _FRAME.match(line)
+        if m and f"{os.sep}torch{os.sep}" not in m.group(1) and f"{os.sep}edgedeploy{os.sep}" not in m.group(1) \
+                and not m.group(1).startswith("<"):
+            parts = Path(m.group(1)).parts
+            frame = f"{'/'.join(parts[-2:])}:{m.group(2)} in {m.group(3)}"
+    return cause, frame
+
+
+def _error_log_path(out_path: Path) -> Path:
+    """Beside the output folder (a failed build's staging folder is discarded and the previous build stays whole):
+    <parent>/<name>.export-error.log; the build's own folder when it is not a staging folder."""
+    folder = out_path.parent
+    if folder.name.startswith(".") and folder.name.endswith(".staging"):
+        return folder.parent / f"{folder.name[1:-len('.staging')]}.export-error.log"
+    return folder / "export-error.log"
+
+
+def _export_error(spec: BuildSpec, exc: BaseException, log: str, out_path: Path) -> EdgeDeployError:
+    """One line naming the cause in our words: the root exception of the exporter's log and the model code it came
+    from; the whole log and traceback go to a file beside the output folder."""
+    from edgedeploy.sources.families import describe
+
     text = strip_ansi(str(exc)).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    cause = next((ln for ln in lines if not ln.startswith(("Failed to export", "This is step"))), None)
-    detail = lines[0] if lines else type(exc).__name__
-    if cause and cause != detail:
-        detail = f"{detail.rstrip('.')}: {cause}"
     full = strip_ansi(log + "\n" + "".join(traceback.format_exception(exc)))
-    fd, name = tempfile.mkstemp(prefix="edgedeploy-export-", suffix=".log")
+    cause, frame = root_cause(full)
+    if cause is None:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        cause = next((ln for ln in lines if not ln.startswith(("Failed to export", "This is step", "-"))), None) \
+            or (lines[0] if lines else type(exc).__name__)
+    hint = ""
+    if "GuardOnDataDependent" in cause or "data-dependent" in cause.lower():
+        hint = ("the model's forward makes a decision on tensor values (score thresholds, NMS, a data-dependent "
+                "size), which a static graph cannot hold: export the network without that step and run it after "
+                "inference; ")
+    path = _error_log_path(out_path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(full)
-    err = EdgeDeployError(f"torch.onnx.export failed: {detail[:500]}", where=spec.model.factory,
-                          fix=f"the exporter's log is in {name} (--debug prints it)")
+    os.replace(tmp, path)
+    where = f" at {frame}" if frame else ""
+    err = EdgeDeployError(f"torch.export cannot trace the model{where}: {cause[:400]}", where=describe(spec.model),
+                          fix=f"{hint}the exporter's log is in {path} (--debug prints it)")
     err.log = full
     return err
 

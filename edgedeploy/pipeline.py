@@ -118,6 +118,7 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
     """Run every stage for `spec.target` at `spec.precision`; returns the report (also written to out_dir, which
     the finished build replaces as a whole). With a `cache` (the CLI's default, `--no-cache` turns it off), export
     and optimize results are reused by content (edgedeploy.stagecache)."""
+    spec = resolve_source(spec, trust_code)
     backend = check_request(spec)
     folder = OutputFolder(out_dir)
     spec, folder.keep = reused_results(spec, folder)
@@ -125,6 +126,15 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
         report = _stages(spec, backend, folder, trust_code, listener or StageListener(), cache)
         folder.commit()
     return report
+
+
+def resolve_source(spec: BuildSpec, trust_code: bool = False) -> BuildSpec:
+    """A package source's inputs and preprocessing filled in (edgedeploy.sources.families); others unchanged."""
+    if spec.model.package() is None:
+        return spec
+    from edgedeploy.sources import families  # builds the model: torch and the package are imported here
+
+    return families.resolve(spec, trust_code)
 
 
 def reused_results(spec: BuildSpec, folder: OutputFolder) -> tuple[BuildSpec, list[str]]:
@@ -413,6 +423,11 @@ def _source_info(spec: BuildSpec) -> dict[str, Any]:
         return {"kind": "onnx", "file": str(source_file), "sha256": fileio.sha256_file(source_file),
                 "reference": "ONNX Runtime on the given ONNX"}
     checkpoint = spec.model.checkpoint
+    if spec.model.package() is not None:
+        from edgedeploy.sources import families
+
+        return {**families.record(spec.model), "checkpoint": str(checkpoint) if checkpoint else None,
+                "sha256": families.weights_sha256(spec.model), "reference": "PyTorch eager (fp32)"}
     return {"kind": "pytorch", "factory": spec.model.factory, "kwargs": spec.model.kwargs,
             "checkpoint": str(checkpoint) if checkpoint else None,
             "sha256": fileio.sha256_file(checkpoint) if checkpoint else None,
@@ -439,7 +454,7 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: boo
         check_operators(exported, raw_path, kernel_ops())
         names = spec.outputs or [o.name for o in exported.graph.output]
         reference = export.reference_outputs(module, data.inputs, names)
-    _check_finite(reference, str(spec.model.onnx or spec.model.factory))
+    _check_finite(reference, str(spec.model.onnx or spec.model.factory or getattr(spec.model, spec.model.package())))
     with fileio.atomic_open(out_dir / "reference.npz") as f:
         np.savez_compressed(f, **{f"input.{k}": v for k, v in data.inputs.items()},
                             **{f"output.{k}": v for k, v in reference.items()}, **_labels(data, labels))
