@@ -45,7 +45,7 @@ from edgedeploy.precision.stage import PrecisionResult, arrays_sha256, check_pre
 from edgedeploy.preprocess import ValidationSet, load_validation_set
 from edgedeploy.stagecache import StageCache, export_material, optimize_material, package_versions
 from edgedeploy.validate import evaluate as evaluation
-from edgedeploy.validate import latency
+from edgedeploy.validate import latency, notices
 from edgedeploy.validate.gate import REPORT_SCHEMA, finish_report, load_reference, write_reports
 _LIBRARIES = ("torch", "onnx", "onnxsim", "onnxslim", "onnxruntime", "openvino", "nncf", "numpy", "tensorrt")
 
@@ -258,7 +258,9 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
         timed = _latency_stage(spec, built, deploy_path, data.inputs)
         checks = evaluated["checks"]
         t.summary = f"{sum(c['passed'] for c in checks)}/{len(checks)} checks passed"
-        per_layer = _layer_errors(spec, deploy_path, prec.model_path, data.inputs)
+        per_layer, skipped = _optional_layer_errors(spec, deploy_path, prec.model_path, data.inputs)
+        if skipped is not None:
+            evaluated["warnings"].append(skipped)
 
     artifact = {"path": str(built.artifact.relative_to(out_dir)), **built.info}
     report = {
@@ -488,6 +490,23 @@ def _check_finite(reference: dict[str, np.ndarray], where: str) -> None:
                                   f"{inf} Inf of {value.size} values on the validation data", where=where,
                                   fix="the model itself produces them: check its weights, the inputs of its "
                                       "Log/Sqrt/Div/Pow nodes, and the preprocessing")
+
+
+def _optional_layer_errors(spec: BuildSpec, float_onnx: Path, quantized: Path, inputs: dict[str, np.ndarray],
+                           ) -> tuple[list[dict[str, Any]] | None, dict[str, str] | None]:
+    """The per-layer step is for report.html only: its failure is a warning naming the step and the setting that
+    skips it, never the end of a build whose artifact was checked."""
+    try:
+        return _layer_errors(spec, float_onnx, quantized, inputs), None
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of a report-only step
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        return None, notices.warning(
+            "layer_errors_skipped", "per-layer int8 error not measured",
+            f"the per-layer error step (report.html's layer plot) failed and was skipped: {type(e).__name__}: "
+            f"{first}. The artifact and its checks are unaffected; `validation.layer_error_samples: 0` skips the "
+            f"step, `edgedeploy debug precision` measures layers its own way")
 
 
 def _layer_errors(spec: BuildSpec, float_onnx: Path, quantized: Path,
