@@ -388,7 +388,11 @@ class Int8Settings(_Strict):
                                    "for models whose activations are far from symmetric (docs/precision.md)")
     fast_bias_correction: bool = Field(
         False, description="NNCF: off runs the slower full bias correction (measured best on the demo)")
-    model_type: Literal["none", "transformer"] = "none"
+    model_type: Literal["auto", "none", "transformer"] = Field(
+        "auto", description="transformer: NNCF's TRANSFORMER model type (OpenVINO, NNCF Q/DQ) and, on ONNX Runtime's "
+                            "quantize_static route, int8 only for weight-carrying Conv/MatMul/Gemm (attention, "
+                            "LayerNorm, Softmax, GELU and residual adds float); auto: transformer when the graph has "
+                            "attention (edgedeploy.precision.transformer)")
     ignored_scope: IgnoredScope = Field(default_factory=IgnoredScope, description="NNCF (OpenVINO) ignored scope")
     accuracy_aware: AccuracyAwareSettings = Field(default_factory=AccuracyAwareSettings)
     qdq: QdqSettings = Field(default_factory=QdqSettings)

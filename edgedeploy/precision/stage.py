@@ -55,6 +55,10 @@ def uses_calibration(spec: BuildSpec) -> bool:
 
 def check_precision_request(spec: BuildSpec) -> None:
     """What can be refused before export: no calibration data, accuracy-aware without a task metric."""
+    if spec.precision == "int8" and not uses_calibration(spec) and spec.int8.model_type == "transformer":
+        raise UsageError("int8.model_type: transformer shapes NNCF's and the Q/DQ routes' quantization; TensorRT's "
+                         "implicit calibrator route has no such setting", where="int8.model_type",
+                         fix="set tensorrt.int8_route: qdq (the explicit Q/DQ graph), or int8.model_type: auto")
     if not uses_calibration(spec):
         return
     _resolve_format(spec.calibration)
@@ -78,11 +82,21 @@ def run_precision(spec: BuildSpec, deploy_path: Path, out_dir: Path, validation,
     if not uses_calibration(spec):
         return PrecisionResult(deploy_path, {"method": "TensorRT 10 implicit calibrator (tensorrt.int8_route)"})
     calib = load_calibration(spec)
+    spec = _with_model_type(spec, deploy_path)
     cache = CalibrationCache(spec.calibration.cache_dir or out_dir / "cache")
     model_sha = fileio.sha256_file(deploy_path)
     if spec.target == "openvino":
         return _openvino_int8(spec, deploy_path, calib, cache, model_sha, validation, libraries)
     return _qdq_int8(spec, deploy_path, out_dir, calib, cache, model_sha, libraries)
+
+
+def _with_model_type(spec: BuildSpec, deploy_path: Path) -> BuildSpec:
+    """`int8.model_type: auto` resolved on deploy.onnx (edgedeploy.precision.transformer), so every route and its
+    cache key see `none` or `transformer`."""
+    from edgedeploy.precision import transformer
+
+    resolved = transformer.model_type(spec.int8, onnx.load(str(deploy_path), load_external_data=False))
+    return spec.model_copy(update={"int8": spec.int8.model_copy(update={"model_type": resolved})})
 
 
 # ------------------------------------------------------------------------------------------------------ fp16
@@ -181,7 +195,7 @@ def _qdq_int8(spec: BuildSpec, deploy_path: Path, out_dir: Path, calib: Calibrat
         staged = entry.staging()
         target = staged / "model.qdq.onnx"
         if method == "ort":
-            made = qdq.quantize_ort(deploy_path, target, calib, spec.int8.qdq, flavour)
+            made = qdq.quantize_ort(deploy_path, target, calib, spec.int8.qdq, flavour, spec.int8.model_type)
         else:
             made = qdq.quantize_nncf(deploy_path, target, calib, spec.int8)
         structure = qdq.describe(onnx.load(str(target)))
