@@ -424,12 +424,11 @@ def _source_info(spec: BuildSpec) -> dict[str, Any]:
         source_file = Path(spec.model.onnx)
         return {"kind": "onnx", "file": str(source_file), "sha256": fileio.sha256_file(source_file),
                 "reference": "ONNX Runtime on the given ONNX"}
-    checkpoint = spec.model.checkpoint
     if spec.model.package() is not None:
         from edgedeploy.sources import families
 
-        return {**families.record(spec.model), "checkpoint": str(checkpoint) if checkpoint else None,
-                "sha256": families.weights_sha256(spec.model), "reference": "PyTorch eager (fp32)"}
+        return {**families.source_record(spec), "reference": "PyTorch eager (fp32)"}
+    checkpoint = spec.model.checkpoint
     return {"kind": "pytorch", "factory": spec.model.factory, "kwargs": spec.model.kwargs,
             "checkpoint": str(checkpoint) if checkpoint else None,
             "sha256": fileio.sha256_file(checkpoint) if checkpoint else None,

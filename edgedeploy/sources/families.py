@@ -92,3 +92,31 @@ def package_versions(model: ModelSource) -> dict[str, str | None]:
         except PackageNotFoundError:
             out[name] = None
     return out
+
+
+# The spec-level view of a package source: the fields of the model-source registry's kind (load, record, preprocess,
+# class_names, task, decoder), so each package plugs into the registry as one declaration.
+def load_module(spec: BuildSpec, trust_code: bool = False):
+    return load(spec.model, trust_code).module
+
+
+def source_record(spec: BuildSpec) -> dict[str, Any]:
+    checkpoint = spec.model.checkpoint
+    return {**record(spec.model), "checkpoint": str(checkpoint) if checkpoint else None,
+            "sha256": weights_sha256(spec.model)}
+
+
+def preprocess(spec: BuildSpec) -> Preprocess:
+    return Preprocess(**load(spec.model).info.preprocess)
+
+
+def class_names(spec: BuildSpec) -> list[str] | None:
+    return load(spec.model).info.class_names
+
+
+def task(spec: BuildSpec) -> str | None:
+    return load(spec.model).info.task
+
+
+def decoder(spec: BuildSpec) -> str | None:
+    return load(spec.model).info.decoder
