@@ -173,3 +173,18 @@ def test_transformers_folder_without_safetensors_is_refused(tmp_path):
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weights": np.zeros(3)}))
     with pytest.raises(UsageError, match="no .safetensors weights"):
         families.load(ModelSource(transformers=folder))
+
+
+@pytest.mark.slow
+def test_zoo_quick_subset_passes(tmp_path):
+    """tools/zoo.py --quick: a timm CNN, an Ultralytics detector and a transformers ViT, ONNX Runtime fp32."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "tools" / "zoo.py"), "--work", str(tmp_path), "--quick"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "zoo.json").read_text())
+    assert len(rows) == 3 and all(r["status"] == "PASS" for r in rows), rows
