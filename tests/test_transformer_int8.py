@@ -94,3 +94,15 @@ def test_the_calibrator_route_refuses_a_transformer_model_type():
                                      "tensorrt": {"int8_route": "calibrator"}, "int8": {"model_type": "transformer"}})
     with pytest.raises(UsageError, match="implicit calibrator route has no such setting"):
         check_precision_request(spec)
+
+
+def test_a_failing_int8_transformer_built_as_a_cnn_suggests_the_model_type():
+    from edgedeploy.validate import notices
+
+    spec = BuildSpec.model_validate({"model": {"onnx": "m.onnx"}, "inputs": [{"name": "x", "shape": [1, 3]}]})
+    report = {"precision_stage": {"model_type": {"resolved": "none", "graph_has_attention": True}},
+              "checks": [{"name": "logits.rel_l2", "passed": False, "status": "fail"}]}
+    (hint,) = notices.int8_transformer_as_cnn(report, spec)
+    assert "int8.model_type: transformer" in hint["message"]
+    report["precision_stage"]["model_type"]["resolved"] = "transformer"
+    assert notices.int8_transformer_as_cnn(report, spec) == []

@@ -82,21 +82,26 @@ def run_precision(spec: BuildSpec, deploy_path: Path, out_dir: Path, validation,
     if not uses_calibration(spec):
         return PrecisionResult(deploy_path, {"method": "TensorRT 10 implicit calibrator (tensorrt.int8_route)"})
     calib = load_calibration(spec)
-    spec = _with_model_type(spec, deploy_path)
+    spec, attention = _with_model_type(spec, deploy_path)
     cache = CalibrationCache(spec.calibration.cache_dir or out_dir / "cache")
     model_sha = fileio.sha256_file(deploy_path)
     if spec.target == "openvino":
-        return _openvino_int8(spec, deploy_path, calib, cache, model_sha, validation, libraries)
-    return _qdq_int8(spec, deploy_path, out_dir, calib, cache, model_sha, libraries)
+        result = _openvino_int8(spec, deploy_path, calib, cache, model_sha, validation, libraries)
+    else:
+        result = _qdq_int8(spec, deploy_path, out_dir, calib, cache, model_sha, libraries)
+    result.info["model_type"] = {"resolved": spec.int8.model_type, "graph_has_attention": attention}
+    return result
 
 
-def _with_model_type(spec: BuildSpec, deploy_path: Path) -> BuildSpec:
+def _with_model_type(spec: BuildSpec, deploy_path: Path) -> tuple[BuildSpec, bool]:
     """`int8.model_type: auto` resolved on deploy.onnx (edgedeploy.precision.transformer), so every route and its
-    cache key see `none` or `transformer`."""
+    cache key see `none` or `transformer`; and whether the graph has attention (for the report's hint)."""
     from edgedeploy.precision import transformer
 
-    resolved = transformer.model_type(spec.int8, onnx.load(str(deploy_path), load_external_data=False))
-    return spec.model_copy(update={"int8": spec.int8.model_copy(update={"model_type": resolved})})
+    model = onnx.load(str(deploy_path), load_external_data=False)
+    resolved = transformer.model_type(spec.int8, model)
+    attention = resolved == "transformer" or transformer.has_attention(model)
+    return spec.model_copy(update={"int8": spec.int8.model_copy(update={"model_type": resolved})}), attention
 
 
 # ------------------------------------------------------------------------------------------------------ fp16

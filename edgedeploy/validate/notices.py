@@ -101,8 +101,19 @@ def int8_slower_than_float(report: dict[str, Any], spec: BuildSpec) -> list[dict
                     f"({report['target']}: {figures}); deploy the float artifact, or try `--precision auto`")]
 
 
+def int8_transformer_as_cnn(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
+    """A failing int8 build of a graph with attention quantized without the transformer model type."""
+    kind = (report.get("precision_stage") or {}).get("model_type") or {}
+    failed = any(not c.get("passed", True) and c.get("status") != "skipped" for c in report.get("checks", []))
+    if not (failed and kind.get("graph_has_attention") and kind.get("resolved") == "none"):
+        return []
+    return [warning("int8_transformer_as_cnn", "transformer quantized as a CNN",
+                    "the graph has attention but int8.model_type is none: `int8.model_type: transformer` (or auto) "
+                    "keeps attention, LayerNorm, Softmax, GELU and the residual adds in float (docs/models.md)")]
+
+
 RULES: list[Rule] = [precision_not_as_requested, accuracy_not_measured, calibration_too_small, latency_unstable,
-                     int8_slower_than_float]
+                     int8_slower_than_float, int8_transformer_as_cnn]
 
 
 def collect(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
