@@ -75,7 +75,7 @@ def train(work: Path, steps: int) -> None:
     with torch.no_grad():
         vx = torch.from_numpy((val_images.astype(np.float32) / 255 - 0.5) / 0.5).permute(0, 3, 1, 2)
         acc = (model(pixel_values=vx).logits.argmax(-1).numpy() == val_labels).mean()
-    print(f"trained {step} steps in {time.perf_counter() - start:.0f} s, validation top-1 {acc:.3f}")
+    print(f"trained {steps} steps in {time.perf_counter() - start:.0f} s, validation top-1 {acc:.3f}")
 
 
 def build(work: Path, route: str, model_type: str) -> dict:
