@@ -243,22 +243,23 @@ _FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+), in (\S+)')
 
 def root_cause(log: str) -> tuple[str | None, str | None]:
     """The exporter log's root exception (`GuardOnDataDependentSymNode: ...`, the first one raised, not torch's
-    wrappers) and the deepest frame of the traceback that is the model's code (not torch's): `ssd.py:123 in
-    postprocess_detections`. Either may be None."""
+    wrappers) and the deepest frames of the traceback that are the model's code (not torch's), outermost first:
+    `ssd.py:417 in postprocess_detections → boxes.py:73 in batched_nms → ...`. Either may be None."""
     cause = None
     for line in log.splitlines():
         m = _ROOT_EXCEPTION.match(line.strip())
         if m and not m.group(1).endswith(("TorchExportError", "OnnxExporterError")):
             cause = f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}"
             break
-    frame = None
+    frames: list[str] = []
     for line in log.splitlines():
         m = _FRAME.match(line)
         if m and f"{os.sep}torch{os.sep}" not in m.group(1) and f"{os.sep}edgedeploy{os.sep}" not in m.group(1) \
                 and not m.group(1).startswith("<"):
-            parts = Path(m.group(1)).parts
-            frame = f"{'/'.join(parts[-2:])}:{m.group(2)} in {m.group(3)}"
-    return cause, frame
+            frame = f"{Path(m.group(1)).name}:{m.group(2)} in {m.group(3)}"
+            if frame not in frames[-3:]:
+                frames.append(frame)
+    return cause, " → ".join(frames[-3:]) or None
 
 
 def _error_log_path(out_path: Path) -> Path:
