@@ -20,8 +20,9 @@ from edgedeploy.precision.stage import check_precision_request
 class _Block(torch.nn.Module):
     """One pre-norm transformer block written out (attention by hand, so the graph holds MatMul→Softmax→MatMul)."""
 
-    def __init__(self, dim: int = 16):
+    def __init__(self, dim: int = 16, sdpa: bool = False):
         super().__init__()
+        self.sdpa = sdpa
         torch.manual_seed(0)
         self.norm1, self.norm2 = torch.nn.LayerNorm(dim), torch.nn.LayerNorm(dim)
         self.qkv, self.proj = torch.nn.Linear(dim, 3 * dim), torch.nn.Linear(dim, dim)
@@ -29,8 +30,11 @@ class _Block(torch.nn.Module):
 
     def forward(self, x):
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
-        x = x + self.proj(attn @ v)
+        if self.sdpa:  # torch's fused attention: its export puts IsNaN/Where between Softmax and the second MatMul
+            x = x + self.proj(torch.nn.functional.scaled_dot_product_attention(q, k, v))
+        else:
+            attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
+            x = x + self.proj(attn @ v)
         return x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm2(x))))
 
 
@@ -57,6 +61,7 @@ def test_attention_is_recognised_and_auto_resolves_on_it(tmp_path):
     assert transformer.model_type(Int8Settings(), block) == "transformer"
     assert transformer.model_type(Int8Settings(), cnn) == "none"
     assert transformer.model_type(Int8Settings(model_type="none"), block) == "none"  # the config's word stands
+    assert transformer.has_attention(_export(tmp_path, _Block(sdpa=True), ["batch", 8, 16], "sdpa"))
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Transformer-aware INT8: which graphs are transformers, and which of their nodes stay float in a Q/DQ graph.
 
 A graph is a transformer when it has attention: a Softmax whose input comes from a MatMul of two activations
-(Q·Kᵀ) and whose output feeds a MatMul with another activation (·V). For such a graph `int8.model_type: auto`
+(Q·Kᵀ, a few nodes up) and whose output feeds a MatMul with another activation (·V, a few nodes down). For such a graph `int8.model_type: auto`
 becomes `transformer`: NNCF's TRANSFORMER model type on OpenVINO and on the NNCF Q/DQ route, and on ONNX Runtime's
 quantize_static route int8 only for the weight-carrying Conv/MatMul/Gemm (per-channel weights), with the attention
 MatMuls, LayerNorm, Softmax, GELU and the residual Adds kept float: their activations have the outliers int8
@@ -58,11 +58,18 @@ def has_attention(model: onnx.ModelProto) -> bool:
             node = producers.get(node.input[0]) if node.input else None
         return False
 
-    for n in model.graph.node:
-        if n.op_type == "Softmax" and n.input and upstream_matmul(n.input[0]):
-            if any(c.name in attention for c in consumers.get(n.output[0], [])):
+    def downstream_matmul(tensor: str, depth: int = 3) -> bool:
+        """Through what exporters put between (torch's SDPA: IsNaN/Where that zero fully masked rows, Cast, Dropout)."""
+        frontier = [tensor]
+        for _ in range(depth):
+            nodes = [c for t in frontier for c in consumers.get(t, [])]
+            if any(c.name in attention for c in nodes):
                 return True
-    return False
+            frontier = [o for c in nodes for o in c.output]
+        return False
+
+    return any(n.op_type == "Softmax" and n.input and upstream_matmul(n.input[0]) and downstream_matmul(n.output[0])
+               for n in model.graph.node)
 
 
 def model_type(int8: Int8Settings, model: onnx.ModelProto) -> Literal["none", "transformer"]:
