@@ -72,13 +72,8 @@ def load_checkpoint(path: Path, trust_code: bool = False) -> Any:
 
 
 def build_module(spec: BuildSpec, trust_code: bool = False):
-    """Instantiate the factory (or the package source: edgedeploy.sources.families) and load its checkpoint; returns
-    the module in eval mode."""
+    """Instantiate the factory and load its checkpoint; returns the module in eval mode."""
     torch = _torch()
-    if spec.model.package() is not None:
-        from edgedeploy.sources import families
-
-        return families.load(spec.model, trust_code).module
     factory = import_callable(spec.model.factory, "model.factory")
     try:
         module = factory(**spec.model.kwargs)

@@ -116,7 +116,7 @@ def bool_spec(tmp_path_factory):
 def test_layer_error_sums_compare_boolean_and_integer_outputs():
     """A boolean mask or an integer index output (a ViT's, a detector's) is compared as numbers, not subtracted as
     booleans (numpy refuses `bool - bool`)."""
-    from edgedeploy.precision import localize
+    from edgedeploy.validate import localize
 
     sums = localize._Sums()
     sums.add(np.array([True, False, True, True]), np.array([True, True, True, True]))
@@ -127,12 +127,10 @@ def test_layer_error_sums_compare_boolean_and_integer_outputs():
 
 @pytest.mark.slow
 def test_a_failing_per_layer_step_is_a_warning_not_a_failed_build(bool_spec, tmp_path, monkeypatch):
-    from edgedeploy.precision import localize
-
     def broken(*args, **kwargs):
         raise ValueError("Can not clone with new dims")
 
-    monkeypatch.setattr(localize, "localize_model", broken)
+    monkeypatch.setattr(pipeline, "localize_model", broken)
     report = pipeline.build(bool_spec, tmp_path / "out")
     assert report["passed"] and "layer_errors" not in report
     (skipped,) = [w for w in report["warnings"] if w["code"] == "layer_errors_skipped"]

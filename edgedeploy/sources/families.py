@@ -12,6 +12,7 @@ from typing import Any
 from edgedeploy import fileio
 from edgedeploy.config import PACKAGE_SOURCES, BuildSpec, InputSpec, ModelSource, Preprocess
 from edgedeploy.sources.base import Loaded
+from edgedeploy.sources.kind import ModelSourceKind
 
 
 FAMILIES: dict[str, str] = {name: f"edgedeploy.sources.{name}" for name in PACKAGE_SOURCES}  # imported on use
@@ -94,8 +95,8 @@ def package_versions(model: ModelSource) -> dict[str, str | None]:
     return out
 
 
-# The spec-level view of a package source: the fields of the model-source registry's kind (load, record, preprocess,
-# class_names, task, decoder), so each package plugs into the registry as one declaration.
+# The spec-level view of a package source: the fields of its ModelSourceKind (load, record, preprocess, class_names,
+# task, decoder).
 def load_module(spec: BuildSpec, trust_code: bool = False):
     return load(spec.model, trust_code).module
 
@@ -120,3 +121,9 @@ def task(spec: BuildSpec) -> str | None:
 
 def decoder(spec: BuildSpec) -> str | None:
     return load(spec.model).info.decoder
+
+
+def package_kind(name: str) -> ModelSourceKind:
+    """The registry entry of the package source `name` (declared as KIND in sources/<name>.py)."""
+    return ModelSourceKind(name, record=source_record, reference="PyTorch eager (fp32)", load=load_module,
+                           preprocess=preprocess, class_names=class_names, task=task, decoder=decoder)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from edgedeploy.config import ModelSource
 from edgedeploy.errors import UsageError
+from edgedeploy.sources.families import package_kind
 from edgedeploy.sources.base import Loaded, SourceInfo, require, torch_module, with_named_outputs
 from edgedeploy.sources.weights import load_state_dict
 
@@ -45,3 +46,6 @@ def load(model: ModelSource, trust_code: bool = False) -> Loaded:
                       names, "classification", "classification")
     flat, output_names = with_named_outputs(module, (torch.rand(2, c, h, w),))
     return Loaded(flat, output_names, info)
+
+
+KIND = package_kind("timm")

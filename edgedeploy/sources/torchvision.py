@@ -15,6 +15,7 @@ import inspect
 
 from edgedeploy.config import ModelSource
 from edgedeploy.errors import UsageError
+from edgedeploy.sources.families import package_kind
 from edgedeploy.sources.base import Loaded, SourceInfo, require, torch_module, with_named_outputs
 from edgedeploy.sources.weights import load_state_dict
 
@@ -145,3 +146,6 @@ def _detector(torch, module, name: str, categories: list[str] | None) -> Loaded:
                               " is data-dependent)", "scores": "softmax, background dropped" if softmax else "sigmoid"}
     return Loaded(net, ["boxes", "scores"], SourceInfo("torchvision", (3, h, w), "images", preprocess, details, names,
                                                       "detection", "boxes-scores"))
+
+
+KIND = package_kind("torchvision")

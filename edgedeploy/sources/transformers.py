@@ -12,6 +12,7 @@ from typing import Any
 
 from edgedeploy.config import ModelSource
 from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.sources.families import package_kind
 from edgedeploy.sources.base import Loaded, SourceInfo, require, torch_module, with_named_outputs
 
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's codes, as image processors store them
@@ -106,3 +107,6 @@ def _preprocess(folder: Path, config: dict[str, Any]) -> tuple[dict[str, Any], d
     details = {"from": processor_file.name if proc else "config.json image_size (no preprocessor_config.json)",
                "image_processor": proc.get("image_processor_type"), "size": [h, w]}
     return preprocess, details, (h, w)
+
+
+KIND = package_kind("transformers")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgedeploy.config import ModelSource
 from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.sources.families import package_kind
 from edgedeploy.sources.base import Loaded, SourceInfo, require, torch_module, with_named_outputs
 
 _TASKS = {"detect": ("detection", "yolo-anchor-free"), "segment": ("instance-segmentation", "yolo-seg"),
@@ -156,3 +157,6 @@ def _export_mode(net) -> None:
             m.format = "onnx"
             if hasattr(m, "xyxy"):
                 m.xyxy = False
+
+
+KIND = package_kind("ultralytics")

@@ -15,7 +15,9 @@ from edgedeploy import arrayfile
 from edgedeploy.backends.base import Runner
 from edgedeploy.config import BuildSpec, ValidationSettings, effective_thresholds
 from edgedeploy.errors import EdgeDeployError, UsageError
-from edgedeploy.validate import classification, detection, latency, metrics, notices
+from edgedeploy.tasks import TASKS
+from edgedeploy.validate import latency, metrics, notices
+from edgedeploy.validate.latency import first
 from edgedeploy.validate.gate import threshold_checks
 
 RUN_BATCH = 8
@@ -36,16 +38,6 @@ def run_all(runner: Runner, inputs: dict[str, np.ndarray], batch: int = RUN_BATC
         for name, value in runner.run(feeds).items():
             parts.setdefault(name, []).append(value[:real])
     return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def first(inputs: dict[str, np.ndarray], n: int, repeat: bool = False) -> dict[str, np.ndarray]:
-    """The first n samples; with `repeat`, tiled up to n when the set is smaller (for latency batches)."""
-    out = {}
-    for k, v in inputs.items():
-        if repeat and len(v) < n:
-            v = np.concatenate([v] * (n // len(v) + 1))
-        out[k] = np.ascontiguousarray(v[:n])
-    return out
 
 
 def load_labels(settings: ValidationSettings, count: int) -> np.ndarray | None:
@@ -91,39 +83,14 @@ def class_indices(raw: np.ndarray, count: int, key: str, where: str) -> np.ndarr
 
 def task_metrics(settings: ValidationSettings, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
                  targets: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict[str, Any] | None:
-    """The task metric for `settings.task` (None for task `none`)."""
+    """The task record of `settings.task` (edgedeploy.tasks; None for task `none`)."""
     if settings.task == "none":
         return None
     name = settings.output or next(iter(outputs))
     if name not in outputs or name not in reference:
         raise UsageError(f"validation.output {name!r} is not an output of the model",
                          fix=f"use one of {sorted(outputs)}")
-    if settings.task == "classification":
-        classes = int(np.prod(reference[name].shape[1:]))
-        if labels is not None and len(labels) and labels.max() >= classes:
-            raise UsageError(f"the labels hold class index {labels.max()}, and output {name!r} scores {classes} "
-                             "classes", fix="check the labels (0-based class indices) and validation.output")
-        return {"output": name, **classification.evaluate(reference[name], outputs[name], labels)}
-    det = settings.detection
-    ref_dets = detection.postprocess(reference[name], conf_thres=det.conf_thres, iou_thres=det.iou_thres)
-    art_dets = detection.postprocess(outputs[name], conf_thres=det.conf_thres, iou_thres=det.iou_thres)
-    vs_ref = detection.evaluate_map(art_dets, detection.detections_as_targets(ref_dets, det.reference_score_thres))
-    out: dict[str, Any] = {"kind": "detection", "output": name, "conf_thres": det.conf_thres,
-                           "iou_thres": det.iou_thres, "map50_vs_reference": vs_ref["map50"],
-                           "map50_95_vs_reference": vs_ref["map50_95"]}
-    if targets is not None:
-        ref_map = detection.evaluate_map(ref_dets, targets)
-        art_map = detection.evaluate_map(art_dets, targets)
-        out.update({
-            "reference_map50": ref_map["map50"],
-            "reference_map50_95": ref_map["map50_95"],
-            "map50": art_map["map50"],
-            "map50_95": art_map["map50_95"],
-            "map50_drop": ref_map["map50"] - art_map["map50"],
-            "map50_95_drop": ref_map["map50_95"] - art_map["map50_95"],
-            "ap50_per_class": {str(k): v for k, v in art_map["ap50_per_class"].items()},
-        })
-    return out
+    return TASKS[settings.task].evaluate(settings, name, reference, outputs, targets, labels)
 
 
 def batch_sizes(spec: BuildSpec) -> list[int]:

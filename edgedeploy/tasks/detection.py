@@ -19,6 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy.numbers import num
+from edgedeploy.tasks.base import Budget, Task, TaskSection
+
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 _MAX_WH = 4096.0  # class offset for batched class-aware NMS
@@ -193,3 +196,59 @@ def evaluate_map(
         "num_det": int(sum(len(d) for d in dets)),
         "num_images": int(n_img),
     }
+
+
+# ------------------------------------------------------------------------------------------------- the task
+def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                targets: np.ndarray | None, labels: np.ndarray | None) -> dict[str, Any]:
+    """report.json's `task` for detection: mAP against the reference's own detections, and with `targets` mAP
+    against the ground truth for both models and the drop. `settings`: ValidationSettings."""
+    det = settings.detection
+    ref_dets = postprocess(reference[name], conf_thres=det.conf_thres, iou_thres=det.iou_thres)
+    art_dets = postprocess(outputs[name], conf_thres=det.conf_thres, iou_thres=det.iou_thres)
+    vs_ref = evaluate_map(art_dets, detections_as_targets(ref_dets, det.reference_score_thres))
+    out: dict[str, Any] = {"kind": "detection", "output": name, "conf_thres": det.conf_thres,
+                           "iou_thres": det.iou_thres, "map50_vs_reference": vs_ref["map50"],
+                           "map50_95_vs_reference": vs_ref["map50_95"]}
+    if targets is not None:
+        ref_map = evaluate_map(ref_dets, targets)
+        art_map = evaluate_map(art_dets, targets)
+        out.update({
+            "reference_map50": ref_map["map50"],
+            "reference_map50_95": ref_map["map50_95"],
+            "map50": art_map["map50"],
+            "map50_95": art_map["map50_95"],
+            "map50_drop": ref_map["map50"] - art_map["map50"],
+            "map50_95_drop": ref_map["map50_95"] - art_map["map50_95"],
+            "ap50_per_class": {str(k): v for k, v in art_map["ap50_per_class"].items()},
+        })
+    return out
+
+
+def section(task: dict[str, Any], model: str) -> TaskSection:
+    title = f"Detection (output {task.get('output')})"
+    if "map50" not in task:
+        return TaskSection(title, [f"No labels: mAP@0.5 against the reference's own detections "
+                                   f"{num(task['map50_vs_reference'])}."])
+    return TaskSection(title, [
+        (["model", "mAP@0.5", "mAP@0.5:0.95"],
+         [["reference", num(task["reference_map50"]), num(task["reference_map50_95"])],
+          [model, num(task["map50"]), num(task["map50_95"])],
+          ["drop", num(task["map50_drop"]), num(task.get("map50_95_drop"))]]),
+        f"mAP@0.5 against the reference's own detections: {num(task['map50_vs_reference'])} (confidence ≥ "
+        f"{num(task.get('conf_thres'))}, NMS IoU {num(task.get('iou_thres'))})."])
+
+
+TASK = Task(
+    name="detection", evaluate=task_record, section=section,
+    budgets=(Budget("max_map50_drop", "map50_drop", "<="), Budget("max_map50_95_drop", "map50_95_drop", "<=")),
+    baseline_metrics=("map50", "map50_95", "map50_vs_reference"),
+    ranking_metrics=("map50",), summary_metrics=("map50", "map50_vs_reference"), drops={"map50": "map50_drop"},
+    labelled_metric="map50",
+    no_labels="the validation data has no `targets`, so mAP and its drop were not measured (agreement with the "
+              "reference's detections only)",
+    short_labels={"map50": "mAP@0.5", "map50_vs_reference": "mAP@0.5 vs reference"},
+    labels={"map50": "mAP@0.5", "map50_95": "mAP@0.5:0.95",
+            "map50_vs_reference": "mAP@0.5 vs the reference's detections",
+            "map50_drop": "mAP@0.5 drop vs the reference", "map50_95_drop": "mAP@0.5:0.95 drop vs the reference"},
+)
