@@ -269,8 +269,6 @@ def _error_log_path(out_path: Path) -> Path:
 def _export_error(spec: BuildSpec, exc: BaseException, log: str, out_path: Path) -> EdgeDeployError:
     """One line naming the cause in our words: the root exception of the exporter's log and the model code it came
     from; the whole log and traceback go to a file beside the output folder."""
-    from edgedeploy.sources.families import describe
-
     text = strip_ansi(str(exc)).strip()
     full = strip_ansi(log + "\n" + "".join(traceback.format_exception(exc)))
     cause, frame = root_cause(full)
@@ -289,10 +287,16 @@ def _export_error(spec: BuildSpec, exc: BaseException, log: str, out_path: Path)
         f.write(full)
     os.replace(tmp, path)
     where = f" at {frame}" if frame else ""
-    err = EdgeDeployError(f"torch.export cannot trace the model{where}: {cause[:400]}", where=describe(spec.model),
+    err = EdgeDeployError(f"torch.export cannot trace the model{where}: {cause[:400]}", where=_describe_source(spec),
                           fix=f"{hint}the exporter's log is in {path} (--debug prints it)")
     err.log = full
     return err
+
+
+def _describe_source(spec: BuildSpec) -> str:
+    """`model.timm convnext_atto`, a factory's `module:function` or the ONNX path: the model as errors name it."""
+    family = spec.model.package()
+    return f"model.{family} {getattr(spec.model, family)}" if family else str(spec.model.factory or spec.model.onnx)
 
 
 def reference_outputs(module, inputs: dict[str, np.ndarray], output_names: list[str],

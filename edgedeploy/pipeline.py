@@ -46,7 +46,7 @@ from edgedeploy.ort_runner import OnnxRuntimeRunner, kernel_ops
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.stage import PrecisionResult, arrays_sha256, check_precision_request, run_precision
 from edgedeploy.preprocess import ValidationSet, load_validation_set
-from edgedeploy.sources import source_of
+from edgedeploy.sources import families, source_of
 from edgedeploy.stagecache import StageCache, export_material, optimize_material
 from edgedeploy.static_batch import make_static, static_onnx
 from edgedeploy.validate import evaluate as evaluation
@@ -131,11 +131,7 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
 
 def resolve_source(spec: BuildSpec, trust_code: bool = False) -> BuildSpec:
     """A package source's inputs and preprocessing filled in (edgedeploy.sources.families); others unchanged."""
-    if spec.model.package() is None:
-        return spec
-    from edgedeploy.sources import families  # builds the model: torch and the package are imported here
-
-    return families.resolve(spec, trust_code)
+    return families.resolve(spec, trust_code)  # a package model is built here: torch and the package imported
 
 
 def reused_results(spec: BuildSpec, folder: OutputFolder) -> tuple[BuildSpec, list[str]]:

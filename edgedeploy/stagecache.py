@@ -50,6 +50,7 @@ from typing import Any
 
 from edgedeploy import __version__, fileio
 from edgedeploy.precision.cache import KEY_FILE, CacheEntry, CalibrationCache
+from edgedeploy.sources import families
 from edgedeploy.versions import package_versions
 
 STAGES = ("export", "optimize")
@@ -231,8 +232,6 @@ def export_material(spec, data_sha256: str, trust_code: bool) -> tuple[dict[str,
     elif trust_code:
         return None, "--trust-code: a pickled checkpoint may bring code the key cannot see"
     elif spec.model.package() is not None:
-        from edgedeploy.sources import families
-
         model = spec.model
         source = {"kind": model.package(), "name": str(getattr(model, model.package())), "kwargs": model.kwargs,
                   "weights": model.weights, "files_sha256": families.weights_sha256(model),

@@ -32,7 +32,10 @@ class _Block(torch.nn.Module):
     def forward(self, x):
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
         if self.sdpa:  # torch's fused attention: its export puts IsNaN/Where between Softmax and the second MatMul
-            x = x + self.proj(torch.nn.functional.scaled_dot_product_attention(q, k, v))
+            b, t, d = q.shape
+            q, k, v = (z.reshape(b, t, 2, d // 2).transpose(1, 2) for z in (q, k, v))  # SDPA takes 4-D heads
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d)
+            x = x + self.proj(out)
         else:
             attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
             x = x + self.proj(attn @ v)

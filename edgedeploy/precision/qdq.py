@@ -37,6 +37,7 @@ from edgedeploy.config import IgnoredScope, Int8Settings, QdqSettings
 from edgedeploy.device import cpu_flags
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.precision.calibration import CalibrationSet
+from edgedeploy.precision.transformer import float_nodes
 
 _QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")
 FLAVOURS = ("tensorrt", "onnxruntime")
@@ -152,8 +153,6 @@ def quantize_ort(onnx_path: Path, out_path: Path, calib: CalibrationSet, q: QdqS
     model = onnx.load(str(onnx_path))
     excluded = resolve_nodes(model, q.excluded)
     if model_type == "transformer":  # int8 for the weight-carrying Conv/MatMul/Gemm only
-        from edgedeploy.precision.transformer import float_nodes
-
         excluded = sorted(set(excluded) | set(float_nodes(model)))
     if flavour != "onnxruntime":
         extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,

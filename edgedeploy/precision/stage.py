@@ -26,7 +26,7 @@ from edgedeploy.config import BuildSpec
 from edgedeploy.errors import UsageError
 from edgedeploy.ort_runner import OnnxRuntimeRunner
 from edgedeploy.precision import openvino_int8 as ovq
-from edgedeploy.precision import qdq
+from edgedeploy.precision import qdq, transformer
 from edgedeploy.precision.cache import CalibrationCache
 from edgedeploy.precision.calibration import CalibrationSet, load_calibration, resolve_format
 from edgedeploy.precision.fp16 import cast_to_fp16, io_types
@@ -125,8 +125,6 @@ def run_precision(spec: BuildSpec, route: PrecisionRoute, deploy_path: Path, out
 def _with_model_type(spec: BuildSpec, deploy_path: Path) -> tuple[BuildSpec, bool]:
     """`int8.model_type: auto` resolved on deploy.onnx (edgedeploy.precision.transformer), so every route and its
     cache key see `none` or `transformer`; and whether the graph has attention (for the report's hint)."""
-    from edgedeploy.precision import transformer
-
     model = onnx.load(str(deploy_path), load_external_data=False)
     resolved = transformer.model_type(spec.int8, model)
     attention = resolved == "transformer" or transformer.has_attention(model)

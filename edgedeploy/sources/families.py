@@ -54,12 +54,6 @@ def resolve(spec: BuildSpec, trust_code: bool = False) -> BuildSpec:
     return spec.model_copy(update=update)
 
 
-def describe(model: ModelSource) -> str:
-    """`timm convnext_atto`: the source as error messages name it."""
-    family = model.package()
-    return f"model.{family} {getattr(model, family)}" if family else str(model.factory or model.onnx)
-
-
 def record(model: ModelSource, trust_code: bool = False) -> dict[str, Any]:
     """What the report and the bundle manifest keep about a package source."""
     family = model.package()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.config import ModelSource
+from edgedeploy.fileio import read_input
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.sources.families import package_kind
 from edgedeploy.sources.base import Loaded, SourceInfo, require, torch_module, with_named_outputs
@@ -70,8 +71,6 @@ def load(model: ModelSource, trust_code: bool = False) -> Loaded:
 
 
 def _json(path: Path) -> dict[str, Any]:
-    from edgedeploy.fileio import read_input
-
     try:
         value = json.loads(read_input(path, "model config", max_bytes=16 << 20))
     except (ValueError, UnicodeDecodeError) as e:

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgedeploy.errors import EdgeDeployError
+from edgedeploy.export import load_checkpoint
 
 
 def load_state_dict(module, path: Path, trust_code: bool) -> None:
-    from edgedeploy.export import load_checkpoint  # torch is imported only on export
-
     state = load_checkpoint(Path(path), trust_code)
     if isinstance(state, dict):
         state = state.get("state_dict", state.get("model", state))
