@@ -55,22 +55,47 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+PACKAGE_SOURCES = ("timm", "torchvision", "ultralytics", "transformers")  # edgedeploy.sources.families
+
+
 class ModelSource(_Strict):
-    """Either a PyTorch factory (`package.module:function`) with an optional checkpoint, or an ONNX file."""
+    """One of: a PyTorch factory (`package.module:function`) with an optional checkpoint, an ONNX file, or a model
+    named in the package it was trained with (`timm: NAME`, `torchvision: NAME`, `ultralytics: best.pt | model.yaml`,
+    `transformers: FOLDER`), whose preprocessing and class names come from the package (edgedeploy.sources)."""
 
     factory: str | None = None
-    kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="keyword arguments (JSON values) of factory")
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="keyword arguments (JSON values) of factory "
+                                                                          "or of the package's model constructor")
     checkpoint: ConfigPath | None = None
     onnx: ConfigPath | None = None
+    timm: str | None = Field(None, description="timm.create_model name (random weights unless checkpoint is given)")
+    torchvision: str | None = Field(None, description="torchvision.models.get_model name")
+    weights: str | None = Field(None, description="torchvision: the weights enum whose transforms and categories "
+                                                  "apply (e.g. ResNet18_Weights.IMAGENET1K_V1); its file is not "
+                                                  "downloaded: give checkpoint for the weights")
+    ultralytics: ConfigPath | None = Field(None, description="an Ultralytics checkpoint (best.pt) or model yaml")
+    transformers: ConfigPath | None = Field(None, description="a Hugging Face model folder (config.json + "
+                                                              "model.safetensors)")
+
+    def package(self) -> str | None:
+        """The package source this names (timm, torchvision, ultralytics, transformers), or None."""
+        return next((name for name in PACKAGE_SOURCES if getattr(self, name) is not None), None)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
-        if (self.factory is None) == (self.onnx is None):
-            raise ValueError("give exactly one of model.factory (a PyTorch `module:function`) or model.onnx (a file)")
+        given = [k for k in ("factory", "onnx", *PACKAGE_SOURCES) if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of model.factory (a PyTorch `module:function`), model.onnx (a file), "
+                             "model.timm, model.torchvision, model.ultralytics or model.transformers"
+                             + (f"; got {', '.join(given)}" if given else ""))
         if self.factory is not None and ":" not in self.factory:
             raise ValueError(f"model.factory {self.factory!r} must look like `package.module:function`")
         if self.onnx is not None and (self.checkpoint is not None or self.kwargs):
-            raise ValueError("model.checkpoint and model.kwargs apply to a PyTorch factory, not to model.onnx")
+            raise ValueError("model.checkpoint and model.kwargs apply to a PyTorch model, not to model.onnx")
+        if self.checkpoint is not None and (self.ultralytics is not None or self.transformers is not None):
+            raise ValueError(f"model.{given[0]} carries its own weights; remove model.checkpoint")
+        if self.weights is not None and self.torchvision is None:
+            raise ValueError("model.weights names a torchvision weights enum; it applies to model.torchvision only")
         return self
 
 
@@ -97,10 +122,14 @@ class Preprocess(_Strict):
     mean: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
     std: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0])
     layout: Literal["NCHW", "NHWC"] = "NCHW"
-    resize: Literal["resize", "letterbox", "none"] = Field(
-        "resize", description="how an image of another size is fitted to the input's H x W: stretched (bilinear), "
-                              "letterboxed (aspect kept, padded), or refused (none); same-size images are untouched")
+    resize: Literal["resize", "letterbox", "crop", "none"] = Field(
+        "resize", description="how an image of another size is fitted to the input's H x W: stretched, letterboxed "
+                              "(aspect kept, padded), shorter side to size / crop_pct then centre-cropped (crop: "
+                              "timm's and torchvision's evaluation transform), or refused (none); same-size images "
+                              "are untouched")
     pad_value: int = Field(114, ge=0, le=255, description="letterbox padding (uint8, all channels)")
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    crop_pct: float = Field(1.0, gt=0, le=1, description="resize: crop, the input's share of the resized image")
 
 
 class ExportSettings(_Strict):
@@ -376,7 +405,11 @@ class Int8Settings(_Strict):
                                    "for models whose activations are far from symmetric (docs/precision.md)")
     fast_bias_correction: bool = Field(
         False, description="NNCF: off runs the slower full bias correction (measured best on the demo)")
-    model_type: Literal["none", "transformer"] = "none"
+    model_type: Literal["auto", "none", "transformer"] = Field(
+        "auto", description="transformer: NNCF's TRANSFORMER model type (OpenVINO, NNCF Q/DQ) and, on ONNX Runtime's "
+                            "quantize_static route, int8 only for weight-carrying Conv/MatMul/Gemm (attention, "
+                            "LayerNorm, Softmax, GELU and residual adds float); auto: transformer when the graph has "
+                            "attention (edgedeploy.precision.transformer)")
     ignored_scope: IgnoredScope = Field(default_factory=IgnoredScope, description="NNCF (OpenVINO) ignored scope")
     accuracy_aware: AccuracyAwareSettings = Field(default_factory=AccuracyAwareSettings)
     qdq: QdqSettings = Field(default_factory=QdqSettings)
@@ -408,7 +441,8 @@ class BuildSpec(_Strict):
     name: Annotated[str, AfterValidator(_folder_name)] = Field(
         "model", description="names the default output folder, edgedeploy-out/NAME-TARGET-PRECISION")
     model: ModelSource
-    inputs: list[InputSpec] = Field(min_length=1)
+    inputs: list[InputSpec] = Field(default_factory=list, description="the model's inputs; a package source "
+                                                                     "(model.timm, ...) fills them when left out")
     outputs: list[str] = Field(default_factory=list, description="names given to the exported outputs, in order")
     preprocess: Preprocess = Field(default_factory=Preprocess)
     export: ExportSettings = Field(default_factory=ExportSettings)
@@ -441,6 +475,13 @@ class BuildSpec(_Strict):
     def _given_thresholds(self, thresholds: dict[str, Thresholds]) -> dict[str, Any]:
         """Only the keys the config set, so a reloaded spec (the manifest's) still merges over the defaults."""
         return {p: t.model_dump(mode="json", exclude_unset=True) for p, t in thresholds.items()}
+
+    @model_validator(mode="after")
+    def _inputs_given(self) -> BuildSpec:
+        if not self.inputs and self.model.package() is None:
+            raise ValueError("`inputs`: list the model's inputs (name, shape, dtype); only a package source "
+                             "(model.timm, model.torchvision, model.ultralytics, model.transformers) fills them")
+        return self
 
     @model_validator(mode="after")
     def _thresholds_apply(self) -> BuildSpec:
@@ -556,7 +597,8 @@ def _resolve_paths(spec: BuildSpec, base: Path) -> BuildSpec:
         return None if p is None or p.is_absolute() else (base / p).resolve()
 
     model = spec.model.model_copy(
-        update={k: rel(getattr(spec.model, k)) or getattr(spec.model, k) for k in ("checkpoint", "onnx")}
+        update={k: rel(getattr(spec.model, k)) or getattr(spec.model, k)
+                for k in ("checkpoint", "onnx", "ultralytics", "transformers")}
     )
     validation = spec.validation.model_copy(update={"data": rel(spec.validation.data) or spec.validation.data})
     trt = spec.tensorrt.model_copy(

@@ -11,6 +11,7 @@ import inspect
 import io
 import logging
 import os
+import re
 import tempfile
 import traceback
 import warnings
@@ -182,7 +183,7 @@ def export_onnx(spec: BuildSpec, module, out_path: Path, real_inputs: dict[str, 
                 examples,
                 str(tmp),
                 input_names=[i.name for i in spec.inputs],
-                output_names=spec.outputs or None,
+                output_names=spec.outputs or getattr(module, "output_names", None),
                 dynamic_shapes=_dynamic_shapes(spec.inputs),
                 opset_version=spec.export.opset,
                 dynamo=True,
@@ -195,7 +196,7 @@ def export_onnx(spec: BuildSpec, module, out_path: Path, real_inputs: dict[str, 
     except EdgeDeployError:
         raise
     except Exception as e:
-        raise _export_error(spec, e, log.getvalue()) from e
+        raise _export_error(spec, e, log.getvalue(), out_path) from e
     finally:
         for leftover in tmp_dir.iterdir():
             leftover.unlink()
@@ -231,23 +232,71 @@ def _all_nodes(node_lists) -> Iterator[onnx.NodeProto]:
                 yield from _all_nodes([g.node for g in graphs])
 
 
-def _export_error(spec: BuildSpec, exc: BaseException, log: str) -> EdgeDeployError:
-    """One line naming the cause (torch.export's own message, without its colour codes); the exporter's log and the
-    traceback go to a file outside the output folder (a failed build's staging folder is discarded)."""
+_ROOT_EXCEPTION = re.compile(r"^(?:<class ')?([\w.]+?(?:Error|Exception|SymNode|Unsupported)\w*)'?>?: (.+)$")
+_FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+), in (\S+)')
+
+
+def root_cause(log: str) -> tuple[str | None, str | None]:
+    """The exporter log's root exception (`GuardOnDataDependentSymNode: ...`, the first one raised, not torch's
+    wrappers) and the deepest frames of the traceback that are the model's code (not torch's), outermost first:
+    `ssd.py:417 in postprocess_detections → boxes.py:73 in batched_nms → ...`. Either may be None."""
+    cause = None
+    for line in log.splitlines():
+        m = _ROOT_EXCEPTION.match(line.strip())
+        if m and not m.group(1).endswith(("TorchExportError", "OnnxExporterError")):
+            cause = f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}"
+            break
+    frames: list[str] = []
+    for line in log.splitlines():
+        m = _FRAME.match(line)
+        if m and f"{os.sep}torch{os.sep}" not in m.group(1) and f"{os.sep}edgedeploy{os.sep}" not in m.group(1) \
+                and not m.group(1).startswith("<"):
+            frame = f"{Path(m.group(1)).name}:{m.group(2)} in {m.group(3)}"
+            if frame not in frames[-3:]:
+                frames.append(frame)
+    return cause, " → ".join(frames[-3:]) or None
+
+
+def _error_log_path(out_path: Path) -> Path:
+    """Beside the output folder (a failed build's staging folder is discarded and the previous build stays whole):
+    <parent>/<name>.export-error.log; the build's own folder when it is not a staging folder."""
+    folder = out_path.parent
+    if folder.name.startswith(".") and folder.name.endswith(".staging"):
+        return folder.parent / f"{folder.name[1:-len('.staging')]}.export-error.log"
+    return folder / "export-error.log"
+
+
+def _export_error(spec: BuildSpec, exc: BaseException, log: str, out_path: Path) -> EdgeDeployError:
+    """One line naming the cause in our words: the root exception of the exporter's log and the model code it came
+    from; the whole log and traceback go to a file beside the output folder."""
     text = strip_ansi(str(exc)).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    cause = next((ln for ln in lines if not ln.startswith(("Failed to export", "This is step"))), None)
-    detail = lines[0] if lines else type(exc).__name__
-    if cause and cause != detail:
-        detail = f"{detail.rstrip('.')}: {cause}"
     full = strip_ansi(log + "\n" + "".join(traceback.format_exception(exc)))
-    fd, name = tempfile.mkstemp(prefix="edgedeploy-export-", suffix=".log")
+    cause, frame = root_cause(full)
+    if cause is None:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        cause = next((ln for ln in lines if not ln.startswith(("Failed to export", "This is step", "-"))), None) \
+            or (lines[0] if lines else type(exc).__name__)
+    hint = ""
+    if "GuardOnDataDependent" in cause or "data-dependent" in cause.lower():
+        hint = ("the model's forward makes a decision on tensor values (score thresholds, NMS, a data-dependent "
+                "size), which a static graph cannot hold: export the network without that step and run it after "
+                "inference; ")
+    path = _error_log_path(out_path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(full)
-    err = EdgeDeployError(f"torch.onnx.export failed: {detail[:500]}", where=spec.model.factory,
-                          fix=f"the exporter's log is in {name} (--debug prints it)")
+    os.replace(tmp, path)
+    where = f" at {frame}" if frame else ""
+    err = EdgeDeployError(f"torch.export cannot trace the model{where}: {cause[:400]}", where=_describe_source(spec),
+                          fix=f"{hint}the exporter's log is in {path} (--debug prints it)")
     err.log = full
     return err
+
+
+def _describe_source(spec: BuildSpec) -> str:
+    """`model.timm convnext_atto`, a factory's `module:function` or the ONNX path: the model as errors name it."""
+    family = spec.model.package()
+    return f"model.{family} {getattr(spec.model, family)}" if family else str(spec.model.factory or spec.model.onnx)
 
 
 def reference_outputs(module, inputs: dict[str, np.ndarray], output_names: list[str],

@@ -46,11 +46,11 @@ from edgedeploy.ort_runner import OnnxRuntimeRunner, kernel_ops
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.stage import PrecisionResult, arrays_sha256, check_precision_request, run_precision
 from edgedeploy.preprocess import ValidationSet, load_validation_set
-from edgedeploy.sources import source_of
+from edgedeploy.sources import families, source_of
 from edgedeploy.stagecache import StageCache, export_material, optimize_material
 from edgedeploy.static_batch import make_static, static_onnx
 from edgedeploy.validate import evaluate as evaluation
-from edgedeploy.validate import latency
+from edgedeploy.validate import latency, notices
 from edgedeploy.validate.gate import load_reference, model_identity
 from edgedeploy.validate.localize import layer_errors, localize_model
 from edgedeploy.validate.record import REPORT_SCHEMA, start_report
@@ -120,6 +120,7 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
     """Run every stage for `spec.target` at `spec.precision`; returns the report (also written to out_dir, which
     the finished build replaces as a whole). With a `cache` (the CLI's default, `--no-cache` turns it off), export
     and optimize results are reused by content (edgedeploy.stagecache)."""
+    spec = resolve_source(spec, trust_code)
     backend = check_request(spec)
     folder = OutputFolder(out_dir)
     spec, folder.keep = reused_results(spec, folder)
@@ -127,6 +128,11 @@ def build(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False,
         report = _stages(spec, backend, folder, trust_code, listener or StageListener(), cache)
         folder.commit()
     return report
+
+
+def resolve_source(spec: BuildSpec, trust_code: bool = False) -> BuildSpec:
+    """A package source's inputs and preprocessing filled in (edgedeploy.sources.families); others unchanged."""
+    return families.resolve(spec, trust_code)  # a package model is built here: torch and the package imported
 
 
 def reused_results(spec: BuildSpec, folder: OutputFolder) -> tuple[BuildSpec, list[str]]:
@@ -248,7 +254,9 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
         timed = _latency_stage(spec, built, deploy_path, data.inputs)
         checks = evaluated["checks"]
         t.summary = f"{sum(c['passed'] for c in checks)}/{len(checks)} checks passed"
-        per_layer = _layer_errors(spec, deploy_path, prec.model_path, data.inputs)
+        per_layer, skipped = _optional_layer_errors(spec, deploy_path, prec.model_path, data.inputs)
+        if skipped is not None:
+            evaluated["warnings"].append(skipped)
 
     artifact = {"path": str(built.artifact.relative_to(out_dir)), **built.info}
     report = {
@@ -411,7 +419,7 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: boo
         check_operators(exported, raw_path, kernel_ops())
         names = spec.outputs or [o.name for o in exported.graph.output]
         reference = export.reference_outputs(module, data.inputs, names)
-    _check_finite(reference, str(spec.model.onnx or spec.model.factory))
+    _check_finite(reference, str(spec.model.onnx or spec.model.factory or getattr(spec.model, spec.model.package())))
     with fileio.atomic_open(out_dir / "reference.npz") as f:
         np.savez_compressed(f, **{f"input.{k}": v for k, v in data.inputs.items()},
                             **{f"output.{k}": v for k, v in reference.items()}, **_labels(data, labels))
@@ -431,6 +439,23 @@ def _check_finite(reference: dict[str, np.ndarray], where: str) -> None:
                                   f"{inf} Inf of {value.size} values on the validation data", where=where,
                                   fix="the model itself produces them: check its weights, the inputs of its "
                                       "Log/Sqrt/Div/Pow nodes, and the preprocessing")
+
+
+def _optional_layer_errors(spec: BuildSpec, float_onnx: Path, quantized: Path, inputs: dict[str, np.ndarray],
+                           ) -> tuple[list[dict[str, Any]] | None, dict[str, str] | None]:
+    """The per-layer step is for report.html only: its failure is a warning naming the step and the setting that
+    skips it, never the end of a build whose artifact was checked."""
+    try:
+        return _layer_errors(spec, float_onnx, quantized, inputs), None
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of a report-only step
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        return None, notices.warning(
+            "layer_errors_skipped", "per-layer int8 error not measured",
+            f"the per-layer error step (report.html's layer plot) failed and was skipped: {type(e).__name__}: "
+            f"{first}. The artifact and its checks are unaffected; `validation.layer_error_samples: 0` skips the "
+            f"step, `edgedeploy debug precision` measures layers its own way")
 
 
 def _layer_errors(spec: BuildSpec, float_onnx: Path, quantized: Path,

@@ -46,13 +46,20 @@ def fit_image(image: np.ndarray, size: tuple[int | None, int | None], recipe: Pr
     from PIL import Image
 
     pil = Image.fromarray(image)
+    method = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+              "nearest": Image.Resampling.NEAREST}[recipe.interpolation]
     if recipe.resize == "resize":
-        return np.asarray(pil.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
+        return np.asarray(pil.resize((w, h), method), dtype=np.uint8)
+    if recipe.resize == "crop":  # shorter side to the crop's size / crop_pct, then the centre H x W
+        scale = max(h, w) / recipe.crop_pct / min(image.shape[:2])
+        nh, nw = max(h, round(image.shape[0] * scale)), max(w, round(image.shape[1] * scale))
+        top, left = (nh - h) // 2, (nw - w) // 2
+        return np.asarray(pil.resize((nw, nh), method).crop((left, top, left + w, top + h)), dtype=np.uint8)
     ratio = min(h / image.shape[0], w / image.shape[1])
     nh, nw = max(1, round(image.shape[0] * ratio)), max(1, round(image.shape[1] * ratio))
     canvas = np.full((h, w, 3), recipe.pad_value, dtype=np.uint8)
     top, left = (h - nh) // 2, (w - nw) // 2
-    canvas[top:top + nh, left:left + nw] = np.asarray(pil.resize((nw, nh), Image.Resampling.BILINEAR))
+    canvas[top:top + nh, left:left + nw] = np.asarray(pil.resize((nw, nh), method))
     return canvas
 
 

@@ -50,6 +50,7 @@ from typing import Any
 
 from edgedeploy import __version__, fileio
 from edgedeploy.precision.cache import KEY_FILE, CacheEntry, CalibrationCache
+from edgedeploy.sources import families
 from edgedeploy.versions import package_versions
 
 STAGES = ("export", "optimize")
@@ -228,9 +229,16 @@ def export_material(spec, data_sha256: str, trust_code: bool) -> tuple[dict[str,
                                   "external_data": {name: fileio.sha256_file(path.parent / name)
                                                     for name in _external_files(path)}}
         libraries = _versions(_ONNX_LIBRARIES)
+    elif trust_code:
+        return None, "--trust-code: a pickled checkpoint may bring code the key cannot see"
+    elif spec.model.package() is not None:
+        model = spec.model
+        source = {"kind": model.package(), "name": str(getattr(model, model.package())), "kwargs": model.kwargs,
+                  "weights": model.weights, "files_sha256": families.weights_sha256(model),
+                  "packages": families.package_versions(model),
+                  "preprocess": spec.preprocess.model_dump(mode="json")}
+        libraries = _versions(_EXPORT_LIBRARIES)
     else:
-        if trust_code:
-            return None, "--trust-code: a pickled checkpoint may bring code the key cannot see"
         code = factory_code(spec.model.factory)
         if code.get("imported_unseen"):
             return None, (f"{', '.join(code['imported_unseen'])} was imported before this build, so the code in "

@@ -41,6 +41,7 @@ def make_bundle(spec: BuildSpec, out: Path, precisions: list[Precision] | None =
                 listener: pipeline.StageListener | None = None, cache: StageCache | None = None) -> dict[str, Any]:
     """Write the bundle for `spec` into `out` (replaced as a whole); returns its manifest. `cache`: the stage cache
     export and optimize results are reused from (as a build's)."""
+    spec = pipeline.resolve_source(spec, trust_code)
     precisions = sorted(set(precisions or default_precisions(spec)) | {"fp32"}, key=list(VARIANTS).index)
     # what a build would refuse before export (missing files, int8 without calibration data), the variants being
     # what the precision stage makes for ONNX Runtime

@@ -37,6 +37,7 @@ from edgedeploy.config import IgnoredScope, Int8Settings, QdqSettings
 from edgedeploy.device import cpu_flags
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.precision.calibration import CalibrationSet
+from edgedeploy.precision.transformer import float_nodes
 
 _QUANT_OPS = ("QuantizeLinear", "DequantizeLinear")
 FLAVOURS = ("tensorrt", "onnxruntime")
@@ -76,6 +77,8 @@ def qdq_settings(int8: Int8Settings, flavour: str = "tensorrt") -> dict[str, Any
     method = "ort" if flavour == "onnxruntime" else q.method
     out: dict[str, Any] = {"flavour": flavour, "method": method, "excluded": q.excluded.model_dump(),
                            "weights": "int8 symmetric per-channel"}
+    if int8.model_type == "transformer":  # resolved by the precision stage; `none` keeps the earlier keys
+        out["model_type"] = "transformer"
     if flavour == "onnxruntime":
         out.update(activations="uint8 asymmetric", op_types="every op with an ONNX Runtime int8 kernel", bias="int32",
                    float_tail=True, float_gemm_outputs=True)
@@ -133,7 +136,7 @@ class _Reader:
 
 
 def quantize_ort(onnx_path: Path, out_path: Path, calib: CalibrationSet, q: QdqSettings,
-                 flavour: str = "tensorrt") -> dict[str, Any]:
+                 flavour: str = "tensorrt", model_type: str = "none") -> dict[str, Any]:
     """onnxruntime.quantization.quantize_static → Q/DQ ONNX at out_path (the caller places it atomically): the
     tensorrt flavour (symmetric int8 on q.op_types, float bias) or the onnxruntime flavour (uint8 x int8 on every op
     with an ONNX Runtime int8 kernel, int32 bias, float tail and Gemm outputs).
@@ -149,6 +152,8 @@ def quantize_ort(onnx_path: Path, out_path: Path, calib: CalibrationSet, q: QdqS
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     model = onnx.load(str(onnx_path))
     excluded = resolve_nodes(model, q.excluded)
+    if model_type == "transformer":  # int8 for the weight-carrying Conv/MatMul/Gemm only
+        excluded = sorted(set(excluded) | set(float_nodes(model)))
     if flavour != "onnxruntime":
         extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                  "CalibTensorRangeSymmetric": True,
@@ -423,8 +428,9 @@ def quantize_nncf(onnx_path: Path, out_path: Path, calib: CalibrationSet, int8: 
     scope = nncf.IgnoredScope(names=excluded) if excluded else None
     try:
         quantized = nncf.quantize(model, nncf.Dataset(calib.samples), subset_size=len(calib),
-                                  preset=nncf.QuantizationPreset.PERFORMANCE,
-                                  fast_bias_correction=True, ignored_scope=scope)
+                                  preset=nncf.QuantizationPreset.PERFORMANCE, fast_bias_correction=True,
+                                  ignored_scope=scope, model_type=nncf.ModelType.TRANSFORMER
+                                  if int8.model_type == "transformer" else None)
     except Exception as e:
         raise EdgeDeployError(f"NNCF ONNX quantization failed: {type(e).__name__}: {e}", where=str(onnx_path)) \
             from None

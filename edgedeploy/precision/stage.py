@@ -26,7 +26,7 @@ from edgedeploy.config import BuildSpec
 from edgedeploy.errors import UsageError
 from edgedeploy.ort_runner import OnnxRuntimeRunner
 from edgedeploy.precision import openvino_int8 as ovq
-from edgedeploy.precision import qdq
+from edgedeploy.precision import qdq, transformer
 from edgedeploy.precision.cache import CalibrationCache
 from edgedeploy.precision.calibration import CalibrationSet, load_calibration, resolve_format
 from edgedeploy.precision.fp16 import cast_to_fp16, io_types
@@ -83,6 +83,10 @@ def uses_calibration(spec: BuildSpec, route: PrecisionRoute) -> bool:
 
 def check_precision_request(spec: BuildSpec, route: PrecisionRoute) -> None:
     """What can be refused before export: no calibration data, accuracy-aware without a task metric."""
+    if spec.precision == "int8" and not uses_calibration(spec, route) and spec.int8.model_type == "transformer":
+        raise UsageError(f"int8.model_type: transformer shapes NNCF's and the Q/DQ routes' quantization; "
+                         f"{route.int8_method} has no such setting", where="int8.model_type",
+                         fix=f"{route.int8_fix or 'use a route that quantizes the graph'}, or int8.model_type: auto")
     if not uses_calibration(spec, route):
         return
     resolve_format(spec.calibration)
@@ -107,11 +111,24 @@ def run_precision(spec: BuildSpec, route: PrecisionRoute, deploy_path: Path, out
     if not uses_calibration(spec, route):
         return PrecisionResult(deploy_path, {"method": route.int8_method})
     calib = load_calibration(spec)
+    spec, attention = _with_model_type(spec, deploy_path)
     cache = CalibrationCache(spec.calibration.cache_dir or out_dir / "cache")
     model_sha = fileio.sha256_file(deploy_path)
     if route.int8 == "nncf-openvino":
-        return _openvino_int8(spec, deploy_path, calib, cache, model_sha, validation, libraries)
-    return _qdq_int8(spec, route, deploy_path, out_dir, calib, cache, model_sha, libraries)
+        result = _openvino_int8(spec, deploy_path, calib, cache, model_sha, validation, libraries)
+    else:
+        result = _qdq_int8(spec, route, deploy_path, out_dir, calib, cache, model_sha, libraries)
+    result.info["model_type"] = {"resolved": spec.int8.model_type, "graph_has_attention": attention}
+    return result
+
+
+def _with_model_type(spec: BuildSpec, deploy_path: Path) -> tuple[BuildSpec, bool]:
+    """`int8.model_type: auto` resolved on deploy.onnx (edgedeploy.precision.transformer), so every route and its
+    cache key see `none` or `transformer`; and whether the graph has attention (for the report's hint)."""
+    model = onnx.load(str(deploy_path), load_external_data=False)
+    resolved = transformer.model_type(spec.int8, model)
+    attention = resolved == "transformer" or transformer.has_attention(model)
+    return spec.model_copy(update={"int8": spec.int8.model_copy(update={"model_type": resolved})}), attention
 
 
 # ------------------------------------------------------------------------------------------------------ fp16
@@ -201,7 +218,7 @@ def _qdq_int8(spec: BuildSpec, route: PrecisionRoute, deploy_path: Path, out_dir
         staged = entry.staging()
         target = staged / "model.qdq.onnx"
         if method == "ort":
-            made = qdq.quantize_ort(deploy_path, target, calib, spec.int8.qdq, flavour)
+            made = qdq.quantize_ort(deploy_path, target, calib, spec.int8.qdq, flavour, spec.int8.model_type)
         else:
             made = qdq.quantize_nncf(deploy_path, target, calib, spec.int8)
         structure = qdq.describe(onnx.load(str(target)))

@@ -7,12 +7,16 @@ torchvision, Ultralytics, Hugging Face transformers: edgedeploy.sources.families
 from __future__ import annotations
 
 from edgedeploy.config import BuildSpec
-from edgedeploy.sources import factory, onnx
+from edgedeploy.sources import factory, onnx, timm, torchvision, transformers, ultralytics
 from edgedeploy.sources.kind import ModelSourceKind
 
 SOURCES: dict[str, ModelSourceKind] = {k.name: k for k in (
     factory.KIND,
     onnx.KIND,
+    timm.KIND,
+    torchvision.KIND,
+    ultralytics.KIND,
+    transformers.KIND,
 )}
 
 

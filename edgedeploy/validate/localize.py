@@ -70,6 +70,8 @@ class _Sums:
 
     def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         r, c = np.ravel(reference), np.ravel(candidate)
+        if r.dtype.kind != "f" or c.dtype.kind != "f":  # a boolean mask or integer index output: compared as numbers
+            r, c = r.astype(np.float64), c.astype(np.float64)
         if not (np.isfinite(r.sum()) and np.isfinite(c.sum())):  # the masking pass only where something is not finite
             ok = np.isfinite(r) & np.isfinite(c)
             r, c = r[ok], c[ok]

@@ -99,6 +99,17 @@ def int8_slower_than_float(report: dict[str, Any], spec: BuildSpec) -> list[dict
                     f"({report['target']}: {figures}); deploy the float artifact, or try `--precision auto`")]
 
 
+def int8_transformer_as_cnn(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
+    """A failing int8 build of a graph with attention quantized without the transformer model type."""
+    kind = (report.get("precision_stage") or {}).get("model_type") or {}
+    failed = any(c.get("status") == "fail" for c in report.get("checks", []))
+    if not (failed and kind.get("graph_has_attention") and kind.get("resolved") == "none"):
+        return []
+    return [warning("int8_transformer_as_cnn", "transformer quantized as a CNN",
+                    "the graph has attention but int8.model_type is none: `int8.model_type: transformer` (or auto) "
+                    "keeps attention, LayerNorm, Softmax, GELU and the residual adds in float (docs/models.md)")]
+
+
 def fp16_ran_as_bf16(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
     """An fp16 build the OpenVINO CPU plugin ran in bf16 (a CPU with bf16) that fails only its fp16 accuracy budget:
     the budget was for fp16 arithmetic, so say both ways out."""
@@ -153,7 +164,7 @@ def _ratio(c: dict[str, Any]) -> str:
 
 
 RULES: list[Rule] = [precision_not_as_requested, accuracy_not_measured, calibration_too_small, latency_unstable,
-                     int8_slower_than_float, budget_below_noise, fp16_ran_as_bf16]
+                     int8_slower_than_float, budget_below_noise, fp16_ran_as_bf16, int8_transformer_as_cnn]
 
 
 def collect(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
