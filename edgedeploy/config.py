@@ -360,6 +360,10 @@ class Int8Settings(_Strict):
     fast_bias_correction: bool = Field(
         False, description="NNCF: off runs the slower full bias correction (measured best on the demo)")
     model_type: Literal["none", "transformer"] = "none"
+    keep_head_float: Literal["auto"] | bool = Field(
+        "auto", description="keep a YOLO-family head's decode (DFL, grid/stride arithmetic, concat, sigmoid) in float "
+                            "on every int8 route (edgedeploy.graph.heads); auto: when one is found, true: refuse a "
+                            "graph without one, false: quantize it like the rest")
     ignored_scope: IgnoredScope = Field(default_factory=IgnoredScope, description="NNCF (OpenVINO) ignored scope")
     accuracy_aware: AccuracyAwareSettings = Field(default_factory=AccuracyAwareSettings)
     qdq: QdqSettings = Field(default_factory=QdqSettings)

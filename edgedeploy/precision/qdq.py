@@ -73,13 +73,16 @@ def reduce_range(q: QdqSettings, flavour: str) -> bool:
     return True if flavour == "tensorrt" else not cpu_has_vnni()
 
 
-def qdq_settings(int8: Int8Settings, flavour: str = "tensorrt") -> dict[str, Any]:
+def qdq_settings(int8: Int8Settings, flavour: str = "tensorrt", keep_float: list[str] | None = None) -> dict[str, Any]:
     """The settings a Q/DQ model depends on (its cache key; each flavour is keyed separately). The onnxruntime flavour
-    always calibrates with quantize_static (NNCF's placement leaves ONNX Runtime's convs in float)."""
+    always calibrates with quantize_static (NNCF's placement leaves ONNX Runtime's convs in float). `keep_float`:
+    nodes kept in float besides `excluded` (a detection head's decode)."""
     q = int8.qdq
     method = "ort" if flavour == "onnxruntime" else q.method
     out: dict[str, Any] = {"flavour": flavour, "method": method, "excluded": q.excluded.model_dump(),
                            "weights": "int8 symmetric per-channel"}
+    if keep_float:
+        out["keep_float_nodes"] = sorted(keep_float)
     if flavour == "onnxruntime":
         out.update(activations="uint8 asymmetric", op_types="every op with an ONNX Runtime int8 kernel", bias="int32",
                    float_tail=True, float_gemm_outputs=True)
@@ -137,7 +140,7 @@ class _Reader:
 
 
 def quantize_ort(onnx_path: Path, out_path: Path, calib: CalibrationSet, q: QdqSettings,
-                 flavour: str = "tensorrt") -> dict[str, Any]:
+                 flavour: str = "tensorrt", keep_float: list[str] | None = None) -> dict[str, Any]:
     """onnxruntime.quantization.quantize_static → Q/DQ ONNX at out_path (the caller places it atomically): the
     tensorrt flavour (symmetric int8 on q.op_types, float bias) or the onnxruntime flavour (uint8 x int8 on every op
     with an ONNX Runtime int8 kernel, int32 bias, float tail and Gemm outputs).
@@ -147,19 +150,22 @@ def quantize_ort(onnx_path: Path, out_path: Path, calib: CalibrationSet, q: QdqS
     per-sample extremes (clips rare outliers), false the extremes over all samples; `auto` quantizes both and keeps
     the one whose outputs are closer to the float model's on the calibration samples. Neither is best everywhere:
     the mean is 1.4 mAP points better on the demo detector, the extremes 3x less output error on the
-    MobileNetV2-like classifier (docs/precision.md)."""
+    MobileNetV2-like classifier (docs/precision.md). `keep_float` nodes (a detection head's decode) get no Q/DQ
+    in either flavour."""
     from onnxruntime.quantization import QuantType
 
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     model = onnx.load(str(onnx_path))
     excluded = resolve_nodes(model, q.excluded)
+    head = [n for n in keep_float or [] if n not in excluded]
     if flavour != "onnxruntime":
         extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                  "CalibTensorRangeSymmetric": True,
                  **({"CalibMovingAverage": True} if q.calibrate_method == "minmax" and q.moving_average else {})}
-        _quantize_static(onnx_path, out_path, q, flavour, excluded, extra, QuantType.QInt8, list(q.op_types), calib)
+        _quantize_static(onnx_path, out_path, q, flavour, excluded + head, extra, QuantType.QInt8, list(q.op_types),
+                         calib)
         return {"excluded_nodes": excluded}
-    tail = [n for n in float_tail(model) if n not in excluded]
+    tail = [n for n in dict.fromkeys([*float_tail(model), *head]) if n not in excluded]
     # with layers kept in float, ReLU/Clip stay explicit nodes, so float_inputs can feed those layers their output
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True, "QDQKeepRemovableActivations": bool(excluded)}
     made: dict[str, Any] = {"excluded_nodes": excluded, "float_tail": tail}
@@ -416,15 +422,18 @@ def ort_kernels(model_path: Path) -> dict[str, Any]:
             "nodes": sum(ops.values())}
 
 
-def quantize_nncf(onnx_path: Path, out_path: Path, calib: CalibrationSet, int8: Int8Settings) -> dict[str, Any]:
-    """NNCF on the onnx.ModelProto (performance preset: symmetric activations) → Q/DQ ONNX at out_path."""
+def quantize_nncf(onnx_path: Path, out_path: Path, calib: CalibrationSet, int8: Int8Settings,
+                  keep_float: list[str] | None = None) -> dict[str, Any]:
+    """NNCF on the onnx.ModelProto (performance preset: symmetric activations) → Q/DQ ONNX at out_path; the
+    `keep_float` nodes join the ignored scope."""
     import nncf
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
     model = onnx.load(str(onnx_path))
     del model.graph.value_info[:]  # NNCF 3.4's statistics model fails ("Duplicate definition-site") with them
     excluded = resolve_nodes(model, int8.qdq.excluded)
-    scope = nncf.IgnoredScope(names=excluded) if excluded else None
+    ignored = sorted(set(excluded) | set(keep_float or []))
+    scope = nncf.IgnoredScope(names=ignored) if ignored else None
     try:
         quantized = nncf.quantize(model, nncf.Dataset(calib.samples), subset_size=len(calib),
                                   preset=nncf.QuantizationPreset.PERFORMANCE,
