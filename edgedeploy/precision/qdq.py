@@ -164,6 +164,8 @@ def quantize_ort(onnx_path: Path, out_path: Path, calib: CalibrationSet, q: QdqS
                  **({"CalibMovingAverage": True} if q.calibrate_method == "minmax" and q.moving_average else {})}
         _quantize_static(onnx_path, out_path, q, flavour, excluded + head, extra, QuantType.QInt8, list(q.op_types),
                          calib)
+        if head:  # the decode reads the head convs' float outputs, not their Q/DQ pairs
+            onnx.save(float_inputs(onnx.load(str(out_path)), head), str(out_path))
         return {"excluded_nodes": excluded}
     tail = [n for n in dict.fromkeys([*float_tail(model), *head]) if n not in excluded]
     # with layers kept in float, ReLU/Clip stay explicit nodes, so float_inputs can feed those layers their output
@@ -171,7 +173,7 @@ def quantize_ort(onnx_path: Path, out_path: Path, calib: CalibrationSet, q: QdqS
     made: dict[str, Any] = {"excluded_nodes": excluded, "float_tail": tail}
     if q.calibrate_method != "minmax":  # a histogram calibrator: quantize_static's own pass
         _quantize_static(onnx_path, out_path, q, flavour, excluded + tail, extra, QuantType.QUInt8, None, calib)
-        made["float_outputs"] = _float_outputs_file(out_path, excluded)
+        made["float_outputs"] = _float_outputs_file(out_path, excluded + head)
         return made
     ranges = activation_ranges(onnx_path, calib)
     choices = [True, False] if q.moving_average == "auto" else [bool(q.moving_average)]
@@ -181,7 +183,7 @@ def quantize_ort(onnx_path: Path, out_path: Path, calib: CalibrationSet, q: QdqS
         path = out_path if len(choices) == 1 else out_path.with_name(f"{out_path.stem}.{label}{out_path.suffix}")
         _quantize_static(onnx_path, path, q, flavour, excluded + tail, extra, QuantType.QUInt8, None,
                          ranges=ranges.pick(mean))
-        made["float_outputs"] = _float_outputs_file(path, excluded)
+        made["float_outputs"] = _float_outputs_file(path, excluded + head)
         if len(choices) > 1:
             errors[label] = output_error(onnx_path, path, calib)
     if errors:
@@ -261,13 +263,18 @@ def float_inputs(model: onnx.ModelProto, nodes: list[str]) -> onnx.ModelProto:
         if n.name in keep:
             for i, name in enumerate(n.input):
                 n.input[i] = before_pair(name)
-    while True:  # drop Q/DQ nodes whose outputs nothing reads
+    while True:  # drop Q/DQ nodes whose outputs nothing reads, then their scales and zero points
         used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
         dead = [n for n in g.node if n.op_type in _QUANT_OPS and not any(o in used for o in n.output)]
         if not dead:
-            return model
+            break
         for n in dead:
             g.node.remove(n)
+    used |= {i.name for i in g.input}
+    kept = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    return model
 
 
 class ActivationRanges:
