@@ -414,6 +414,10 @@ class BuildSpec(_Strict):
     static_batch: int | None = Field(
         None, ge=1, description="build a static-shape artifact for this fixed deployment batch (validated and timed "
                                 "at it); None keeps the batch dynamic (edgedeploy.static_batch)")
+    batch1_artifact: Literal["auto"] | bool = Field(
+        "auto", description="beside a dynamic-batch artifact, also write its static batch-1 copy (<target>/batch1/, "
+                            "checked against it and timed at batch 1) for deployments that run one image at a time; "
+                            "auto: for the openvino target, whose static shapes are faster at batch 1")
 
     @field_validator("inputs")
     @classmethod

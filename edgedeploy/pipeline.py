@@ -46,7 +46,7 @@ from edgedeploy.preprocess import ValidationSet, load_validation_set
 from edgedeploy.stagecache import StageCache, export_material, optimize_material, package_versions
 from edgedeploy.validate import evaluate as evaluation
 from edgedeploy.validate import latency
-from edgedeploy.validate.gate import REPORT_SCHEMA, finish_report, load_reference, write_reports
+from edgedeploy.validate.gate import REPORT_SCHEMA, check, finish_report, load_reference, write_reports
 _LIBRARIES = ("torch", "onnx", "onnxsim", "onnxslim", "onnxruntime", "openvino", "nncf", "numpy", "tensorrt")
 
 
@@ -237,20 +237,26 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
 
             model_path = make_static(model_path, out_dir, spec.static_batch)
         built = backend.build(model_path, out_dir / spec.target, spec.precision, _backend_settings(spec))
+        batch1 = _batch1_copy(spec, built, out_dir)
         t.summary = f"{built.artifact.relative_to(out_dir)}" + (
-            f", static batch {spec.static_batch}" if spec.static_batch is not None else "")
+            f", static batch {spec.static_batch}" if spec.static_batch is not None else "") + (
+            f", batch-1 copy {batch1.artifact.relative_to(out_dir)}" if batch1 is not None else "")
 
     with timer.stage("validate") as t:
         runner = backend.load(built, _backend_settings(spec), spec.validation.latency.threads)
         evaluated = evaluation.evaluate(spec, runner, data.inputs, reference, data.targets, labels, timings=[])
         conditions = runner.conditions
+        batch1_info = _check_batch1(spec, backend, runner, batch1, data.inputs, out_dir) if batch1 else None
         del runner  # a fresh process times the artifact, with this one's memory and threads released
         timed = _latency_stage(spec, built, deploy_path, data.inputs)
+        if batch1_info is not None:
+            _time_batch1(spec, batch1, data.inputs, batch1_info, timed["timings"], evaluated)
         checks = evaluated["checks"]
         t.summary = f"{sum(c['passed'] for c in checks)}/{len(checks)} checks passed"
         per_layer = _layer_errors(spec, deploy_path, prec.model_path, data.inputs)
 
-    artifact = {"path": str(built.artifact.relative_to(out_dir)), **built.info}
+    artifact = {"path": str(built.artifact.relative_to(out_dir)), **built.info,
+                **({"batch1": batch1_info} if batch1_info is not None else {})}
     report = {
         "schema": REPORT_SCHEMA,
         "kind": "build",
@@ -283,7 +289,8 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
         **({"bundle": made["bundle"]} if "bundle" in made else {}),
         "spec": spec.model_dump(mode="json"),
         "artifact": artifact,
-        "files": {_rel(p, out_dir): fileio.sha256_file(p) for p in [*inputs, deploy_path, *prec.files, *built.files]},
+        "files": {_rel(p, out_dir): fileio.sha256_file(p) for p in [*inputs, deploy_path, *prec.files, *built.files,
+                                                                     *(batch1.files if batch1 else [])]},
         "precision": prec.info,
         "libraries": library_versions(),
         "python": platform.python_version(),
@@ -292,6 +299,54 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
     fileio.write_json(out_dir / "manifest.json", folder.relocate(manifest))
     write_reports(report, out_dir)  # report.json, report.md, report.html
     return report
+
+
+BATCH1_MAX_REL_L2 = 1e-5  # the copy runs the same weights: only kernel choice may differ
+
+
+def _batch1_copy(spec: BuildSpec, built, out_dir: Path):
+    """The static batch-1 copy of a dynamic-batch artifact (spec.batch1_artifact; auto: the openvino target), as a
+    BuildResult, or None."""
+    from edgedeploy.backends import BuildResult
+    from edgedeploy.static_batch import batch1_copy
+
+    wanted = spec.batch1_artifact if spec.batch1_artifact != "auto" else spec.target == "openvino"
+    if not wanted or spec.static_batch is not None or spec.target == "trt":
+        return None
+    path = batch1_copy(built.artifact, built.artifact.parent / "batch1")
+    if path is None:
+        return None
+    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+    return BuildResult(path, files, built.info)
+
+
+def _check_batch1(spec: BuildSpec, backend, runner, batch1, inputs: dict[str, np.ndarray],
+                  out_dir: Path) -> dict[str, Any]:
+    """The batch-1 copy against the dynamic artifact on up to 8 validation samples, one at a time: the worst rel-L2
+    over the outputs (a failed check above BATCH1_MAX_REL_L2)."""
+    from edgedeploy.validate import metrics
+
+    copy = backend.load(batch1, _backend_settings(spec), spec.validation.latency.threads)
+    count = min(8, len(next(iter(inputs.values()))))
+    worst = 0.0
+    for i in range(count):
+        feeds = {k: v[i:i + 1] for k, v in inputs.items()}
+        a, b = runner.run(feeds), copy.run(feeds)
+        worst = max([worst, *(metrics.compare(a[k], b[k])["rel_l2"] for k in a)])
+    return {"path": str(batch1.artifact.relative_to(out_dir)), "deploy_for": "batch 1 (static shape)",
+            "dynamic_deploy_for": "any batch", "samples_compared": count, "max_rel_l2_vs_dynamic": worst}
+
+
+def _time_batch1(spec: BuildSpec, batch1, inputs: dict[str, np.ndarray], info: dict[str, Any],
+                 timings: list[dict[str, Any]], evaluated: dict[str, Any]) -> None:
+    """Time the batch-1 copy at batch 1 in a fresh process; its check against the dynamic artifact joins the checks."""
+    measured = latency.measure_fresh(spec.model_copy(update={"static_batch": 1}), {"artifact": batch1}, inputs, [1])
+    info["latency"] = measured["timings"]["artifact"]
+    dynamic = next((t for t in timings if t["batch"] == 1), None)
+    if dynamic is not None and info["latency"]:
+        info["speedup_vs_dynamic_b1"] = dynamic["median_ms"] / info["latency"][0]["median_ms"]
+    worst = info["max_rel_l2_vs_dynamic"]
+    evaluated["checks"].append(check("batch1.rel_l2_vs_dynamic", "artifact", worst, BATCH1_MAX_REL_L2, "<="))
 
 
 def require_asked_passes(spec: BuildSpec, report: dict[str, Any]) -> None:
