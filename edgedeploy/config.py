@@ -410,6 +410,10 @@ class Int8Settings(_Strict):
                             "quantize_static route, int8 only for weight-carrying Conv/MatMul/Gemm (attention, "
                             "LayerNorm, Softmax, GELU and residual adds float); auto: transformer when the graph has "
                             "attention (edgedeploy.precision.transformer)")
+    keep_head_float: Literal["auto"] | bool = Field(
+        "auto", description="keep a YOLO-family head's decode (DFL, grid/stride arithmetic, concat, sigmoid) in float "
+                            "on every int8 route (edgedeploy.graph.heads); auto: when one is found, true: refuse a "
+                            "graph without one, false: quantize it like the rest")
     ignored_scope: IgnoredScope = Field(default_factory=IgnoredScope, description="NNCF (OpenVINO) ignored scope")
     accuracy_aware: AccuracyAwareSettings = Field(default_factory=AccuracyAwareSettings)
     qdq: QdqSettings = Field(default_factory=QdqSettings)
@@ -462,6 +466,10 @@ class BuildSpec(_Strict):
     static_batch: int | None = Field(
         None, ge=1, description="build a static-shape artifact for this fixed deployment batch (validated and timed "
                                 "at it); None keeps the batch dynamic (edgedeploy.static_batch)")
+    batch1_artifact: Literal["auto"] | bool = Field(
+        "auto", description="beside a dynamic-batch artifact, also write its static batch-1 copy (<target>/batch1/, "
+                            "checked against it and timed at batch 1) for deployments that run one image at a time; "
+                            "auto: for the openvino target, whose static shapes are faster at batch 1")
 
     @field_validator("inputs")
     @classmethod

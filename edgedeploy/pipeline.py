@@ -48,10 +48,11 @@ from edgedeploy.precision.stage import PrecisionResult, arrays_sha256, check_pre
 from edgedeploy.preprocess import ValidationSet, load_validation_set
 from edgedeploy.sources import families, source_of
 from edgedeploy.stagecache import StageCache, export_material, optimize_material
-from edgedeploy.static_batch import make_static, static_onnx
+from edgedeploy.static_batch import batch1_copy, make_static, static_onnx
 from edgedeploy.validate import evaluate as evaluation
+from edgedeploy.validate import metrics
 from edgedeploy.validate import latency, notices
-from edgedeploy.validate.gate import load_reference, model_identity
+from edgedeploy.validate.gate import check, load_reference, model_identity
 from edgedeploy.validate.localize import layer_errors, localize_model
 from edgedeploy.validate.record import REPORT_SCHEMA, start_report
 from edgedeploy.validate.write import finish_report, write_reports
@@ -243,22 +244,28 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
         if spec.static_batch is not None:
             model_path = make_static(model_path, out_dir, spec.static_batch)
         built = backend.build(model_path, out_dir / spec.target, spec.precision, backend_settings(spec))
+        batch1 = _batch1_copy(spec, built, out_dir)
         t.summary = f"{built.artifact.relative_to(out_dir)}" + (
-            f", static batch {spec.static_batch}" if spec.static_batch is not None else "")
+            f", static batch {spec.static_batch}" if spec.static_batch is not None else "") + (
+            f", batch-1 copy {batch1.artifact.relative_to(out_dir)}" if batch1 is not None else "")
 
     with timer.stage("validate") as t:
         runner = backend.load(built, backend_settings(spec), spec.validation.latency.threads)
         evaluated = evaluation.evaluate(spec, runner, data.inputs, reference, data.targets, labels, timings=[])
         conditions = runner.conditions
+        batch1_info = _check_batch1(spec, backend, runner, batch1, data.inputs, out_dir) if batch1 else None
         del runner  # a fresh process times the artifact, with this one's memory and threads released
         timed = _latency_stage(spec, built, deploy_path, data.inputs)
+        if batch1_info is not None:
+            _time_batch1(spec, built, batch1, data.inputs, batch1_info, evaluated)
         checks = evaluated["checks"]
         t.summary = f"{sum(c['passed'] for c in checks)}/{len(checks)} checks passed"
         per_layer, skipped = _optional_layer_errors(spec, deploy_path, prec.model_path, data.inputs)
         if skipped is not None:
             evaluated["warnings"].append(skipped)
 
-    artifact = {"path": str(built.artifact.relative_to(out_dir)), **built.info}
+    artifact = {"path": str(built.artifact.relative_to(out_dir)), **built.info,
+                **({"batch1": batch1_info} if batch1_info is not None else {})}
     report = {
         **start_report("build", spec, artifact, conditions),
         "identity": model_identity(spec, deploy_path, out_dir / "reference.npz"),
@@ -283,7 +290,8 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
         **({"bundle": made["bundle"]} if "bundle" in made else {}),
         "spec": spec.model_dump(mode="json"),
         "artifact": artifact,
-        "files": {_rel(p, out_dir): fileio.sha256_file(p) for p in [*inputs, deploy_path, *prec.files, *built.files]},
+        "files": {_rel(p, out_dir): fileio.sha256_file(p) for p in [*inputs, deploy_path, *prec.files, *built.files,
+                                                                     *(batch1.files if batch1 else [])]},
         "precision": prec.info,
         "libraries": library_versions(),
         "python": platform.python_version(),
@@ -292,6 +300,51 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
     fileio.write_json(out_dir / "manifest.json", folder.relocate(manifest))
     write_reports(report, out_dir)  # report.json, report.md, report.html
     return report
+
+
+BATCH1_MAX_REL_L2 = 1e-5  # the copy runs the same weights: only kernel choice may differ
+
+
+def _batch1_copy(spec: BuildSpec, built, out_dir: Path):
+    """The static batch-1 copy of a dynamic-batch artifact (spec.batch1_artifact; auto: where the target writes one
+    by default), as a BuildResult, or None."""
+    kind = target_kind(spec.target)
+    wanted = spec.batch1_artifact if spec.batch1_artifact != "auto" else kind.batch1_copy_by_default
+    if not wanted or spec.static_batch is not None or kind.static_batch_refusal(spec) is not None:
+        return None
+    path = batch1_copy(built.artifact, built.artifact.parent / "batch1")
+    if path is None:
+        return None
+    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+    return BuildResult(path, files, built.info)
+
+
+def _check_batch1(spec: BuildSpec, backend, runner, batch1, inputs: dict[str, np.ndarray],
+                  out_dir: Path) -> dict[str, Any]:
+    """The batch-1 copy against the dynamic artifact on up to 8 validation samples, one at a time: the worst rel-L2
+    over the outputs (a failed check above BATCH1_MAX_REL_L2)."""
+    copy = backend.load(batch1, backend_settings(spec), spec.validation.latency.threads)
+    count = min(8, len(next(iter(inputs.values()))))
+    worst = 0.0
+    for i in range(count):
+        feeds = {k: v[i:i + 1] for k, v in inputs.items()}
+        a, b = runner.run(feeds), copy.run(feeds)
+        worst = max([worst, *(metrics.compare(a[k], b[k])["rel_l2"] for k in a)])
+    return {"path": str(batch1.artifact.relative_to(out_dir)), "deploy_for": "batch 1 (static shape)",
+            "dynamic_deploy_for": "any batch", "samples_compared": count, "max_rel_l2_vs_dynamic": worst}
+
+
+def _time_batch1(spec: BuildSpec, built, batch1, inputs: dict[str, np.ndarray], info: dict[str, Any],
+                 evaluated: dict[str, Any]) -> None:
+    """Time the batch-1 copy and the dynamic artifact at batch 1 in alternating windows of one fresh process (so that
+    outside load cannot decide which is faster); its check against the dynamic artifact joins the checks."""
+    measured = latency.measure_fresh(spec.model_copy(update={"static_batch": 1}),
+                                     {"artifact": batch1, "dynamic": built}, inputs, [1])
+    info["latency"] = measured["timings"]["artifact"]
+    info["dynamic_latency"] = measured["timings"]["dynamic"]
+    info["speedup_vs_dynamic_b1"] = info["dynamic_latency"][0]["median_ms"] / info["latency"][0]["median_ms"]
+    worst = info["max_rel_l2_vs_dynamic"]
+    evaluated["checks"].append(check("batch1.rel_l2_vs_dynamic", "artifact", worst, BATCH1_MAX_REL_L2, "<="))
 
 
 def require_asked_passes(spec: BuildSpec, report: dict[str, Any]) -> None:

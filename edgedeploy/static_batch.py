@@ -5,6 +5,11 @@ fixed, a static shape lets the backend plan for it: OpenVINO compiles kernels fo
 batch 1 on the models measured in docs/benchmarks.md), ONNX Runtime can pre-plan its memory. The build then
 validates and times at that batch only; a last partial chunk of validation samples is padded and its padding
 discarded.
+
+Without a static batch, an OpenVINO build also writes the artifact's static batch-1 copy (`batch1_artifact`, default
+auto): one image at a time is the common edge deployment, and there the dynamic-shape IR is measurably slower
+(docs/benchmarks.md). The build checks the copy against the dynamic artifact and times it at batch 1; the report says
+which to deploy for which batch.
 """
 
 from __future__ import annotations
@@ -63,6 +68,19 @@ def static_ir(xml: Path, out_dir: Path, batch: int) -> Path:
     return out_dir / "model.xml"
 
 
+def batch1_copy(artifact: Path, folder: Path) -> Path | None:
+    """The static batch-1 copy of a built artifact (an OpenVINO IR or an ONNX Runtime model) in `folder`; None when
+    its batch is static already."""
+    artifact = Path(artifact)
+    try:
+        if artifact.suffix == ".xml":
+            return static_ir(artifact, folder, 1)
+        folder.mkdir(parents=True, exist_ok=True)
+        return static_onnx(artifact, folder / artifact.name, 1)
+    except UsageError:
+        return None  # no dynamic leading dimension: the artifact serves batch 1 as it is
+
+
 def make_static(model_path: Path, work_dir: Path, batch: int) -> Path:
     """The static-batch version of what the build stage builds from (an ONNX graph or an OpenVINO IR)."""
     model_path = Path(model_path)
@@ -71,4 +89,4 @@ def make_static(model_path: Path, work_dir: Path, batch: int) -> Path:
     return static_onnx(model_path, work_dir / f"{model_path.stem}.static.onnx", batch)
 
 
-__all__ = ["make_static", "static_onnx", "static_ir"]
+__all__ = ["make_static", "static_onnx", "static_ir", "batch1_copy"]

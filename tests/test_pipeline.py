@@ -43,6 +43,25 @@ def test_openvino_fp32_matches_pytorch(ov_fp32):
     assert "PASS" in (out / "report.md").read_text().splitlines()[0]
 
 
+def test_openvino_build_writes_a_checked_and_timed_static_batch1_copy(ov_fp32):
+    """batch1_artifact auto: beside the dynamic IR (validated at every batch size asked for), its static batch-1
+    copy, compared with it and timed at batch 1, named in the manifest and the report."""
+    import openvino as ov
+
+    out, report = ov_fp32
+    b1 = report["artifact"]["batch1"]
+    assert b1["path"] == "openvino/batch1/model.xml" and b1["max_rel_l2_vs_dynamic"] <= 1e-5
+    assert [t["batch"] for t in b1["latency"]] == [t["batch"] for t in b1["dynamic_latency"]] == [1]
+    assert b1["latency"][0]["median_ms"] > 0 and b1["speedup_vs_dynamic_b1"] > 0
+    shape = ov.Core().read_model(str(out / b1["path"])).inputs[0].get_partial_shape()
+    assert shape.is_static and shape[0].get_length() == 1
+    assert ov.Core().read_model(str(out / "openvino/model.xml")).inputs[0].get_partial_shape()[0].is_dynamic
+    assert {"openvino/batch1/model.xml", "openvino/batch1/model.bin"} <= set(
+        json.loads((out / "manifest.json").read_text())["files"])
+    assert any(c["name"] == "batch1.rel_l2_vs_dynamic" and c["passed"] for c in report["checks"])
+    assert "Batch-1 copy `openvino/batch1/model.xml`" in (out / "report.md").read_text()
+
+
 def test_default_deploy_graph_has_nothing_left_to_fold(ov_fp32):
     out, _ = ov_fp32
     deploy = onnx.load(str(out / "deploy.onnx"))

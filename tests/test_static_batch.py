@@ -108,3 +108,29 @@ def test_padded_run_drops_the_padding():
 
     x = np.arange(10, dtype=np.float32).reshape(10, 1)
     np.testing.assert_array_equal(run_all(Fixed(), {"x": x}, 4, static=True)["y"], x * 2)
+
+
+def test_batch1_copy_of_a_dynamic_ir_and_onnx_and_none_for_a_static_one(tmp_path):
+    """The batch-1 copy a default OpenVINO build writes beside its dynamic artifact: same outputs at batch 1."""
+    import openvino as ov
+    import onnxruntime as ort
+
+    import yolo_graphs
+    from edgedeploy.static_batch import batch1_copy
+
+    model, _ = yolo_graphs.v8()
+    src = tmp_path / "model.onnx"
+    onnx.save(model, str(src))
+    ov.save_model(ov.convert_model(str(src)), str(tmp_path / "model.xml"))
+    x = np.random.default_rng(0).random((1, 3, yolo_graphs.SIZE, yolo_graphs.SIZE), dtype=np.float32)
+    xml = batch1_copy(tmp_path / "model.xml", tmp_path / "ir1")
+    core = ov.Core()
+    assert core.read_model(str(xml)).inputs[0].get_partial_shape().is_static
+    np.testing.assert_allclose(core.compile_model(str(xml), "CPU")(x)[0],
+                               core.compile_model(str(tmp_path / "model.xml"), "CPU")(x)[0], rtol=1e-5, atol=1e-4)
+    copy = batch1_copy(src, tmp_path / "onnx1")
+    assert _dims(onnx.load(str(copy)).graph.input[0])[0] == 1
+    run = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+           for p in (src, copy)}
+    np.testing.assert_allclose(run[src], run[copy], rtol=1e-6, atol=1e-6)
+    assert batch1_copy(copy, tmp_path / "again") is None  # static already: nothing to copy

@@ -5,6 +5,12 @@ side by side on this machine (docs/benchmarks.md keeps the tables).
     python tools/bench.py                 # demo, ResNet-18-like, MobileNetV2-like; ~15 min on 2 idle cores
     python tools/bench.py --quick         # fewer samples and shorter windows; ~6 min
     python tools/bench.py --models resnet18 --rounds 5 --json bench.json --markdown bench.md
+    python tools/bench.py --models yolov8n,yolo11n --ultralytics-python /path/to/venv-with-ultralytics/bin/python
+
+The Ultralytics head to head (yolov8n, yolo11n; tools/ultralytics_models.py, run with a Python that has ultralytics
+and torchvision): one seeded checkpoint, Ultralytics' own ONNX, OpenVINO fp32 and OpenVINO int8 (`data=` a generated
+YOLO dataset) exports of it, edgedeploy's default builds of the same checkpoint (and `--static-batch 1`, and int8 with
+the head quantized), each timed in its own worker, interleaved; box and score rel-L2 vs PyTorch on the same inputs.
 
 Per model:
 1. **Builds**, each a real `edgedeploy build` in its own process (stage cache in <work>/xdg, so the first build of a
@@ -142,9 +148,9 @@ BUILDS = {  # name: (target, precision, extra CLI flags)
 
 
 def edgedeploy_build(spec: Path, out: Path, target: str, precision: str, extra: list[str],
-                     env: dict) -> dict[str, Any]:
+                     env: dict, python: str = sys.executable) -> dict[str, Any]:
     """One `edgedeploy build` in its own process; its wall time and report figures."""
-    cmd = [sys.executable, "-m", "edgedeploy.cli", "build", str(spec), "--target", target, "--precision", precision,
+    cmd = [python, "-m", "edgedeploy.cli", "build", str(spec), "--target", target, "--precision", precision,
            "--out", str(out), *extra]
     start = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -453,6 +459,167 @@ def bench_model(model: str, args, work: Path, env: dict) -> dict[str, Any]:
             "windows": windows, "load_min": min(w["load"] for w in windows), "load_max": max(w["load"] for w in windows)}
 
 
+# ------------------------------------------------------------------------------------------- Ultralytics head to head
+ULTRALYTICS_MODELS = ("yolov8n", "yolo11n")
+YOLO_BUILDS = {  # name: (target, precision, extra CLI flags)
+    "ov-fp32": ("openvino", "fp32", []),
+    "ov-int8": ("openvino", "int8", []),
+    "ort-fp32": ("onnxruntime", "fp32", []),
+    "ort-int8": ("onnxruntime", "int8", []),
+    "ov-int8-head-quantized": ("openvino", "int8", []),  # int8.keep_head_float: false (the earlier behaviour)
+}
+
+
+def bench_ultralytics(model: str, args, work: Path, env: dict) -> dict[str, Any]:
+    """edgedeploy against Ultralytics' own exports of the same weights (tools/ultralytics_models.py prepares both
+    from one seeded checkpoint, offline): the same inputs, one worker process per contender, interleaved windows;
+    box and score rel-L2 vs PyTorch."""
+    import yaml
+
+    from box_error import box_score_error
+
+    folder = work / model
+    python = args.ultralytics_python
+    tools_env = {**env, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tools"), env.get("PYTHONPATH", "")])}
+    print(f"[{model}] Ultralytics: weights, dataset, exports ...", file=sys.stderr, flush=True)
+    result = subprocess.run([python, str(REPO / "tools" / "ultralytics_models.py"), "prep", "--model", model,
+                             "--work", str(folder), "--imgsz", str(args.imgsz)], capture_output=True, text=True,
+                            env=tools_env)
+    if result.returncode != 0:
+        sys.exit(f"Ultralytics preparation failed:\n{result.stderr[-3000:]}")
+    prep = json.loads(result.stdout.strip().splitlines()[-1])
+    spec = {"name": model, "model": {"factory": "ultralytics_models:detector", "kwargs": {"weights": prep["weights"]}},
+            "inputs": [{"name": "images", "shape": ["batch", 3, args.imgsz, args.imgsz]}], "outputs": ["output0"],
+            "validation": {"data": prep["val"]},
+            "calibration": {"data": prep["calibration"], "cache_dir": str(folder / "calibration-cache")}}
+    builds: dict[str, Any] = {}
+    for name, (target, precision, extra) in YOLO_BUILDS.items():
+        spec_path = folder / f"spec-{name}.yaml"
+        body = spec if name != "ov-int8-head-quantized" else {**spec, "int8": {"keep_head_float": False}}
+        spec_path.write_text(yaml.safe_dump(body, sort_keys=False))
+        print(f"[{model}] edgedeploy build {name} ...", file=sys.stderr, flush=True)
+        builds[name] = edgedeploy_build(spec_path, folder / "builds" / name, target, precision, extra, tools_env,
+                                        python)
+    np.savez(folder / "inputs.npz", x=np.load(prep["inputs"]))
+    threads = args.threads
+
+    def job(kind: str, model_path: str, **extra) -> dict[str, Any]:
+        return {"kind": kind, "threads": threads, "inputs": str(folder / "inputs.npz"), "model": model_path, **extra}
+
+    art = {k: v["artifact"] for k, v in builds.items()}
+    from edgedeploy.static_batch import make_static
+
+    for name in ("ov-fp32", "ov-int8", "ort-fp32", "ort-int8"):  # the batch-1 artifact (what --static-batch 1 builds)
+        (folder / "static1" / name).mkdir(parents=True, exist_ok=True)
+        art[f"{name}-static1"] = str(make_static(Path(art[name]), folder / "static1" / name, 1))
+    ex = prep["exports"]
+    one, both = (1,), BATCHES
+    contenders = [
+        Contender("Ultralytics OpenVINO fp32", job("ov", ex["openvino-fp32"], hint="f32", static=1), one, "ov",
+                  "fp32", "ultralytics"),
+        Contender("edgedeploy OpenVINO fp32", job("ov", art["ov-fp32"], hint="f32"), both, "ov", "fp32",
+                  "edgedeploy"),
+        Contender("edgedeploy OpenVINO fp32 --static-batch 1", job("ov", art["ov-fp32-static1"], hint="f32",
+                                                                   static=1), one, "ov", "fp32", "edgedeploy"),
+        Contender("Ultralytics OpenVINO int8", job("ov", ex["openvino-int8"], hint="f32", static=1), one, "ov",
+                  "int8", "ultralytics"),
+        Contender("edgedeploy OpenVINO int8", job("ov", art["ov-int8"], hint="f32"), both, "ov", "int8",
+                  "edgedeploy"),
+        Contender("edgedeploy OpenVINO int8 --static-batch 1", job("ov", art["ov-int8-static1"], hint="f32",
+                                                                   static=1), one, "ov", "int8", "edgedeploy"),
+        Contender("edgedeploy OpenVINO int8, head quantized", job("ov", art["ov-int8-head-quantized"], hint="f32"),
+                  both, "ov", "int8", "edgedeploy"),
+        Contender("Ultralytics ONNX on ONNX Runtime", job("ort", ex["onnx"], static=1), one, "ort", "fp32",
+                  "ultralytics"),
+        Contender("edgedeploy ONNX Runtime fp32", job("ort", art["ort-fp32"]), both, "ort", "fp32", "edgedeploy"),
+        Contender("edgedeploy ONNX Runtime fp32 --static-batch 1", job("ort", art["ort-fp32-static1"], static=1), one,
+                  "ort", "fp32", "edgedeploy"),
+        Contender("edgedeploy ONNX Runtime int8", job("ort", art["ort-int8"]), both, "ort", "int8", "edgedeploy"),
+        Contender("edgedeploy ONNX Runtime int8 --static-batch 1", job("ort", art["ort-int8-static1"], static=1), one,
+                  "ort", "int8", "edgedeploy"),
+    ]
+    for c in contenders:
+        c.job["outputs"] = str(folder / f"out-{c.name.replace(' ', '_').replace('/', '_')}.npy")
+        c.start()
+    for c in contenders:
+        c.wait_ready()
+    windows = []
+    print(f"[{model}] timing {len(contenders)} contenders x {args.rounds} rounds ...", file=sys.stderr, flush=True)
+    for r in range(args.rounds):
+        order = contenders if r % 2 == 0 else list(reversed(contenders))
+        for batch in both:
+            for c in order:
+                if batch in c.batches:
+                    with CpuWindow() as w:
+                        ms = c.window(batch, args.window)
+                    c.ms[batch] += ms
+                    c.rounds[batch].append(float(np.median(ms)))
+                    windows.append({"contender": c.name, "batch": batch, "round": r, "load": w.load, "busy": w.busy})
+    for c in contenders:
+        c.stop()
+    reference = np.load(prep["reference"])
+    rows = []
+    for c in contenders:
+        row = {"name": c.name, "group": c.group, "precision": c.precision, "made_by": c.made_by,
+               "accuracy": box_score_error(np.load(c.job["outputs"]), reference),
+               "effective_hint": c.info.get("effective_hint")}
+        for batch in c.batches:
+            ms = np.asarray(c.ms[batch])
+            row[f"b{batch}"] = {"median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
+                                "p90_ms": float(np.percentile(ms, 90)), "calls": int(ms.size),
+                                "round_medians": c.rounds[batch]}
+        rows.append(row)
+    head = json.loads((folder / "builds" / "ov-int8" / "report.json").read_text())["precision_stage"]
+    return {"model": model, "kind": "ultralytics", "prep": prep, "builds": builds, "rows": rows, "windows": windows,
+            "head_kept_float": head.get("head_kept_float"),
+            "load_min": min(w["load"] for w in windows), "load_max": max(w["load"] for w in windows)}
+
+
+def markdown_ultralytics(res: dict, info: dict, args) -> str:
+    head = res.get("head_kept_float") or {}
+    lines = [f"### {res['model']} vs Ultralytics {res['prep']['ultralytics']} export, {args.imgsz}x{args.imgsz} "
+             f"(1-min load average during timing: {res['load_min']:.1f}-{res['load_max']:.1f} on {info['cores']} "
+             "cores)", "",
+             f"Head kept in float by edgedeploy's int8: {len(head.get('nodes', []))} nodes "
+             f"({', '.join(f'{k} {v}' for k, v in head.get('op_counts', {}).items())}).", "",
+             "| contender | b1 median ms (p10-p90) | b8 median ms (p10-p90) | x Ultralytics b1 | box rel-L2 vs PyTorch "
+             "| score rel-L2 vs PyTorch |", "|---|---|---|---|---|---|"]
+    peer = {("ov", "fp32"): "Ultralytics OpenVINO fp32", ("ov", "int8"): "Ultralytics OpenVINO int8",
+            ("ort", "fp32"): "Ultralytics ONNX on ONNX Runtime", ("ort", "int8"): "Ultralytics ONNX on ONNX Runtime"}
+    for r in res["rows"]:
+        cells = []
+        for bb in BATCHES:
+            t = r.get(f"b{bb}")
+            cells.append("—" if t is None else f"{t['median_ms']:.3g} ({t['p10_ms']:.3g}-{t['p90_ms']:.3g})")
+        ratio = _ms(res, r["name"], 1) / _ms(res, peer[(r["group"], r["precision"])], 1)
+        a = r["accuracy"]
+        lines.append(f"| {r['name']} | {cells[0]} | {cells[1]} | {ratio:.2f} | {a['box_rel_l2']:.2e} | "
+                     f"{a['score_rel_l2']:.2e} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def goals_ultralytics(res: dict) -> list[str]:
+    """Our default artifact's b1 latency <= 1.0x Ultralytics' export of the same weights at each precision and
+    runtime; our int8 box rel-L2 <= theirs."""
+    out = []
+    m = res["model"]
+    for ours, theirs in (("edgedeploy OpenVINO fp32", "Ultralytics OpenVINO fp32"),
+                         ("edgedeploy OpenVINO int8", "Ultralytics OpenVINO int8"),
+                         ("edgedeploy ONNX Runtime fp32", "Ultralytics ONNX on ONNX Runtime")):
+        for label in (ours, f"{ours} --static-batch 1"):
+            if not any(r["name"] == label for r in res["rows"]):
+                continue
+            ratio = _ms(res, label, 1) / _ms(res, theirs, 1)
+            out.append(f"- {'MET' if ratio <= 1.0 else 'NOT MET'}: {m} {label} b1 <= 1.0x {theirs}: {ratio:.2f}x "
+                       f"({_ms(res, label, 1):.3g} vs {_ms(res, theirs, 1):.3g} ms)")
+    a, b = _row(res, "edgedeploy OpenVINO int8")["accuracy"], _row(res, "Ultralytics OpenVINO int8")["accuracy"]
+    out.append(f"- {'MET' if a['box_rel_l2'] <= b['box_rel_l2'] else 'NOT MET'}: {m} int8 box rel-L2 <= "
+               f"Ultralytics': {a['box_rel_l2']:.2e} vs {b['box_rel_l2']:.2e} (scores {a['score_rel_l2']:.2e} vs "
+               f"{b['score_rel_l2']:.2e})")
+    return out
+
+
 # ------------------------------------------------------------------------------------------- tables and goals
 def _row(result: dict, name: str) -> dict:
     return next(r for r in result["rows"] if r["name"] == name)
@@ -572,11 +739,16 @@ def goals(results: list[dict]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help=f"comma-separated, of {', '.join(MODELS + ULTRALYTICS_MODELS)}")
     ap.add_argument("--quick", action="store_true", help="fewer samples, 2 rounds of 0.5 s windows")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, quick 2)")
     ap.add_argument("--window", type=float, default=None, help="seconds per timing window (default 1, quick 0.5)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--ultralytics-python", default=sys.executable,
+                    help="a Python with ultralytics and torchvision, for yolov8n / yolo11n (weights, its exports and "
+                         "edgedeploy's builds of them)")
+    ap.add_argument("--imgsz", type=int, default=320, help="input size of the Ultralytics models")
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgedeploy-bench"))
     ap.add_argument("--no-benchmark-app", action="store_true")
     ap.add_argument("--json", type=Path)
@@ -596,14 +768,17 @@ def main() -> None:
     import shutil
 
     for stale in [args.work / "xdg", args.work / "xdg-demo-rebuild",  # every build and cache from scratch: honest times
-                  *(args.work / m / sub for m in MODELS for sub in ("builds", "rebuild", "hand",
+                  *(args.work / m / sub for m in MODELS + ULTRALYTICS_MODELS for sub in ("builds", "rebuild", "hand",
                                                                          "calibration-cache"))]:
         shutil.rmtree(stale, ignore_errors=True)
     env = {**os.environ, "XDG_CACHE_HOME": str(args.work / "xdg")}
     info = machine()
-    results = [bench_model(m, args, args.work, env) for m in args.models.split(",")]
-    text = markdown(results, info, args)
-    checked = goals(results)
+    names = args.models.split(",")
+    results = [bench_model(m, args, args.work, env) for m in names if m not in ULTRALYTICS_MODELS]
+    versus = [bench_ultralytics(m, args, args.work, env) for m in names if m in ULTRALYTICS_MODELS]
+    text = markdown(results, info, args) + "".join("\n" + markdown_ultralytics(r, info, args) for r in versus)
+    checked = goals(results) + [g for r in versus for g in goals_ultralytics(r)]
+    results += versus
     wall = time.perf_counter() - start
     report = f"{text}\nGoals:\n" + "\n".join(checked) + f"\n\nBench wall time {wall / 60:.1f} min.\n"
     print(report)

@@ -90,7 +90,9 @@ class TargetKind:
       its route depends on its version), else it builds the precision stage's output;
     - `float_latency_reference`: an int8 artifact is timed interleaved with the float graph on the same backend (no
       where that takes a second engine build);
-    - `static_batch_refusal`: why `--static-batch` does not apply (None: it does);
+    - `static_batch_refusal`: why `--static-batch` does not apply (None: it does; nor then a batch-1 copy);
+    - `batch1_copy_by_default`: `batch1_artifact: auto` writes a static batch-1 copy beside a dynamic artifact (where
+      a static shape is measurably faster at batch 1: OpenVINO);
     - `fp16_candidate`: `--precision auto`'s fp16 candidate on this machine: (name, why skipped or None, inference
       precision hint or None), given a function that reads the CPU's flags; `with_hint` applies such a hint.
     """
@@ -102,6 +104,7 @@ class TargetKind:
     builds_from_deploy_graph: bool = False
     float_latency_reference: bool = True
     static_batch_refusal: Callable[[BuildSpec], UsageError | None] = any_batch
+    batch1_copy_by_default: bool = False
     fp16_candidate: Callable[[BuildSpec, Callable[[], set[str]]], tuple[str, str | None, str | None]] = plain_fp16
     with_hint: Callable[[BuildSpec, str], BuildSpec] | None = None  # the spec with an inference precision hint
 

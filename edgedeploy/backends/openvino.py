@@ -212,4 +212,4 @@ def _with_hint(spec: BuildSpec, hint: str) -> BuildSpec:
 
 
 TARGET = TargetKind("openvino", OpenVINOBackend, settings=_settings, precision_route=_route,
-                    fp16_candidate=_fp16_candidate, with_hint=_with_hint)
+                    fp16_candidate=_fp16_candidate, with_hint=_with_hint, batch1_copy_by_default=True)

@@ -20,34 +20,56 @@ from edgedeploy.precision.calibration import CalibrationSet
 from edgedeploy.precision.openvino_convert import convert_onnx
 from edgedeploy.tasks import detection
 
+KeepFloat = dict[str, list[str]]  # ONNX node name: its output tensor names
 
-def nncf_settings(int8: Int8Settings, accuracy_aware: bool) -> dict[str, Any]:
-    """The settings a quantized IR depends on (its cache key)."""
+
+def nncf_settings(int8: Int8Settings, accuracy_aware: bool, keep_float: KeepFloat | None = None) -> dict[str, Any]:
+    """The settings a quantized IR depends on (its cache key); `keep_float`: the ONNX nodes kept in float besides
+    the ignored scope (a detection head's decode)."""
     out = {"method": "nncf.quantize_with_accuracy_control" if accuracy_aware else "nncf.quantize",
            "preset": int8.preset, "fast_bias_correction": int8.fast_bias_correction, "model_type": int8.model_type,
            "ignored_scope": int8.ignored_scope.model_dump()}
+    if keep_float:
+        out["keep_float_nodes"] = sorted(keep_float)
     if accuracy_aware:
         out["accuracy_aware"] = int8.accuracy_aware.model_dump()
     return out
 
 
-def _ignored_scope(scope: IgnoredScope):
+def openvino_names(model, keep_float: KeepFloat) -> list[str]:
+    """The OpenVINO ops made from the ONNX nodes in `keep_float` ({node name: its output tensor names}): the
+    frontend names an op after its node (a decomposed node's parts `NODE/...`), or after the graph output it
+    writes; every op whose output carries one of the node's tensor names is matched too."""
+    tensors = {t for outs in keep_float.values() for t in outs}
+    names = []
+    for op in model.get_ops():
+        name = op.get_friendly_name()
+        if op.get_type_name() in ("Constant", "Parameter", "Result"):
+            continue
+        if name in keep_float or name.split("/", 1)[0] in keep_float \
+                or any(tensors & out.get_names() for out in op.outputs()):
+            names.append(name)
+    return sorted(set(names))
+
+
+def _ignored_scope(scope: IgnoredScope, extra: list[str]):
     import nncf
 
-    if scope.empty():
+    if scope.empty() and not extra:
         return None
-    return nncf.IgnoredScope(names=list(scope.names), patterns=list(scope.patterns), types=list(scope.types),
-                             validate=True)
+    return nncf.IgnoredScope(names=sorted(set(scope.names) | set(extra)), patterns=list(scope.patterns),
+                             types=list(scope.types), validate=True)
 
 
-def _common(int8: Int8Settings) -> dict[str, Any]:
+def _common(int8: Int8Settings, model=None, keep_float: KeepFloat | None = None) -> dict[str, Any]:
     import nncf
 
     return {"preset": {"performance": nncf.QuantizationPreset.PERFORMANCE,
                        "mixed": nncf.QuantizationPreset.MIXED}[int8.preset],
             "fast_bias_correction": int8.fast_bias_correction,
             "model_type": nncf.ModelType.TRANSFORMER if int8.model_type == "transformer" else None,
-            "ignored_scope": _ignored_scope(int8.ignored_scope)}
+            "ignored_scope": _ignored_scope(int8.ignored_scope,
+                                            openvino_names(model, keep_float) if keep_float else [])}
 
 
 def _quiet():
@@ -55,8 +77,9 @@ def _quiet():
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def quantize_ir(onnx_path: Path, calib: CalibrationSet, int8: Int8Settings):
-    """nncf.quantize on the OpenVINO model of `onnx_path`; returns the quantized ov.Model."""
+def quantize_ir(onnx_path: Path, calib: CalibrationSet, int8: Int8Settings, keep_float: KeepFloat | None = None):
+    """nncf.quantize on the OpenVINO model of `onnx_path`, the ops of the ONNX nodes in `keep_float` left in
+    float; returns the quantized ov.Model."""
     import nncf
 
 
@@ -64,13 +87,14 @@ def quantize_ir(onnx_path: Path, calib: CalibrationSet, int8: Int8Settings):
     model = convert_onnx(onnx_path)
     dataset = nncf.Dataset(calib.samples)
     try:
-        return nncf.quantize(model, dataset, subset_size=len(calib), **_common(int8))
+        return nncf.quantize(model, dataset, subset_size=len(calib), **_common(int8, model, keep_float))
     except Exception as e:  # NNCF raises its own ValidationError for an ignored scope that matches nothing
         raise _nncf_error(e, onnx_path) from None
 
 
 def quantize_ir_accuracy_aware(onnx_path: Path, calib: CalibrationSet, int8: Int8Settings,
-                               validation_items: list[Any], validation_fn: Callable[[Any, list[Any]], float]):
+                               validation_items: list[Any], validation_fn: Callable[[Any, list[Any]], float],
+                               keep_float: KeepFloat | None = None):
     """nncf.quantize_with_accuracy_control: layers are reverted to float until the metric drop is <= max_drop."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
@@ -86,7 +110,7 @@ def quantize_ir_accuracy_aware(onnx_path: Path, calib: CalibrationSet, int8: Int
         return nncf.quantize_with_accuracy_control(
             model, nncf.Dataset(calib.samples), nncf.Dataset(validation_items), validation_fn=validation_fn,
             max_drop=aa.max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib),
-            advanced_accuracy_restorer_parameters=restorer, **_common(int8))
+            advanced_accuracy_restorer_parameters=restorer, **_common(int8, model, keep_float))
     except Exception as e:
         raise _nncf_error(e, onnx_path) from None
 
@@ -142,4 +166,4 @@ def count_fake_quantize(model) -> int:
 
 
 __all__ = ["quantize_ir", "quantize_ir_accuracy_aware", "detection_validation", "save_ir", "nncf_settings",
-           "count_fake_quantize"]
+           "count_fake_quantize", "openvino_names"]

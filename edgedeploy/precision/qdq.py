@@ -70,15 +70,18 @@ def reduce_range(q: QdqSettings, flavour: str) -> bool:
     return True if flavour == "tensorrt" else not cpu_has_vnni()
 
 
-def qdq_settings(int8: Int8Settings, flavour: str = "tensorrt") -> dict[str, Any]:
+def qdq_settings(int8: Int8Settings, flavour: str = "tensorrt", keep_float: list[str] | None = None) -> dict[str, Any]:
     """The settings a Q/DQ model depends on (its cache key; each flavour is keyed separately). The onnxruntime flavour
-    always calibrates with quantize_static (NNCF's placement leaves ONNX Runtime's convs in float)."""
+    always calibrates with quantize_static (NNCF's placement leaves ONNX Runtime's convs in float). `keep_float`:
+    nodes kept in float besides `excluded` (a detection head's decode)."""
     q = int8.qdq
     method = "ort" if flavour == "onnxruntime" else q.method
     out: dict[str, Any] = {"flavour": flavour, "method": method, "excluded": q.excluded.model_dump(),
                            "weights": "int8 symmetric per-channel"}
     if int8.model_type == "transformer":  # resolved by the precision stage; `none` keeps the earlier keys
         out["model_type"] = "transformer"
+    if keep_float:
+        out["keep_float_nodes"] = sorted(keep_float)
     if flavour == "onnxruntime":
         out.update(activations="uint8 asymmetric", op_types="every op with an ONNX Runtime int8 kernel", bias="int32",
                    float_tail=True, float_gemm_outputs=True)
@@ -136,7 +139,8 @@ class _Reader:
 
 
 def quantize_ort(onnx_path: Path, out_path: Path, calib: CalibrationSet, q: QdqSettings,
-                 flavour: str = "tensorrt", model_type: str = "none") -> dict[str, Any]:
+                 flavour: str = "tensorrt", model_type: str = "none", keep_float: list[str] | None = None
+                 ) -> dict[str, Any]:
     """onnxruntime.quantization.quantize_static → Q/DQ ONNX at out_path (the caller places it atomically): the
     tensorrt flavour (symmetric int8 on q.op_types, float bias) or the onnxruntime flavour (uint8 x int8 on every op
     with an ONNX Runtime int8 kernel, int32 bias, float tail and Gemm outputs).
@@ -146,7 +150,8 @@ def quantize_ort(onnx_path: Path, out_path: Path, calib: CalibrationSet, q: QdqS
     per-sample extremes (clips rare outliers), false the extremes over all samples; `auto` quantizes both and keeps
     the one whose outputs are closer to the float model's on the calibration samples. Neither is best everywhere:
     the mean is 1.4 mAP points better on the demo detector, the extremes 3x less output error on the
-    MobileNetV2-like classifier (docs/precision.md)."""
+    MobileNetV2-like classifier (docs/precision.md). `keep_float` nodes (a detection head's decode) get no Q/DQ
+    in either flavour."""
     from onnxruntime.quantization import QuantType
 
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
@@ -154,19 +159,23 @@ def quantize_ort(onnx_path: Path, out_path: Path, calib: CalibrationSet, q: QdqS
     excluded = resolve_nodes(model, q.excluded)
     if model_type == "transformer":  # int8 for the weight-carrying Conv/MatMul/Gemm only
         excluded = sorted(set(excluded) | set(float_nodes(model)))
+    head = [n for n in keep_float or [] if n not in excluded]
     if flavour != "onnxruntime":
         extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                  "CalibTensorRangeSymmetric": True,
                  **({"CalibMovingAverage": True} if q.calibrate_method == "minmax" and q.moving_average else {})}
-        _quantize_static(onnx_path, out_path, q, flavour, excluded, extra, QuantType.QInt8, list(q.op_types), calib)
+        _quantize_static(onnx_path, out_path, q, flavour, excluded + head, extra, QuantType.QInt8, list(q.op_types),
+                         calib)
+        if head:  # the decode reads the head convs' float outputs, not their Q/DQ pairs
+            onnx.save(float_inputs(onnx.load(str(out_path)), head), str(out_path))
         return {"excluded_nodes": excluded}
-    tail = [n for n in float_tail(model) if n not in excluded]
+    tail = [n for n in dict.fromkeys([*float_tail(model), *head]) if n not in excluded]
     # with layers kept in float, ReLU/Clip stay explicit nodes, so float_inputs can feed those layers their output
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True, "QDQKeepRemovableActivations": bool(excluded)}
     made: dict[str, Any] = {"excluded_nodes": excluded, "float_tail": tail}
     if q.calibrate_method != "minmax":  # a histogram calibrator: quantize_static's own pass
         _quantize_static(onnx_path, out_path, q, flavour, excluded + tail, extra, QuantType.QUInt8, None, calib)
-        made["float_outputs"] = _float_outputs_file(out_path, excluded)
+        made["float_outputs"] = _float_outputs_file(out_path, excluded + head)
         return made
     ranges = activation_ranges(onnx_path, calib)
     choices = [True, False] if q.moving_average == "auto" else [bool(q.moving_average)]
@@ -176,7 +185,7 @@ def quantize_ort(onnx_path: Path, out_path: Path, calib: CalibrationSet, q: QdqS
         path = out_path if len(choices) == 1 else out_path.with_name(f"{out_path.stem}.{label}{out_path.suffix}")
         _quantize_static(onnx_path, path, q, flavour, excluded + tail, extra, QuantType.QUInt8, None,
                          ranges=ranges.pick(mean))
-        made["float_outputs"] = _float_outputs_file(path, excluded)
+        made["float_outputs"] = _float_outputs_file(path, excluded + head)
         if len(choices) > 1:
             errors[label] = output_error(onnx_path, path, calib)
     if errors:
@@ -256,13 +265,18 @@ def float_inputs(model: onnx.ModelProto, nodes: list[str]) -> onnx.ModelProto:
         if n.name in keep:
             for i, name in enumerate(n.input):
                 n.input[i] = before_pair(name)
-    while True:  # drop Q/DQ nodes whose outputs nothing reads
+    while True:  # drop Q/DQ nodes whose outputs nothing reads, then their scales and zero points
         used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
         dead = [n for n in g.node if n.op_type in _QUANT_OPS and not any(o in used for o in n.output)]
         if not dead:
-            return model
+            break
         for n in dead:
             g.node.remove(n)
+    used |= {i.name for i in g.input}
+    kept = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    return model
 
 
 class ActivationRanges:
@@ -417,15 +431,18 @@ def ort_kernels(model_path: Path) -> dict[str, Any]:
             "nodes": sum(ops.values())}
 
 
-def quantize_nncf(onnx_path: Path, out_path: Path, calib: CalibrationSet, int8: Int8Settings) -> dict[str, Any]:
-    """NNCF on the onnx.ModelProto (performance preset: symmetric activations) → Q/DQ ONNX at out_path."""
+def quantize_nncf(onnx_path: Path, out_path: Path, calib: CalibrationSet, int8: Int8Settings,
+                  keep_float: list[str] | None = None) -> dict[str, Any]:
+    """NNCF on the onnx.ModelProto (performance preset: symmetric activations) → Q/DQ ONNX at out_path; the
+    `keep_float` nodes join the ignored scope."""
     import nncf
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
     model = onnx.load(str(onnx_path))
     del model.graph.value_info[:]  # NNCF 3.4's statistics model fails ("Duplicate definition-site") with them
     excluded = resolve_nodes(model, int8.qdq.excluded)
-    scope = nncf.IgnoredScope(names=excluded) if excluded else None
+    ignored = sorted(set(excluded) | set(keep_float or []))
+    scope = nncf.IgnoredScope(names=ignored) if ignored else None
     try:
         quantized = nncf.quantize(model, nncf.Dataset(calib.samples), subset_size=len(calib),
                                   preset=nncf.QuantizationPreset.PERFORMANCE, fast_bias_correction=True,

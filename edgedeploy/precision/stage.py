@@ -24,6 +24,7 @@ import onnx
 from edgedeploy import fileio
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import UsageError
+from edgedeploy.graph.heads import HeadScope, decode_scope
 from edgedeploy.ort_runner import OnnxRuntimeRunner
 from edgedeploy.precision import openvino_int8 as ovq
 from edgedeploy.precision import qdq, transformer
@@ -114,11 +115,13 @@ def run_precision(spec: BuildSpec, route: PrecisionRoute, deploy_path: Path, out
     spec, attention = _with_model_type(spec, deploy_path)
     cache = CalibrationCache(spec.calibration.cache_dir or out_dir / "cache")
     model_sha = fileio.sha256_file(deploy_path)
+    head = head_scope(spec, deploy_path)
     if route.int8 == "nncf-openvino":
-        result = _openvino_int8(spec, deploy_path, calib, cache, model_sha, validation, libraries)
+        result = _openvino_int8(spec, deploy_path, calib, cache, model_sha, validation, libraries, head)
     else:
-        result = _qdq_int8(spec, route, deploy_path, out_dir, calib, cache, model_sha, libraries)
+        result = _qdq_int8(spec, route, deploy_path, out_dir, calib, cache, model_sha, libraries, head)
     result.info["model_type"] = {"resolved": spec.int8.model_type, "graph_has_attention": attention}
+    result.info["head_kept_float"] = {"setting": spec.int8.keep_head_float, **head[0].to_dict()}
     return result
 
 
@@ -129,6 +132,20 @@ def _with_model_type(spec: BuildSpec, deploy_path: Path) -> tuple[BuildSpec, boo
     resolved = transformer.model_type(spec.int8, model)
     attention = resolved == "transformer" or transformer.has_attention(model)
     return spec.model_copy(update={"int8": spec.int8.model_copy(update={"model_type": resolved})}), attention
+
+
+def head_scope(spec: BuildSpec, deploy_path: Path) -> tuple[HeadScope, dict[str, list[str]]]:
+    """The detection-head decode int8 keeps in float (int8.keep_head_float), and each of its nodes' output
+    tensors (OpenVINO names some ops after them)."""
+    model = onnx.load(str(deploy_path), load_external_data=False)
+    scope = decode_scope(model) if spec.int8.keep_head_float is not False else HeadScope((), (), (), {})
+    if spec.int8.keep_head_float is True and not scope:
+        raise UsageError("int8.keep_head_float is true, and the graph has no YOLO-style decode after its last "
+                         "convolutions (no sigmoid with grid/stride arithmetic or DFL)", where=str(deploy_path),
+                         fix="set int8.keep_head_float: auto (or false), or name the nodes in int8.ignored_scope / "
+                             "int8.qdq.excluded")
+    names = set(scope.nodes)
+    return scope, {n.name: list(n.output) for n in model.graph.node if n.name in names}
 
 
 # ------------------------------------------------------------------------------------------------------ fp16
@@ -166,9 +183,11 @@ def _calibration_info(calib: CalibrationSet) -> dict[str, Any]:
 
 
 def _openvino_int8(spec: BuildSpec, deploy_path: Path, calib: CalibrationSet, cache: CalibrationCache,
-                   model_sha: str, validation, libraries) -> PrecisionResult:
+                   model_sha: str, validation, libraries, head: tuple[HeadScope, dict[str, list[str]]],
+                   ) -> PrecisionResult:
     aa = spec.int8.accuracy_aware.enabled
-    settings = ovq.nncf_settings(spec.int8, aa)
+    keep = head[1]
+    settings = ovq.nncf_settings(spec.int8, aa, keep)
     material: dict[str, Any] = {"model_sha256": model_sha, "data_sha256": calib.sha256, "settings": settings,
                                 "libraries": _versions(libraries, "openvino")}
     if aa:
@@ -187,9 +206,9 @@ def _openvino_int8(spec: BuildSpec, deploy_path: Path, calib: CalibrationSet, ca
             output = output or onnx.load(str(deploy_path), load_external_data=False).graph.output[0].name
             items, fn = ovq.detection_validation(validation.inputs, validation.targets, output,
                                                  det.conf_thres, det.iou_thres)
-            model = ovq.quantize_ir_accuracy_aware(deploy_path, calib, spec.int8, items, fn)
+            model = ovq.quantize_ir_accuracy_aware(deploy_path, calib, spec.int8, items, fn, keep)
         else:
-            model = ovq.quantize_ir(deploy_path, calib, spec.int8)
+            model = ovq.quantize_ir(deploy_path, calib, spec.int8, keep)
         staged = entry.staging()
         ovq.save_ir(model, staged)
         fileio.write_json(staged / "quantize.json", {"fake_quantize": ovq.count_fake_quantize(model),
@@ -206,9 +225,11 @@ def _openvino_int8(spec: BuildSpec, deploy_path: Path, calib: CalibrationSet, ca
 
 
 def _qdq_int8(spec: BuildSpec, route: PrecisionRoute, deploy_path: Path, out_dir: Path, calib: CalibrationSet,
-              cache: CalibrationCache, model_sha: str, libraries) -> PrecisionResult:
+              cache: CalibrationCache, model_sha: str, libraries, head: tuple[HeadScope, dict[str, list[str]]],
+              ) -> PrecisionResult:
     flavour = qdq.flavour_of(route.qdq_flavour, spec.int8.qdq)
-    settings = qdq.qdq_settings(spec.int8, flavour)
+    keep = list(head[0].nodes)
+    settings = qdq.qdq_settings(spec.int8, flavour, keep)
     method = settings["method"]
     material = {"model_sha256": model_sha, "data_sha256": calib.sha256, "settings": settings,
                 "libraries": _versions(libraries, f"qdq-{method}")}
@@ -218,9 +239,9 @@ def _qdq_int8(spec: BuildSpec, route: PrecisionRoute, deploy_path: Path, out_dir
         staged = entry.staging()
         target = staged / "model.qdq.onnx"
         if method == "ort":
-            made = qdq.quantize_ort(deploy_path, target, calib, spec.int8.qdq, flavour, spec.int8.model_type)
+            made = qdq.quantize_ort(deploy_path, target, calib, spec.int8.qdq, flavour, spec.int8.model_type, keep)
         else:
-            made = qdq.quantize_nncf(deploy_path, target, calib, spec.int8)
+            made = qdq.quantize_nncf(deploy_path, target, calib, spec.int8, keep)
         structure = qdq.describe(onnx.load(str(target)))
         fileio.write_json(staged / "quantize.json", {**made, "structure": structure,
                                                      "ort_kernels": qdq.ort_kernels(target),
@@ -266,5 +287,5 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-__all__ = ["run_precision", "check_precision_request", "PrecisionResult", "PrecisionRoute", "FP16_ONNX", "QDQ_ONNX",
+__all__ = ["run_precision", "check_precision_request", "head_scope", "PrecisionResult", "PrecisionRoute", "FP16_ONNX", "QDQ_ONNX",
            "uses_calibration", "compare_on_ort", "arrays_sha256"]

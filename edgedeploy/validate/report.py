@@ -98,6 +98,14 @@ def header(report: dict[str, Any]) -> tuple[str, list[str]]:
              f"validated on {report['validation_data']}.",
              f"Conditions: {c.get('backend')} {c.get('version')} on {c.get('device')} ({c.get('processor')}), "
              f"{c.get('threads')} threads{hint}."]
+    b1 = report["artifact"].get("batch1")
+    if isinstance(b1, dict) and b1.get("latency"):
+        dynamic = (b1.get("dynamic_latency") or [{}])[0].get("median_ms")
+        paras.append(f"Batch-1 copy `{b1['path']}` (static shape, to deploy when running one image at a time): "
+                     f"{b1['latency'][0]['median_ms']:.3g} ms at batch 1"
+                     + (f" vs {dynamic:.3g} ms for the dynamic-batch artifact, timed alternately" if dynamic else "")
+                     + f"; `{report['artifact']['path']}` for any batch. Both compute the same (rel-L2 "
+                       f"{b1['max_rel_l2_vs_dynamic']:.2g} on {b1['samples_compared']} samples).")
     if report.get("baseline"):
         b = report["baseline"]
         paras.append(f"Baseline: `{b['path']}` (edgedeploy {b.get('edgedeploy')}, timed on {b.get('processor')}).")
