@@ -88,15 +88,19 @@ def read_labels(path: Path, width: int, height: int, names: list[str] | None,
                              fix="one object per line: class cx cy w h (normalized)") from None
         cls = _class_id(values[0], names, where)
         coords = values[1:]
-        if not np.isfinite(coords).all() or (coords < -_COORD_SLACK).any() or (coords > 1 + _COORD_SLACK).any():
+        positions = coords
+        if kpt_shape is not None and len(coords) != 4 + kpt_shape[0] * kpt_shape[1]:
+            k, dim = kpt_shape
+            raise UsageError(f"label line has {len(values)} numbers; with kpt_shape [{k}, {dim}] a pose line "
+                             f"has {5 + k * dim} (class cx cy w h, then {k} points of {dim} values)",
+                             where=where, fix="fix the line or the yaml's kpt_shape")
+        if kpt_shape is not None and kpt_shape[1] == 3:
+            positions = np.concatenate([coords[:4], coords[4:].reshape(-1, 3)[:, :2].ravel()])  # not visibility
+        if not np.isfinite(coords).all() or (positions < -_COORD_SLACK).any() or (positions > 1 + _COORD_SLACK).any():
             raise UsageError("label coordinates outside [0, 1]; YOLO labels are normalized by the image size",
                              where=where, fix="divide x by the image width and y by its height")
         if kpt_shape is not None:
             k, dim = kpt_shape
-            if len(coords) != 4 + k * dim:
-                raise UsageError(f"label line has {len(values)} numbers; with kpt_shape [{k}, {dim}] a pose line "
-                                 f"has {5 + k * dim} (class cx cy w h, then {k} points of {dim} values)",
-                                 where=where, fix="fix the line or the yaml's kpt_shape")
             points = coords[4:].reshape(k, dim)
             vis = points[:, 2] if dim == 3 else np.where((points == 0).all(1), 0.0, 2.0)
             keypoints.append(np.column_stack([points[:, :2] * scale, vis]))

@@ -35,7 +35,8 @@ class YoloAnchorFree:
         if isinstance(found, str):
             return f"{self.name} {found}"
         if kpt_shape is not None:
-            return f"{self.name} reads boxes only, the data has keypoints (kpt_shape {list(kpt_shape)}: yolo-pose)"
+            return (f"{self.name} reads boxes only, the data has keypoints (kpt_shape {list(kpt_shape)}: yolo-pose "
+                    f"reads {found[0]} {list(found[1])})")
         return channels_first(found[1], 0, num_classes, self.name, found[0])
 
     def decode(self, outputs: dict[str, np.ndarray], settings: DecodeSettings) -> list[Detections]:
