@@ -51,3 +51,28 @@ def write_yolo(root: Path, images: np.ndarray, targets: np.ndarray, names: list[
     path = root / "data.yaml"
     path.write_text(yaml.safe_dump({"path": ".", "val": "images/val", "names": dict(enumerate(names))}))
     return path
+
+
+class ArrayRecords:
+    """The npz form of a detection set (images (N, H, W, 3) + targets (M, 6)) as records, in array order."""
+
+    kind = "npz"
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray):
+        self.images, self.targets = images, targets
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def record(self, index: int):
+        from edgedeploy.data.base import Annotations, Record
+
+        rows = self.targets[self.targets[:, 0] == index]
+        return Record(f"npz:{index}", self.images[index], None,
+                      Annotations(rows[:, 2:].astype(np.float64), rows[:, 1].astype(np.int64)))
+
+    def class_names(self):
+        return None
+
+    def fingerprint(self) -> str:
+        return ""

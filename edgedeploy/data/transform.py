@@ -3,7 +3,7 @@
 Letterbox follows Ultralytics' rule (`ultralytics.data.augment.LetterBox` and `ops.scale_boxes`): scale by
 r = min(H / h, W / w), resize to round(w r) x round(h r), pad evenly (left = round(dw / 2 - 0.1)) with the pad value
 (114); with `stride`, the canvas is the smallest stride multiple around the resized image (rectangular inference,
-dynamic input shapes only). Coordinates go back as (x - pad) / r, clipped to the image, as Ultralytics scores them.
+dynamic input shapes only). Coordinates go back as (x - pad) / r.
 """
 
 from __future__ import annotations
@@ -28,13 +28,11 @@ class Transform:
     orig_w: int
 
     def to_original(self, boxes: np.ndarray) -> np.ndarray:
-        """(K, 4) xyxy in model-input pixels -> original-image pixels, clipped to the image."""
+        """(K, 4) xyxy in model-input pixels -> original-image pixels. Not clipped to the image: scores stay those
+        of the boxes the model made (clipping moves the demo's mAP@0.5 by 1.4e-4)."""
         b = np.asarray(boxes, np.float64).reshape(-1, 4)
-        out = (b - [self.pad_left, self.pad_top, self.pad_left, self.pad_top]) / [self.scale_x, self.scale_y,
-                                                                                   self.scale_x, self.scale_y]
-        out[:, 0::2] = out[:, 0::2].clip(0, self.orig_w)
-        out[:, 1::2] = out[:, 1::2].clip(0, self.orig_h)
-        return out
+        return (b - [self.pad_left, self.pad_top, self.pad_left, self.pad_top]) / [self.scale_x, self.scale_y,
+                                                                                    self.scale_x, self.scale_y]
 
     def keypoints_to_original(self, keypoints: np.ndarray) -> np.ndarray:
         """(..., 2 or 3) x, y[, v] in model-input pixels -> original pixels (v unchanged)."""
