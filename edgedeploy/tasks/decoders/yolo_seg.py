@@ -37,7 +37,7 @@ def assemble_masks(coefficients: np.ndarray, protos: np.ndarray, boxes: np.ndarr
     h, w = size
     logits = (coefficients.astype(np.float32) @ protos.reshape(nm, -1).astype(np.float32)).reshape(-1, mh, mw)
     up = bilinear_matrix(h, mh) @ logits @ bilinear_matrix(w, mw).T  # (K, H, W), sigmoid(x) > 0.5 <=> x > 0
-    ys, xs = np.arange(h) + 0.5, np.arange(w) + 0.5
+    ys, xs = np.arange(h), np.arange(w)  # a pixel is inside when its index is (Ultralytics' crop_mask)
     inside = ((ys[None, :, None] >= boxes[:, 1, None, None]) & (ys[None, :, None] < boxes[:, 3, None, None])
               & (xs[None, None, :] >= boxes[:, 0, None, None]) & (xs[None, None, :] < boxes[:, 2, None, None]))
     return (up > 0) & inside
