@@ -169,3 +169,49 @@ def test_demo_from_npz_coco_and_yolo_gives_its_map(tmp_path):
         assert s["map50"] == pytest.approx(today["map50"], abs=1e-9), name
         assert s["map50_95"] == pytest.approx(today["map50_95"], abs=1e-9), name
         assert s["map50_vs_reference"] == pytest.approx(1.0) and s["map50_drop"] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["coco", "yolo"])
+def test_demo_validation_set_from_a_dataset(tmp_path, form):
+    """`validation.data` naming a COCO JSON or a YOLO folder made from the demo's eval set: the same inputs and
+    labels as the npz (PNG images), and the build's task metric gives mAP@0.5 0.9345 from them."""
+    from edgedeploy.preprocess import load_validation_set
+    from edgedeploy.validate.evaluate import task_metrics
+
+    spec = load_spec(demo_spec_path())
+    with np.load(demo_spec_path().parent / "eval.npz") as d:
+        images, targets = d["images"], d["targets"]
+    names = [str(i) for i in range(10)]
+    path = (write_coco(tmp_path, images, targets, names) if form == "coco"
+            else write_yolo(tmp_path, images, targets, names))
+    npz = load_validation_set(spec)
+    data = load_validation_set(spec.model_copy(update={"validation": spec.validation.model_copy(
+        update={"data": path})}))
+    np.testing.assert_array_equal(data.inputs["images"], npz.inputs["images"])
+    np.testing.assert_allclose(data.targets, npz.targets, atol=1e-4)
+    assert data.class_names == names
+    reference = demo_runner()(npz.inputs)
+    task = task_metrics(spec.validation, reference, reference, data.targets, None, data.class_names, (64, 64))
+    assert task["decoder"] == "yolo-objectness" and round(task["map50"], 4) == 0.9345
+    assert task["map50_drop"] == 0.0 and task["drop_interval"]["map50_drop"] == [0.0, 0.0]
+
+
+def test_yolov8_layout_at_the_gate_decodes_or_refuses():
+    """The issue's case through the build's task metric: a (B, 84, N) output is read as YOLOv8's anchor-free head
+    (a detection where its box is), and forcing the YOLOv5 reading is one UsageError naming the shapes."""
+    from edgedeploy.config import ValidationSettings
+    from edgedeploy.errors import UsageError
+    from edgedeploy.validate.evaluate import task_metrics
+
+    pred = np.zeros((2, 84, 2100), np.float32)
+    pred[:, :4] = np.array([320, 320, 20, 20], np.float32)[None, :, None]
+    pred[0, :4, 7] = [100, 120, 40, 60]
+    pred[0, 4 + 34, 7] = 0.9
+    targets = np.array([[0, 34, 80, 90, 120, 150]], np.float32)
+    settings = ValidationSettings(task="detection", num_classes=80)
+    task = task_metrics(settings, {"output0": pred}, {"output0": pred}, targets, None, None, (640, 640))
+    assert task["decoder"] == "yolo-anchor-free" and task["map50"] == pytest.approx(1.0)
+    with pytest.raises(UsageError, match=r"yolo-objectness reads \(B, N, 5 \+ nc\) = \(B, N, 85\) for 80 classes"):
+        task_metrics(settings.model_copy(update={"decoder": "yolo-objectness"}), {"output0": pred},
+                     {"output0": pred}, targets, None, None, (640, 640))

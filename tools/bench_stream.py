@@ -101,7 +101,8 @@ def validate(work: Path, onnx: Path, count: int) -> dict:
     scores = detection_scores(result, result, source.class_names(), source.category_ids(), resamples=200)
     write_coco_results(work / "predictions.json", coco_results(result, source.category_ids()))
     return {"seconds": time.perf_counter() - start, "stream_seconds": streamed, "infer_seconds": result.infer_seconds,
-            "detections": sum(len(p) for p in result.predictions), "decoder": result.decoder, "map50_95": scores["map50_95"], "map50": scores["map50"],
+            "detections": sum(len(p) for p in result.predictions), "decoder": result.decoder,
+            "map50_95": scores["map50_95"], "map50": scores["map50"],
             "drop_interval": scores["drop_interval"]}
 
 

@@ -7,8 +7,9 @@ Run with a Python that has ultralytics, torchvision and transformers (kept outsi
 Models are built from their package's configs with random weights (nothing is downloaded), fed seeded random
 images, and their outputs read twice: by the package (ultralytics' non_max_suppression / process_mask, the
 transformers image processor, torchvision's own post-processing) and by the edgedeploy decoder `choose` picks from
-the output shapes (the YOLO heads' tied scores untied the same way for both, see `untied`). The table gives, per model, the decoder chosen, the detections each side kept and the largest
-difference. Random weights make meaningless predictions with realistic layouts, which is what a decoder reads.
+the output shapes (the YOLO heads' tied scores untied the same way for both, see `untied`). The table gives,
+per model, the decoder chosen, the detections each side kept and the largest difference. Random weights make
+meaningless predictions with realistic layouts, which is what a decoder reads.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def ultralytics_cases(torch) -> None:
         same_cls = len(theirs) == len(ours) and (theirs[:, 5] == ours.classes).all()
         extra = ""
         if decoder.name == "yolo-seg" and len(theirs) == len(ours):
-            masks = ops.process_mask(tensors[1][0], torch.from_numpy(theirs[:, 6:]).float(), torch.from_numpy(theirs[:, :4]),
-                                     (size, size), upsample=True).numpy().astype(bool)
+            coef, boxes = torch.from_numpy(theirs[:, 6:]).float(), torch.from_numpy(theirs[:, :4])
+            masks = ops.process_mask(tensors[1][0], coef, boxes, (size, size), upsample=True).numpy().astype(bool)
             extra = f", mask pixels differing {int((masks != ours.masks).sum())} of {masks.size}"
         if decoder.name == "yolo-pose" and len(theirs) == len(ours):
             kp = theirs[:, 6:].reshape(-1, 17, 3)
