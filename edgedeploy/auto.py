@@ -24,19 +24,27 @@ plot as `auto-frontier.png`.
 
 from __future__ import annotations
 
-import io
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgedeploy import fileio
+from edgedeploy import fileio, pipeline
+from edgedeploy.backends import BuildResult, target_kind
 from edgedeploy.config import BuildSpec
+from edgedeploy.device import cpu_flags
+from edgedeploy.outfolder import OutputFolder
+from edgedeploy import precision_debug as debug
+from edgedeploy.precision_debug import keep_in_float
+from edgedeploy.stagecache import StageCache
+from edgedeploy.tasks import task_of
+from edgedeploy.validate import latency
+from edgedeploy.validate.gate import load_reference
+from edgedeploy.validate.html import frontier_png
+from edgedeploy.validate.write import write_reports
 
 CANDIDATES = ("fp32", "fp16", "int8", "int8-keep-float")
 PLOT = "auto-frontier.png"
-_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
-_FP16_FLAGS = {"avx512_fp16", "amx_fp16"}
 
 
 @dataclass
@@ -44,15 +52,13 @@ class Candidate:
     name: str
     precision: str
     skipped: str | None = None  # why it was not built
-    hint: str | None = None  # OpenVINO inference precision for this candidate
+    hint: str | None = None  # the backend's inference precision for this candidate (TargetKind.with_hint)
     kept_float: list[str] = field(default_factory=list)
     dir: Path | None = None
     report: dict[str, Any] | None = None
 
 
 def _cpu_flags() -> set[str]:
-    from edgedeploy.device import cpu_flags
-
     return cpu_flags()
 
 
@@ -62,14 +68,8 @@ def candidates_for(spec: BuildSpec) -> list[Candidate]:
     for name in CANDIDATES:
         precision = "int8" if name.startswith("int8") else name
         skipped, hint = None, None
-        if name == "fp16" and spec.target == "onnxruntime":
-            skipped = "ONNX Runtime's CPU provider has no fp16 convolution kernels on x86: an fp16 graph runs slower"
-        elif name == "fp16" and spec.target == "openvino" and spec.openvino.device == "CPU":
-            flags = _cpu_flags()
-            if _BF16_FLAGS & flags:  # AMX/AVX512-BF16 run bf16 far faster than AVX512-FP16 runs f16
-                name, hint = "bf16", "bf16"
-            elif not _FP16_FLAGS & flags:
-                skipped = "this CPU has no bf16/fp16 arithmetic: an fp16 IR would run at f32 speed"
+        if name == "fp16":
+            name, skipped, hint = target_kind(spec.target).fp16_candidate(spec, _cpu_flags)
         out.append(Candidate(name, precision, skipped, hint=hint))
     return out
 
@@ -77,10 +77,6 @@ def candidates_for(spec: BuildSpec) -> list[Candidate]:
 def build_auto(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False, listener=None, cache=None,
                max_layers: int = 16) -> dict[str, Any]:
     """Build, time and choose (module docstring); returns the winner's report, written to out_dir."""
-    from edgedeploy import pipeline
-    from edgedeploy.outfolder import OutputFolder
-    from edgedeploy.stagecache import StageCache
-
     candidates = candidates_for(spec)
     for c in candidates:
         if c.skipped is None:
@@ -107,28 +103,21 @@ def build_auto(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False, list
         plot = frontier_png(report["auto"])
         if plot is not None:
             fileio.write_bytes(folder.staging / PLOT, plot)
-        from edgedeploy.validate.gate import write_reports
-
         write_reports(report, folder.staging)
         folder.commit()
     return report
 
 
 def _candidate_spec(spec: BuildSpec, c: Candidate) -> BuildSpec:
-    from edgedeploy.precision.debug import keep_in_float
-
     candidate = spec.model_copy(update={"precision": c.precision})
     if c.hint is not None:
-        candidate = candidate.model_copy(update={"openvino": spec.openvino.model_copy(
-            update={"inference_precision": c.hint})})
+        candidate = target_kind(spec.target).with_hint(candidate, c.hint)
     return keep_in_float(candidate, c.kept_float, spec.calibration.cache_dir) if c.kept_float else candidate
 
 
 def _keep_float(int8: Candidate, max_layers: int) -> tuple[str | None, list[str]]:
     """(why skipped, layers to keep in float) from the int8 candidate: skipped when it meets its budget or was not
     built; else the fewest worst layers the debug-precision search finds (or its largest trial when none passes)."""
-    from edgedeploy.precision import debug
-
     if int8.report is None:
         return "no int8 build to start from", []
     if int8.report["passed"]:
@@ -157,7 +146,8 @@ def _copy_build(src: Path, dst: Path) -> None:
 def _accuracy(report: dict[str, Any]) -> tuple[str, float]:
     """(metric name, value) of a candidate's accuracy: its task metric, else its worst rel-L2."""
     task = report.get("task") or {}
-    for key in ("map50", "top1", "top1_agreement"):
+    kind = task_of(task)
+    for key in kind.ranking_metrics if kind is not None else ():
         if isinstance(task.get(key), (int, float)):
             return key, float(task[key])
     return "worst rel-L2", max(t["rel_l2"] for t in report["tensors"].values())
@@ -165,10 +155,6 @@ def _accuracy(report: dict[str, Any]) -> tuple[str, float]:
 
 def _choose(spec: BuildSpec, candidates: list[Candidate]) -> dict[str, Any]:
     """Time the built candidates in one fresh process (interleaved), pick the fastest within its budget."""
-    from edgedeploy.backends import BuildResult
-    from edgedeploy.validate import latency
-    from edgedeploy.validate.gate import load_reference
-
     built = [c for c in candidates if c.report is not None]
     artifacts = {c.name: BuildResult(c.dir / c.report["artifact"]["path"], [],
                                      {k: v for k, v in c.report["artifact"].items() if k != "path"}) for c in built}
@@ -212,49 +198,4 @@ def _choose(spec: BuildSpec, candidates: list[Candidate]) -> dict[str, Any]:
             "passed": bool(passing), "plot": PLOT}
 
 
-# ------------------------------------------------------------------------------------------- rendering
-def frontier_png(auto: dict[str, Any]) -> bytes | None:
-    """Latency (at the ranking batch) against accuracy, one point per built candidate: filled within budget, open
-    outside it; the chosen one ringed."""
-    rows = [r for r in auto["candidates"] if r.get("built")]
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    batch = str(auto["batch"])
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for r in rows:
-        x, y = r["latency_ms"][batch], r["accuracy"]
-        ax.scatter([x], [y], s=60, facecolors="tab:blue" if r["passed"] else "none", edgecolors="tab:blue")
-        if r["name"] == auto["chosen"]:
-            ax.scatter([x], [y], s=220, facecolors="none", edgecolors="tab:green", linewidths=2)
-        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
-    ax.set_xlabel(f"latency at batch {batch} (median ms, this machine)")
-    ax.set_ylabel(rows[0]["metric"])
-    ax.set_title("precision candidates: filled = within budget, ringed = chosen", fontsize=10)
-    ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def frontier_table(auto: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """The candidates as a table (header, rows) for the Precision auto section of report.md / report.html."""
-    batches = [str(b) for b in auto["batches"]]
-    header = ["candidate", *[f"batch {b} ms" for b in batches], "accuracy", "budget", "why"]
-    rows = []
-    for r in auto["candidates"]:
-        if not r.get("built"):
-            rows.append([r["name"], *["—"] * len(batches), "—", "—", r["why"]])
-            continue
-        name = r["name"] + (f" ({len(r['kept_float'])} in float)" if r.get("kept_float") else "")
-        rows.append([name, *[f"{r['latency_ms'][b]:.3g}" for b in batches], f"{r['metric']} {r['accuracy']:.4g}",
-                     "pass" if r["passed"] else "fail", r["why"]])
-    return header, rows
-
-
-__all__ = ["build_auto", "candidates_for", "frontier_table", "frontier_png", "CANDIDATES"]
+__all__ = ["build_auto", "candidates_for", "CANDIDATES"]

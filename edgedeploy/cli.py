@@ -297,7 +297,7 @@ def validate(
     Re-runs it on the inputs stored in reference.npz (no PyTorch needed), checks its thresholds, its files'
     hashes and a baseline; writes report.json / .md / .html and JUnit. Exit 0 pass, 1 a check failed, 2 usage error."""
     from edgedeploy.outfolder import report_path
-    from edgedeploy.validate.gate import validate_artifact
+    from edgedeploy.revalidate import validate_artifact
 
     with console.status("[bold]validate[/]…"):
         report = validate_artifact(artifact_dir, baseline=baseline, config=config, out_dir=out, junit=junit,
@@ -411,7 +411,7 @@ def debug_precision(
     error each adds; with --search, keeps the worst in float until the budget holds (exit 1 when no such set is
     found)."""
     from edgedeploy.outfolder import OutputFolder, report_path
-    from edgedeploy.precision import debug as precision_debug
+    from edgedeploy import precision_debug
 
     if rebuild is not None and not search:
         raise UsageError("--rebuild needs --search (it builds what the search found)")

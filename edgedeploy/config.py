@@ -532,14 +532,15 @@ def load_spec(path: str | Path) -> BuildSpec:
     try:
         spec = BuildSpec.model_validate(raw)
     except ValidationError as e:
-        raise UsageError(_describe(e), where=str(path), fix="see the config reference in README.md") from None
+        raise UsageError(describe_validation_error(e), where=str(path),
+                         fix="see the config reference in README.md") from None
     try:
         return _resolve_paths(spec, path.parent)
     except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
         raise UsageError(f"cannot resolve a path in the config ({e})", where=str(path)) from None
 
 
-def _describe(error: ValidationError) -> str:
+def describe_validation_error(error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     key = key if key.isprintable() else repr(key)[1:-1]

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.graph.prune import select_outputs
 from edgedeploy.shapes import Dim, format_dims, input_dims
 
 if TYPE_CHECKING:
@@ -72,8 +73,6 @@ def _shape_matches(model_dims: list[Dim], config_dims: list[int | str]) -> bool:
 
 def check_io(model: onnx.ModelProto, spec: BuildSpec, path: Path) -> None:
     """The config's inputs (names, dtypes, shapes) and named outputs are the model's."""
-    from edgedeploy.graph.prune import select_outputs
-
     initializers = {t.name for t in model.graph.initializer}
     inputs = {i.name: i for i in model.graph.input if i.name not in initializers}
     outputs = [o.name for o in model.graph.output]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,20 +35,26 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgedeploy import __version__, device, fileio
-from edgedeploy.backends import Backend, get_backend
+from edgedeploy import __version__, device, export, fileio
+from edgedeploy.backends import (Backend, BuildResult, backend_settings, get_backend, precision_route,
+                                 target_kind)
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import EdgeDeployError, UsageError
-from edgedeploy.graph.optimize import NOT_APPLIED, OptimizeSettings, load_model, optimize_file
+from edgedeploy.graph.optimize import NOT_APPLIED, OptimizeSettings, optimize_file
 from edgedeploy.onnx_checks import check_io, check_operators
+from edgedeploy.ort_runner import OnnxRuntimeRunner, kernel_ops
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.stage import PrecisionResult, arrays_sha256, check_precision_request, run_precision
 from edgedeploy.preprocess import ValidationSet, load_validation_set
-from edgedeploy.stagecache import StageCache, export_material, optimize_material, package_versions
+from edgedeploy.sources import source_of
+from edgedeploy.stagecache import StageCache, export_material, optimize_material
+from edgedeploy.static_batch import make_static, static_onnx
 from edgedeploy.validate import evaluate as evaluation
 from edgedeploy.validate import latency
-from edgedeploy.validate.gate import REPORT_SCHEMA, finish_report, load_reference, write_reports
-_LIBRARIES = ("torch", "onnx", "onnxsim", "onnxslim", "onnxruntime", "openvino", "nncf", "numpy", "tensorrt")
+from edgedeploy.validate.gate import REPORT_SCHEMA, load_reference
+from edgedeploy.validate.localize import layer_errors, localize_model
+from edgedeploy.validate.write import finish_report, write_reports
+from edgedeploy.versions import library_versions
 
 
 class StageListener:
@@ -88,18 +95,12 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def library_versions() -> dict[str, str | None]:
-    return package_versions(_LIBRARIES)
-
-
 def check_request(spec: BuildSpec) -> Backend:
     """Refuse what cannot be built (missing SDK, unsupported precision, INT8 without calibration data) before any
     minutes are spent on export."""
-    if spec.static_batch is not None and spec.target == "trt":
-        raise UsageError("--static-batch builds static ONNX / OpenVINO artifacts; a TensorRT engine gets a fixed "
-                         "batch from its optimization profile", where="static_batch",
-                         fix=f"set tensorrt.profiles: {{batch: {{min: {spec.static_batch}, opt: {spec.static_batch}, "
-                             f"max: {spec.static_batch}}}}}")
+    kind = target_kind(spec.target)
+    if spec.static_batch is not None and (refusal := kind.static_batch_refusal(spec)) is not None:
+        raise refusal
     backend = get_backend(spec.target)
     if spec.precision not in backend.precisions:
         raise UsageError(f"target {spec.target} builds {', '.join(backend.precisions)}, not {spec.precision}")
@@ -109,7 +110,7 @@ def check_request(spec: BuildSpec) -> Backend:
             kind = fileio.file_kind(Path(path).stat().st_mode) if Path(path).exists() else None
             raise UsageError(f"{key} is {kind}, not a file" if kind else f"{key} not found", where=str(path),
                              fix=f"check {key} in the config")
-    check_precision_request(spec)
+    check_precision_request(spec, kind.precision_route(spec))
     return backend
 
 
@@ -160,8 +161,8 @@ def _stages(spec: BuildSpec, backend: Backend, folder: OutputFolder, trust_code:
     wall_start = time.perf_counter()
     made = export_and_optimize(spec, folder, timer, trust_code, cache)
     with timer.stage("precision") as t:
-        prec = run_precision(spec, made.deploy_path, folder.staging, made.data, library_versions(),
-                             check_inputs=evaluation.first(made.data.inputs, evaluation.RUN_BATCH))
+        prec = run_precision(spec, precision_route(spec), made.deploy_path, folder.staging, made.data,
+                             library_versions(), check_inputs=evaluation.first(made.data.inputs, evaluation.RUN_BATCH))
         t.summary = prec.summary
     record = {"source": made.source, "validation_data": made.data.source, "optimize": made.optimize_record(),
               "stage_cache": made.reuse}
@@ -201,7 +202,8 @@ def export_and_optimize(spec: BuildSpec, folder: OutputFolder, timer: StageTimer
     out_dir = folder.staging
     reuse: dict[str, dict[str, Any]] = {}
     with timer.stage("export") as t:
-        given = _onnx_source(spec) if spec.model.onnx is not None else None  # the model's word before the data's
+        kind = source_of(spec)
+        given = kind.read_onnx(spec) if kind.read_onnx is not None else None  # the model's word before the data's
         data = load_validation_set(spec)
         labels = data.labels if data.labels is not None else evaluation.load_labels(
             spec.validation, len(next(iter(data.inputs.values()))))
@@ -231,18 +233,15 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
     that the manifest hashes besides deploy.onnx, the precision stage's and the artifact's."""
     out_dir = folder.staging
     with timer.stage("build") as t:
-        # TensorRT picks deploy.onnx / deploy.fp16.onnx / deploy.int8.qdq.onnx itself (its route depends on its version)
-        model_path = deploy_path if spec.target == "trt" else prec.model_path
+        model_path = deploy_path if target_kind(spec.target).builds_from_deploy_graph else prec.model_path
         if spec.static_batch is not None:
-            from edgedeploy.static_batch import make_static
-
             model_path = make_static(model_path, out_dir, spec.static_batch)
-        built = backend.build(model_path, out_dir / spec.target, spec.precision, _backend_settings(spec))
+        built = backend.build(model_path, out_dir / spec.target, spec.precision, backend_settings(spec))
         t.summary = f"{built.artifact.relative_to(out_dir)}" + (
             f", static batch {spec.static_batch}" if spec.static_batch is not None else "")
 
     with timer.stage("validate") as t:
-        runner = backend.load(built, _backend_settings(spec), spec.validation.latency.threads)
+        runner = backend.load(built, backend_settings(spec), spec.validation.latency.threads)
         evaluated = evaluation.evaluate(spec, runner, data.inputs, reference, data.targets, labels, timings=[],
                                         class_names=data.class_names)
         conditions = runner.conditions
@@ -329,7 +328,8 @@ def _export_stage(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_cod
                   ) -> tuple[Path, dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
     """raw.onnx and reference.npz from the stage cache when an entry has this key, else made (and stored); returns
     them with the source record and the cache's word for the report."""
-    source = _source_info(spec)
+    kind = source_of(spec)
+    source = {**kind.record(spec), "reference": kind.reference}
     material, note = None, "--no-cache"
     if cache is not None:
         material, note = export_material(spec, arrays_sha256({**data.inputs, **_labels(data, labels)}), trust_code)
@@ -386,17 +386,11 @@ def _latency_stage(spec: BuildSpec, built, deploy_path: Path, inputs: dict[str, 
     """The artifact timed in a fresh process; an int8 artifact interleaved with the float graph on the same
     backend (static too when the artifact is; TensorRT: not compared, that would take a second engine build), and
     the slower-than-float warning."""
-    import tempfile
-
-    from edgedeploy.backends import BuildResult
-
     with tempfile.TemporaryDirectory(prefix="edgedeploy-float-") as tmp:
         artifacts = {"artifact": built}
-        if spec.precision == "int8" and spec.target != "trt":
+        if spec.precision == "int8" and target_kind(spec.target).float_latency_reference:
             float_graph = deploy_path
             if spec.static_batch is not None:
-                from edgedeploy.static_batch import static_onnx
-
                 float_graph = static_onnx(deploy_path, Path(tmp) / "float.static.onnx", spec.static_batch)
             artifacts["float"] = BuildResult(float_graph, [], {"precision": "fp32"})
         measured = latency.measure_fresh(spec, artifacts, inputs, evaluation.batch_sizes(spec))
@@ -408,33 +402,17 @@ def _latency_stage(spec: BuildSpec, built, deploy_path: Path, inputs: dict[str, 
     return out
 
 
-def _source_info(spec: BuildSpec) -> dict[str, Any]:
-    """What the model came from, for the report and manifest."""
-    if spec.model.onnx is not None:
-        source_file = Path(spec.model.onnx)
-        return {"kind": "onnx", "file": str(source_file), "sha256": fileio.sha256_file(source_file),
-                "reference": "ONNX Runtime on the given ONNX"}
-    checkpoint = spec.model.checkpoint
-    return {"kind": "pytorch", "factory": spec.model.factory, "kwargs": spec.model.kwargs,
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "sha256": fileio.sha256_file(checkpoint) if checkpoint else None,
-            "reference": "PyTorch eager (fp32)"}
-
-
 def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: bool,
             labels: np.ndarray | None = None, given: onnx.ModelProto | None = None,
             ) -> tuple[Path, dict[str, np.ndarray]]:
-    """raw.onnx (a copy of `given`, the checked ONNX source, or the PyTorch export) and reference.npz."""
-    from edgedeploy.backends.onnxruntime import kernel_ops
-
+    """raw.onnx (a copy of `given`, the checked ONNX source, or the export of the source's torch module) and
+    reference.npz."""
     raw_path = out_dir / "raw.onnx"
     if given is not None:
         fileio.write_bytes(raw_path, given.SerializeToString())
         reference = _run_onnx_reference(raw_path, data.inputs, where=Path(spec.model.onnx))
     else:
-        from edgedeploy import export  # torch is imported only here
-
-        module = export.build_module(spec, trust_code)
+        module = source_of(spec).load(spec, trust_code)
         export.export_onnx(spec, module, raw_path, data.inputs)
         exported = onnx.load(str(raw_path), load_external_data=False)
         check_io(exported, spec, raw_path)
@@ -448,21 +426,7 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: boo
     return raw_path, reference
 
 
-def _onnx_source(spec: BuildSpec) -> onnx.ModelProto:
-    """The user's ONNX file, read without trusting it (external data confined to its folder, the ONNX checker) and
-    checked against the config and ONNX Runtime's operators before anything runs it."""
-    from edgedeploy.backends.onnxruntime import kernel_ops
-
-    path = Path(spec.model.onnx)
-    model = load_model(path)
-    check_io(model, spec, path)
-    check_operators(model, path, kernel_ops())
-    return model
-
-
 def _run_onnx_reference(path: Path, inputs: dict[str, np.ndarray], where: Path) -> dict[str, np.ndarray]:
-    from edgedeploy.backends.onnxruntime import OnnxRuntimeRunner
-
     return evaluation.run_all(OnnxRuntimeRunner(path, where=where), inputs)
 
 
@@ -481,18 +445,12 @@ def _layer_errors(spec: BuildSpec, float_onnx: Path, quantized: Path,
                   inputs: dict[str, np.ndarray]) -> list[dict[str, Any]] | None:
     """Per-layer INT8 error for report.html: the NNCF IR on OpenVINO, the Q/DQ graph (onnxruntime, trt) on ONNX
     Runtime; None for other precisions, TensorRT's calibrator route, or `validation.layer_error_samples: 0`."""
-    from edgedeploy.precision.localize import layer_errors, localize_model
-
     samples = spec.validation.layer_error_samples
     if spec.precision != "int8" or not samples or Path(quantized) == Path(float_onnx):
         return None
-    backend = "openvino" if spec.target == "openvino" else "onnxruntime"
+    backend = "openvino" if precision_route(spec).int8 == "nncf-openvino" else "onnxruntime"
     return layer_errors(localize_model(backend, float_onnx, quantized, evaluation.first(inputs, samples),
                                        spec.validation.latency.threads))
-
-
-def _backend_settings(spec: BuildSpec) -> Any:
-    return {"openvino": spec.openvino, "trt": spec.tensorrt}.get(spec.target)
 
 
 def _op_counts(model: onnx.ModelProto) -> dict[str, int]:

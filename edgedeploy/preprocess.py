@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedeploy import arrayfile
 from edgedeploy.config import BuildSpec, InputSpec, Preprocess
+from edgedeploy.data.arrays import read_array_file
+from edgedeploy.data.formats import open_dataset
+from edgedeploy.data.stream import iter_batches, select
+from edgedeploy.data.transform import fit
 from edgedeploy.errors import UsageError
 
 
@@ -101,28 +104,15 @@ def load_validation_set(spec: BuildSpec, random_samples: int = 8) -> ValidationS
     path = Path(settings.data)
     if settings.format != "npz" and not (settings.format == "auto" and path.suffix.lower() == ".npz"):
         return load_dataset(spec)
-    with arrayfile.open_npz(path, "validation data", fix="check validation.data") as data:
-        n = settings.samples
-        if "images" in data and not _is_model_input(spec, "images", data.headers["images"]):
-            if len(spec.inputs) != 1:
-                raise UsageError("`images` feeds a single-input model; give `inputs` keyed by input name",
-                                 where=str(path))
-            header = data.headers["images"]
-            if header.dtype != np.uint8 or len(header.shape) != 4 or header.shape[-1] != 3:
-                float_note = (f"; float arrays are not raw images: store them as {spec.inputs[0].name!r}, the "
-                              f"preprocessed input ({spec.inputs[0].dtype}, {list(spec.inputs[0].shape)})"
-                              if header.dtype.kind == "f" else "")
-                raise UsageError(f"`images` must be uint8 (N, H, W, 3), got {header.dtype} {list(header.shape)}"
-                                 f"{float_note}", where=str(path), fix="fix the validation data")
-            inputs = {spec.inputs[0].name: preprocess(data["images"][:n], spec.preprocess, spec.inputs[0].dtype)}
-        else:
-            missing = [i.name for i in spec.inputs if i.name not in data]
-            if missing:
-                raise UsageError(f"no array `images`, nor arrays for inputs {missing} (has {sorted(data.files)})",
-                                 where=str(path), fix="store raw images as `images` or model inputs by input name")
-            inputs = {i.name: data[i.name][:n] for i in spec.inputs}
-        # other tasks read their labels elsewhere (evaluate.load_labels)
-        targets = data["targets"] if "targets" in data and spec.validation.task == "detection" else None
+    found = read_array_file(path, "npz", list(spec.inputs), "validation data", "check validation.data",
+                            images_fix="fix the validation data", single_sample=False, limit=settings.samples,
+                            extra=("targets",) if settings.task == "detection" else ())
+    if found.images:
+        inputs = {spec.inputs[0].name: preprocess(found.arrays["images"], spec.preprocess, spec.inputs[0].dtype)}
+    else:
+        inputs = found.arrays
+    # other tasks read their labels elsewhere (evaluate.load_labels)
+    targets = found.extra.get("targets")
     for spec_in in spec.inputs:
         check_input(spec_in, inputs[spec_in.name], str(path))
     counts = {name: len(a) for name, a in inputs.items()}
@@ -139,20 +129,10 @@ def load_validation_set(spec: BuildSpec, random_samples: int = 8) -> ValidationS
     return ValidationSet(inputs, targets, f"{path.name} ({count} samples)")
 
 
-def _is_model_input(spec: BuildSpec, name: str, header: arrayfile.Header) -> bool:
-    """Whether the array `name` is a model input as it is (named like one, with its dtype, rank and fixed sizes)."""
-    return any(i.name == name and header.dtype == np.dtype(i.dtype) and len(header.shape) == len(i.shape)
-               and all(isinstance(d, str) or d == s for d, s in zip(i.shape, header.shape)) for i in spec.inputs)
-
-
 def load_dataset(spec: BuildSpec) -> ValidationSet:
     """A dataset (COCO, YOLO, class folders, VOC; edgedeploy.data) as a ValidationSet: the images chosen by
     `samples` / `subset` / `seed`, fitted to the input (Ultralytics' letterbox rule, edgedeploy.data.transform) and
     preprocessed; boxes mapped onto the fitted image with each image's own transform, crowd regions left out."""
-    from edgedeploy.data.formats import open_dataset
-    from edgedeploy.data.stream import iter_batches, select
-    from edgedeploy.data.transform import fit
-
     settings = spec.validation
     path = Path(settings.data)
     source = open_dataset(path, settings.format, images=settings.images, split=settings.split,

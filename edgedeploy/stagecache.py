@@ -50,6 +50,7 @@ from typing import Any
 
 from edgedeploy import __version__, fileio
 from edgedeploy.precision.cache import KEY_FILE, CacheEntry, CalibrationCache
+from edgedeploy.versions import package_versions
 
 STAGES = ("export", "optimize")
 _MAX_MODULES = 5000  # a factory importing more of the project than this is hashed that far, and says so
@@ -62,17 +63,6 @@ def default_root() -> Path:
     """$XDG_CACHE_HOME/edgedeploy, or ~/.cache/edgedeploy."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "edgedeploy"
-
-
-def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
-    """Installed version of each distribution (None: not installed)."""
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def _versions(names: tuple[str, ...]) -> dict[str, str | None]:
@@ -328,5 +318,5 @@ class StageCache:
         return len(gone), sum(e["bytes"] for e in gone)
 
 
-__all__ = ["StageCache", "default_root", "package_versions", "export_material", "optimize_material", "factory_code", "edgedeploy_code",
+__all__ = ["StageCache", "default_root", "export_material", "optimize_material", "factory_code", "edgedeploy_code",
            "STAGES"]

@@ -1,4 +1,4 @@
-"""edgedeploy.validate.detection: postprocess/NMS and COCO-style mAP (hand cases + faster-coco-eval cross-check)."""
+"""edgedeploy.tasks.detection: postprocess/NMS and COCO-style mAP (hand cases + faster-coco-eval cross-check)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgedeploy.validate.detection import (
+from edgedeploy.tasks.detection import (
     box_iou,
     detections_as_targets,
     evaluate_map,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edgedeploy import pipeline
+from edgedeploy import pipeline, revalidate
 from edgedeploy.backends import get_backend
 from edgedeploy.config import DEFAULT_THRESHOLDS, BuildSpec
 from edgedeploy.validate import gate
@@ -49,7 +49,7 @@ def test_twenty_validations_of_one_artifact_never_fail_the_default_budget(mobile
         config.write_text(yaml.safe_dump({"validation": {"latency": {
             "threads": threads, "batch_sizes": [1 + 7 * (run % 2)], "warmup": 0, "iterations": 1,
             "async_requests": 0}}}))
-        result = gate.validate_artifact(out, config=config, out_dir=tmp_path / f"v{run}")
+        result = revalidate.validate_artifact(out, config=config, out_dir=tmp_path / f"v{run}")
         rel = result["tensors"]["logits"]["rel_l2"]
         figures.append(rel)
         assert result["passed"], (run, threads, [c["message"] for c in result["checks"] if not c["passed"]])
@@ -70,6 +70,6 @@ def test_the_default_budget_still_catches_a_folded_scale_gone_wrong(mobilenet, t
     init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(1.001), init.name))
     onnx.save(model, str(art / "faulty.onnx"))
     get_backend("openvino").build(art / "faulty.onnx", art / "openvino", "fp32")
-    result = gate.validate_artifact(art, out_dir=tmp_path / "v")
+    result = revalidate.validate_artifact(art, out_dir=tmp_path / "v")
     check = {c["name"]: c for c in result["checks"]}["logits.rel_l2"]
     assert not check["passed"], check["message"]

@@ -20,7 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy import pipeline
 from edgedeploy.config import load_spec
-from edgedeploy.precision import debug, localize
+from edgedeploy import precision_debug as debug
+from edgedeploy.validate import localize
 
 OUTLIER = 300.0
 

@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.config import Fp16Settings
 from edgedeploy.precision.fp16 import cast_to_fp16, io_types
-from edgedeploy.validate import detection, metrics
+from edgedeploy.tasks import detection
+from edgedeploy.validate import metrics
 
 from precision_helpers import built
 

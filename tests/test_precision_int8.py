@@ -13,12 +13,13 @@ import pytest
 import yaml
 
 from edgedeploy import fileio
+from edgedeploy.backends import precision_route
 from edgedeploy.config import QdqSettings
-from edgedeploy.pipeline import library_versions
 from edgedeploy.precision import qdq
 from edgedeploy.precision.calibration import load_calibration
 from edgedeploy.precision.stage import run_precision
 from edgedeploy.preprocess import load_validation_set
+from edgedeploy.versions import library_versions
 
 from precision_helpers import CALIB_SUBSET, built, demo_spec, quick
 
@@ -57,14 +58,15 @@ def test_tensorrt_flavour_is_symmetric_int8_and_keyed_apart_from_the_onnxruntime
     out, report = built("onnxruntime", "int8")
     spec = quick(demo_spec(), target="trt", precision="int8")
     spec = spec.model_copy(update={"calibration": spec.calibration.model_copy(update={"cache_dir": out / "cache"})})
-    trt = run_precision(spec, out / "deploy.onnx", tmp_path, None, {"nncf": "x"})
+    trt = run_precision(spec, precision_route(spec), out / "deploy.onnx", tmp_path, None, {"nncf": "x"})
     assert trt.info["flavour"] == "tensorrt" and trt.info["cache"]["kind"] == "qdq-int8-tensorrt-nncf"
     assert trt.info["cache"]["status"] == "new"  # the onnxruntime flavour's entry is not reused for it
     s = qdq.describe(onnx.load(str(trt.model_path)))
     assert s["zero_point_dtypes"] == ["int8"] and s["all_zero_points_zero"] and s["tensorrt_ready"]
     assert s["compute_ops_int8"] == s["compute_ops"] == 38
     ort_spec = spec.model_copy(update={"target": "onnxruntime"})
-    again = run_precision(ort_spec, out / "deploy.onnx", tmp_path / "ort", None, library_versions())
+    again = run_precision(ort_spec, precision_route(ort_spec), out / "deploy.onnx", tmp_path / "ort", None,
+                          library_versions())
     assert again.info["cache"]["status"] == "reused"
     assert again.info["cache"]["key"] == report["precision_stage"]["cache"]["key"]
 
@@ -119,9 +121,9 @@ def test_stale_calibration_is_refused_after_the_model_or_the_data_change(tmp_pat
     libs = {"onnxruntime": "x", "onnx": "y", "numpy": "z"}
     deploy = tmp_path / "deploy.onnx"
     deploy.write_bytes((out / "deploy.onnx").read_bytes())
-    first = run_precision(spec, deploy, tmp_path, None, libs)
+    first = run_precision(spec, precision_route(spec), deploy, tmp_path, None, libs)
     assert first.info["cache"]["status"] == "new"
-    again = run_precision(spec, deploy, tmp_path, None, libs)
+    again = run_precision(spec, precision_route(spec), deploy, tmp_path, None, libs)
     assert again.info["cache"]["status"] == "reused"
 
     # the model changes (one weight): the earlier scales are named stale and not used
@@ -131,14 +133,14 @@ def test_stale_calibration_is_refused_after_the_model_or_the_data_change(tmp_pat
     arr.flat[0] += 0.5
     w.CopyFrom(onnx.numpy_helper.from_array(arr, w.name))
     fileio.write_bytes(deploy, model.SerializeToString())
-    after_model = run_precision(spec, deploy, tmp_path, None, libs)
+    after_model = run_precision(spec, precision_route(spec), deploy, tmp_path, None, libs)
     assert after_model.info["cache"]["status"] == "rebuilt"
     assert after_model.info["cache"]["stale"]["changed"] == ["model_sha256"]
     assert after_model.info["cache"]["key"] != first.info["cache"]["key"]
 
     # the data changes (another subset of the calibration images)
     other = spec.model_copy(update={"calibration": spec.calibration.model_copy(update={"seed": 7})})
-    after_data = run_precision(other, deploy, tmp_path, None, libs)
+    after_data = run_precision(other, precision_route(other), deploy, tmp_path, None, libs)
     assert after_data.info["cache"]["status"] == "rebuilt"
     assert after_data.info["cache"]["stale"]["changed"] == ["data_sha256"]
 
@@ -152,7 +154,7 @@ def test_accuracy_aware_meets_max_drop_on_a_small_subset(tmp_path):
     spec = spec.model_copy(update={"int8": spec.int8.model_copy(update={"accuracy_aware": aa}),
                                    "validation": spec.validation.model_copy(update={"samples": 32})})
     data = load_validation_set(spec)
-    result = run_precision(spec, out / "deploy.onnx", tmp_path, data, {"nncf": "x"})
+    result = run_precision(spec, precision_route(spec), out / "deploy.onnx", tmp_path, data, {"nncf": "x"})
     assert result.info["method"] == "nncf.quantize_with_accuracy_control"
     import openvino as ov
 

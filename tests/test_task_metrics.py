@@ -21,7 +21,7 @@ from edgedeploy.tasks.decoders.base import DecodeSettings, Detections
 from edgedeploy.tasks.metrics import bootstrap, coco, files, semantic
 from edgedeploy.tasks.scoring import coco_results, detection_scores
 from edgedeploy.tasks.streamed import run_stream
-from edgedeploy.validate.detection import evaluate_map, postprocess
+from edgedeploy.tasks.detection import evaluate_map, postprocess
 
 
 def synthetic(seed, n_img=40, nc=4, crowd=False):

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgedeploy import pipeline
+from edgedeploy.backends import backend_settings
 from edgedeploy.backends import trt_manifest, trt_plan, trt_timing
 from edgedeploy.backends.tensorrt import TensorRTBackend, install_hint, probe_runtime
 from edgedeploy.config import BuildSpec, TensorRTSettings, load_spec
@@ -186,7 +186,7 @@ def test_config_paths_resolve_relative_to_the_config_file(write_config, demo_spe
 
 def test_pipeline_hands_the_tensorrt_section_to_the_backend(demo_spec):
     spec = demo_spec.model_copy(update={"target": "trt"})
-    assert pipeline._backend_settings(spec) is spec.tensorrt
+    assert backend_settings(spec) is spec.tensorrt
     assert isinstance(BuildSpec.model_fields["tensorrt"].default_factory(), TensorRTSettings)
 
 

@@ -24,7 +24,7 @@ from hypothesis.extra import numpy as hnp
 from edgedeploy import arrayfile
 from edgedeploy.config import BuildSpec, RegressionSettings, Thresholds
 from edgedeploy.errors import UsageError
-from edgedeploy.precision.calibration import read_image
+from edgedeploy.data.images import read_image
 from edgedeploy.validate import gate
 
 PROPS = settings(max_examples=int(os.environ.get("EDGEDEPLOY_READER_EXAMPLES", "100")), deadline=None,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgedeploy import pipeline
+from edgedeploy import pipeline, revalidate
 from edgedeploy.config import demo_spec_path, load_spec
 from edgedeploy.validate import gate
 
@@ -43,7 +43,7 @@ def test_committed_baseline_is_a_demo_openvino_fp32_report():
 
 def test_fresh_demo_build_passes_the_baseline(tmp_path, no_latency_gate):
     pipeline.build(fast(load_spec(demo_spec_path()), target="openvino", precision="fp32"), tmp_path / "build")
-    report = gate.validate_artifact(tmp_path / "build", baseline=BASELINE, config=no_latency_gate,
+    report = revalidate.validate_artifact(tmp_path / "build", baseline=BASELINE, config=no_latency_gate,
                                     junit=tmp_path / "j.xml")
     assert report["passed"], [c["message"] for c in report["checks"] if not c["passed"]]
     names = {c["name"] for c in report["checks"]}
@@ -56,7 +56,7 @@ def test_wrong_normalisation_fails_the_baseline(tmp_path, no_latency_gate):
     out = tmp_path / "wrong"
     build = pipeline.build(spec.model_copy(update={"preprocess": wrong}), out)
     assert build["passed"]  # the artifact matches its (equally wrong) reference: tensor checks cannot see this
-    report = gate.validate_artifact(out, baseline=BASELINE, config=no_latency_gate, junit=tmp_path / "j.xml")
+    report = revalidate.validate_artifact(out, baseline=BASELINE, config=no_latency_gate, junit=tmp_path / "j.xml")
     failed = {c["name"] for c in report["checks"] if not c["passed"]}
     assert "baseline.map50" in failed and not any(n.endswith("rel_l2") for n in failed)
     cases = {c.get("name"): c for c in ET.parse(tmp_path / "j.xml").getroot().iter("testcase")}
@@ -84,7 +84,7 @@ def _int8_from_exported_onnx(**updates):
 
 def test_demo_int8_artifact_passes_the_int8_baseline(tmp_path, no_latency_gate):
     pipeline.build(_int8_from_exported_onnx(), tmp_path / "build")
-    report = gate.validate_artifact(tmp_path / "build", baseline=INT8_BASELINE, config=no_latency_gate,
+    report = revalidate.validate_artifact(tmp_path / "build", baseline=INT8_BASELINE, config=no_latency_gate,
                                     junit=tmp_path / "j.xml")
     assert report["passed"], [c["message"] for c in report["checks"] if not c["passed"]]
     assert {"baseline.map50", "baseline.map50_95", "baseline.pred.rel_l2", "map50_drop"} <= {
@@ -95,7 +95,7 @@ def test_wrong_normalisation_fails_the_int8_baseline(tmp_path, no_latency_gate):
     spec = _int8_from_exported_onnx()
     wrong = spec.preprocess.model_copy(update={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
     pipeline.build(spec.model_copy(update={"preprocess": wrong}), tmp_path / "wrong")
-    report = gate.validate_artifact(tmp_path / "wrong", baseline=INT8_BASELINE, config=no_latency_gate,
+    report = revalidate.validate_artifact(tmp_path / "wrong", baseline=INT8_BASELINE, config=no_latency_gate,
                                     junit=tmp_path / "j.xml")
     failed = {c["name"] for c in report["checks"] if not c["passed"]}
     assert "baseline.map50" in failed

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-from edgedeploy import pipeline
+from edgedeploy import pipeline, revalidate
 from edgedeploy.backends import get_backend
 from edgedeploy.config import RegressionSettings, load_spec
 from edgedeploy.errors import UsageError
@@ -119,7 +119,7 @@ def test_build_report_has_classification_and_schema(built):
 def test_validate_reruns_the_artifact_and_passes(built, tmp_path):
     art = copy_of(built, tmp_path)
     junit_path = tmp_path / "junit.xml"
-    report = gate.validate_artifact(art, junit=junit_path)
+    report = revalidate.validate_artifact(art, junit=junit_path)
     assert report["passed"] and report["kind"] == "validate"
     checks = by_name(report)
     assert checks["artifact.files_unchanged"]["passed"]
@@ -168,7 +168,7 @@ def test_nan_output_is_its_own_failing_check(built, tmp_path):
     b2.CopyFrom(numpy_helper.from_array(bad, "b2"))
     onnx.save(model, str(art / "nan.onnx"))
     get_backend("openvino").build(art / "nan.onnx", art / "openvino", "fp32")
-    report = gate.validate_artifact(art)
+    report = revalidate.validate_artifact(art)
     finite = by_name(report)["logits.finite"]
     assert not finite["passed"] and finite["value"] == SAMPLES  # one NaN logit per sample
     assert "NaN" in finite["message"]
@@ -182,14 +182,14 @@ def test_per_output_override_and_config_file(built, tmp_path):
     cfg = tmp_path / "gate.yaml"
     cfg.write_text(yaml.safe_dump({"thresholds": {"fp32": {"max_rel_l2": 1e-5, "outputs": {
         "logits": {"max_rel_l2": 1e-12, "min_snr_db": 60}}}}}))
-    report = gate.validate_artifact(art, config=cfg)
+    report = revalidate.validate_artifact(art, config=cfg)
     checks = by_name(report)
     assert checks["logits.rel_l2"]["limit"] == 1e-12
     assert checks["logits.snr_db"]["passed"]
     assert checks["logits.rel_l2"]["passed"] is (report["tensors"]["logits"]["rel_l2"] <= 1e-12)
     cfg.write_text(yaml.safe_dump({"thresholdz": {}}))
     with pytest.raises(UsageError, match="unknown key"):
-        gate.validate_artifact(art, config=cfg)
+        revalidate.validate_artifact(art, config=cfg)
 
 
 # --------------------------------------------------------------------------------------------- baselines
@@ -199,7 +199,7 @@ def test_baseline_accuracy_regression_fails(built, tmp_path):
     baseline["task"]["top1"] += 0.02  # the committed run was 2 points better
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(baseline))
-    report = gate.validate_artifact(art, baseline=path)
+    report = revalidate.validate_artifact(art, baseline=path)
     checks = by_name(report)
     assert not checks["baseline.top1"]["passed"]
     assert checks["baseline.top1_agreement"]["passed"] and checks["baseline.logits.rel_l2"]["passed"]
@@ -209,7 +209,7 @@ def test_baseline_accuracy_regression_fails(built, tmp_path):
 
 def test_baseline_latency_regression_and_noise_guard(built, tmp_path):
     art = copy_of(built, tmp_path)
-    current = gate.validate_artifact(art)
+    current = revalidate.validate_artifact(art)
     for t in current["latency"]:
         t["cov"] = 0.01
     slow_base = json.loads(json.dumps(current))
@@ -260,7 +260,7 @@ def test_html_is_self_contained_with_plots(built, tmp_path):
     import re
 
     art = copy_of(built, tmp_path)
-    report = gate.validate_artifact(art)
+    report = revalidate.validate_artifact(art)
     report["layer_errors"] = [{"layer": f"conv{i}", "rel_l2": 10.0 ** -i} for i in range(5)]
     from edgedeploy.validate.html import render_html
 
@@ -298,7 +298,7 @@ def test_a_pass_that_measured_no_accuracy_says_so_and_strict_fails_it(unlabelled
     assert by_name(report)["top1_drop"]["status"] == "skip"  # the fp16 top-1 budget could not be checked
     top = (out / "report.md").read_text().split("## Checks")[0]
     assert "— PASS with " in top and "> ⚠️ the validation data has no `labels`" in top
-    strict = gate.validate_artifact(out, out_dir=tmp_path / "strict", strict=True)
+    strict = revalidate.validate_artifact(out, out_dir=tmp_path / "strict", strict=True)
     assert not strict["passed"] and strict["strict"]
     failed = [c for c in strict["checks"] if not c["passed"]]
     assert "warning.accuracy_not_measured" in [c["name"] for c in failed]

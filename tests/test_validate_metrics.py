@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgedeploy.config import TensorThresholds, Thresholds
-from edgedeploy.validate import classification
+from edgedeploy.tasks import classification
 from edgedeploy.validate.gate import output_thresholds, threshold_checks
 from edgedeploy.validate.metrics import compare, compare_outputs
 

@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 from edgedeploy.demo.data import IMG_SIZE, make_detection_set, to_input  # noqa: E402
 from edgedeploy.demo.model import ANCHORS, NUM_ANCHORS, NUM_CLASSES, NUM_OUTPUTS, STRIDES, build_demo, count_parameters  # noqa: E402
 from edgedeploy.fileio import atomic_open, write_json, write_text  # noqa: E402
-from edgedeploy.validate.detection import evaluate_map, postprocess  # noqa: E402
+from edgedeploy.tasks.detection import evaluate_map, postprocess  # noqa: E402
 
 EVAL_IMAGES = 300
 EVAL_SEED = 1000  # held-out pool

@@ -1,12 +1,18 @@
-"""The one small protocol every backend implements; SDKs are imported only inside the methods that need them."""
+"""The one small protocol every backend implements, and `TargetKind`, everything else a build decides by target.
+SDKs are imported only inside the methods that need them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from edgedeploy.config import BuildSpec
+from edgedeploy.errors import UsageError
+from edgedeploy.precision.stage import PrecisionRoute
 
 
 class Runner(Protocol):
@@ -54,3 +60,48 @@ class Backend(Protocol):
     def build(self, onnx_path: Path, out_dir: Path, precision: str, settings: Any) -> BuildResult: ...
 
     def load(self, build: BuildResult, settings: Any, threads: int | None = None) -> Runner: ...
+
+
+def no_settings(spec: BuildSpec) -> None:
+    return None
+
+
+def any_batch(spec: BuildSpec) -> UsageError | None:
+    return None
+
+
+def qdq_route(spec: BuildSpec) -> PrecisionRoute:
+    return PrecisionRoute()
+
+
+def plain_fp16(spec: BuildSpec, cpu_flags: Callable[[], set[str]]) -> tuple[str, str | None, str | None]:
+    return "fp16", None, None
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """A target as the pipeline sees it, declared beside its backend (`TARGET` in backends/<name>.py) and listed in
+    edgedeploy.backends.TARGETS: nothing outside backends/ compares target names.
+
+    - `backend`: the Backend class (build, load → runner; its SDK imported inside its methods);
+    - `settings`: the spec section its build/load take (None: none);
+    - `precision_route`: how the precision stage makes fp16 / int8 for it (edgedeploy.precision.stage);
+    - `builds_from_deploy_graph`: the backend picks deploy.onnx / deploy.fp16.onnx / the Q/DQ graph itself (TensorRT:
+      its route depends on its version), else it builds the precision stage's output;
+    - `float_latency_reference`: an int8 artifact is timed interleaved with the float graph on the same backend (no
+      where that takes a second engine build);
+    - `static_batch_refusal`: why `--static-batch` does not apply (None: it does);
+    - `fp16_candidate`: `--precision auto`'s fp16 candidate on this machine: (name, why skipped or None, inference
+      precision hint or None), given a function that reads the CPU's flags; `with_hint` applies such a hint.
+    """
+
+    name: str
+    backend: Callable[[], Backend]
+    settings: Callable[[BuildSpec], Any] = no_settings
+    precision_route: Callable[[BuildSpec], PrecisionRoute] = qdq_route
+    builds_from_deploy_graph: bool = False
+    float_latency_reference: bool = True
+    static_batch_refusal: Callable[[BuildSpec], UsageError | None] = any_batch
+    fp16_candidate: Callable[[BuildSpec, Callable[[], set[str]]], tuple[str, str | None, str | None]] = plain_fp16
+    with_hint: Callable[[BuildSpec, str], BuildSpec] | None = None  # the spec with an inference precision hint
+

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from edgedeploy import fileio
-from edgedeploy.backends.base import BuildResult
-from edgedeploy.config import OpenVINOSettings
+from edgedeploy.backends.base import BuildResult, TargetKind
+from edgedeploy.config import BuildSpec, OpenVINOSettings
 from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.precision.openvino_convert import convert_onnx
+from edgedeploy.precision.stage import PrecisionRoute
 
 _DEFAULT_HINT = {"fp32": "f32", "fp16": "f16", "int8": "f32"}  # int8: the layers NNCF left in float run f32
 
@@ -79,49 +80,6 @@ class OpenVINOBackend:
         precision = build.info.get("precision", "fp32")
         hint = settings.inference_precision if settings.inference_precision != "auto" else _DEFAULT_HINT[precision]
         return OpenVINORunner(build.artifact, settings.device, hint, threads)
-
-
-def convert_onnx(onnx_path: Path):
-    """`ov.convert_model` of an ONNX file, with every input dim that is not a positive integer in the ONNX file made
-    dynamic: OpenVINO's ONNX frontend reads `dim_value: 0` (Paddle2ONNX, tf2onnx) as a static size 0."""
-    import onnx
-    import openvino as ov
-
-    from edgedeploy.shapes import graph_inputs, input_dims
-
-    try:
-        model = ov.convert_model(str(onnx_path))
-    except Exception as e:
-        raise _conversion_error(str(e), Path(onnx_path)) from None
-    wanted = {}
-    for value in graph_inputs(onnx.load(str(onnx_path), load_external_data=False)):
-        dims = input_dims(value)
-        if dims is not None:
-            wanted[value.name] = ov.PartialShape([ov.Dimension(d) if isinstance(d, int) else ov.Dimension()
-                                                  for d in dims])
-    current = {p.get_any_name(): p.get_partial_shape() for p in model.inputs}
-    changed = {name: shape for name, shape in wanted.items() if name in current and current[name] != shape}
-    if changed:
-        model.reshape(changed)
-    return model
-
-
-def _conversion_error(message: str, onnx_path: Path) -> EdgeDeployError:
-    """OpenVINO names the op types it cannot convert (`domain.Op`); the error names the nodes that use them."""
-    import onnx
-
-    found = re.search(r"No conversion rule found for operations: (.+)", message)
-    if found is None:
-        return EdgeDeployError(f"OpenVINO cannot convert the model: {message.strip().splitlines()[-1]}",
-                               where=str(onnx_path))
-    ops = {re.sub(r"-\d+$", "", op.strip()) for op in found.group(1).split(",")}
-    nodes = [n for n in onnx.load(str(onnx_path), load_external_data=False).graph.node
-             if (f"{n.domain}.{n.op_type}" if n.domain else n.op_type) in ops]
-    named = ", ".join(f"{n.name!r} ({n.domain + ':' if n.domain else ''}{n.op_type})" for n in nodes[:3])
-    more = f" and {len(nodes) - 3} more" if len(nodes) > 3 else ""
-    return EdgeDeployError(f"OpenVINO has no conversion for node {named or ', '.join(sorted(ops))}{more}",
-                           where=str(onnx_path), fix="build it with --target onnxruntime (which runs it), or "
-                                                     "replace the op with standard ONNX operators")
 
 
 @contextlib.contextmanager
@@ -221,3 +179,37 @@ class OpenVINORunner:
                 "performance_hint": "THROUGHPUT",
                 "threads": int(self._throughput.get_property("INFERENCE_NUM_THREADS")) or None,
                 "api": "openvino.AsyncInferQueue"}
+
+
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+_FP16_FLAGS = {"avx512_fp16", "amx_fp16"}
+
+
+def _settings(spec: BuildSpec) -> OpenVINOSettings:
+    return spec.openvino
+
+
+def _route(spec: BuildSpec) -> PrecisionRoute:
+    return PrecisionRoute(fp16="backend", int8="nncf-openvino",
+                          fp16_method="OpenVINO IR with fp16-compressed weights (save_model compress_to_fp16)")
+
+
+def _fp16_candidate(spec: BuildSpec, cpu_flags) -> tuple[str, str | None, str | None]:
+    """On a CPU, an fp16 IR runs fast only with reduced-float arithmetic: AMX/AVX512-BF16 run bf16 far faster than
+    AVX512-FP16 runs f16 (docs/benchmarks.md), and without either it runs at f32 speed."""
+    if spec.openvino.device != "CPU":
+        return "fp16", None, None
+    flags = cpu_flags()
+    if _BF16_FLAGS & flags:
+        return "bf16", None, "bf16"
+    if not _FP16_FLAGS & flags:
+        return "fp16", "this CPU has no bf16/fp16 arithmetic: an fp16 IR would run at f32 speed", None
+    return "fp16", None, None
+
+
+def _with_hint(spec: BuildSpec, hint: str) -> BuildSpec:
+    return spec.model_copy(update={"openvino": spec.openvino.model_copy(update={"inference_precision": hint})})
+
+
+TARGET = TargetKind("openvino", OpenVINOBackend, settings=_settings, precision_route=_route,
+                    fp16_candidate=_fp16_candidate, with_hint=_with_hint)

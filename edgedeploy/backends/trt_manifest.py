@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from edgedeploy import fileio
+from edgedeploy import __version__, fileio
 from edgedeploy.backends.trt_plan import manifest_path_for, parse_version
 from edgedeploy.errors import EdgeDeployError, UsageError
 
@@ -147,8 +147,6 @@ def build_manifest(*, plan_description: Mapping[str, Any], plan_path: Path, onnx
                    build_seconds: float | None = None, calibration: Mapping[str, Any] | None = None,
                    engine_layers: int | None = None) -> dict[str, Any]:
     """The manifest for a plan that was just written (pure: every measured fact is passed in)."""
-    from edgedeploy import __version__
-
     plan_path, onnx_path = Path(plan_path), Path(onnx_path)
     d = plan_description
     return {

@@ -27,6 +27,7 @@ from typing import Any
 from edgedeploy.config import TensorRTSettings
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.precision import cache as cache_keys
+from edgedeploy.shapes import dim_of
 
 PLAN_SCHEMA = "edgedeploy.trt-plan/1"
 PLAN_FILE = "model.plan"
@@ -205,8 +206,6 @@ def inputs_from_spec(inputs: Iterable[Any]) -> list[InputInfo]:
 def inputs_from_onnx(model: Any) -> list[InputInfo]:
     """Inputs of an ONNX model (a path or a ModelProto); a dimension without a name gets `<input>.<axis>`."""
     import onnx
-
-    from edgedeploy.shapes import dim_of
 
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model), load_external_data=False)

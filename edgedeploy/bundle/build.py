@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy import pipeline
+from edgedeploy.backends import precision_route
 from edgedeploy.bundle.manifest import VARIANTS, Bundle, open_bundle
 from edgedeploy.errors import UsageError
 from edgedeploy.outfolder import OutputFolder
-from edgedeploy.precision.stage import PrecisionResult, run_precision, uses_calibration
+from edgedeploy.precision.stage import PrecisionResult, run_precision
 from edgedeploy.preprocess import ValidationSet
 from edgedeploy.validate.gate import load_reference
 
@@ -60,7 +61,7 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
                 prec = PrecisionResult(path, {**bundle.manifest["precision"][spec.precision], "from_bundle": True},
                                        [path])
             else:  # nothing to make, or OpenVINO INT8: NNCF on the bundled calibration samples
-                prec = run_precision(spec, deploy_path, staging, data, pipeline.library_versions())
+                prec = run_precision(spec, precision_route(spec), deploy_path, staging, data, pipeline.library_versions())
             t.summary = prec.summary + (" (made on the workstation)" if bundled else "")
 
         record = {"source": bundle.manifest["source"], "bundle": _origin(bundle), "validation_data": data.source,
@@ -72,9 +73,10 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
 
 
 def _uses_bundled_variant(spec) -> bool:
-    """ONNX Runtime and TensorRT build the bundled fp16-cast or Q/DQ graph; OpenVINO compresses or calibrates
-    deploy.onnx itself, and TensorRT 10's implicit calibrator reads the calibration samples."""
-    return spec.target != "openvino" and (spec.precision == "fp16" or uses_calibration(spec))
+    """The precision stage's backend-neutral ONNX (fp16-cast, Q/DQ: ONNX Runtime, TensorRT) comes ready-made in the
+    bundle; a target whose route makes the precision from deploy.onnx (OpenVINO's compression and NNCF, TensorRT 10's
+    implicit calibrator on the calibration samples) builds from deploy.onnx."""
+    return precision_route(spec).makes_onnx(spec.precision)
 
 
 def _origin(bundle: Bundle) -> dict[str, Any]:

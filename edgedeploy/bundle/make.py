@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from edgedeploy import __version__, fileio, pipeline
+from edgedeploy.backends import precision_route
 from edgedeploy.bundle.manifest import CALIBRATION, MANIFEST, SCHEMA, SPEC, VARIANTS, file_table
 from edgedeploy.config import BuildSpec, Precision
 from edgedeploy.outfolder import OutputFolder
@@ -76,7 +77,7 @@ def _variants(spec: BuildSpec, precisions: list[str], deploy_path: Path, staging
     calibration = spec.calibration.model_copy(update={"cache_dir": spec.calibration.cache_dir or work / "cache"})
     for precision in precisions[1:]:
         variant = spec.model_copy(update={"target": "onnxruntime", "precision": precision, "calibration": calibration})
-        result = run_precision(variant, deploy_path, staging, data, pipeline.library_versions(), check_inputs)
+        result = run_precision(variant, precision_route(variant), deploy_path, staging, data, pipeline.library_versions(), check_inputs)
         if result.model_path.name != VARIANTS[precision]:
             raise RuntimeError(f"the precision stage wrote {result.model_path.name}, not {VARIANTS[precision]}")
         info[precision] = result.info

@@ -15,6 +15,7 @@ from typing import Any
 from edgedeploy import device as device_conditions
 from edgedeploy import fileio
 from edgedeploy.errors import UsageError
+from edgedeploy.tasks import task_of
 
 _PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -67,15 +68,13 @@ def _row(path: Path, report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _accuracy(task: dict[str, Any]) -> str:
-    if "map50" in task:
-        return f"mAP@0.5 {task['map50']:.4f} (Δ {_delta(task['map50_drop'])})"
-    if "top1" in task:
-        return f"top-1 {task['top1']:.4f} (Δ {_delta(task['top1_drop'])})"
-    if "top1_agreement" in task:
-        return f"top-1 agreement {task['top1_agreement']:.4f}"
-    if "map50_vs_reference" in task:
-        return f"mAP@0.5 vs reference {task['map50_vs_reference']:.4f}"
-    return "—"
+    """The task's headline metric (edgedeploy.tasks: its summary_metrics) with its drop when known."""
+    kind = task_of(task)
+    found = kind.summary(task) if kind is not None else None
+    if found is None:
+        return "—"
+    metric, value, drop = found
+    return f"{kind.short_labels.get(metric, metric)} {value:.4f}" + (f" (Δ {_delta(drop)})" if drop is not None else "")
 
 
 def _delta(drop: float) -> str:

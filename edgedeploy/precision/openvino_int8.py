@@ -17,6 +17,10 @@ import numpy as np
 from edgedeploy.config import IgnoredScope, Int8Settings
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.precision.calibration import CalibrationSet
+from edgedeploy.precision.openvino_convert import convert_onnx
+from edgedeploy.tasks import detection
+from edgedeploy.tasks.decoders import choose
+from edgedeploy.tasks.decoders.base import DecodeSettings
 
 
 def nncf_settings(int8: Int8Settings, accuracy_aware: bool) -> dict[str, Any]:
@@ -57,7 +61,6 @@ def quantize_ir(onnx_path: Path, calib: CalibrationSet, int8: Int8Settings):
     """nncf.quantize on the OpenVINO model of `onnx_path`; returns the quantized ov.Model."""
     import nncf
 
-    from edgedeploy.backends.openvino import convert_onnx
 
     _quiet()
     model = convert_onnx(onnx_path)
@@ -74,7 +77,6 @@ def quantize_ir_accuracy_aware(onnx_path: Path, calib: CalibrationSet, int8: Int
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    from edgedeploy.backends.openvino import convert_onnx
 
     _quiet()
     aa = int8.accuracy_aware
@@ -104,10 +106,6 @@ def detection_validation(inputs: dict[str, np.ndarray], targets: np.ndarray, out
     """(items, validation_fn) for accuracy-aware quantization: mAP@0.5 of the items given (NNCF also calls it on
     single items to rank layers). An item is (image index, feeds of one image). The output is read by the decoder
     its shape fits (edgedeploy.tasks.decoders), so a YOLOv8 head is never scored as YOLOv5's."""
-    from edgedeploy.tasks.decoders import choose
-    from edgedeploy.tasks.decoders.base import DecodeSettings
-    from edgedeploy.validate import detection
-
     count = len(next(iter(inputs.values())))
     items = [(i, {k: v[i:i + 1] for k, v in inputs.items()}) for i in range(count)]
 

@@ -34,6 +34,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgedeploy.config import IgnoredScope, Int8Settings, QdqSettings
+from edgedeploy.device import cpu_flags
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.precision.calibration import CalibrationSet
 
@@ -46,12 +47,9 @@ _PASS_THROUGH = ("Concat", "MaxPool", "Resize", "Reshape", "Transpose", "Slice",
                  "Unsqueeze", "Identity")
 
 
-def flavour_of(target: str, q: QdqSettings) -> str:
-    """The Q/DQ flavour a build makes: `int8.qdq.flavour`, or by target (onnxruntime runs its own, trt and any
-    other the TensorRT one)."""
-    if q.flavour != "auto":
-        return q.flavour
-    return "onnxruntime" if target == "onnxruntime" else "tensorrt"
+def flavour_of(target_flavour: str, q: QdqSettings) -> str:
+    """The Q/DQ flavour a build makes: `int8.qdq.flavour`, or the target's own (its PrecisionRoute's)."""
+    return q.flavour if q.flavour != "auto" else target_flavour
 
 
 @functools.cache
@@ -60,8 +58,6 @@ def cpu_has_vnni() -> bool:
     CPU that is not x86 at all (the vpmaddubsw problem is x86's)."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
         return True
-    from edgedeploy.device import cpu_flags
-
     return bool(_VNNI_FLAGS & cpu_flags())  # unreadable: no VNNI (7-bit weights cost a little, saturation a lot)
 
 

@@ -1,5 +1,6 @@
 """The precision stage, between optimize and build: turns deploy.onnx into what the target builds at the precision
-asked for, and says how (method, calibration set, cache) for the report.
+asked for, and says how (method, calibration set, cache) for the report. Which route a target takes is the target's
+(its `PrecisionRoute`, declared in edgedeploy.backends); today's targets:
 
 | target      | fp32        | fp16                                    | int8                                              |
 | ----------- | ----------- | --------------------------------------- | ------------------------------------------------- |
@@ -15,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -23,14 +24,40 @@ import onnx
 from edgedeploy import fileio
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import UsageError
+from edgedeploy.ort_runner import OnnxRuntimeRunner
+from edgedeploy.precision import openvino_int8 as ovq
+from edgedeploy.precision import qdq
 from edgedeploy.precision.cache import CalibrationCache
-from edgedeploy.precision.calibration import CalibrationSet, _resolve_format, load_calibration
+from edgedeploy.precision.calibration import CalibrationSet, load_calibration, resolve_format
+from edgedeploy.precision.fp16 import cast_to_fp16, io_types
+from edgedeploy.tensor_error import tensor_errors
 
 FP16_ONNX = "deploy.fp16.onnx"
 QDQ_ONNX = "deploy.int8.qdq.onnx"
 _KEY_LIBRARIES = {"openvino": ("nncf", "openvino", "onnx", "numpy"),
                   "qdq-ort": ("onnxruntime", "onnx", "numpy"),
                   "qdq-nncf": ("nncf", "onnxruntime", "onnx", "numpy")}
+
+
+@dataclass(frozen=True)
+class PrecisionRoute:
+    """How a target gets each precision from deploy.onnx (declared by its backend, edgedeploy.backends).
+
+    fp16: `fp16-cast` (this stage writes deploy.fp16.onnx) or `backend` (the backend makes fp16 from deploy.onnx
+    itself: `fp16_method` says how). int8: `qdq` (deploy.int8.qdq.onnx in `qdq_flavour`, unless int8.qdq.flavour
+    names one), `nncf-openvino` (an NNCF-quantized OpenVINO model; accuracy-aware possible) or `backend` (the backend
+    calibrates deploy.onnx itself: `int8_method` says how, `int8_fix` how to get a quantized graph instead)."""
+
+    fp16: Literal["fp16-cast", "backend"] = "fp16-cast"
+    int8: Literal["qdq", "nncf-openvino", "backend"] = "qdq"
+    qdq_flavour: str = "tensorrt"
+    fp16_method: str = ""
+    int8_method: str = ""
+    int8_fix: str = ""
+
+    def makes_onnx(self, precision: str) -> bool:
+        """True when this stage writes a backend-neutral ONNX for `precision` (a bundle carries it ready-made)."""
+        return (precision == "fp16" and self.fp16 == "fp16-cast") or (precision == "int8" and self.int8 == "qdq")
 
 
 @dataclass
@@ -49,47 +76,47 @@ class PrecisionResult:
         return text
 
 
-def uses_calibration(spec: BuildSpec) -> bool:
-    return spec.precision == "int8" and not (spec.target == "trt" and spec.tensorrt.int8_route == "calibrator")
+def uses_calibration(spec: BuildSpec, route: PrecisionRoute) -> bool:
+    """True when this stage reads calibration data (int8, unless the backend calibrates itself)."""
+    return spec.precision == "int8" and route.int8 != "backend"
 
 
-def check_precision_request(spec: BuildSpec) -> None:
+def check_precision_request(spec: BuildSpec, route: PrecisionRoute) -> None:
     """What can be refused before export: no calibration data, accuracy-aware without a task metric."""
-    if not uses_calibration(spec):
+    if not uses_calibration(spec, route):
         return
-    _resolve_format(spec.calibration)
-    if spec.target == "openvino" and spec.int8.accuracy_aware.enabled and spec.validation.task != "detection":
+    resolve_format(spec.calibration)
+    if route.int8 == "nncf-openvino" and spec.int8.accuracy_aware.enabled and spec.validation.task != "detection":
         raise UsageError("accuracy-aware INT8 needs a task metric, and validation.task is none",
                          where="int8.accuracy_aware", fix="set validation.task: detection with labelled data, or "
                                                           "turn accuracy_aware off")
 
 
-def run_precision(spec: BuildSpec, deploy_path: Path, out_dir: Path, validation, libraries: dict[str, str | None],
-                  check_inputs: dict[str, np.ndarray] | None = None) -> PrecisionResult:
-    """Make what the target builds at spec.precision; `validation` is the ValidationSet (accuracy-aware needs it)."""
+def run_precision(spec: BuildSpec, route: PrecisionRoute, deploy_path: Path, out_dir: Path, validation,
+                  libraries: dict[str, str | None], check_inputs: dict[str, np.ndarray] | None = None,
+                  ) -> PrecisionResult:
+    """Make what the target builds at spec.precision by the target's `route`; `validation` is the ValidationSet
+    (accuracy-aware needs it)."""
     deploy_path, out_dir = Path(deploy_path), Path(out_dir)
     if spec.precision == "fp32":
         return PrecisionResult(deploy_path, {"method": "none (fp32 deploy graph)"})
     if spec.precision == "fp16":
-        if spec.target == "openvino":
-            return PrecisionResult(deploy_path, {"method": "OpenVINO IR with fp16-compressed weights "
-                                                           "(save_model compress_to_fp16)"})
+        if route.fp16 == "backend":
+            return PrecisionResult(deploy_path, {"method": route.fp16_method})
         return _fp16(spec, deploy_path, out_dir, check_inputs)
-    if not uses_calibration(spec):
-        return PrecisionResult(deploy_path, {"method": "TensorRT 10 implicit calibrator (tensorrt.int8_route)"})
+    if not uses_calibration(spec, route):
+        return PrecisionResult(deploy_path, {"method": route.int8_method})
     calib = load_calibration(spec)
     cache = CalibrationCache(spec.calibration.cache_dir or out_dir / "cache")
     model_sha = fileio.sha256_file(deploy_path)
-    if spec.target == "openvino":
+    if route.int8 == "nncf-openvino":
         return _openvino_int8(spec, deploy_path, calib, cache, model_sha, validation, libraries)
-    return _qdq_int8(spec, deploy_path, out_dir, calib, cache, model_sha, libraries)
+    return _qdq_int8(spec, route, deploy_path, out_dir, calib, cache, model_sha, libraries)
 
 
 # ------------------------------------------------------------------------------------------------------ fp16
 
 def _fp16(spec: BuildSpec, deploy_path: Path, out_dir: Path, check_inputs) -> PrecisionResult:
-    from edgedeploy.precision.fp16 import cast_to_fp16, io_types
-
     start = time.perf_counter()
     model, stats = cast_to_fp16(onnx.load(str(deploy_path)), spec.fp16.keep_fp32_ops, spec.fp16.keep_fp32_nodes)
     path = out_dir / FP16_ONNX
@@ -105,12 +132,9 @@ def _fp16(spec: BuildSpec, deploy_path: Path, out_dir: Path, check_inputs) -> Pr
 
 def compare_on_ort(reference: Path, candidate: Path, inputs: dict[str, np.ndarray]) -> dict[str, dict]:
     """Both graphs on ONNX Runtime (CPU) on the same inputs: tensor metrics per output."""
-    from edgedeploy.backends.onnxruntime import OnnxRuntimeRunner
-    from edgedeploy.validate import metrics
-
     a, b = OnnxRuntimeRunner(reference), OnnxRuntimeRunner(candidate)
     ra, rb = a.run(inputs), b.run(inputs)
-    return {k: {m: v for m, v in metrics.compare(ra[k], rb[k]).items() if m in ("max_abs", "rel_l2", "cosine")}
+    return {k: {m: v for m, v in tensor_errors(ra[k], rb[k]).items() if m in ("max_abs", "rel_l2", "cosine")}
             for k in a.output_names}
 
 
@@ -126,8 +150,6 @@ def _calibration_info(calib: CalibrationSet) -> dict[str, Any]:
 
 def _openvino_int8(spec: BuildSpec, deploy_path: Path, calib: CalibrationSet, cache: CalibrationCache,
                    model_sha: str, validation, libraries) -> PrecisionResult:
-    from edgedeploy.precision import openvino_int8 as ovq
-
     aa = spec.int8.accuracy_aware.enabled
     settings = ovq.nncf_settings(spec.int8, aa)
     material: dict[str, Any] = {"model_sha256": model_sha, "data_sha256": calib.sha256, "settings": settings,
@@ -166,11 +188,9 @@ def _openvino_int8(spec: BuildSpec, deploy_path: Path, calib: CalibrationSet, ca
     return PrecisionResult(xml, info, [xml, entry.dir / "model.bin"])
 
 
-def _qdq_int8(spec: BuildSpec, deploy_path: Path, out_dir: Path, calib: CalibrationSet, cache: CalibrationCache,
-              model_sha: str, libraries) -> PrecisionResult:
-    from edgedeploy.precision import qdq
-
-    flavour = qdq.flavour_of(spec.target, spec.int8.qdq)
+def _qdq_int8(spec: BuildSpec, route: PrecisionRoute, deploy_path: Path, out_dir: Path, calib: CalibrationSet,
+              cache: CalibrationCache, model_sha: str, libraries) -> PrecisionResult:
+    flavour = qdq.flavour_of(route.qdq_flavour, spec.int8.qdq)
     settings = qdq.qdq_settings(spec.int8, flavour)
     method = settings["method"]
     material = {"model_sha256": model_sha, "data_sha256": calib.sha256, "settings": settings,
@@ -229,5 +249,5 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-__all__ = ["run_precision", "check_precision_request", "PrecisionResult", "FP16_ONNX", "QDQ_ONNX",
+__all__ = ["run_precision", "check_precision_request", "PrecisionResult", "PrecisionRoute", "FP16_ONNX", "QDQ_ONNX",
            "uses_calibration", "compare_on_ort", "arrays_sha256"]

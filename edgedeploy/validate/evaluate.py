@@ -16,11 +16,9 @@ from edgedeploy.backends.base import Runner
 from edgedeploy.config import BuildSpec, ValidationSettings, effective_thresholds
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.preprocess import input_hw
-from edgedeploy.data.base import Annotations
-from edgedeploy.tasks import decoders
-from edgedeploy.tasks.decoders.base import DecodeSettings
-from edgedeploy.tasks.metrics import bootstrap, coco
-from edgedeploy.validate import classification, latency, metrics, notices
+from edgedeploy.tasks import TASKS
+from edgedeploy.validate import latency, metrics, notices
+from edgedeploy.validate.latency import first
 from edgedeploy.validate.gate import threshold_checks
 
 RUN_BATCH = 8
@@ -41,16 +39,6 @@ def run_all(runner: Runner, inputs: dict[str, np.ndarray], batch: int = RUN_BATC
         for name, value in runner.run(feeds).items():
             parts.setdefault(name, []).append(value[:real])
     return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def first(inputs: dict[str, np.ndarray], n: int, repeat: bool = False) -> dict[str, np.ndarray]:
-    """The first n samples; with `repeat`, tiled up to n when the set is smaller (for latency batches)."""
-    out = {}
-    for k, v in inputs.items():
-        if repeat and len(v) < n:
-            v = np.concatenate([v] * (n // len(v) + 1))
-        out[k] = np.ascontiguousarray(v[:n])
-    return out
 
 
 def load_labels(settings: ValidationSettings, count: int) -> np.ndarray | None:
@@ -99,83 +87,16 @@ def task_metrics(settings: ValidationSettings, reference: dict[str, np.ndarray],
                  targets: np.ndarray | None = None, labels: np.ndarray | None = None,
                  class_names: list[str] | None = None,
                  input_size: tuple[int, int] | None = None) -> dict[str, Any] | None:
-    """The task metric for `settings.task` (None for task `none`); `input_size` (H, W) places normalized boxes and
-    masks."""
+    """The task record of `settings.task` (edgedeploy.tasks; None for task `none`); `class_names` are the data's,
+    `input_size` (H, W) places normalized boxes and masks."""
     if settings.task == "none":
         return None
-    if settings.output is not None and (settings.output not in outputs or settings.output not in reference):
-        raise UsageError(f"validation.output {settings.output!r} is not an output of the model",
+    name = settings.output or next(iter(outputs))
+    if name not in outputs or name not in reference:
+        raise UsageError(f"validation.output {name!r} is not an output of the model",
                          fix=f"use one of {sorted(outputs)}")
-    if settings.task == "classification":
-        name = settings.output or next(iter(outputs))
-        classes = int(np.prod(reference[name].shape[1:]))
-        if labels is not None and len(labels) and labels.max() >= classes:
-            raise UsageError(f"the labels hold class index {labels.max()}, and output {name!r} scores {classes} "
-                             "classes", fix="check the labels (0-based class indices) and validation.output")
-        return {"output": name, **classification.evaluate(reference[name], outputs[name], labels)}
-    return detection_metrics(settings, reference, outputs, targets, class_names, input_size)
-
-
-def detection_metrics(settings: ValidationSettings, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                      targets: np.ndarray | None, class_names: list[str] | None,
-                      input_size: tuple[int, int] | None) -> dict[str, Any]:
-    """Detections decoded by the decoder the outputs' shapes fit (or validation.decoder, checked), scored with
-    faster-coco-eval against the labels and against the reference's own detections, with the bootstrap interval
-    of the drop; boxes stay in model-input pixels (the labels are mapped there), where IoU is the same."""
-    names = [settings.output] if settings.output else [n for n in outputs if n in reference]
-    read_ref, read_art = {n: reference[n] for n in names}, {n: outputs[n] for n in names}
-    nc = settings.num_classes or (len(class_names) if class_names else None)
-    if nc is not None and class_names is not None and len(class_names) != nc:
-        raise UsageError(f"validation.num_classes is {nc}, the data names {len(class_names)} classes",
-                         fix="make them agree (or drop validation.num_classes)")
-    decoder = decoders.choose({k: v.shape for k, v in read_art.items()}, nc, settings.decoder, settings.kpt_shape,
-                              produces="detections")
-    if input_size is None and decoder.name in ("detr", "yolo-seg"):
-        raise UsageError(f"decoder {decoder.name} needs the input's height and width",
-                         fix="give inputs[0] a static H and W")
-    det = settings.detection
-    decode = DecodeSettings(input_size=input_size or (0, 0), num_classes=nc, kpt_shape=settings.kpt_shape,
-                            conf_thres=det.conf_thres, iou_thres=det.iou_thres, max_det=det.max_det, multi_label=det.multi_label)
-    ref_dets, art_dets = decoder.decode(read_ref, decode), decoder.decode(read_art, decode)
-    count = len(art_dets)
-    seen = [int(c) for d in (*ref_dets, *art_dets) for c in d.classes]
-    nc_seen = max([nc or 0, *(c + 1 for c in seen), *(int(t) + 1 for t in (targets[:, 1] if targets is not None
-                                                                              else []))], default=1)
-    names = class_names or [str(i) for i in range(nc_seen)]
-    if len(names) < nc_seen:
-        raise UsageError(f"the detections or labels hold class {nc_seen - 1}, the data names {len(names)} classes",
-                         fix="check validation.num_classes and the labels")
-    out: dict[str, Any] = {"kind": "detection", "output": ", ".join(read_art), "decoder": decoder.name,
-                           "conf_thres": det.conf_thres, "iou_thres": det.iou_thres, "max_det": det.max_det}
-    sizes = [(0, 0)] * count
-    confident = [d.scores >= det.reference_score_thres for d in ref_dets]
-    pseudo = [Annotations(d.boxes[k], d.classes[k]) for d, k in zip(ref_dets, confident)]
-    cats = list(range(1, len(names) + 1))
-    ids = list(range(1, count + 1))
-    vs_ref = coco.evaluate(coco.ground_truth(pseudo, sizes, names), coco.results(art_dets, ids, cats), "bbox", names)
-    out.update({"map50_vs_reference": vs_ref["map50"], "map50_95_vs_reference": vs_ref["map50_95"]})
-    if targets is not None:
-        truth = [Annotations(targets[targets[:, 0] == i, 2:6].astype(np.float64),
-                             targets[targets[:, 0] == i, 1].astype(np.int64)) for i in range(count)]
-        gt = coco.ground_truth(truth, sizes, names)
-        ref_map = coco.evaluate(gt, coco.results(ref_dets, ids, cats), "bbox", names)
-        art_map = coco.evaluate(gt, coco.results(art_dets, ids, cats), "bbox", names)
-        out.update({
-            "reference_map50": ref_map["map50"],
-            "reference_map50_95": ref_map["map50_95"],
-            "map50": art_map["map50"],
-            "map50_95": art_map["map50_95"],
-            "map50_drop": ref_map["map50"] - art_map["map50"],
-            "map50_95_drop": ref_map["map50_95"] - art_map["map50_95"],
-            "ap50_per_class": art_map["ap50_per_class"],
-            "ap_per_class": art_map["ap_per_class"],
-            "reference_ap50_per_class": ref_map["ap50_per_class"],
-        })
-        if settings.bootstrap:
-            out["drop_interval"] = bootstrap.drop_interval(bootstrap.match_all(ref_dets, truth, len(names)),
-                                                           bootstrap.match_all(art_dets, truth, len(names)), count,
-                                                           settings.bootstrap)
-    return out
+    return TASKS[settings.task].evaluate(settings, name, reference, outputs, targets, labels,
+                                         class_names=class_names, input_size=input_size)
 
 
 def batch_sizes(spec: BuildSpec) -> list[int]:

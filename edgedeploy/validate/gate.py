@@ -16,29 +16,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictFloat, StrictInt,
-                      ValidationError)
+                      ValidationError, create_model)
 
-from edgedeploy import __version__, arrayfile, fileio
+from edgedeploy import arrayfile, fileio
 from edgedeploy.config import (BuildSpec, Precision, RegressionSettings, Target, TensorThresholds, Thresholds,
-                               ValidationSettings, effective_thresholds)
-from edgedeploy.errors import EdgeDeployError, UsageError
-from edgedeploy.outfolder import FolderLock, OutputFolder, output_file, report_path
+                               ValidationSettings, describe_validation_error, load_spec, load_yaml)
+from edgedeploy.errors import UsageError
+from edgedeploy.preprocess import check_input, check_targets
+from edgedeploy.tasks import TASKS
 
 REPORT_SCHEMA = "edgedeploy.report/3"
 ACCEPTED_BASELINE_SCHEMAS = ("edgedeploy.report/1", "edgedeploy.report/2", "edgedeploy.report/3")
 
-# task metrics compared with a baseline: higher is better for all of them
-_METRIC_KIND = {"map50_drop": "detection", "map50_95_drop": "detection", "top1_drop": "classification",
-                "top1_agreement": "classification"}
-_BASELINE_TASK_KEYS = ("map50", "map50_95", "map50_vs_reference", "top1", "top5", "top1_agreement", "top5_agreement")
 
 
 def _fmt(v: Any) -> str:
@@ -76,8 +70,6 @@ def output_thresholds(budget: Thresholds, output: str) -> TensorThresholds:
 
 _TENSOR_KEYS = (("max_rel_l2", "rel_l2", "<="), ("max_abs", "max_abs", "<="), ("min_cosine", "cosine", ">="),
                 ("min_snr_db", "snr_db", ">="))
-_TASK_CHECKS = (("max_map50_drop", "map50_drop", "<="), ("max_map50_95_drop", "map50_95_drop", "<="),
-                ("max_top1_drop", "top1_drop", "<="), ("min_top1_agreement", "top1_agreement", ">="))
 
 
 def threshold_checks(budget: Thresholds | None, tensors: dict[str, dict], task: dict | None,
@@ -101,15 +93,17 @@ def threshold_checks(budget: Thresholds | None, tensors: dict[str, dict], task: 
                 source = origin.get(f"outputs.{name}.{key}", origin.get(key, "config"))
                 checks.append(check(f"{name}.{metric}", "tensor", m[metric], limit, op, origin=source))
     if task and budget:
-        for key, metric, op in _TASK_CHECKS:
-            limit = getattr(budget, key)
-            if limit is None:
-                continue
-            if metric in task:
-                checks.append(check(metric, "task", task[metric], limit, op, origin=origin.get(key, "config")))
-            elif task.get("kind") == _METRIC_KIND[metric]:
-                checks.append(skipped(metric, "task", "the validation data has no labels", limit=limit,
-                                      origin=origin.get(key, "config")))
+        for each in TASKS.values():
+            for b in each.budgets:
+                limit = getattr(budget, b.key)
+                if limit is None:
+                    continue
+                if b.metric in task:
+                    checks.append(check(b.metric, "task", task[b.metric], limit, b.op,
+                                        origin=origin.get(b.key, "config")))
+                elif task.get("kind") == each.name:
+                    checks.append(skipped(b.metric, "task", "the validation data has no labels", limit=limit,
+                                          origin=origin.get(b.key, "config")))
     return checks
 
 
@@ -134,14 +128,9 @@ class BaselineLatency(_Record):
     cov: StrictFloat = Field(0.0, ge=0)
 
 
-class BaselineTask(_Record):
-    map50: StrictFloat | None = None
-    map50_95: StrictFloat | None = None
-    map50_vs_reference: StrictFloat | None = None
-    top1: StrictFloat | None = None
-    top5: StrictFloat | None = None
-    top1_agreement: StrictFloat | None = None
-    top5_agreement: StrictFloat | None = None
+# the task metrics a baseline is compared on (every task's baseline_metrics), each a finite float when present
+BaselineTask = create_model("BaselineTask", __base__=_Record,
+                            **{m: (StrictFloat | None, None) for t in TASKS.values() for m in t.baseline_metrics})
 
 
 class Baseline(_Record):
@@ -221,7 +210,7 @@ def baseline_checks(current: dict, baseline: dict, regression: RegressionSetting
                              fix="pass the baseline made for this target and precision")
     checks = []
     cur_task, base_task = current.get("task") or {}, baseline.get("task") or {}
-    for key in _BASELINE_TASK_KEYS:
+    for key in [m for t in TASKS.values() for m in t.baseline_metrics]:
         if key in cur_task and key in base_task and base_task[key] is not None:
             limit = base_task[key] - regression.max_task_drop
             c = check(f"baseline.{key}", "baseline", cur_task[key], limit, ">=", origin="baseline")
@@ -271,8 +260,6 @@ _OVERRIDABLE = {"thresholds", "validation", "regression"}
 def apply_config(spec: BuildSpec, path: Path) -> BuildSpec:
     """Overlay thresholds / validation / regression from a YAML file (a full build spec, or just those keys);
     thresholds merge key by key over the build's (which merge over the defaults)."""
-    from edgedeploy.config import _describe, load_spec, load_yaml
-
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise UsageError("config must be a YAML mapping", where=str(path))
@@ -294,7 +281,7 @@ def apply_config(spec: BuildSpec, path: Path) -> BuildSpec:
     try:
         new = BuildSpec.model_validate(merged)
     except ValidationError as e:
-        raise UsageError(_describe(e), where=str(path)) from None
+        raise UsageError(describe_validation_error(e), where=str(path)) from None
     data = new.validation.data
     if data is not None and not data.is_absolute():
         new = new.model_copy(update={"validation": new.validation.model_copy(
@@ -347,8 +334,6 @@ def load_reference(path: Path, spec: BuildSpec | None = None, fix: str = "rebuil
                    ) -> tuple[dict, dict, np.ndarray | None, np.ndarray | None]:
     """reference.npz → (inputs, reference outputs, detection targets, classification labels), read as untrusted
     arrays (edgedeploy.arrayfile) and checked against each other (one sample count) and `spec`'s inputs."""
-    from edgedeploy.preprocess import check_input, check_targets
-
     with arrayfile.open_npz(path, "reference.npz", fix=fix) as data:
         inputs = {k[6:]: data[k] for k in data.files if k.startswith("input.")}
         outputs = {k[7:]: data[k] for k in data.files if k.startswith("output.")}
@@ -400,132 +385,20 @@ def read_manifest(artifact_dir: Path) -> tuple[dict[str, Any], BuildSpec]:
     return manifest.model_dump(by_alias=True, mode="json"), manifest.spec
 
 
-def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, config: Path | None = None,
-                      out_dir: Path | None = None, junit: Path | None = None, strict: bool = False) -> dict[str, Any]:
-    """Re-run the artifact in `artifact_dir` on its stored reference, check thresholds (and a baseline), write
-    report.json / report.md / report.html to `out_dir` (default: ARTIFACT_DIR-validate beside it, so a rebuild does
-    not wipe it) and JUnit XML to `junit`; `strict` turns every warning into a failing check. The report folder and
-    --junit are checked before anything runs; the build folder is held with a shared lock for the whole run, so no
-    build replaces the artifact while it is checked (edgedeploy.outfolder)."""
-    from edgedeploy.validate import junit as junit_xml
-
-    start = time.perf_counter()
-    check_build_folder(artifact_dir)
-    artifact_dir = Path(os.path.realpath(artifact_dir))
-    out_dir = report_path(artifact_dir, out_dir, "validate")
-    junit = output_file(junit, "--junit", within=out_dir) if junit is not None else None
-    with FolderLock(artifact_dir, shared=True), OutputFolder(out_dir, kind="report") as folder:
-        report = _validate(artifact_dir, baseline, config, strict)
-        report["wall_seconds"] = time.perf_counter() - start
-        write_reports(report, folder.staging)
-        if junit is not None and junit.is_relative_to(folder.final):  # part of the report folder's transaction
-            fileio.write_text(folder.staging / junit.relative_to(folder.final), junit_xml.to_junit(report))
-        folder.commit()
-    if junit is not None and not junit.is_relative_to(out_dir):
-        fileio.write_text(junit, junit_xml.to_junit(report))
-    return report
-
-
-def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, strict: bool) -> dict[str, Any]:
-    from edgedeploy.backends import get_backend
-    from edgedeploy.backends.base import BuildResult
-    from edgedeploy.device import cpu_name, read_conditions
-    from edgedeploy.pipeline import library_versions
-    from edgedeploy.validate import evaluate
-
-    manifest, spec = read_manifest(artifact_dir)
-    if config is not None:
-        spec = apply_config(spec, config)
-    if strict:
-        spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"strict": True})})
-    base_report = load_baseline(baseline) if baseline is not None else None
+def artifact_record(artifact_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's record (path, and what the backend recorded) from manifest.json, or from report.json for
+    manifests written before report/2."""
     artifact = manifest.get("artifact")
-    if artifact is None:  # manifests before report/2 kept it only in report.json
+    if artifact is None:
         path, fix = artifact_dir / "report.json", "rebuild the artifact"
         raw = _read_json(path, "report.json", fix)
         if not isinstance(raw, dict) or not raw.get("artifact"):
             raise UsageError("neither manifest.json nor report.json names the artifact", where=str(artifact_dir),
                              fix=fix)
         artifact = _validated(ManifestArtifact, raw["artifact"], path, "report.json artifact", fix).model_dump()
-    backend = get_backend(spec.target)
-    missing = backend.missing()
-    if missing:
-        raise EdgeDeployError(missing, fix="install it, or validate on a machine that has it")
-    info = {k: v for k, v in artifact.items() if k != "path"}
-    built = BuildResult(artifact=artifact_dir / artifact["path"], files=[], info=info)
-    if not built.artifact.is_file():
-        raise UsageError("the artifact file is missing", where=str(built.artifact), fix="rebuild the artifact")
-
-    checks = integrity_checks(artifact_dir, manifest)
-    changed = "reference.npz" in checks[0]["changed"]
-    inputs, reference, targets, labels = load_reference(
-        artifact_dir / "reference.npz", spec,
-        fix="it changed since the build (manifest.json records another hash): rebuild the artifact" if changed
-        else "rebuild the artifact")
-    settings = {"openvino": spec.openvino, "trt": spec.tensorrt}.get(spec.target)
-    try:
-        runner = backend.load(built, settings, spec.validation.latency.threads)
-        result = evaluate.evaluate(spec, runner, inputs, reference, targets, labels)
-    except EdgeDeployError as e:
-        if checks[0]["changed"]:  # the likelier cause
-            e.fix = (f"{', '.join(checks[0]['changed'])} changed since the build (manifest.json records other "
-                     "hashes): rebuild the artifact")
-        raise
-    count = len(next(iter(inputs.values())))
-    report: dict[str, Any] = {
-        "schema": REPORT_SCHEMA,
-        "kind": "validate",
-        "edgedeploy": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "name": spec.name,
-        "target": spec.target,
-        "precision": spec.precision,
-        "source": manifest.get("source", {}),
-        "validation_data": f"reference.npz ({count} samples)",
-        "artifact": artifact,
-        "artifact_dir": str(artifact_dir),
-        "conditions": {**runner.conditions, "machine": platform.machine(), "processor": cpu_name()},
-        "device": read_conditions(),
-        "libraries": library_versions(),
-        **({"precision_stage": manifest["precision"]} if manifest.get("precision") else {}),
-        **{k: result[k] for k in ("tensors", "task", "latency")},
-        "checks": checks + result["checks"],
-        "warnings": result["warnings"],
-    }
-    if base_report is not None:
-        report["checks"] += baseline_checks(report, base_report, spec.regression, effective_thresholds(spec)[0])
-        report["baseline"] = {"path": str(baseline), "edgedeploy": base_report.get("edgedeploy"),
-                              "created": base_report.get("created"),
-                              "processor": base_report.get("conditions", {}).get("processor")}
-    finish_report(report, spec)
-    return report
+    return artifact
 
 
-def finish_report(report: dict[str, Any], spec: BuildSpec) -> dict[str, Any]:
-    """Add every warning (evaluate's and edgedeploy.validate.notices'), under `validation.strict` each as a failing
-    check, and the verdict."""
-    from edgedeploy.validate import notices
-
-    report["warnings"] = list(report.get("warnings", [])) + notices.collect(report, spec)
-    report["strict"] = spec.validation.strict
-    if spec.validation.strict:
-        report["checks"] = report["checks"] + notices.strict_checks(report["warnings"])
-    report["passed"] = all(c["passed"] for c in report["checks"])
-    return report
-
-
-def write_reports(report: dict[str, Any], out_dir: Path) -> None:
-    """report.json, report.md and report.html; the last two compare with the model's other artifacts built in
-    folders beside this one."""
-    from edgedeploy.validate import html
-    from edgedeploy.validate.report import render_markdown, sibling_reports
-
-    siblings = sibling_reports(report, out_dir)
-    fileio.write_json(out_dir / "report.json", report)
-    fileio.write_text(out_dir / "report.md", render_markdown(report, siblings))
-    fileio.write_text(out_dir / "report.html", html.render_html(report, siblings))
-
-
-__all__ = ["REPORT_SCHEMA", "check", "finish_report", "skipped", "threshold_checks", "baseline_checks", "validate_artifact",
-           "load_baseline", "apply_config", "read_manifest", "load_reference", "write_reports", "output_thresholds",
+__all__ = ["REPORT_SCHEMA", "check", "skipped", "threshold_checks", "baseline_checks", "load_baseline", "apply_config",
+           "read_manifest", "artifact_record", "integrity_checks", "load_reference", "output_thresholds",
            "ValidationSettings"]

@@ -15,8 +15,8 @@ import io
 import re
 from typing import Any
 
-from edgedeploy.validate.metrics import ABS_ERROR_QUANTILES
-from edgedeploy.validate.report import Table, header, num, sections, verdict, warnings_of
+from edgedeploy.tensor_error import ABS_ERROR_QUANTILES
+from edgedeploy.validate.report import Table, accuracy_of, header, num, sections, verdict, warnings_of
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222}
@@ -163,11 +163,9 @@ def plot_ap_per_class(task: dict[str, Any]) -> str | None:
 
 def plot_tradeoff(reports: list[dict[str, Any]]) -> str | None:
     """Latency against accuracy for the artifacts of one model built side by side (the comparison section)."""
-    from edgedeploy.validate.report import _accuracy_of
-
     points = []
     for r in reports:
-        label, value = _accuracy_of(r)
+        label, value = accuracy_of(r)
         lat = min(r.get("latency") or [{}], key=lambda t: t.get("batch", 0))
         worst = max((m["rel_l2"] for m in r["tensors"].values()), default=None)
         if lat.get("median_ms") is not None:
@@ -212,13 +210,36 @@ def _plots(key: str, report: dict[str, Any], siblings: list[dict[str, Any]]) -> 
     elif key == "comparison":
         made = [(plot_tradeoff([report, *siblings]), "latency vs accuracy")]
     elif key == "auto":
-        from edgedeploy.auto import frontier_png
-
         png = frontier_png(report["auto"])
         made = [(base64.b64encode(png).decode("ascii") if png else None, "precision candidates: latency vs accuracy")]
     else:
         made = []
     return [_img(b64, alt) for b64, alt in made if b64]
+
+
+def frontier_png(auto: dict[str, Any]) -> bytes | None:
+    """Latency (at the ranking batch) against accuracy, one point per built candidate: filled within budget, open
+    outside it; the chosen one ringed."""
+    rows = [r for r in auto["candidates"] if r.get("built")]
+    if not rows:
+        return None
+    plt = _plt()
+    batch = str(auto["batch"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for r in rows:
+        x, y = r["latency_ms"][batch], r["accuracy"]
+        ax.scatter([x], [y], s=60, facecolors="tab:blue" if r["passed"] else "none", edgecolors="tab:blue")
+        if r["name"] == auto["chosen"]:
+            ax.scatter([x], [y], s=220, facecolors="none", edgecolors="tab:green", linewidths=2)
+        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ax.set_xlabel(f"latency at batch {batch} (median ms, this machine)")
+    ax.set_ylabel(rows[0]["metric"])
+    ax.set_title("precision candidates: filled = within budget, ringed = chosen", fontsize=10)
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def render_html(report: dict[str, Any], siblings: list[dict[str, Any]] | None = None) -> str:

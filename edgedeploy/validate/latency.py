@@ -42,7 +42,10 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy.backends import BuildResult, backend_settings, get_backend
 from edgedeploy.backends.base import Runner
+from edgedeploy.config import BuildSpec
+from edgedeploy.errors import EdgeDeployError
 
 UNSTABLE_COV = 0.05
 MAX_STORED_SAMPLES = 5000
@@ -50,6 +53,16 @@ _MIN_WINDOW_TICKS = 50  # shortest window (in clock ticks, 0.5 s at 100 Hz) whos
 DEFAULT_DURATION_S = 1.0  # per batch size when neither iterations nor duration_s is given
 _MIN_TIMED = 10  # a time budget still times at least this many calls
 _ROUNDS = 3  # alternating windows per runner when several are timed interleaved
+
+
+def first(inputs: dict[str, np.ndarray], n: int, repeat: bool = False) -> dict[str, np.ndarray]:
+    """The first n samples; with `repeat`, tiled up to n when the set is smaller (for latency batches)."""
+    out = {}
+    for k, v in inputs.items():
+        if repeat and len(v) < n:
+            v = np.concatenate([v] * (n // len(v) + 1))
+        out[k] = np.ascontiguousarray(v[:n])
+    return out
 
 
 def machine_load() -> float | None:
@@ -285,8 +298,6 @@ def measure_all(runners: dict[str, Runner], inputs: dict[str, np.ndarray], setti
                 batch_sizes: list[int]) -> dict[str, list[dict[str, Any]]]:
     """Every batch size of `settings` (a LatencySettings): each runner's synchronous latency, interleaved when there
     are several, and the first runner's asynchronous throughput unless ``async_requests == 0``."""
-    from edgedeploy.validate.evaluate import first
-
     iterations, duration_s = resolve_budget(settings.iterations, settings.duration_s)
     primary = next(iter(runners))
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in runners}
@@ -307,9 +318,6 @@ def measure_fresh(spec, artifacts: dict[str, Any], inputs: dict[str, np.ndarray]
     """:func:`measure_all` of `artifacts` (name → BuildResult of `spec.target`; the first is the one reported) in a
     new Python process that imports only the backend SDK; returns ``{"timings": {name: [...]}, "conditions":
     {name: runner conditions}, "peak_rss_mb", "seconds"}``."""
-    from edgedeploy.errors import EdgeDeployError
-    from edgedeploy.validate.evaluate import first
-
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgedeploy-latency-") as tmp:
         feeds = Path(tmp) / "inputs.npz"
@@ -332,13 +340,10 @@ def measure_fresh(spec, artifacts: dict[str, Any], inputs: dict[str, np.ndarray]
 
 def _fresh_process(job_path: str) -> None:
     """The measuring process of :func:`measure_fresh`."""
-    from edgedeploy.backends import BuildResult, get_backend
-    from edgedeploy.config import BuildSpec
-
     job = json.loads(Path(job_path).read_text())
     spec = BuildSpec.model_validate(job["spec"])
     backend = get_backend(spec.target)
-    settings = {"openvino": spec.openvino, "trt": spec.tensorrt}.get(spec.target)
+    settings = backend_settings(spec)
     threads = spec.validation.latency.threads
     runners = {name: backend.load(BuildResult(Path(a["path"]), [], a["info"]), settings, threads)
                for name, a in job["artifacts"].items()}

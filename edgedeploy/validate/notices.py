@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgedeploy.config import BuildSpec
+from edgedeploy.tasks import task_of
 
 Rule = Callable[[dict[str, Any], BuildSpec], list[dict[str, str]]]
 
@@ -43,14 +44,9 @@ def accuracy_not_measured(report: dict[str, Any], spec: BuildSpec) -> list[dict[
     """The task metric could not be computed (no labels), or no budget beyond NaN/Inf applied at all."""
     task = report.get("task") or {}
     out = []
-    if task.get("kind") == "classification" and "top1" not in task:
-        out.append(warning("accuracy_not_measured", "accuracy not measured",
-                           "the validation data has no `labels`, so top-1 accuracy and its drop were not measured "
-                           "(top-1 agreement with the reference only)"))
-    elif task.get("kind") == "detection" and "map50" not in task:
-        out.append(warning("accuracy_not_measured", "accuracy not measured",
-                           "the validation data has no `targets`, so mAP and its drop were not measured "
-                           "(agreement with the reference's detections only)"))
+    kind = task_of(task)
+    if kind is not None and kind.labelled_metric not in task:
+        out.append(warning("accuracy_not_measured", "accuracy not measured", kind.no_labels))
     measured = [c for c in report.get("checks", []) if c.get("group") in ("tensor", "task")
                 and not c["name"].endswith(".finite") and c.get("status") != "skip"]
     if not measured and not out:

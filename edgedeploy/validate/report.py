@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy import device
+from edgedeploy.numbers import num
+from edgedeploy.tasks import TASKS, task_of
+from edgedeploy.validate.gate import ACCEPTED_BASELINE_SCHEMAS
 
 # --------------------------------------------------------------------------------------------- the page model
 
@@ -33,29 +36,14 @@ class Section:
     level: int = 2
 
 
-def num(value: Any) -> str:
-    """A figure for people: 4 significant digits, scientific below 1e-3; None as a dash."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.2e}"
-        return f"{value:.4g}"
-    return "—" if value is None else str(value)
-
-
 def _pct(v: float | None, digits: int = 0) -> str:
     return "unknown" if v is None else f"{v:.{digits}%}"
 
 
 _RESULT = {"pass": "pass", "fail": "**FAIL**", "skip": "skipped"}
 _METRIC_LABEL = {"finite": "NaN + Inf values", "rel_l2": "relative L2 error", "max_abs": "max |error|",
-                 "cosine": "cosine similarity", "snr_db": "SNR (dB)", "map50": "mAP@0.5", "map50_95": "mAP@0.5:0.95",
-                 "map50_vs_reference": "mAP@0.5 vs the reference's detections", "top1": "top-1 accuracy",
-                 "top5": "top-5 accuracy", "top1_agreement": "top-1 agreement with the reference",
-                 "top5_agreement": "top-5 agreement with the reference", "map50_drop": "mAP@0.5 drop vs the reference",
-                 "map50_95_drop": "mAP@0.5:0.95 drop vs the reference", "top1_drop": "top-1 drop vs the reference",
-                 "files_unchanged": "files changed since the build"}
+                 "cosine": "cosine similarity", "snr_db": "SNR (dB)", "files_unchanged": "files changed since the build",
+                 **{k: v for t in TASKS.values() for k, v in t.labels.items()}}
 
 
 def check_label(name: str) -> str:
@@ -162,32 +150,13 @@ def _outputs(report: dict[str, Any]) -> Section:
 
 
 def _task(report: dict[str, Any]) -> list[Section]:
+    """The task's own section (edgedeploy.tasks: each task declares it)."""
     task = report.get("task")
-    if not task:
+    kind = task_of(task)
+    if kind is None:
         return []
-    model = f"{report['target']} {report['precision']}"
-    if task.get("kind") == "detection":
-        if "map50" not in task:
-            return [Section("task", f"Detection (output {task.get('output')})",
-                            [f"No labels: mAP@0.5 against the reference's own detections "
-                             f"{num(task['map50_vs_reference'])}."])]
-        return [Section("task", f"Detection (output {task.get('output')})", [
-            Table(["model", "mAP@0.5", "mAP@0.5:0.95"],
-                  [["reference", num(task["reference_map50"]), num(task["reference_map50_95"])],
-                   [model, num(task["map50"]), num(task["map50_95"])],
-                   ["drop", num(task["map50_drop"]), num(task.get("map50_95_drop"))]]),
-            f"mAP@0.5 against the reference's own detections: {num(task['map50_vs_reference'])} (confidence ≥ "
-            f"{num(task.get('conf_thres'))}, NMS IoU {num(task.get('iou_thres'))})."])]
-    rows = [["top-1 agreement with the reference", num(task["top1_agreement"])],
-            ["top-5 agreement (reference top-1 in artifact top-5)", num(task["top5_agreement"])]]
-    if "top1" in task:
-        rows += [["top-1 accuracy: reference / artifact", f"{num(task['reference_top1'])} / {num(task['top1'])}"],
-                 ["top-5 accuracy: reference / artifact", f"{num(task['reference_top5'])} / {num(task['top5'])}"],
-                 ["top-1 drop", num(task["top1_drop"])]]
-    else:
-        rows.append(["top-1 accuracy", "not measured (no labels)"])
-    return [Section("task", f"Classification (output {task.get('output')}, {task.get('samples')} samples, "
-                            f"{task.get('classes')} classes)", [Table(["metric", "value"], rows)])]
+    made = kind.section(task, f"{report['target']} {report['precision']}")
+    return [Section("task", made.title, [b if isinstance(b, str) else Table(*b) for b in made.blocks])]
 
 
 def _layers(report: dict[str, Any]) -> list[Section]:
@@ -278,12 +247,11 @@ def _latency(report: dict[str, Any]) -> list[Section]:
     return [Section("latency", "Latency", blocks)]
 
 
-def _accuracy_of(r: dict[str, Any]) -> tuple[str, float | None]:
-    task = r.get("task") or {}
-    for key in ("map50", "top1", "top1_agreement", "map50_vs_reference"):
-        if key in task:
-            return _METRIC_LABEL[key], task[key]
-    return "", None
+def accuracy_of(r: dict[str, Any]) -> tuple[str, float | None]:
+    """(label, value) of a report's headline task metric (its task's summary_metrics), ("", None) without one."""
+    kind = task_of(r.get("task"))
+    found = kind.summary(r["task"]) if kind is not None else None
+    return (kind.labels[found[0]], found[1]) if found else ("", None)
 
 
 def _comparison(report: dict[str, Any], siblings: list[dict[str, Any]]) -> list[Section]:
@@ -291,7 +259,7 @@ def _comparison(report: dict[str, Any], siblings: list[dict[str, Any]]) -> list[
         return []
     rows = []
     for r in sorted([report, *siblings], key=lambda r: (r["target"], r["precision"])):
-        label, value = _accuracy_of(r)
+        label, value = accuracy_of(r)
         lat = min(r.get("latency") or [{}], key=lambda t: t.get("batch", 0))
         worst = max((m["rel_l2"] for m in r["tensors"].values()), default=None)
         rows.append([f"{r['target']} {r['precision']}" + (" (this report)" if r is report else ""),
@@ -332,12 +300,26 @@ def _reuse(entry: dict | None) -> str:
     return "reused" if entry.get("status") == "reused" else f"{entry.get('status')}: {entry.get('note', '')}"
 
 
+def frontier_table(auto: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The candidates as a table (header, rows) for the Precision auto section of report.md / report.html."""
+    batches = [str(b) for b in auto["batches"]]
+    header = ["candidate", *[f"batch {b} ms" for b in batches], "accuracy", "budget", "why"]
+    rows = []
+    for r in auto["candidates"]:
+        if not r.get("built"):
+            rows.append([r["name"], *["—"] * len(batches), "—", "—", r["why"]])
+            continue
+        name = r["name"] + (f" ({len(r['kept_float'])} in float)" if r.get("kept_float") else "")
+        rows.append([name, *[f"{r['latency_ms'][b]:.3g}" for b in batches], f"{r['metric']} {r['accuracy']:.4g}",
+                     "pass" if r["passed"] else "fail", r["why"]])
+    return header, rows
+
+
+
 def _auto(auto: dict[str, Any] | None) -> list[Section]:
     """`--precision auto`: every candidate, its latency and accuracy, and why it won or lost (edgedeploy.auto)."""
     if not auto:
         return []
-    from edgedeploy.auto import frontier_table
-
     head, rows = frontier_table(auto)
     return [Section("auto", "Precision auto", [
         f"Chosen: **{auto['chosen']}** (candidates timed side by side in one fresh process; ranked at batch "
@@ -353,8 +335,6 @@ def _device(conditions: dict[str, Any] | None) -> list[Section]:
 
 def sibling_reports(report: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
     """Build reports of the same model at other targets/precisions in folders beside `folder` (at most 12)."""
-    from edgedeploy.validate.gate import ACCEPTED_BASELINE_SCHEMAS
-
     found: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         candidates = sorted(Path(folder).parent.glob("*/report.json"))[:200]

@@ -19,6 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy.data.base import Annotations
+from edgedeploy.errors import UsageError
+from edgedeploy.numbers import num
+from edgedeploy.tasks import decoders
+from edgedeploy.tasks.base import Budget, Task, TaskSection
+from edgedeploy.tasks.decoders.base import DecodeSettings
+from edgedeploy.tasks.metrics import bootstrap, coco
+
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 _MAX_WH = 4096.0  # class offset for batched class-aware NMS
@@ -193,3 +201,97 @@ def evaluate_map(
         "num_det": int(sum(len(d) for d in dets)),
         "num_images": int(n_img),
     }
+
+
+# ------------------------------------------------------------------------------------------------- the task
+def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                targets: np.ndarray | None, labels: np.ndarray | None, *, class_names: list[str] | None = None,
+                input_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """report.json's `task` for detection. The outputs (validation.output, else all of them) are read by the
+    decoder their shapes fit (or validation.decoder, checked: edgedeploy.tasks.decoders), so a layout is never read
+    as another; detections are scored with faster-coco-eval against the reference's own detections and, with
+    `targets`, against the ground truth for both models, with per-class AP and the bootstrap interval of the drop.
+    Boxes stay in model-input pixels (the targets are mapped there), where IoU is what it is in the image."""
+    names = [settings.output] if settings.output else [n for n in outputs if n in reference]
+    read_ref, read_art = {n: reference[n] for n in names}, {n: outputs[n] for n in names}
+    nc = settings.num_classes or (len(class_names) if class_names else None)
+    if nc is not None and class_names is not None and len(class_names) != nc:
+        raise UsageError(f"validation.num_classes is {nc}, the data names {len(class_names)} classes",
+                         fix="make them agree (or drop validation.num_classes)")
+    decoder = decoders.choose({k: v.shape for k, v in read_art.items()}, nc, settings.decoder, settings.kpt_shape,
+                              produces="detections")
+    if input_size is None and decoder.name in ("detr", "yolo-seg"):
+        raise UsageError(f"decoder {decoder.name} needs the input's height and width",
+                         fix="give inputs[0] a static H and W")
+    det = settings.detection
+    decode = DecodeSettings(input_size=input_size or (0, 0), num_classes=nc, kpt_shape=settings.kpt_shape,
+                            conf_thres=det.conf_thres, iou_thres=det.iou_thres, max_det=det.max_det,
+                            multi_label=det.multi_label)
+    ref_dets, art_dets = decoder.decode(read_ref, decode), decoder.decode(read_art, decode)
+    count = len(art_dets)
+    seen = [int(c) + 1 for d in (*ref_dets, *art_dets) for c in d.classes]
+    seen += [int(c) + 1 for c in (targets[:, 1] if targets is not None else [])]
+    nc_seen = max([nc or 0, *seen], default=1)
+    names = class_names or [str(i) for i in range(nc_seen)]
+    if len(names) < nc_seen:
+        raise UsageError(f"the detections or labels hold class {nc_seen - 1}, the data names {len(names)} classes",
+                         fix="check validation.num_classes and the labels")
+    out: dict[str, Any] = {"kind": "detection", "output": ", ".join(read_art), "decoder": decoder.name,
+                           "conf_thres": det.conf_thres, "iou_thres": det.iou_thres, "max_det": det.max_det}
+    sizes = [(0, 0)] * count  # bbox evaluation reads no image size
+    confident = [d.scores >= det.reference_score_thres for d in ref_dets]
+    pseudo = [Annotations(d.boxes[k], d.classes[k]) for d, k in zip(ref_dets, confident)]
+    cats, ids = list(range(1, len(names) + 1)), list(range(1, count + 1))
+    vs_ref = coco.evaluate(coco.ground_truth(pseudo, sizes, names), coco.results(art_dets, ids, cats), "bbox", names)
+    out.update({"map50_vs_reference": vs_ref["map50"], "map50_95_vs_reference": vs_ref["map50_95"]})
+    if targets is not None:
+        truth = [Annotations(targets[targets[:, 0] == i, 2:6].astype(np.float64),
+                             targets[targets[:, 0] == i, 1].astype(np.int64)) for i in range(count)]
+        gt = coco.ground_truth(truth, sizes, names)
+        ref_map = coco.evaluate(gt, coco.results(ref_dets, ids, cats), "bbox", names)
+        art_map = coco.evaluate(gt, coco.results(art_dets, ids, cats), "bbox", names)
+        out.update({
+            "reference_map50": ref_map["map50"],
+            "reference_map50_95": ref_map["map50_95"],
+            "map50": art_map["map50"],
+            "map50_95": art_map["map50_95"],
+            "map50_drop": ref_map["map50"] - art_map["map50"],
+            "map50_95_drop": ref_map["map50_95"] - art_map["map50_95"],
+            "ap50_per_class": art_map["ap50_per_class"],
+            "ap_per_class": art_map["ap_per_class"],
+            "reference_ap50_per_class": ref_map["ap50_per_class"],
+        })
+        if settings.bootstrap:
+            out["drop_interval"] = bootstrap.drop_interval(bootstrap.match_all(ref_dets, truth, len(names)),
+                                                           bootstrap.match_all(art_dets, truth, len(names)), count,
+                                                           settings.bootstrap)
+    return out
+
+
+def section(task: dict[str, Any], model: str) -> TaskSection:
+    title = f"Detection (output {task.get('output')})"
+    if "map50" not in task:
+        return TaskSection(title, [f"No labels: mAP@0.5 against the reference's own detections "
+                                   f"{num(task['map50_vs_reference'])}."])
+    return TaskSection(title, [
+        (["model", "mAP@0.5", "mAP@0.5:0.95"],
+         [["reference", num(task["reference_map50"]), num(task["reference_map50_95"])],
+          [model, num(task["map50"]), num(task["map50_95"])],
+          ["drop", num(task["map50_drop"]), num(task.get("map50_95_drop"))]]),
+        f"mAP@0.5 against the reference's own detections: {num(task['map50_vs_reference'])} (confidence ≥ "
+        f"{num(task.get('conf_thres'))}, NMS IoU {num(task.get('iou_thres'))})."])
+
+
+TASK = Task(
+    name="detection", evaluate=task_record, section=section,
+    budgets=(Budget("max_map50_drop", "map50_drop", "<="), Budget("max_map50_95_drop", "map50_95_drop", "<=")),
+    baseline_metrics=("map50", "map50_95", "map50_vs_reference"),
+    ranking_metrics=("map50",), summary_metrics=("map50", "map50_vs_reference"), drops={"map50": "map50_drop"},
+    labelled_metric="map50",
+    no_labels="the validation data has no `targets`, so mAP and its drop were not measured (agreement with the "
+              "reference's detections only)",
+    short_labels={"map50": "mAP@0.5", "map50_vs_reference": "mAP@0.5 vs reference"},
+    labels={"map50": "mAP@0.5", "map50_95": "mAP@0.5:0.95",
+            "map50_vs_reference": "mAP@0.5 vs the reference's detections",
+            "map50_drop": "mAP@0.5 drop vs the reference", "map50_95_drop": "mAP@0.5:0.95 drop vs the reference"},
+)

@@ -17,6 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy.errors import UsageError
+from edgedeploy.numbers import num
+from edgedeploy.tasks.base import Budget, Task, TaskSection
+
 
 def _scores(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
@@ -70,3 +74,42 @@ def evaluate(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | 
         })
         out["top1_drop"] = out["reference_top1"] - out["top1"]
     return out
+
+
+# ------------------------------------------------------------------------------------------------- the task
+def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                targets: np.ndarray | None, labels: np.ndarray | None, **context: Any) -> dict[str, Any]:
+    """report.json's `task` for classification (module docstring), the output's scores checked against the labels'
+    class indices first."""
+    classes = int(np.prod(reference[name].shape[1:]))
+    if labels is not None and len(labels) and labels.max() >= classes:
+        raise UsageError(f"the labels hold class index {labels.max()}, and output {name!r} scores {classes} "
+                         "classes", fix="check the labels (0-based class indices) and validation.output")
+    return {"output": name, **evaluate(reference[name], outputs[name], labels)}
+
+
+def section(task: dict[str, Any], model: str) -> TaskSection:
+    rows = [["top-1 agreement with the reference", num(task["top1_agreement"])],
+            ["top-5 agreement (reference top-1 in artifact top-5)", num(task["top5_agreement"])]]
+    if "top1" in task:
+        rows += [["top-1 accuracy: reference / artifact", f"{num(task['reference_top1'])} / {num(task['top1'])}"],
+                 ["top-5 accuracy: reference / artifact", f"{num(task['reference_top5'])} / {num(task['top5'])}"],
+                 ["top-1 drop", num(task["top1_drop"])]]
+    else:
+        rows.append(["top-1 accuracy", "not measured (no labels)"])
+    return TaskSection(f"Classification (output {task.get('output')}, {task.get('samples')} samples, "
+                       f"{task.get('classes')} classes)", [(["metric", "value"], rows)])
+
+
+TASK = Task(
+    name="classification", evaluate=task_record, section=section,
+    budgets=(Budget("max_top1_drop", "top1_drop", "<="), Budget("min_top1_agreement", "top1_agreement", ">=")),
+    baseline_metrics=("top1", "top5", "top1_agreement", "top5_agreement"),
+    ranking_metrics=("top1", "top1_agreement"), summary_metrics=("top1", "top1_agreement"), drops={"top1": "top1_drop"},
+    labelled_metric="top1",
+    no_labels="the validation data has no `labels`, so top-1 accuracy and its drop were not measured (top-1 "
+              "agreement with the reference only)",
+    short_labels={"top1": "top-1", "top1_agreement": "top-1 agreement"},
+    labels={"top1": "top-1 accuracy", "top5": "top-5 accuracy", "top1_agreement": "top-1 agreement with the reference",
+            "top5_agreement": "top-5 agreement with the reference", "top1_drop": "top-1 drop vs the reference"},
+)

@@ -35,6 +35,7 @@ import numpy as np
 import onnx
 
 from edgedeploy.errors import EdgeDeployError
+from edgedeploy.precision.openvino_convert import convert_onnx
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _OV_PLUMBING = {"Constant", "Parameter", "Result", "FakeQuantize", "Convert"}
@@ -202,7 +203,6 @@ def localize_openvino(float_onnx: Path, int8_xml: Path, inputs: dict[str, np.nda
     CPU plugin with the f32 precision hint (so bf16 never blurs the comparison)."""
     import openvino as ov
 
-    from edgedeploy.backends.openvino import convert_onnx
 
     core = ov.Core()
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}

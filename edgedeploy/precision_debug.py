@@ -1,7 +1,7 @@
 """`edgedeploy debug precision`: find the layers that lose INT8 accuracy, and keep the fewest of them in float so
 the budget holds.
 
-1. **Localise** (edgedeploy.precision.localize) the artifact's quantized graph on the first `samples` validation
+1. **Localise** (edgedeploy.validate.localize) the artifact's quantized graph on the first `samples` validation
    inputs: per layer, the cumulative error and the error the layer adds alone; rank the quantized layers.
 2. **Search** (optional): requantize with the k worst layers kept in float, k = 1, 2, 4, … until the int8 checks
    pass, then bisect down to the smallest k that passes. Each trial is quantized by the precision stage itself
@@ -26,11 +26,18 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy import fileio
+from edgedeploy import fileio, pipeline
+from edgedeploy.backends import backend_settings, get_backend, precision_route
 from edgedeploy.config import BuildSpec, Thresholds, effective_thresholds
 from edgedeploy.errors import UsageError
 from edgedeploy.outfolder import FolderLock, OutputFolder, report_path
-from edgedeploy.precision.localize import LayerError, layer_errors, localize_model, rank
+from edgedeploy.precision.stage import QDQ_ONNX, run_precision
+from edgedeploy.validate import evaluate, metrics
+from edgedeploy.validate.gate import check_build_folder, load_reference, read_manifest, threshold_checks
+from edgedeploy.validate.html import render_precision_debug
+from edgedeploy.validate.localize import LayerError, layer_errors, localize_model, rank
+from edgedeploy.validate.report import render_precision_debug_markdown
+from edgedeploy.versions import library_versions
 
 SCHEMA = "edgedeploy.precision-debug/1"
 REPORT_FILE = "precision-debug.json"
@@ -60,17 +67,15 @@ class Artifact:
 
     @property
     def backend(self) -> str:
-        """The backend the analysis runs on: OpenVINO for its IR, ONNX Runtime for Q/DQ graphs."""
-        return "openvino" if self.spec.target == "openvino" else "onnxruntime"
+        """The backend the analysis runs on: OpenVINO for an NNCF-quantized IR, ONNX Runtime for Q/DQ graphs."""
+        return "openvino" if precision_route(self.spec).int8 == "nncf-openvino" else "onnxruntime"
 
     @property
     def deploy_onnx(self) -> Path:
         return self.dir / "deploy.onnx"
 
     def quantized_model(self) -> Path:
-        from edgedeploy.precision.stage import QDQ_ONNX
-
-        path = self.dir / ("openvino/model.xml" if self.backend == "openvino" else QDQ_ONNX)
+        path = self.dir / (f"{self.spec.target}/model.xml" if self.backend == "openvino" else QDQ_ONNX)
         if not path.is_file():
             raise UsageError("the artifact's quantized model is missing", where=str(path),
                              fix="rebuild the artifact with --precision int8")
@@ -78,16 +83,15 @@ class Artifact:
 
 
 def load_artifact(artifact_dir: Path) -> Artifact:
-    from edgedeploy.validate.gate import load_reference, read_manifest
-
     artifact_dir = Path(os.path.realpath(artifact_dir))
     _, spec = read_manifest(artifact_dir)
     if spec.precision != "int8":
         raise UsageError(f"the artifact is {spec.precision}; debug precision analyses int8 builds",
                          where=str(artifact_dir), fix="build it with --precision int8 first")
-    if spec.target == "trt" and spec.tensorrt.int8_route == "calibrator":
-        raise UsageError("a TensorRT implicit-calibrator build has no Q/DQ graph to analyse", where=str(artifact_dir),
-                         fix="use tensorrt.int8_route: qdq")
+    route = precision_route(spec)
+    if route.int8 == "backend":
+        raise UsageError(f"a build quantized by its backend ({route.int8_method}) has no quantized graph to analyse",
+                         where=str(artifact_dir), fix=route.int8_fix)
     inputs, reference, targets, labels = load_reference(artifact_dir / "reference.npz", spec)
     return Artifact(artifact_dir, spec, inputs, reference, targets, labels)
 
@@ -101,7 +105,7 @@ def keep_in_float(spec: BuildSpec, layers: list[str], cache_dir: Path) -> BuildS
     """`spec` with `layers` added to the scope its int8 route leaves unquantized (accuracy-aware search off: this
     search replaces it), calibration results cached in `cache_dir`."""
     int8 = spec.int8
-    if spec.target == "openvino":
+    if precision_route(spec).int8 == "nncf-openvino":
         scope = int8.ignored_scope
         int8 = int8.model_copy(update={"ignored_scope": scope.model_copy(
             update={"names": _merged(scope.names, layers)})})
@@ -120,18 +124,12 @@ def _merged(existing: list[str], extra: list[str]) -> list[str]:
 
 def run_trial(art: Artifact, layers: list[str], budget: Thresholds, threads: int | None = None) -> Trial:
     """Quantize with `layers` kept in float (the precision stage, cached), run the whole validation set, check."""
-    from edgedeploy.backends import get_backend
-    from edgedeploy.pipeline import library_versions
-    from edgedeploy.precision.stage import run_precision
-    from edgedeploy.validate import evaluate, metrics
-    from edgedeploy.validate.gate import threshold_checks
-
     start = time.perf_counter()
     spec = keep_in_float(art.spec, layers, art.dir / "cache")
     backend = get_backend(art.backend)
-    settings = spec.openvino if art.backend == "openvino" else None
+    settings = backend_settings(spec.model_copy(update={"target": art.backend}))
     with tempfile.TemporaryDirectory(prefix="edgedeploy-debug-precision.") as work:
-        prec = run_precision(spec, art.deploy_onnx, Path(work), None, library_versions())
+        prec = run_precision(spec, precision_route(spec), art.deploy_onnx, Path(work), None, library_versions())
         built = backend.build(prec.model_path, Path(work) / art.backend, "int8", settings)
         runner = backend.load(built, settings, threads)
         outputs = evaluate.run_all(runner, art.inputs)
@@ -190,7 +188,7 @@ def scope_snippet(spec: BuildSpec, layers: list[str]) -> str:
     import yaml
 
     scoped = keep_in_float(spec, layers, Path("cache")).int8
-    if spec.target == "openvino":
+    if precision_route(spec).int8 == "nncf-openvino":
         body = {"int8": {"ignored_scope": {"names": scoped.ignored_scope.names}}}
     else:
         body = {"int8": {"qdq": {"excluded": {"names": scoped.qdq.excluded.names}}}}
@@ -198,9 +196,6 @@ def scope_snippet(spec: BuildSpec, layers: list[str]) -> str:
 
 
 def write_outputs(report: dict[str, Any], out_dir: Path) -> None:
-    from edgedeploy.validate.html import render_precision_debug
-    from edgedeploy.validate.report import render_precision_debug_markdown
-
     fileio.write_json(out_dir / REPORT_FILE, report)
     fileio.write_text(out_dir / "report.md", render_precision_debug_markdown(report))
     fileio.write_text(out_dir / "report.html", render_precision_debug(report))
@@ -213,8 +208,6 @@ def debug_precision(artifact_dir: Path, out_dir: Path | None = None, *, samples:
                     progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Localise (and with `do_search`, find the fewest layers to keep in float); writes precision-debug.json,
     report.md, report.html (and keep-float.yaml) to `out_dir` (default ARTIFACT_DIR-debug-precision beside it)."""
-    from edgedeploy.validate.gate import check_build_folder
-
     start = time.perf_counter()
     if samples < 1:
         raise UsageError(f"--samples must be at least 1, not {samples}")
@@ -264,9 +257,6 @@ def _analyse(art: Artifact, samples: int, do_search: bool, max_layers: int,
 def rebuild(artifact_dir: Path, kept_float: list[str], out: Path, listener=None) -> dict[str, Any]:
     """A normal build of the artifact's spec with `kept_float` left unquantized; its calibration result is the
     search's (same key, same cache)."""
-    from edgedeploy import pipeline
-    from edgedeploy.validate.gate import read_manifest
-
     _, spec = read_manifest(Path(artifact_dir))
     if Path(out).resolve() == Path(artifact_dir).resolve():
         raise UsageError("--rebuild must name a new folder, not the artifact being analysed", where=str(out))

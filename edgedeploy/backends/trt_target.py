@@ -1,0 +1,36 @@
+"""The `trt` target as the pipeline sees it (edgedeploy.backends.base.TargetKind), apart from the TensorRT layers
+(tensorrt.py, trt_plan.py, trt_manifest.py, trt_cuda.py, trt_timing.py) it points to."""
+
+from __future__ import annotations
+
+from edgedeploy.backends.base import TargetKind
+from edgedeploy.backends.tensorrt import TensorRTBackend
+from edgedeploy.config import BuildSpec, TensorRTSettings
+from edgedeploy.errors import UsageError
+from edgedeploy.precision.stage import PrecisionRoute
+
+
+def _settings(spec: BuildSpec) -> TensorRTSettings:
+    return spec.tensorrt
+
+
+def _route(spec: BuildSpec) -> PrecisionRoute:
+    """Q/DQ in the TensorRT flavour, or TensorRT 10's implicit calibrator on deploy.onnx (tensorrt.int8_route)."""
+    calibrator = spec.tensorrt.int8_route == "calibrator"
+    return PrecisionRoute(fp16="fp16-cast", int8="backend" if calibrator else "qdq", qdq_flavour="tensorrt",
+                          int8_method="TensorRT 10 implicit calibrator (tensorrt.int8_route)",
+                          int8_fix="use tensorrt.int8_route: qdq")
+
+
+def _static_batch_refusal(spec: BuildSpec) -> UsageError | None:
+    n = spec.static_batch
+    return UsageError("--static-batch builds static ONNX / OpenVINO artifacts; a TensorRT engine gets a fixed batch "
+                      "from its optimization profile", where="static_batch",
+                      fix=f"set tensorrt.profiles: {{batch: {{min: {n}, opt: {n}, max: {n}}}}}")
+
+
+TARGET = TargetKind("trt", TensorRTBackend, settings=_settings, precision_route=_route,
+                    builds_from_deploy_graph=True, float_latency_reference=False,
+                    static_batch_refusal=_static_batch_refusal)
+
+__all__ = ["TARGET"]
