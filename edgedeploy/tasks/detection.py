@@ -269,17 +269,30 @@ def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: 
 
 
 def section(task: dict[str, Any], model: str) -> TaskSection:
-    title = f"Detection (output {task.get('output')})"
+    title = f"Detection (output {task.get('output')}, decoder {task.get('decoder', 'yolo-objectness')})"
     if "map50" not in task:
         return TaskSection(title, [f"No labels: mAP@0.5 against the reference's own detections "
                                    f"{num(task['map50_vs_reference'])}."])
-    return TaskSection(title, [
+    blocks: list = [
         (["model", "mAP@0.5", "mAP@0.5:0.95"],
          [["reference", num(task["reference_map50"]), num(task["reference_map50_95"])],
           [model, num(task["map50"]), num(task["map50_95"])],
           ["drop", num(task["map50_drop"]), num(task.get("map50_95_drop"))]]),
         f"mAP@0.5 against the reference's own detections: {num(task['map50_vs_reference'])} (confidence ≥ "
-        f"{num(task.get('conf_thres'))}, NMS IoU {num(task.get('iou_thres'))})."])
+        f"{num(task.get('conf_thres'))}, NMS IoU {num(task.get('iou_thres'))}; faster-coco-eval)."]
+    ci = task.get("drop_interval")
+    if ci:
+        lo, hi = ci["map50_95_drop"]
+        lo50, hi50 = ci["map50_drop"]
+        blocks.append(f"{ci['level']:.0%} interval of the drop over {ci['resamples']} resamples of the images: "
+                      f"mAP@0.5 [{num(lo50)}, {num(hi50)}], mAP@0.5:0.95 [{num(lo)}, {num(hi)}].")
+    per_class = task.get("ap_per_class")
+    if per_class:
+        ref50 = task.get("reference_ap50_per_class", {})
+        blocks.append((["class", "AP@0.5", "AP@0.5 reference", "AP@0.5:0.95"],
+                       [[name, num(task["ap50_per_class"].get(name)), num(ref50.get(name)), num(ap)]
+                        for name, ap in per_class.items()]))
+    return TaskSection(title, blocks)
 
 
 TASK = Task(
