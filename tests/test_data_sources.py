@@ -208,3 +208,22 @@ def test_iter_batches_order_thread_and_errors():
     early = iter_batches(_Counting(1000), list(range(1000)), batch=1, prefetch=1)
     next(early)
     early.close()  # the reader thread stops instead of blocking on a full queue
+
+
+def test_validation_set_from_class_folders_with_subset(tmp_path):
+    """validation.data naming class folders: labels come with the images; `subset`/`seed` pick the same images."""
+    from edgedeploy.config import BuildSpec
+    from edgedeploy.preprocess import load_validation_set
+
+    for cls in ("a", "b", "c"):
+        for k in range(4):
+            save_png(tmp_path / "data" / cls / f"{k}.png", np.full((8, 10, 3), 10 * k, np.uint8))
+    spec = BuildSpec(model={"onnx": "m.onnx"}, inputs=[{"name": "x", "shape": ["batch", 3, 16, 16]}],
+                     preprocess={"resize": "letterbox"},
+                     validation={"data": str(tmp_path / "data"), "task": "classification", "subset": 5, "seed": 3})
+    first, again = load_validation_set(spec), load_validation_set(spec)
+    assert first.inputs["x"].shape == (5, 3, 16, 16)
+    np.testing.assert_array_equal(first.inputs["x"], again.inputs["x"])
+    assert first.labels.tolist() == again.labels.tolist() and set(first.labels.tolist()) <= {0, 1, 2}
+    assert first.class_names == ["a", "b", "c"] and "imagefolder, 5 of 12 images" in first.source
+    np.testing.assert_allclose(first.inputs["x"][:, :, :1], 114 / 255, rtol=1e-6)  # letterbox: 13 rows, top pad 1
