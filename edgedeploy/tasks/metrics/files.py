@@ -31,6 +31,9 @@ def write_yolo_txt(folder: Path, keys: Sequence[str], detections: Sequence[Detec
                    sizes: Sequence[tuple[int, int]]) -> None:
     """`folder/<image key's stem path>.txt` per image (keys are relative paths, so names stay unique)."""
     for key, det, (h, w) in zip(keys, detections, sizes):
-        target = folder / Path(key.replace(":", "_")).with_suffix(".txt")
+        relative = Path(key.replace(":", "_"))
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ValueError(f"image key {key!r} is not a path inside the dataset")
+        target = folder / relative.with_suffix(".txt")
         target.parent.mkdir(parents=True, exist_ok=True)
         fileio.write_text(target, yolo_lines(det, h, w))
