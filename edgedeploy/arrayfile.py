@@ -211,4 +211,15 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-__all__ = ["open_npz", "read_npy", "NpzArrays", "Header", "MAX_BYTES"]
+__all__ = ["open_npz", "read_npy", "write_npz", "NpzArrays", "Header", "MAX_BYTES"]
+
+
+def write_npz(file: str | os.PathLike | IO[bytes], arrays: dict[str, np.ndarray], *, compressed: bool = False,
+              allow_pickle: bool = False) -> None:
+    """An .npz of `arrays` under their own names, whatever they are: `np.savez(file, **arrays)` fails on an array
+    named `file` or `allow_pickle` (a model input may be called `file`)."""
+    mode = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    with zipfile.ZipFile(file, "w", compression=mode, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                npy_format.write_array(member, np.asanyarray(array), allow_pickle=allow_pickle)

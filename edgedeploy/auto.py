@@ -7,7 +7,8 @@ cache, calibration results from the shared `<out>/cache`):
 - `fp32`;
 - `fp16` where the hardware computes in a reduced float: TensorRT (any GPU it builds for); OpenVINO on a CPU with
   AVX512-FP16 (on a CPU without it or bf16 an fp16 IR runs at f32 speed, so it is skipped), and as `bf16` (the fp16 IR
-  with the bf16 inference precision, judged by the fp16 budget) on a CPU with AVX512-BF16/AMX-BF16: on a Xeon with
+  with the bf16 inference precision, judged by its own budget: `thresholds.bf16`, else the default bf16 budget of
+  edgedeploy.config) on a CPU with AVX512-BF16/AMX-BF16: on a Xeon with
   AMX, bf16 ran the benchmark models 1.3-9.4x faster than f16 on AVX512-FP16 (docs/benchmarks.md); not ONNX
   Runtime's CPU provider, which has no fp16 convolution kernels on x86 (an fp16 graph runs slower than fp32);
 - `int8`;
@@ -15,11 +16,15 @@ cache, calibration results from the shared `<out>/cache`):
   (localisation ranking) to keep in float for the budget to hold, up to `max_layers`; when int8 meets it, keeping
   layers in float could only be slower, so the candidate is skipped.
 
-The built artifacts are then timed in one fresh process, interleaved (edgedeploy.validate.latency.measure_fresh),
-at every batch size of the spec; the choice is made at the first (the deployment batch: `--static-batch N` when
-given). The winner's files become the output folder; its report gets `auto` (every candidate's latency, accuracy,
-budget verdict and why it lost) rendered as a table and a latency/accuracy plot in report.md/report.html, and the
-plot as `auto-frontier.png`.
+The built artifacts are then timed in one fresh process, interleaved in rounds
+(edgedeploy.validate.latency.measure_fresh), at every batch size of the spec; the choice is made at the first (the
+deployment batch: `--static-batch N` when given): the fastest candidate within its budget, unless another within its
+budget is `within noise` of it (the 95 % interval of their latency ratio over the rounds holds 1), when the more
+accurate of them is kept. Every row gives its ratio to the chosen one with that interval, the budget it was judged
+by and the accuracy checks that budget holds (int8's default budget has task drops only, fp16's a rel-L2 too).
+The winner's files become the output folder; its report gets `auto` (every candidate's latency, accuracy, budget
+verdict and why it lost) rendered as a table and a latency/accuracy plot in report.md/report.html, and the plot as
+`auto-frontier.png`.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any
 
 from edgedeploy import fileio, pipeline
 from edgedeploy.backends import BuildResult, target_kind
-from edgedeploy.config import BuildSpec
+from edgedeploy.config import BuildSpec, Thresholds
 from edgedeploy.device import cpu_flags
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy import precision_debug as debug
@@ -112,6 +117,8 @@ def _candidate_spec(spec: BuildSpec, c: Candidate) -> BuildSpec:
     candidate = spec.model_copy(update={"precision": c.precision})
     if c.hint is not None:
         candidate = target_kind(spec.target).with_hint(candidate, c.hint)
+    if c.hint == "bf16" and "bf16" not in spec.thresholds:  # its own budget: the config's bf16 one, else the default
+        candidate = candidate.model_copy(update={"thresholds": {**spec.thresholds, "bf16": Thresholds()}})
     return keep_in_float(candidate, c.kept_float, spec.calibration.cache_dir) if c.kept_float else candidate
 
 
@@ -153,8 +160,27 @@ def _accuracy(report: dict[str, Any]) -> tuple[str, float]:
     return "worst rel-L2", max(t["rel_l2"] for t in report["tensors"].values())
 
 
+def _more_accurate(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether candidate report `a` is more accurate than `b` on their common axis (a task metric: higher is
+    better; rel-L2: lower is better)."""
+    (metric_a, value_a), (metric_b, value_b) = _accuracy(a), _accuracy(b)
+    if metric_a != metric_b:
+        return False
+    return value_a < value_b if metric_a == "worst rel-L2" else value_a > value_b
+
+
+def _judged_on(report: dict[str, Any]) -> list[str]:
+    """The accuracy budgets a candidate was checked against (names and limits), so the table says which axis each
+    candidate was judged on."""
+    return [f"{c['name']} {c['op']} {c['limit']:g}" for c in report["checks"]
+            if c.get("group") in ("tensor", "task") and c.get("origin") in ("default", "config")
+            and c.get("status") != "skip" and isinstance(c.get("limit"), (int, float))]
+
+
 def _choose(spec: BuildSpec, candidates: list[Candidate]) -> dict[str, Any]:
-    """Time the built candidates in one fresh process (interleaved), pick the fastest within its budget."""
+    """Time the built candidates in one fresh process (interleaved rounds), pick the fastest within its budget;
+    a candidate whose latency ratio to the fastest has a 95 % interval holding 1 is `within noise` of it, and among
+    those the most accurate is chosen."""
     built = [c for c in candidates if c.report is not None]
     artifacts = {c.name: BuildResult(c.dir / c.report["artifact"]["path"], [],
                                      {k: v for k, v in c.report["artifact"].items() if k != "path"}) for c in built}
@@ -167,9 +193,24 @@ def _choose(spec: BuildSpec, candidates: list[Candidate]) -> dict[str, Any]:
     timed = spec.model_copy(update={"validation": spec.validation.model_copy(update={"latency": timing})})
     measured = latency.measure_fresh(timed, artifacts, inputs, batches)["timings"]
     rank_batch = batches[0]
-    median = {c.name: measured[c.name][0]["median_ms"] for c in built}
+    first = {c.name: measured[c.name][0] for c in built}
+    median = {name: t["median_ms"] for name, t in first.items()}
+
+    def versus(a: Candidate, b: Candidate) -> dict[str, Any]:
+        interval = latency.ratio_interval(first[a.name].get("round_medians_ms", [median[a.name]]),
+                                          first[b.name].get("round_medians_ms", [median[b.name]]))
+        return {**interval, "verdict": latency.ratio_verdict(interval)}
+
     passing = [c for c in built if c.report["passed"]]
-    chosen = min(passing, key=lambda c: median[c.name]) if passing else next(c for c in built if c.name == "fp32")
+    fastest = min(passing, key=lambda c: median[c.name]) if passing else None
+    chosen, tied = fastest, []
+    if fastest is not None:
+        tied = [c for c in passing if c is not fastest and versus(c, fastest)["verdict"] == "within noise"]
+        for c in tied:
+            if _more_accurate(c.report, chosen.report):
+                chosen = c
+    if chosen is None:
+        chosen = next(c for c in built if c.name == "fp32")
     rows = []
     for c in candidates:
         row: dict[str, Any] = {"name": c.name, "precision": c.precision, "built": c.report is not None}
@@ -181,18 +222,31 @@ def _choose(spec: BuildSpec, candidates: list[Candidate]) -> dict[str, Any]:
             continue
         metric, value = _accuracy(c.report)
         failed = [ch["name"] for ch in c.report["checks"] if not ch["passed"]]
+        budgets = {ch.get("budget") for ch in c.report["checks"] if ch.get("budget")}
         row.update(passed=c.report["passed"], metric=metric, accuracy=value,
                    latency_ms={str(t["batch"]): t["median_ms"] for t in measured[c.name]},
                    cov={str(t["batch"]): t["cov"] for t in measured[c.name]},
-                   effective_hint=c.report["conditions"].get("precision_hint_effective"))
+                   effective_hint=c.report["conditions"].get("precision_hint_effective"),
+                   budget=", ".join(sorted(budgets)) or c.precision, judged_on=_judged_on(c.report))
+        if c is not chosen:
+            vs = versus(c, chosen)
+            row["vs_chosen"] = {"ratio": vs["ratio"], "ci95": vs["ci95"], "verdict": vs["verdict"],
+                                "rounds": vs["rounds"]}
+        spread = (f"{row['vs_chosen']['ratio']:.2f}x the latency of {chosen.name} at batch {rank_batch}, 95% "
+                  f"{row['vs_chosen']['ci95'][0]:.2f}-{row['vs_chosen']['ci95'][1]:.2f}x"
+                  if c is not chosen else "")
         if c is chosen:
-            row["why"] = "chosen: fastest within its budget" if passing else "chosen: no candidate meets its budget"
+            row["why"] = ("chosen: no candidate meets its budget" if not passing else
+                          "chosen: fastest within its budget" if c is fastest else
+                          f"chosen: within noise of the fastest ({fastest.name}) and more accurate ({metric})")
         elif failed:
             row["why"] = f"fails its budget: {', '.join(failed)}"
+        elif c is fastest:
+            row["why"] = f"fastest, but within noise of {chosen.name}, which is more accurate ({spread})"
+        elif c in tied:
+            row["why"] = f"within noise of {chosen.name} and not more accurate ({spread})"
         else:
-            ratio = median[c.name] / median[chosen.name]
-            row["why"] = (f"{ratio:.2f}x the latency of {chosen.name} at batch {rank_batch} "
-                          f"({median[c.name]:.3g} vs {median[chosen.name]:.3g} ms)")
+            row["why"] = spread
         rows.append(row)
     return {"chosen": chosen.name, "batch": rank_batch, "batches": batches, "candidates": rows,
             "passed": bool(passing), "plot": PLOT}

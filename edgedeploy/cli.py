@@ -71,12 +71,12 @@ class _RichStages:
 @app.command(epilog="\b\nExample: edgedeploy build mynet.yaml --target openvino --precision fp16 --out out/mynet-fp16")
 def build(
     config: Optional[Path] = typer.Argument(None, metavar="CONFIG", show_default="the bundled demo detector",
-                                            help="YAML build spec (README.md: 'Your own model'), or a bundle "
+                                            help="YAML build spec (`edgedeploy docs readme`: 'Your own model'), or a bundle "
                                                  "folder (edgedeploy bundle)"),
     target: Optional[str] = typer.Option(
         None, "--target", "-t", metavar="TARGET", show_default="the config's, else openvino",
         help="openvino | onnxruntime | trt (trt needs TensorRT: JetPack's on a Jetson, the `tensorrt` extra on "
-             "x86_64 with an NVIDIA GPU; docs/tensorrt.md)"),
+             "x86_64 with an NVIDIA GPU; `edgedeploy docs tensorrt`)"),
     precision: Optional[str] = typer.Option(None, "--precision", "-p", metavar="PRECISION",
                                             show_default="the config's, else fp32",
                                             help="fp32 | fp16 | int8 | auto (build the candidates this machine "
@@ -290,6 +290,9 @@ def validate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", show_default="ARTIFACT_DIR-validate",
                                        help="report folder, replaced as a whole"),
     strict: bool = typer.Option(False, "--strict", metavar="", help="fail on every warning too (CI)"),
+    accept_model_change: bool = typer.Option(False, "--accept-model-change", metavar="",
+                                             help="compare with a baseline of another model, task, output set or "
+                                                  "data set (a deliberate re-baseline; recorded in the report)"),
     debug: bool = DEBUG,
 ) -> None:
     """Re-check a built artifact (CI gate).
@@ -301,6 +304,7 @@ def validate(
 
     with console.status("[bold]validate[/]…"):
         report = validate_artifact(artifact_dir, baseline=baseline, config=config, out_dir=out, junit=junit,
+                                   accept_model_change=accept_model_change,
                                    strict=strict)
     out = report_path(artifact_dir, out, "validate")
     for c in report["checks"]:
@@ -464,16 +468,19 @@ def _ci_options(debug: bool = DEBUG) -> None:
 def ci_github(
     config: Optional[str] = typer.Argument(None, metavar="CONFIG", show_default="the bundled demo",
                                            help="the build spec's path in your repository"),
-    device: list[str] = typer.Option(..., "--device", "-d", metavar="NAME=LABEL,LABEL[:TARGET]",
+    device: list[str] = typer.Option(..., "--device", "-d", metavar="NAME=LABEL,LABEL[:TARGET[:CUDA_MAJOR]]",
                                      help="one per kind of device, e.g. orin-nano=self-hosted,jetson,orin-nano:trt "
-                                          "(repeatable)"),
+                                          "(trt: CUDA major 12 unless given, e.g. thor=self-hosted,thor:trt:13; "
+                                          "repeatable)"),
     precision: list[str] = typer.Option([], "--precision", "-p", metavar="PRECISION", show_default="fp32, fp16",
                                         help="fp32 | fp16 | int8 (repeatable)"),
     out: Path = typer.Option(Path(".github/workflows/edgedeploy-fleet.yml"), "--out", "-o", metavar="FILE",
                              help="the workflow file to write"),
     install: Optional[str] = typer.Option(None, "--install", metavar="REQUIREMENT",
-                                          show_default="this version from PyPI",
+                                          show_default=". (the repository the workflow runs in)",
                                           help="pip requirement for edgedeploy on the runners"),
+    module_root: str = typer.Option(".", "--module-root", metavar="DIR",
+                                    help="the repository folder your model's package is imported from"),
     timeout: int = typer.Option(120, "--timeout", metavar="MINUTES", help="minutes each device job may take"),
     debug: bool = DEBUG,
 ) -> None:
@@ -489,7 +496,8 @@ def ci_github(
     if bad:
         raise UsageError(f"invalid --precision {bad[0]!r}", fix=f"use one of: {', '.join(get_args(Precision))}")
     kinds = [DeviceKind.parse(d) for d in device]
-    fileio.write_text(out, workflow(kinds, precision or ["fp32", "fp16"], config, install, device_timeout=timeout))
+    fileio.write_text(out, workflow(kinds, precision or ["fp32", "fp16"], config, install, device_timeout=timeout,
+                                    module_root=module_root))
     console.print(f"[green]✓[/] {escape(str(out))}: {len(kinds)} device kind(s) x {len(precision) or 2} "
                   f"precision(s); register a self-hosted runner with each kind's labels", highlight=False)
 
@@ -619,6 +627,27 @@ def inspect(
     if not result.ok:
         raise EdgeDeployError(f"this machine cannot run the plan: {result.problems[0]}", where=str(path),
                               fix="rebuild the engine on this machine (edgedeploy build ... --target trt)")
+
+
+@app.command(epilog="\b\nExample: edgedeploy docs readme | less   (the README: 'Your own model', the Jetson, the fleet)")
+def docs(
+    topic: Optional[str] = typer.Argument(None, metavar="TOPIC", show_default="list the topics",
+                                          help="readme | precision | validation | tensorrt | report-schema | ..."),
+    debug: bool = DEBUG,
+) -> None:
+    """Print the documentation shipped with edgedeploy (README and guides), or list it with where it is."""
+    import importlib.resources
+
+    guide = importlib.resources.files("edgedeploy.guide")
+    topics = {("readme" if p.name == "README.md" else p.name[:-3]): p
+              for p in sorted(guide.iterdir(), key=lambda p: p.name) if p.name.endswith(".md")}
+    if topic is None:
+        for name, path in topics.items():
+            typer.echo(f"{name:16} {path}")
+        return
+    if topic.lower().removesuffix(".md") not in topics:
+        raise UsageError(f"no documentation topic {topic!r}", fix=f"use one of: {', '.join(topics)}")
+    typer.echo(topics[topic.lower().removesuffix(".md")].read_text(encoding="utf-8"))
 
 
 def _error_line(label: str, message: str) -> None:

@@ -24,6 +24,8 @@ from edgedeploy.fileio import read_input
 
 Target = Literal["openvino", "onnxruntime", "trt"]
 Precision = Literal["fp32", "fp16", "int8"]
+# a budget's key: a precision, or bf16 (an fp16 build the OpenVINO CPU plugin ran in bf16, and auto's bf16 candidate)
+BudgetKey = Literal["fp32", "fp16", "int8", "bf16"]
 DType = Literal["float32", "float16", "uint8", "int8", "int32", "int64"]
 _MAX_NODES = 100_000  # values in a config once YAML aliases are expanded; real ones have a few hundred
 _MAX_CONFIG_BYTES = 16 << 20  # a config is a few KiB; this refuses a wrong file before parsing it
@@ -215,6 +217,8 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
     "fp32": {"max_rel_l2": 1e-4},
     "fp16": {"max_rel_l2": 1e-2, "max_map50_drop": 0.005, "max_top1_drop": 0.005},
     "int8": {"max_map50_drop": 0.01, "max_top1_drop": 0.01},
+    # bf16 keeps 8 significant bits to fp16's 11: 8x fp16's rel-L2 budget; the task budgets are fp16's
+    "bf16": {"max_rel_l2": 8e-2, "max_map50_drop": 0.005, "max_top1_drop": 0.005},
 }
 # threshold keys that read a task metric, by the validation.task that has it
 TASK_KEYS = {"max_map50_drop": "detection", "max_map50_95_drop": "detection", "max_top1_drop": "classification",
@@ -224,6 +228,13 @@ TASK_KEYS = {"max_map50_drop": "detection", "max_map50_95_drop": "detection", "m
 def _given(t: TensorThresholds) -> dict[str, Any]:
     """The keys a config set (explicit nulls included), without `outputs`."""
     return {k: getattr(t, k) for k in t.model_fields_set if k != "outputs"}
+
+
+def budget_key(spec: BuildSpec, effective_hint: str | None) -> str:
+    """The budget a build is judged on: its precision's, except an fp16 build that ran in bf16 when the config gives
+    a `thresholds.bf16` (the plugin chose bf16 on this CPU, and the user said what bf16 may lose)."""
+    return "bf16" if spec.precision == "fp16" and effective_hint == "bf16" and "bf16" in spec.thresholds \
+        else spec.precision
 
 
 def effective_thresholds(spec: BuildSpec, precision: str | None = None) -> tuple[Thresholds, dict[str, str]]:
@@ -418,8 +429,9 @@ class BuildSpec(_Strict):
     export: ExportSettings = Field(default_factory=ExportSettings)
     optimize: OptimizeSettingsSpec = Field(default_factory=OptimizeSettingsSpec)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
-    thresholds: dict[Precision, Thresholds] = Field(
-        default_factory=dict, description="budgets per precision, merged key by key over DEFAULT_THRESHOLDS")
+    thresholds: dict[BudgetKey, Thresholds] = Field(
+        default_factory=dict, description="budgets per precision, merged key by key over DEFAULT_THRESHOLDS; `bf16` "
+                                          "judges an fp16 build that ran in bf16 (and auto's bf16 candidate)")
     regression: RegressionSettings = Field(default_factory=RegressionSettings)
     openvino: OpenVINOSettings = Field(default_factory=OpenVINOSettings)
     tensorrt: TensorRTSettings = Field(default_factory=TensorRTSettings)

@@ -16,4 +16,9 @@ def num(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-__all__ = ["num"]
+def interval(ci: list[float] | None) -> str:
+    """` (95 % LOW to HIGH)` after a figure with a sampling interval (top-1: Wilson; drops: paired or bootstrap)."""
+    return f" (95 % {num(ci[0])} to {num(ci[1])})" if ci else ""
+
+
+__all__ = ["interval", "num"]

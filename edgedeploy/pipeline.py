@@ -51,7 +51,7 @@ from edgedeploy.stagecache import StageCache, export_material, optimize_material
 from edgedeploy.static_batch import make_static, static_onnx
 from edgedeploy.validate import evaluate as evaluation
 from edgedeploy.validate import latency
-from edgedeploy.validate.gate import REPORT_SCHEMA, load_reference
+from edgedeploy.validate.gate import REPORT_SCHEMA, load_reference, model_identity
 from edgedeploy.validate.localize import layer_errors, localize_model
 from edgedeploy.validate.write import finish_report, write_reports
 from edgedeploy.versions import library_versions
@@ -261,6 +261,7 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
         "target": spec.target,
         "precision": spec.precision,
         "artifact": artifact,
+        "identity": model_identity(spec, deploy_path, out_dir / "reference.npz"),
         "conditions": {**conditions, "machine": platform.machine(), "processor": device.cpu_name()},
         "device": device.read_conditions(),
         **made,
@@ -360,8 +361,9 @@ def _optimize_stage(spec: BuildSpec, raw_path: Path, deploy_path: Path, data: Va
                                 drop_outputs=list(spec.optimize.drop_outputs), simplifier=spec.optimize.simplifier)
     verify = evaluation.first(data.inputs, evaluation.RUN_BATCH)
     if cache is None:
-        return optimize_file(raw_path, deploy_path, settings, real_inputs=verify).to_dict(), \
-            {"status": "off", "note": "--no-cache"}
+        opt = optimize_file(raw_path, deploy_path, settings, real_inputs=verify).to_dict()
+        opt.update(input_path=raw_path.name, output_path=deploy_path.name)  # beside optimize.json: no machine's path
+        return opt, {"status": "off", "note": "--no-cache"}
     material = optimize_material(_sha256_with_data(raw_path), spec.optimize.model_dump(mode="json"),
                                  arrays_sha256(verify))
     entry = cache.lookup("optimize", material)
@@ -371,7 +373,7 @@ def _optimize_stage(spec: BuildSpec, raw_path: Path, deploy_path: Path, data: Va
     else:
         opt = optimize_file(raw_path, deploy_path, settings, real_inputs=verify).to_dict()
         cache.store(entry, [deploy_path], records={"optimize.json": opt})
-    opt.update(input_path=str(raw_path), output_path=str(deploy_path))
+    opt.update(input_path=raw_path.name, output_path=deploy_path.name)
     return opt, entry.report()
 
 

@@ -19,14 +19,15 @@ from edgedeploy.outfolder import FolderLock, OutputFolder, output_file, report_p
 from edgedeploy.validate import evaluate
 from edgedeploy.validate import junit as junit_xml
 from edgedeploy.validate.gate import (REPORT_SCHEMA, apply_config, artifact_record, baseline_checks,
-                                      check_build_folder, integrity_checks, load_baseline, load_reference,
-                                      read_manifest)
+                                      baseline_warnings, bind_baseline, check_build_folder, integrity_checks,
+                                      load_baseline, load_reference, model_identity, read_manifest)
 from edgedeploy.validate.write import finish_report, write_reports
 from edgedeploy.versions import library_versions
 
 
 def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, config: Path | None = None,
-                      out_dir: Path | None = None, junit: Path | None = None, strict: bool = False) -> dict[str, Any]:
+                      out_dir: Path | None = None, junit: Path | None = None, strict: bool = False,
+                      accept_model_change: bool = False) -> dict[str, Any]:
     """Re-run the artifact in `artifact_dir` on its stored reference, check thresholds (and a baseline), write
     report.json / report.md / report.html to `out_dir` (default: ARTIFACT_DIR-validate beside it, so a rebuild does
     not wipe it) and JUnit XML to `junit`; `strict` turns every warning into a failing check. The report folder and
@@ -38,7 +39,7 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     out_dir = report_path(artifact_dir, out_dir, "validate")
     junit = output_file(junit, "--junit", within=out_dir) if junit is not None else None
     with FolderLock(artifact_dir, shared=True), OutputFolder(out_dir, kind="report") as folder:
-        report = _validate(artifact_dir, baseline, config, strict)
+        report = _validate(artifact_dir, baseline, config, strict, accept_model_change)
         report["wall_seconds"] = time.perf_counter() - start
         write_reports(report, folder.staging)
         if junit is not None and junit.is_relative_to(folder.final):  # part of the report folder's transaction
@@ -49,7 +50,8 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     return report
 
 
-def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, strict: bool) -> dict[str, Any]:
+def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, strict: bool,
+              accept_model_change: bool = False) -> dict[str, Any]:
     manifest, spec = read_manifest(artifact_dir)
     if config is not None:
         spec = apply_config(spec, config)
@@ -93,6 +95,7 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         "validation_data": f"reference.npz ({count} samples)",
         "artifact": artifact,
         "artifact_dir": str(artifact_dir),
+        "identity": model_identity(spec, artifact_dir / "deploy.onnx", artifact_dir / "reference.npz"),
         "conditions": {**runner.conditions, "machine": platform.machine(), "processor": cpu_name()},
         "device": read_conditions(),
         "libraries": library_versions(),
@@ -102,10 +105,9 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         "warnings": result["warnings"],
     }
     if base_report is not None:
+        report["baseline"] = bind_baseline(report, base_report, baseline, accept_model_change)
         report["checks"] += baseline_checks(report, base_report, spec.regression, effective_thresholds(spec)[0])
-        report["baseline"] = {"path": str(baseline), "edgedeploy": base_report.get("edgedeploy"),
-                              "created": base_report.get("created"),
-                              "processor": base_report.get("conditions", {}).get("processor")}
+        report["warnings"] += baseline_warnings(report)
     finish_report(report, spec)
     return report
 

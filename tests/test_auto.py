@@ -31,19 +31,28 @@ def stage_cache(tmp_path_factory):
 
 def test_auto_keeps_the_fastest_candidate_within_its_budget(tmp_path, stage_cache):
     """int8 meets its budget on the demo; which of fp32 and int8 is faster depends on the CPU (int8 wins on one with
-    VNNI, docs/benchmarks.md), so the test holds the rule, not a machine's timing: the chosen candidate is the
-    fastest one within its budget at the ranking batch, and every other row says by how much it was slower."""
+    VNNI, docs/benchmarks.md) and on the load, so the test holds the rule, not a machine's timing: the chosen
+    candidate is the fastest one within its budget at the ranking batch, unless the other is within noise of it
+    (the ratio's 95 % interval over the interleaved rounds holds 1) and more accurate; every other row gives its
+    ratio to the chosen one with that interval, and the budget and axes it was judged on."""
     out = tmp_path / "auto"
     report = build_auto(auto_spec(), out, cache=stage_cache)
     auto = report["auto"]
     rows = {r["name"]: r for r in auto["candidates"]}
     assert rows["int8"]["passed"] and rows["fp32"]["passed"]
     batch = str(auto["batch"])
-    fastest = min(("fp32", "int8"), key=lambda n: rows[n]["latency_ms"][batch])
-    loser = "fp32" if fastest == "int8" else "int8"
-    assert auto["chosen"] == fastest and report["precision"] == fastest and report["passed"]
-    ratio = rows[loser]["latency_ms"][batch] / rows[fastest]["latency_ms"][batch]
-    assert rows[loser]["why"].startswith(f"{ratio:.2f}x the latency of {fastest}")
+    chosen = auto["chosen"]
+    loser = "fp32" if chosen == "int8" else "int8"
+    assert report["precision"] == chosen and report["passed"]
+    vs = rows[loser]["vs_chosen"]
+    low, high = vs["ci95"]
+    assert low <= vs["ratio"] <= high and vs["rounds"] >= 3
+    if vs["verdict"] == "within noise":  # then the more accurate one (fp32's mAP is the reference's)
+        assert low <= 1 <= high and rows[chosen]["accuracy"] >= rows[loser]["accuracy"]
+    else:
+        assert vs["verdict"] == "slower" and low > 1 and f"{vs['ratio']:.2f}x the latency of {chosen}" in rows[loser]["why"]
+    assert any(j.startswith("map50_drop <=") for j in rows["int8"]["judged_on"])
+    fastest = chosen
     assert rows["fp16"]["why"].startswith("skipped: ONNX Runtime's CPU provider")
     assert rows["int8-keep-float"]["why"] == "skipped: int8 meets its budget with every layer quantized"
     # the winner's build is the output folder; every candidate's build is kept beside it

@@ -210,11 +210,13 @@ def test_baseline_accuracy_regression_fails(built, tmp_path):
 def test_baseline_latency_regression_and_noise_guard(built, tmp_path):
     art = copy_of(built, tmp_path)
     current = revalidate.validate_artifact(art)
-    for t in current["latency"]:
+    for t in current["latency"]:  # as if timed quietly: a 1 % CoV and samples within ±1 % of the median
         t["cov"] = 0.01
+        t["samples_ms"] = [t["median_ms"] * f for f in np.linspace(0.99, 1.01, 51)]
     slow_base = json.loads(json.dumps(current))
     for t in slow_base["latency"]:  # a baseline 3x faster, both timed quietly
         t["median_ms"] /= 3
+        t["samples_ms"] = [x / 3 for x in t["samples_ms"]]
     checks = {c["name"]: c for c in gate.baseline_checks(current, slow_base, RegressionSettings(), None)}
     lat = [c for n, c in checks.items() if n.startswith("baseline.latency.")]
     assert lat and all(c["status"] == "fail" for c in lat), lat

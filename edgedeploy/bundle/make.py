@@ -11,6 +11,7 @@ whole, so a failed or killed run leaves the previous bundle as it was.
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgedeploy import __version__, fileio, pipeline
+from edgedeploy import __version__, arrayfile, fileio, pipeline
 from edgedeploy.backends import precision_route
 from edgedeploy.bundle.manifest import CALIBRATION, MANIFEST, SCHEMA, SPEC, VARIANTS, file_table
 from edgedeploy.config import BuildSpec, Precision
@@ -60,7 +61,7 @@ def make_bundle(spec: BuildSpec, out: Path, precisions: list[Precision] | None =
             if "int8" in precisions:
                 _write_calibration(spec, staging / CALIBRATION)
             fileio.write_json(staging / SPEC, _device_spec(spec, "int8" in precisions).model_dump(mode="json"))
-            manifest = _manifest(spec, precisions, made, variants, file_table(staging))
+            manifest = _without_workstation_paths(_manifest(spec, precisions, made, variants, file_table(staging)))
             fileio.write_json(staging / MANIFEST, folder.relocate(manifest))
             size = sum(f["size"] for f in manifest["files"].values())
             t.summary = f"{len(manifest['files'])} files, {size / 1e6:.1f} MB"
@@ -89,7 +90,7 @@ def _write_calibration(spec: BuildSpec, path: Path) -> None:
     same sha256, so keyed calibration results made from them match)."""
     calib = load_calibration(spec)
     with fileio.atomic_open(path) as f:
-        np.savez_compressed(f, **calib.stacked())
+        arrayfile.write_npz(f, calib.stacked(), compressed=True)
 
 
 def _device_spec(spec: BuildSpec, int8: bool) -> BuildSpec:
@@ -125,6 +126,18 @@ def _manifest(spec: BuildSpec, precisions: list[str], made: pipeline.Prepared, v
                       "machine": platform.machine()},
         "files": files,
     }
+
+
+def _without_workstation_paths(record: Any) -> Any:
+    """`record` with every absolute path (the checkpoint, the ONNX source, the calibration folder, a cache) cut to
+    its file name: a bundle names no place on the machine that made it; the sha256 beside each identifies the file."""
+    if isinstance(record, dict):
+        return {k: _without_workstation_paths(v) for k, v in record.items()}
+    if isinstance(record, list):
+        return [_without_workstation_paths(v) for v in record]
+    if isinstance(record, str) and os.path.isabs(record) and "\n" not in record:
+        return Path(record).name
+    return record
 
 
 __all__ = ["make_bundle", "default_precisions"]

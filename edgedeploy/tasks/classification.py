@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy.errors import UsageError
-from edgedeploy.numbers import num
+from edgedeploy.numbers import interval, num
 from edgedeploy.tasks.base import Budget, Task, TaskSection
 
 
@@ -73,7 +73,33 @@ def evaluate(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | 
             "top5": accuracy(cand, labels, 5),
         })
         out["top1_drop"] = out["reference_top1"] - out["top1"]
+        ref_hit, cand_hit = _hit(topk(ref, 1), labels), _hit(topk(cand, 1), labels)
+        out["top1_ci95"] = wilson(int(cand_hit.sum()), len(labels))
+        out["top1_drop_ci95"] = paired_drop_interval(ref_hit, cand_hit)
     return out
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> list[float]:
+    """95 % Wilson score interval of a proportion (top-1 accuracy from n samples: binomial sampling noise)."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def paired_drop_interval(ref_hit: np.ndarray, cand_hit: np.ndarray, z: float = 1.96) -> list[float]:
+    """95 % interval of reference top-1 − candidate top-1 measured on the same samples: a normal interval over the
+    per-sample differences (only samples where one is right and the other wrong vary); with no such sample, the
+    rule of three bounds the share of them (3/n)."""
+    d = ref_hit.astype(np.float64) - cand_hit.astype(np.float64)
+    n = len(d)
+    if n == 0:
+        return [-1.0, 1.0]
+    discordant = int(np.count_nonzero(d))
+    half = z * float(d.std(ddof=1)) / np.sqrt(n) if discordant and n > 1 else 3.0 / n
+    return [float(d.mean() - half), float(d.mean() + half)]
 
 
 # ------------------------------------------------------------------------------------------------- the task
@@ -92,9 +118,10 @@ def section(task: dict[str, Any], model: str) -> TaskSection:
     rows = [["top-1 agreement with the reference", num(task["top1_agreement"])],
             ["top-5 agreement (reference top-1 in artifact top-5)", num(task["top5_agreement"])]]
     if "top1" in task:
-        rows += [["top-1 accuracy: reference / artifact", f"{num(task['reference_top1'])} / {num(task['top1'])}"],
+        rows += [["top-1 accuracy: reference / artifact", f"{num(task['reference_top1'])} / {num(task['top1'])}"
+                  + interval(task.get("top1_ci95"))],
                  ["top-5 accuracy: reference / artifact", f"{num(task['reference_top5'])} / {num(task['top5'])}"],
-                 ["top-1 drop", num(task["top1_drop"])]]
+                 ["top-1 drop", num(task["top1_drop"]) + interval(task.get("top1_drop_ci95"))]]
     else:
         rows.append(["top-1 accuracy", "not measured (no labels)"])
     return TaskSection(f"Classification (output {task.get('output')}, {task.get('samples')} samples, "

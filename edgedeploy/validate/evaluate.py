@@ -13,7 +13,7 @@ import numpy as np
 
 from edgedeploy import arrayfile
 from edgedeploy.backends.base import Runner
-from edgedeploy.config import BuildSpec, ValidationSettings, effective_thresholds
+from edgedeploy.config import BuildSpec, ValidationSettings, budget_key, effective_thresholds
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.preprocess import input_hw
 from edgedeploy.tasks import TASKS
@@ -128,9 +128,13 @@ def evaluate(spec: BuildSpec, runner: Runner, inputs: dict[str, np.ndarray], ref
     task = task_metrics(spec.validation, reference, outputs, targets, labels, class_names,
                         None if None in hw else hw)  # type: ignore[arg-type]
     timings = measure_latency(runner, inputs, spec) if timings is None else timings
-    budget, origin = effective_thresholds(spec)
+    judged_on = budget_key(spec, runner.conditions.get("precision_hint_effective"))
+    budget, origin = effective_thresholds(spec, judged_on)
     check_threshold_outputs(spec, tensors)
     checks = threshold_checks(budget, tensors, task, origin)
+    for c in checks:
+        if c["origin"] in ("default", "config"):
+            c["budget"] = judged_on
     warnings = []
     if extra:
         warnings.append(notices.warning("outputs_not_compared", f"{len(extra)} output(s) not compared",

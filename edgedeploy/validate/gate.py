@@ -29,6 +29,8 @@ from edgedeploy.config import (BuildSpec, Precision, RegressionSettings, Target,
 from edgedeploy.errors import UsageError
 from edgedeploy.preprocess import check_input, check_targets
 from edgedeploy.tasks import TASKS
+from edgedeploy.validate.latency import median_ratio_interval
+from edgedeploy.validate.notices import warning
 
 REPORT_SCHEMA = "edgedeploy.report/3"
 ACCEPTED_BASELINE_SCHEMAS = ("edgedeploy.report/1", "edgedeploy.report/2", "edgedeploy.report/3")
@@ -145,6 +147,7 @@ class Baseline(_Record):
     tensors: dict[str, BaselineTensor] = Field(default_factory=dict)
     latency: list[BaselineLatency] = Field(default_factory=list)
     conditions: dict[str, JsonValue] = Field(default_factory=dict)
+    identity: dict[str, JsonValue] | None = None  # reports before the model identity have none
 
 
 def _inside(path: str) -> str:
@@ -249,8 +252,158 @@ def baseline_checks(current: dict, baseline: dict, regression: RegressionSetting
                   "noise_guard": "cov" if guard > regression.latency_tolerance else "tolerance"})
         c["message"] += (f" (baseline {b['median_ms']:.4g} ms + {allowed:.1%}; "
                          f"{'CoV noise guard' if guard > regression.latency_tolerance else 'fixed tolerance'})")
-        checks.append(c)
+        checks.append(_latency_decision(c, t, b, 1 + allowed))
     return checks
+
+
+def _latency_decision(c: dict[str, Any], current: dict[str, Any], base: dict[str, Any], allowed_ratio: float
+                      ) -> dict[str, Any]:
+    """The latency check decided on the ratio current/baseline with its 95 % bootstrap interval over both runs'
+    stored samples: fail only when the whole interval is above the allowed ratio; `undecided` (passing, and said
+    as a warning) when the interval straddles it."""
+    samples, base_samples = current.get("samples_ms"), base.get("samples_ms")
+    if not samples or not base_samples:
+        return c
+    interval = median_ratio_interval(samples, base_samples)
+    low, high = interval["ci95"]
+    c.update(ratio=interval["ratio"], ratio_ci95=interval["ci95"], allowed_ratio=allowed_ratio)
+    c["undecided"] = low <= allowed_ratio < high
+    c["passed"] = low <= allowed_ratio
+    c["status"] = "pass" if c["passed"] else "fail"
+    if c["passed"]:
+        c["message"] = c["message"].replace(" exceeds limit", " above limit, not beyond noise,")
+    c["message"] += f"; ratio {interval['ratio']:.2f}x, 95% {low:.2f}-{high:.2f}x" + (
+        " (cannot decide)" if c["undecided"] else "")
+    return c
+
+
+# --------------------------------------------------------------------------------------------- model identity
+def model_identity(spec: BuildSpec, deploy_path: Path, reference_path: Path) -> dict[str, Any]:
+    """What a report measured, so a baseline is compared only with the same thing: the deploy graph (sha256 of the
+    ONNX file and its external data) and its inputs/outputs (name → [element type, dims]), the task, the validation
+    data (sha256 over the inputs and labels of reference.npz, not the reference outputs, which a new PyTorch may
+    round differently), the target and precision."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        graph = onnx.load(str(deploy_path), load_external_data=False).graph
+    except (OSError, DecodeError) as e:
+        raise UsageError(f"cannot read the deploy graph ({e.__class__.__name__})", where=str(deploy_path),
+                         fix="rebuild the artifact") from None
+    initializers = {i.name for i in graph.initializer}
+
+    def signature(values) -> dict[str, list]:
+        return {v.name: [onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type),
+                         [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]]
+                for v in values if v.name not in initializers}
+
+    digest = fileio.sha256_file(deploy_path)
+    data = deploy_path.with_name(deploy_path.name + ".data")
+    if data.is_file():
+        digest = fileio.sha256_bytes((digest + fileio.sha256_file(data)).encode())
+    return {"deploy_sha256": digest, "inputs": signature(graph.input), "outputs": signature(graph.output),
+            "task": spec.validation.task, "validation_data_sha256": _validation_data_sha256(reference_path),
+            "target": spec.target, "precision": spec.precision}
+
+
+def _validation_data_sha256(reference_path: Path) -> str:
+    import hashlib
+    import zipfile
+
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(reference_path) as archive:
+        for name in sorted(n for n in archive.namelist() if not n.startswith("output.")):
+            digest.update(name.encode() + b"\0")
+            with archive.open(name) as member:
+                for chunk in iter(lambda: member.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+_IDENTITY_NAMES = {"task": "task", "outputs": "output set", "inputs": "input set", "validation_data_sha256":
+                   "validation data", "deploy_sha256": "model (deploy graph)"}
+
+
+def identity_difference(current: dict[str, Any], baseline: dict[str, Any]) -> str | None:
+    """The first way the baseline measured something else than `current`, in words; None when it is the same model,
+    task, output set and data. A baseline from before identities were recorded is compared on what it has: its
+    output names and the kind of its task metrics."""
+    cur, base = current.get("identity") or {}, baseline.get("identity")
+    if base:
+        for key, what in _IDENTITY_NAMES.items():
+            a, b = base.get(key), cur.get(key)
+            if a != b:
+                if key in ("inputs", "outputs") and isinstance(a, dict) and isinstance(b, dict) and set(a) != set(b):
+                    return f"{what}: the baseline's {sorted(a)}, this artifact's {sorted(b)}"
+                shown = (lambda v: v[:12] if isinstance(v, str) and len(v) == 64 else v)
+                return f"{what}: the baseline's {shown(a)!r}, this artifact's {shown(b)!r}"
+        return None
+    base_outputs, cur_outputs = set(baseline.get("tensors") or {}), set(current.get("tensors") or {})
+    if base_outputs != cur_outputs:
+        return f"output set: the baseline's {sorted(base_outputs)}, this artifact's {sorted(cur_outputs)}"
+    kinds = {_task_kind(baseline.get("task")), _task_kind(current.get("task"))}
+    if len(kinds) > 1:
+        return f"task: the baseline's {_task_kind(baseline.get('task'))}, this artifact's {_task_kind(current.get('task'))}"
+    return None
+
+
+def _task_kind(task: dict | None) -> str:
+    task = task or {}
+    if task.get("kind"):
+        return str(task["kind"])
+    keys = {k for k, v in task.items() if v is not None}
+    return ("detection" if keys & {"map50", "map50_95", "map50_vs_reference"} else
+            "classification" if keys & {"top1", "top5", "top1_agreement", "top5_agreement"} else "none")
+
+
+def bind_baseline(report: dict[str, Any], baseline: dict[str, Any], baseline_path: Path,
+                  accept_model_change: bool) -> dict[str, Any]:
+    """The report's `baseline` record; a baseline of another model, task, output set or data set is refused in one
+    line naming the difference, unless `accept_model_change` (a deliberate re-baseline), which is recorded."""
+    difference = identity_difference(report, baseline)
+    record = {"path": str(baseline_path), "edgedeploy": baseline.get("edgedeploy"), "created": baseline.get("created"),
+              "processor": baseline.get("conditions", {}).get("processor"),
+              "identity": "missing" if not baseline.get("identity") else "same" if difference is None else "differs"}
+    if difference is not None and not accept_model_change:
+        raise UsageError(f"the baseline measured another {difference}", where=str(baseline_path),
+                         fix="pass this model's baseline, or --accept-model-change to re-baseline deliberately after "
+                             "a model change")
+    if difference is not None:
+        record["model_change_accepted"] = difference
+    return record
+
+
+def baseline_warnings(report: dict[str, Any]) -> list[dict[str, str]]:
+    """What a PASS against a baseline must not hide (each a failure under --strict): baseline checks that were
+    skipped (one warning naming each), a latency check that cannot decide or whose noise guard allows 2x or more, a
+    baseline with no model identity, or one accepted as another model's."""
+    out = []
+    skipped_checks = [c for c in report.get("checks", []) if c.get("origin") == "baseline" and c.get("status") == "skip"]
+    if skipped_checks:
+        names = ", ".join(f"{c['name']} ({c['message']})" for c in skipped_checks)
+        out.append(warning("baseline_check_skipped", f"{len(skipped_checks)} baseline check(s) skipped",
+                           f"not compared with the baseline: {names}"))
+    record = report.get("baseline") or {}
+    if record.get("identity") == "missing":
+        out.append(warning("baseline_without_identity", "baseline has no model identity",
+                           "the baseline report predates model identities, so only its output names and task were "
+                           "matched: keep a newer report.json of this model as the baseline"))
+    for c in report.get("checks", []):
+        if c.get("origin") == "baseline" and c.get("undecided"):
+            out.append(warning("latency_gate_undecided", f"{c['name']} cannot decide",
+                               f"the latency ratio to the baseline, {c['ratio']:.2f}x (95% {c['ratio_ci95'][0]:.2f}-"
+                               f"{c['ratio_ci95'][1]:.2f}x), straddles the allowed {c['allowed_ratio']:.2f}x: this run "
+                               "cannot tell a regression from noise (time on a quieter machine, or longer)"))
+        elif c.get("origin") == "baseline" and c.get("allowed_slowdown", 0) >= 1.0:
+            out.append(warning("latency_gate_blind", f"{c['name']} allows {1 + c['allowed_slowdown']:.1f}x",
+                               f"the noise guard widened the allowed slowdown to {c['allowed_slowdown']:.0%} because "
+                               "the runs' CoV is high: any regression smaller than that passes unseen"))
+    if record.get("model_change_accepted"):
+        out.append(warning("baseline_model_changed", "baseline of another model accepted",
+                           f"--accept-model-change: compared with a baseline that measured another "
+                           f"{record['model_change_accepted']}"))
+    return out
 
 
 # --------------------------------------------------------------------------------------------- validate
@@ -399,6 +552,7 @@ def artifact_record(artifact_dir: Path, manifest: dict[str, Any]) -> dict[str, A
     return artifact
 
 
-__all__ = ["REPORT_SCHEMA", "check", "skipped", "threshold_checks", "baseline_checks", "load_baseline", "apply_config",
+__all__ = ["model_identity", "identity_difference", "bind_baseline", "baseline_warnings",
+           "REPORT_SCHEMA", "check", "skipped", "threshold_checks", "baseline_checks", "load_baseline", "apply_config",
            "read_manifest", "artifact_record", "integrity_checks", "load_reference", "output_thresholds",
            "ValidationSettings"]

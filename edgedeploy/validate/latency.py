@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy import arrayfile
 from edgedeploy.backends import BuildResult, backend_settings, get_backend
 from edgedeploy.backends.base import Runner
 from edgedeploy.config import BuildSpec
@@ -52,7 +54,7 @@ MAX_STORED_SAMPLES = 5000
 _MIN_WINDOW_TICKS = 50  # shortest window (in clock ticks, 0.5 s at 100 Hz) whose other-process CPU share is reported
 DEFAULT_DURATION_S = 1.0  # per batch size when neither iterations nor duration_s is given
 _MIN_TIMED = 10  # a time budget still times at least this many calls
-_ROUNDS = 3  # alternating windows per runner when several are timed interleaved
+_ROUNDS = 8  # alternating windows per runner when several are timed interleaved (the rounds of a ratio's interval)
 
 
 def first(inputs: dict[str, np.ndarray], n: int, repeat: bool = False) -> dict[str, np.ndarray]:
@@ -321,7 +323,7 @@ def measure_fresh(spec, artifacts: dict[str, Any], inputs: dict[str, np.ndarray]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgedeploy-latency-") as tmp:
         feeds = Path(tmp) / "inputs.npz"
-        np.savez(feeds, **first(inputs, max(batch_sizes), repeat=True))
+        arrayfile.write_npz(feeds, first(inputs, max(batch_sizes), repeat=True))
         job = Path(tmp) / "job.json"
         job.write_text(json.dumps({
             "spec": spec.model_dump(mode="json"), "inputs": str(feeds), "batch_sizes": list(batch_sizes),
@@ -370,19 +372,62 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# Student's t, two-sided 95 %, by degrees of freedom (1-10); above that 1.96 + 2.4/df is within 0.3 %
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def ratio_interval(a_rounds: list[float], b_rounds: list[float]) -> dict[str, Any]:
+    """a / b from interleaved timing: the geometric mean of the per-round ratios of medians (both timed in the same
+    round, so load that drifts between rounds cancels) with a 95 % t-interval over the rounds' log ratios."""
+    logs = np.log(np.asarray(a_rounds, np.float64) / np.asarray(b_rounds, np.float64))
+    n = int(logs.size)
+    mean = float(logs.mean())
+    if n < 2:
+        return {"ratio": math.exp(mean), "ci95": [0.0, math.inf], "rounds": n}
+    t = _T95[n - 2] if n - 1 <= len(_T95) else 1.96 + 2.4 / (n - 1)
+    half = t * float(logs.std(ddof=1)) / math.sqrt(n)
+    return {"ratio": math.exp(mean), "ci95": [math.exp(mean - half), math.exp(mean + half)], "rounds": n}
+
+
+def ratio_verdict(interval: dict[str, Any], margin: float = 0.0) -> str:
+    """`slower` / `faster` when the whole interval lies beyond 1 ± margin, else `within noise`: the timing cannot
+    tell the two apart."""
+    low, high = interval["ci95"]
+    if low > 1 + margin:
+        return "slower"
+    if high < 1 - margin:
+        return "faster"
+    return "within noise"
+
+
+def median_ratio_interval(a_ms: list[float], b_ms: list[float], resamples: int = 400) -> dict[str, Any]:
+    """median(a) / median(b) of two separate timings (a report and its baseline, not interleaved) with a 95 %
+    bootstrap interval over each run's stored samples; seeded, so the same reports give the same interval."""
+    rng = np.random.default_rng(0)
+    a, b = np.asarray(a_ms, np.float64), np.asarray(b_ms, np.float64)
+    ratios = (np.median(rng.choice(a, (resamples, a.size)), axis=1)
+              / np.median(rng.choice(b, (resamples, b.size)), axis=1))
+    return {"ratio": float(np.median(a) / np.median(b)),
+            "ci95": [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))],
+            "method": "bootstrap over each run's samples"}
+
+
 def int8_vs_float(int8: list[dict[str, Any]], floats: list[dict[str, Any]], margin: float = 0.03,
                   ) -> list[dict[str, Any]]:
     """Per batch size, the int8 artifact against the float artifact of the same backend (same process, interleaved
-    windows): `slower` when its median is more than `margin` above the float one's and it was slower in every round
-    (so that outside load drifting between windows cannot make the call)."""
-    def slower_in_every_round(a: dict[str, Any], f: dict[str, Any]) -> bool:
-        return all(x > y for x, y in zip(a.get("round_medians_ms", [a["median_ms"]]),
-                                         f.get("round_medians_ms", [f["median_ms"]])))
-
-    return [{"batch": a["batch"], "int8_median_ms": a["median_ms"], "float_median_ms": f["median_ms"],
-             "speedup": f["median_ms"] / a["median_ms"],
-             "slower": a["median_ms"] > f["median_ms"] * (1 + margin) and slower_in_every_round(a, f)}
-            for a, f in zip(int8, floats)]
+    rounds): the latency ratio int8/float with its 95 % interval over the rounds, and the verdict: `slower` only when
+    the whole interval is more than `margin` above 1 (outside load drifting between windows cannot make the call),
+    `within noise` when the interval holds 1."""
+    out = []
+    for a, f in zip(int8, floats):
+        interval = ratio_interval(a.get("round_medians_ms", [a["median_ms"]]),
+                                  f.get("round_medians_ms", [f["median_ms"]]))
+        verdict = ratio_verdict(interval, margin)
+        out.append({"batch": a["batch"], "int8_median_ms": a["median_ms"], "float_median_ms": f["median_ms"],
+                    "speedup": f["median_ms"] / a["median_ms"], "ratio": interval["ratio"],
+                    "ratio_ci95": interval["ci95"], "rounds": interval["rounds"], "verdict": verdict,
+                    "slower": verdict == "slower"})
+    return out
 
 
 def headline(t: dict[str, Any]) -> str:

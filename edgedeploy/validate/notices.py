@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from edgedeploy.config import BuildSpec
 from edgedeploy.tasks import task_of
 
@@ -91,14 +93,67 @@ def int8_slower_than_float(report: dict[str, Any], spec: BuildSpec) -> list[dict
     if not slower:
         return []
     figures = "; ".join(f"batch {c['batch']}: {c['int8_median_ms']:.3g} ms vs {c['float_median_ms']:.3g} ms "
-                        f"({c['int8_median_ms'] / c['float_median_ms']:.2f}x)" for c in slower)
+                        f"({_ratio(c)})" for c in slower)
     return [warning("int8_slower_than_float", "int8 slower than float",
                     f"the INT8 artifact is slower than the float artifact of the same backend on this machine "
                     f"({report['target']}: {figures}); deploy the float artifact, or try `--precision auto`")]
 
 
+def fp16_ran_as_bf16(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
+    """An fp16 build the OpenVINO CPU plugin ran in bf16 (a CPU with bf16) that fails only its fp16 accuracy budget:
+    the budget was for fp16 arithmetic, so say both ways out."""
+    c = report.get("conditions", {})
+    failed = [ch for ch in report.get("checks", []) if ch.get("status") == "fail"]
+    if (report.get("precision") != "fp16" or c.get("precision_hint_effective") != "bf16" or not failed
+            or any(ch.get("group") not in ("tensor", "task") or ch.get("budget") != "fp16" for ch in failed)):
+        return []
+    names = ", ".join(ch["name"] for ch in failed)
+    return [warning("fp16_ran_as_bf16", "fp16 ran as bf16 and misses the fp16 budget",
+                    f"the OpenVINO CPU plugin ran this fp16 build in bf16 (this CPU has bf16), and it fails its fp16 "
+                    f"budget ({names}): pin `openvino.inference_precision: f16` (or `f32`) to run the precision the "
+                    "budget is for, or give a bf16 budget (`thresholds.bf16: {max_rel_l2: ...}`) to judge it as "
+                    "bf16")]
+
+
+_DROP_INTERVALS = {"top1_drop": ("top1_drop_ci95", "samples", "samples"),
+                   "map50_drop": ("map50_drop_ci95", "images", "images")}
+
+
+def budget_below_noise(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:
+    """A task budget narrower than the sampling noise of what it limits: the check passes or fails by the luck of
+    which samples were drawn. The interval's half-width shrinks as 1/sqrt(n), so n x (half-width / budget)^2 samples
+    would make the budget decidable."""
+    task = report.get("task") or {}
+    out = []
+    for c in report.get("checks", []):
+        if c.get("group") != "task" or c["name"] not in _DROP_INTERVALS or c.get("status") == "skip":
+            continue
+        key, count_key, unit = _DROP_INTERVALS[c["name"]]
+        interval, n, limit = task.get(key), task.get(count_key), c.get("limit")
+        if not interval or not n or not limit or limit <= 0:
+            continue
+        half = (interval[1] - interval[0]) / 2
+        if half <= limit:
+            continue
+        needed = int(np.ceil(n * (half / limit) ** 2))
+        out.append(warning("budget_below_noise", f"{c['name']} budget below noise",
+                           f"the {c['name']} budget {limit:g} is narrower than its sampling noise: the drop measured on "
+                           f"{n} {unit} is {task[c['name']]:.4g}, 95% interval {interval[0]:.4g} to {interval[1]:.4g} "
+                           f"(±{half:.3g}), so this check passes or fails by which {unit} were drawn; about {needed} "
+                           f"{unit} would make a {limit:g} budget decidable (or widen the budget)"))
+    return out
+
+
+def _ratio(c: dict[str, Any]) -> str:
+    ratio = c.get("ratio", c["int8_median_ms"] / c["float_median_ms"])
+    if "ratio_ci95" not in c:
+        return f"{ratio:.2f}x"
+    low, high = c["ratio_ci95"]
+    return f"{ratio:.2f}x, 95% interval {low:.2f}-{high:.2f}x over {c['rounds']} interleaved rounds"
+
+
 RULES: list[Rule] = [precision_not_as_requested, accuracy_not_measured, calibration_too_small, latency_unstable,
-                     int8_slower_than_float]
+                     int8_slower_than_float, budget_below_noise, fp16_ran_as_bf16]
 
 
 def collect(report: dict[str, Any], spec: BuildSpec) -> list[dict[str, str]]:

@@ -208,6 +208,13 @@ def _precision(p: dict[str, Any] | None) -> list[Section]:
     return out
 
 
+def _ratio_cell(c: dict[str, Any]) -> str:
+    if "ratio_ci95" not in c:
+        return "—"
+    low, high = c["ratio_ci95"]
+    return f"{c['ratio']:.2f}x ({low:.2f}-{high:.2f})"
+
+
 def _async(a: dict | None) -> str:
     if not a:
         return "—"
@@ -239,11 +246,14 @@ def _latency(report: dict[str, Any]) -> list[Section]:
         Table(["batch", "median (ms)", "p90 (ms)", "p99 (ms)", "min–max (ms)", "CoV", "samples/s",
                "async samples/s"], rows), text]
     if m.get("int8_vs_float"):
-        blocks += [Table(["batch", "int8 median (ms)", "float median (ms)", "int8 speed-up", "int8 slower"],
+        blocks += [Table(["batch", "int8 median (ms)", "float median (ms)", "int8 speed-up", "int8/float (95% CI)",
+                          "verdict"],
                          [[c["batch"], num(c["int8_median_ms"]), num(c["float_median_ms"]), f"{c['speedup']:.2f}x",
-                           num(c.get("slower"))] for c in m["int8_vs_float"]]),
+                           _ratio_cell(c), c.get("verdict", "slower" if c.get("slower") else "—")]
+                          for c in m["int8_vs_float"]]),
                    "The int8 artifact against the float graph on the same backend, timed in alternating windows of "
-                   "one process (outside load hits both alike)."]
+                   "one process (outside load hits both alike); the interval is over the rounds' ratios, and a "
+                   "verdict of `within noise` means the timing cannot tell them apart."]
     return [Section("latency", "Latency", blocks)]
 
 
@@ -303,17 +313,21 @@ def _reuse(entry: dict | None) -> str:
 def frontier_table(auto: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The candidates as a table (header, rows) for the Precision auto section of report.md / report.html."""
     batches = [str(b) for b in auto["batches"]]
-    header = ["candidate", *[f"batch {b} ms" for b in batches], "accuracy", "budget", "why"]
+    header = ["candidate", *[f"batch {b} ms" for b in batches], f"vs chosen at batch {auto['batch']} (95% CI)",
+              "accuracy", "budget", "judged on", "why"]
     rows = []
     for r in auto["candidates"]:
         if not r.get("built"):
-            rows.append([r["name"], *["—"] * len(batches), "—", "—", r["why"]])
+            rows.append([r["name"], *["—"] * len(batches), "—", "—", "—", "—", r["why"]])
             continue
         name = r["name"] + (f" ({len(r['kept_float'])} in float)" if r.get("kept_float") else "")
-        rows.append([name, *[f"{r['latency_ms'][b]:.3g}" for b in batches], f"{r['metric']} {r['accuracy']:.4g}",
-                     "pass" if r["passed"] else "fail", r["why"]])
+        vs = r.get("vs_chosen")
+        versus = ("chosen" if vs is None else
+                  f"{vs['ratio']:.2f}x ({vs['ci95'][0]:.2f}-{vs['ci95'][1]:.2f}) {vs['verdict']}")
+        rows.append([name, *[f"{r['latency_ms'][b]:.3g}" for b in batches], versus,
+                     f"{r['metric']} {r['accuracy']:.4g}", f"{r.get('budget', r['precision'])}: "
+                     + ("pass" if r["passed"] else "fail"), "; ".join(r.get("judged_on", [])) or "—", r["why"]])
     return header, rows
-
 
 
 def _auto(auto: dict[str, Any] | None) -> list[Section]:
