@@ -130,6 +130,9 @@ class Preprocess(_Strict):
     pad_value: int = Field(114, ge=0, le=255, description="letterbox padding (uint8, all channels)")
     interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
     crop_pct: float = Field(1.0, gt=0, le=1, description="resize: crop, the input's share of the resized image")
+    stride: int | None = Field(
+        None, ge=1, description="letterbox to the smallest multiple of this around the image (Ultralytics' rect "
+                                "inference; dynamic input sizes only); None: the input's full H x W")
 
 
 class ExportSettings(_Strict):
@@ -148,6 +151,8 @@ class OptimizeSettingsSpec(_Strict):
 class DetectionSettings(_Strict):
     conf_thres: float = 0.001
     iou_thres: float = 0.6
+    max_det: int = Field(100, ge=1, description="detections kept per image (COCO evaluation reads 100)")
+    multi_label: bool = Field(False, description="a box for every class above conf_thres (Ultralytics val)")
     reference_score_thres: float = Field(0.25, description="reference detections above this count as ground truth")
 
 
@@ -167,12 +172,28 @@ class LatencySettings(_Strict):
 class ValidationSettings(_Strict):
     """Real inputs the artifact is checked on: an .npz with `images` (uint8 NHWC, preprocessed here) or `inputs`
     (already model inputs), for detection `targets` (M,6: image, class, x1, y1, x2, y2), for classification
-    optionally `labels` (N,) class indices."""
+    optionally `labels` (N,) class indices; or a dataset: a COCO JSON file, an Ultralytics YOLO data.yaml or folder,
+    a folder of class folders (ImageNet style), a Pascal VOC folder."""
 
     data: ConfigPath | None = None
+    format: Literal["auto", "npz", "coco", "yolo", "imagefolder", "voc"] = Field(
+        "auto", description="the format of `data`; auto tells it from the path")
+    images: ConfigPath | None = Field(None, description="COCO: the folder file_names are relative to")
+    split: str = Field("val", description="YOLO / VOC: the split to read")
+    class_map: ConfigPath | None = Field(None, description="class folders: a .txt or .json class-index map")
     samples: int | None = Field(None, ge=1, description="use the first N samples (default: all)")
+    subset: int | None = Field(None, ge=1, description="datasets: a seeded random N of those, kept in order")
+    seed: int = 0
     task: Literal["detection", "classification", "none"] = "none"
-    output: str | None = Field(None, description="the output the task metric reads (default: the first)")
+    output: str | None = Field(None, description="the output the task metric reads (default: all the outputs "
+                                                 "for a detector's decoder, the first for a classifier)")
+    decoder: Literal["yolo-objectness", "yolo-anchor-free", "yolo-end2end", "detr", "boxes-scores", "yolo-seg",
+                     "yolo-pose"] | None = Field(
+        None, description="how the detector's outputs are read; None: the one decoder their shapes fit")
+    num_classes: int | None = Field(
+        None, ge=1, description="classes of the model (checked against its outputs); default: the dataset's")
+    kpt_shape: tuple[int, int] | None = Field(None, description="pose: keypoints per object and values per point")
+    bootstrap: int = Field(200, ge=0, description="resamples of the images for the interval of the mAP drop")
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     latency: LatencySettings = Field(default_factory=LatencySettings)
     layer_error_samples: int = Field(
@@ -608,7 +629,10 @@ def _resolve_paths(spec: BuildSpec, base: Path) -> BuildSpec:
         update={k: rel(getattr(spec.model, k)) or getattr(spec.model, k)
                 for k in ("checkpoint", "onnx", "ultralytics", "transformers")}
     )
-    validation = spec.validation.model_copy(update={"data": rel(spec.validation.data) or spec.validation.data})
+    validation = spec.validation.model_copy(
+        update={k: rel(getattr(spec.validation, k)) or getattr(spec.validation, k)
+                for k in ("data", "images", "class_map")}
+    )
     trt = spec.tensorrt.model_copy(
         update={k: rel(getattr(spec.tensorrt, k)) or getattr(spec.tensorrt, k)
                 for k in ("timing_cache", "calibration_data", "calibration_cache")}

@@ -213,7 +213,8 @@ def export_and_optimize(spec: BuildSpec, folder: OutputFolder, timer: StageTimer
         kind = source_of(spec)
         given = kind.read_onnx(spec) if kind.read_onnx is not None else None  # the model's word before the data's
         data = load_validation_set(spec)
-        labels = evaluation.load_labels(spec.validation, len(next(iter(data.inputs.values()))))
+        labels = data.labels if data.labels is not None else evaluation.load_labels(
+            spec.validation, len(next(iter(data.inputs.values()))))
         raw_path, reference, source, reuse["export"] = _export_stage(spec, out_dir, data, trust_code, labels, given,
                                                                      cache)
         t.summary = f"{raw_path.name}, reference from {source['reference']} on {data.source}" + _reused(reuse["export"])
@@ -251,7 +252,8 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
 
     with timer.stage("validate") as t:
         runner = backend.load(built, backend_settings(spec), spec.validation.latency.threads)
-        evaluated = evaluation.evaluate(spec, runner, data.inputs, reference, data.targets, labels, timings=[])
+        evaluated = evaluation.evaluate(spec, runner, data.inputs, reference, data.targets, labels, timings=[],
+                                        class_names=data.class_names)
         conditions = runner.conditions
         batch1_info = _check_batch1(spec, backend, runner, batch1, data.inputs, out_dir) if batch1 else None
         del runner  # a fresh process times the artifact, with this one's memory and threads released

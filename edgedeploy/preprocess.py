@@ -9,6 +9,9 @@ import numpy as np
 
 from edgedeploy.config import BuildSpec, InputSpec, Preprocess
 from edgedeploy.data.arrays import read_array_file
+from edgedeploy.data.formats import open_dataset
+from edgedeploy.data.stream import iter_batches, select
+from edgedeploy.data.transform import fit
 from edgedeploy.errors import UsageError
 
 
@@ -66,8 +69,10 @@ def fit_image(image: np.ndarray, size: tuple[int | None, int | None], recipe: Pr
 @dataclass
 class ValidationSet:
     inputs: dict[str, np.ndarray]
-    targets: np.ndarray | None  # detection labels (M, 6): image, class, x1, y1, x2, y2
+    targets: np.ndarray | None  # detection labels (M, 6): image, class, x1, y1, x2, y2 in model-input pixels
     source: str  # where the inputs came from, for the report
+    labels: np.ndarray | None = None  # classification labels (N,) when the dataset has them (class folders)
+    class_names: list[str] | None = None  # the dataset's classes, when it names them
 
 
 def check_input(spec_in: InputSpec, array: np.ndarray, where: str) -> None:
@@ -104,6 +109,8 @@ def load_validation_set(spec: BuildSpec, random_samples: int = 8) -> ValidationS
             inputs[spec_in.name] = rng.random(shape).astype(spec_in.dtype)
         return ValidationSet(inputs, None, f"seeded random ({random_samples} samples)")
     path = Path(settings.data)
+    if settings.format != "npz" and not (settings.format == "auto" and path.suffix.lower() == ".npz"):
+        return load_dataset(spec)
     found = read_array_file(path, "npz", list(spec.inputs), "validation data", "check validation.data",
                             images_fix="fix the validation data", single_sample=False, limit=settings.samples,
                             extra=("targets",) if settings.task == "detection" else ())
@@ -127,3 +134,37 @@ def load_validation_set(spec: BuildSpec, random_samples: int = 8) -> ValidationS
     if spec.validation.task == "detection" and targets is None:
         raise UsageError("validation.task is detection but the data has no `targets` (M, 6) array", where=str(path))
     return ValidationSet(inputs, targets, f"{path.name} ({count} samples)")
+
+
+def load_dataset(spec: BuildSpec) -> ValidationSet:
+    """A dataset (COCO, YOLO, class folders, VOC; edgedeploy.data) as a ValidationSet: the images chosen by
+    `samples` / `subset` / `seed`, fitted to the input (Ultralytics' letterbox rule, edgedeploy.data.transform) and
+    preprocessed; boxes mapped onto the fitted image with each image's own transform, crowd regions left out."""
+    settings = spec.validation
+    path = Path(settings.data)
+    source = open_dataset(path, settings.format, images=settings.images, split=settings.split,
+                          class_map=settings.class_map)
+    if len(spec.inputs) != 1:
+        raise UsageError("a dataset feeds a single-input model", where=str(path),
+                         fix="give an .npz with arrays named like the inputs")
+    spec_in = spec.inputs[0]
+    size = input_hw(spec_in, spec.preprocess)
+    recipe = spec.preprocess
+    indices = select(len(source), settings.samples, settings.subset, settings.seed)
+    inputs, rows, labels = [], [], []
+    for batch in iter_batches(source, indices, 16):
+        for record in batch:
+            canvas, t = fit(record.image, size, recipe.resize, recipe.pad_value, recipe.stride, where=record.key)
+            inputs.append(preprocess(canvas[None], recipe, spec_in.dtype))
+            ann = record.annotations
+            keep = ~ann.iscrowd if ann.iscrowd is not None else np.ones(len(ann.classes), bool)
+            boxes = ann.boxes[keep] * [t.scale_x, t.scale_y, t.scale_x, t.scale_y] + [t.pad_left, t.pad_top] * 2
+            n = len(inputs) - 1
+            rows.append(np.column_stack([np.full(len(boxes), n), ann.classes[keep], boxes]))
+            labels.append(-1 if ann.label is None else ann.label)
+    stacked = {spec_in.name: np.concatenate(inputs)}
+    check_input(spec_in, stacked[spec_in.name], str(path))
+    targets = np.concatenate(rows).astype(np.float32) if spec.validation.task == "detection" else None
+    has_labels = spec.validation.task == "classification" and min(labels) >= 0
+    return ValidationSet(stacked, targets, f"{path.name} ({source.kind}, {len(indices)} of {len(source)} images)",
+                         np.asarray(labels, np.int64) if has_labels else None, source.class_names())

@@ -17,6 +17,8 @@ from edgedeploy.config import InputSpec
 from edgedeploy.data.arrays import ArrayFilesSource
 from edgedeploy.data.base import Annotations, DataSource, Record
 from edgedeploy.data.callable import CallableSource
+from edgedeploy.data.formats import FORMATS as DATASET_FORMATS
+from edgedeploy.data.formats import open_dataset
 from edgedeploy.data.images import IMAGE_SUFFIXES, ImageFilesSource
 from edgedeploy.data.stream import iter_batches, select
 from edgedeploy.errors import UsageError
@@ -38,11 +40,19 @@ def _callable(target: str | Path, inputs: list[InputSpec], purpose: str, fix: st
     return CallableSource(str(target), inputs, key=f"{purpose}.function")
 
 
+def _dataset(fmt: str) -> Callable[..., DataSource]:
+    def opener(target: str | Path, inputs: list[InputSpec], purpose: str, fix: str) -> DataSource:
+        return open_dataset(Path(target), fmt)
+
+    return opener
+
+
 SOURCES: dict[str, Callable[..., DataSource]] = {
     "npz": _npz,
     "npy": _npy,
     "images": _images,
     "callable": _callable,
+    **{fmt: _dataset(fmt) for fmt in DATASET_FORMATS},  # COCO, YOLO, class folders, VOC (edgedeploy.data.formats)
 }
 
 

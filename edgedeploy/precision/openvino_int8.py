@@ -19,6 +19,8 @@ from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.precision.calibration import CalibrationSet
 from edgedeploy.precision.openvino_convert import convert_onnx
 from edgedeploy.tasks import detection
+from edgedeploy.tasks.decoders import choose
+from edgedeploy.tasks.decoders.base import DecodeSettings
 
 KeepFloat = dict[str, list[str]]  # ONNX node name: its output tensor names
 
@@ -126,7 +128,8 @@ def _nncf_error(e: Exception, where: Path) -> EdgeDeployError:
 def detection_validation(inputs: dict[str, np.ndarray], targets: np.ndarray, output: str,
                          conf_thres: float, iou_thres: float):
     """(items, validation_fn) for accuracy-aware quantization: mAP@0.5 of the items given (NNCF also calls it on
-    single items to rank layers). An item is (image index, feeds of one image)."""
+    single items to rank layers). An item is (image index, feeds of one image). The output is read by the decoder
+    its shape fits (edgedeploy.tasks.decoders), so a YOLOv8 head is never scored as YOLOv5's."""
     count = len(next(iter(inputs.values())))
     items = [(i, {k: v[i:i + 1] for k, v in inputs.items()}) for i in range(count)]
 
@@ -138,7 +141,10 @@ def detection_validation(inputs: dict[str, np.ndarray], targets: np.ndarray, out
             result = request.infer(feeds)
             preds.append(np.array(result[port], copy=True))
             idx.append(i)
-        dets = detection.postprocess(np.concatenate(preds), conf_thres=conf_thres, iou_thres=iou_thres)
+        pred = np.concatenate(preds)
+        decoded = choose({output: pred.shape}, None, produces="detections").decode(
+            {output: pred}, DecodeSettings((0, 0), conf_thres=conf_thres, iou_thres=iou_thres))
+        dets = [np.column_stack([d.boxes, d.scores, d.classes]) for d in decoded]
         remap = {old: new for new, old in enumerate(idx)}
         tg = targets[np.isin(targets[:, 0].astype(int), idx)].copy()
         tg[:, 0] = [remap[int(i)] for i in tg[:, 0]]

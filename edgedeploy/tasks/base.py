@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -29,9 +28,9 @@ class TaskSection:
     blocks: list[str | tuple[list[str], list[list[str]]]]
 
 
-# (settings, output name, reference outputs, artifact outputs, detection targets, class labels) -> the task record
-Evaluate = Callable[[Any, str, dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray | None, np.ndarray | None],
-                    dict[str, Any]]
+# (settings, output name, reference outputs, artifact outputs, detection targets, class labels, *, class_names,
+# input_size) -> the task record; class_names are the data's (or None), input_size the model input's (H, W) or None
+Evaluate = Callable[..., dict[str, Any]]
 
 
 @dataclass(frozen=True)

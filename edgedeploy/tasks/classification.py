@@ -104,7 +104,7 @@ def paired_drop_interval(ref_hit: np.ndarray, cand_hit: np.ndarray, z: float = 1
 
 # ------------------------------------------------------------------------------------------------- the task
 def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                targets: np.ndarray | None, labels: np.ndarray | None) -> dict[str, Any]:
+                targets: np.ndarray | None, labels: np.ndarray | None, **context: Any) -> dict[str, Any]:
     """report.json's `task` for classification (module docstring), the output's scores checked against the labels'
     class indices first."""
     classes = int(np.prod(reference[name].shape[1:]))

@@ -19,8 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy.data.base import Annotations
+from edgedeploy.errors import UsageError
 from edgedeploy.numbers import interval, num
+from edgedeploy.tasks import decoders
 from edgedeploy.tasks.base import Budget, Task, TaskSection
+from edgedeploy.tasks.decoders.base import DecodeSettings
+from edgedeploy.tasks.metrics import bootstrap, coco
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
@@ -254,19 +259,51 @@ def evaluate_map(
 
 # ------------------------------------------------------------------------------------------------- the task
 def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                targets: np.ndarray | None, labels: np.ndarray | None) -> dict[str, Any]:
-    """report.json's `task` for detection: mAP against the reference's own detections, and with `targets` mAP
-    against the ground truth for both models and the drop. `settings`: ValidationSettings."""
+                targets: np.ndarray | None, labels: np.ndarray | None, *, class_names: list[str] | None = None,
+                input_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """report.json's `task` for detection. The outputs (validation.output, else all of them) are read by the
+    decoder their shapes fit (or validation.decoder, checked: edgedeploy.tasks.decoders), so a layout is never read
+    as another; detections are scored with faster-coco-eval against the reference's own detections and, with
+    `targets`, against the ground truth for both models, with per-class AP and the bootstrap interval of the drop.
+    Boxes stay in model-input pixels (the targets are mapped there), where IoU is what it is in the image."""
+    names = [settings.output] if settings.output else [n for n in outputs if n in reference]
+    read_ref, read_art = {n: reference[n] for n in names}, {n: outputs[n] for n in names}
+    nc = settings.num_classes or (len(class_names) if class_names else None)
+    if nc is not None and class_names is not None and len(class_names) != nc:
+        raise UsageError(f"validation.num_classes is {nc}, the data names {len(class_names)} classes",
+                         fix="make them agree (or drop validation.num_classes)")
+    decoder = decoders.choose({k: v.shape for k, v in read_art.items()}, nc, settings.decoder, settings.kpt_shape,
+                              produces="detections")
+    if input_size is None and decoder.name in ("detr", "yolo-seg"):
+        raise UsageError(f"decoder {decoder.name} needs the input's height and width",
+                         fix="give inputs[0] a static H and W")
     det = settings.detection
-    ref_dets = postprocess(reference[name], conf_thres=det.conf_thres, iou_thres=det.iou_thres)
-    art_dets = postprocess(outputs[name], conf_thres=det.conf_thres, iou_thres=det.iou_thres)
-    vs_ref = evaluate_map(art_dets, detections_as_targets(ref_dets, det.reference_score_thres))
-    out: dict[str, Any] = {"kind": "detection", "output": name, "conf_thres": det.conf_thres,
-                           "iou_thres": det.iou_thres, "map50_vs_reference": vs_ref["map50"],
-                           "map50_95_vs_reference": vs_ref["map50_95"]}
+    decode = DecodeSettings(input_size=input_size or (0, 0), num_classes=nc, kpt_shape=settings.kpt_shape,
+                            conf_thres=det.conf_thres, iou_thres=det.iou_thres, max_det=det.max_det,
+                            multi_label=det.multi_label)
+    ref_dets, art_dets = decoder.decode(read_ref, decode), decoder.decode(read_art, decode)
+    count = len(art_dets)
+    seen = [int(c) + 1 for d in (*ref_dets, *art_dets) for c in d.classes]
+    seen += [int(c) + 1 for c in (targets[:, 1] if targets is not None else [])]
+    nc_seen = max([nc or 0, *seen], default=1)
+    names = class_names or [str(i) for i in range(nc_seen)]
+    if len(names) < nc_seen:
+        raise UsageError(f"the detections or labels hold class {nc_seen - 1}, the data names {len(names)} classes",
+                         fix="check validation.num_classes and the labels")
+    out: dict[str, Any] = {"kind": "detection", "output": ", ".join(read_art), "decoder": decoder.name,
+                           "conf_thres": det.conf_thres, "iou_thres": det.iou_thres, "max_det": det.max_det}
+    sizes = [(0, 0)] * count  # bbox evaluation reads no image size
+    confident = [d.scores >= det.reference_score_thres for d in ref_dets]
+    pseudo = [Annotations(d.boxes[k], d.classes[k]) for d, k in zip(ref_dets, confident)]
+    cats, ids = list(range(1, len(names) + 1)), list(range(1, count + 1))
+    vs_ref = coco.evaluate(coco.ground_truth(pseudo, sizes, names), coco.results(art_dets, ids, cats), "bbox", names)
+    out.update({"map50_vs_reference": vs_ref["map50"], "map50_95_vs_reference": vs_ref["map50_95"]})
     if targets is not None:
-        ref_map = evaluate_map(ref_dets, targets)
-        art_map = evaluate_map(art_dets, targets)
+        truth = [Annotations(targets[targets[:, 0] == i, 2:6].astype(np.float64),
+                             targets[targets[:, 0] == i, 1].astype(np.int64)) for i in range(count)]
+        gt = coco.ground_truth(truth, sizes, names)
+        ref_map = coco.evaluate(gt, coco.results(ref_dets, ids, cats), "bbox", names)
+        art_map = coco.evaluate(gt, coco.results(art_dets, ids, cats), "bbox", names)
         out.update({
             "reference_map50": ref_map["map50"],
             "reference_map50_95": ref_map["map50_95"],
@@ -274,18 +311,25 @@ def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: 
             "map50_95": art_map["map50_95"],
             "map50_drop": ref_map["map50"] - art_map["map50"],
             "map50_95_drop": ref_map["map50_95"] - art_map["map50_95"],
-            "ap50_per_class": {str(k): v for k, v in art_map["ap50_per_class"].items()},
-            **map50_bootstrap(ref_dets, art_dets, targets),
+            "ap50_per_class": art_map["ap50_per_class"],
+            "ap_per_class": art_map["ap_per_class"],
+            "reference_ap50_per_class": ref_map["ap50_per_class"],
         })
+        if settings.bootstrap:
+            rows = [[np.column_stack([d.boxes, d.scores, d.classes]) for d in dets] for dets in (ref_dets, art_dets)]
+            out.update(map50_bootstrap(*rows, targets, settings.bootstrap, det.max_det))
+            out["drop_interval"] = bootstrap.drop_interval(bootstrap.match_all(ref_dets, truth, len(names)),
+                                                           bootstrap.match_all(art_dets, truth, len(names)), count,
+                                                           settings.bootstrap)
     return out
 
 
 def section(task: dict[str, Any], model: str) -> TaskSection:
-    title = f"Detection (output {task.get('output')})"
+    title = f"Detection (output {task.get('output')}, decoder {task.get('decoder', 'yolo-objectness')})"
     if "map50" not in task:
         return TaskSection(title, [f"No labels: mAP@0.5 against the reference's own detections "
                                    f"{num(task['map50_vs_reference'])}."])
-    return TaskSection(title, [
+    blocks: list = [
         (["model", "mAP@0.5", "mAP@0.5:0.95"],
          [["reference", num(task["reference_map50"]), num(task["reference_map50_95"])],
           [model, num(task["map50"]) + interval(task.get("map50_ci95")), num(task["map50_95"])],
@@ -293,7 +337,19 @@ def section(task: dict[str, Any], model: str) -> TaskSection:
         *([f"Intervals: 95 %, bootstrap over the {task['images']} images ({task.get('bootstrap_resamples')} "
            "resamples; the drop paired on each resample)."] if task.get("images") else []),
         f"mAP@0.5 against the reference's own detections: {num(task['map50_vs_reference'])} (confidence ≥ "
-        f"{num(task.get('conf_thres'))}, NMS IoU {num(task.get('iou_thres'))})."])
+        f"{num(task.get('conf_thres'))}, NMS IoU {num(task.get('iou_thres'))}; faster-coco-eval)."]
+    ci = task.get("drop_interval")
+    if ci:
+        lo, hi = ci["map50_95_drop"]
+        blocks.append(f"mAP@0.5:0.95 drop, {ci['level']:.0%} interval over {ci['resamples']} resamples of the "
+                      f"images (COCOeval's matching, crowd regions included): [{num(lo)}, {num(hi)}].")
+    per_class = task.get("ap_per_class")
+    if per_class:
+        ref50 = task.get("reference_ap50_per_class", {})
+        blocks.append((["class", "AP@0.5", "AP@0.5 reference", "AP@0.5:0.95"],
+                       [[name, num(task["ap50_per_class"].get(name)), num(ref50.get(name)), num(ap)]
+                        for name, ap in per_class.items()]))
+    return TaskSection(title, blocks)
 
 
 TASK = Task(

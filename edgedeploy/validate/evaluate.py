@@ -15,6 +15,7 @@ from edgedeploy import arrayfile
 from edgedeploy.backends.base import Runner
 from edgedeploy.config import BuildSpec, ValidationSettings, budget_key, effective_thresholds
 from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.preprocess import input_hw
 from edgedeploy.tasks import TASKS
 from edgedeploy.validate import latency, metrics, notices
 from edgedeploy.validate.latency import first
@@ -44,8 +45,9 @@ def load_labels(settings: ValidationSettings, count: int) -> np.ndarray | None:
     """Classification labels from the validation .npz as (N,) class indices, or None when it has none: `labels`
     (or, failing that, `targets`) as indices (N,) or (N, 1), or one-hot rows (N, C). Any other layout is one
     UsageError naming the array and its shape."""
-    if settings.data is None or settings.task != "classification":
-        return None
+    if settings.data is None or settings.task != "classification" or settings.format not in ("auto", "npz") or \
+            Path(settings.data).suffix.lower() != ".npz":
+        return None  # a dataset's labels come with it (preprocess.load_dataset)
     with arrayfile.open_npz(Path(settings.data), "validation data", fix="check validation.data") as data:
         key = next((k for k in ("labels", "targets") if k in data.files), None)
         if key is None:
@@ -82,15 +84,19 @@ def class_indices(raw: np.ndarray, count: int, key: str, where: str) -> np.ndarr
 
 
 def task_metrics(settings: ValidationSettings, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                 targets: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict[str, Any] | None:
-    """The task record of `settings.task` (edgedeploy.tasks; None for task `none`)."""
+                 targets: np.ndarray | None = None, labels: np.ndarray | None = None,
+                 class_names: list[str] | None = None,
+                 input_size: tuple[int, int] | None = None) -> dict[str, Any] | None:
+    """The task record of `settings.task` (edgedeploy.tasks; None for task `none`); `class_names` are the data's,
+    `input_size` (H, W) places normalized boxes and masks."""
     if settings.task == "none":
         return None
     name = settings.output or next(iter(outputs))
     if name not in outputs or name not in reference:
         raise UsageError(f"validation.output {name!r} is not an output of the model",
                          fix=f"use one of {sorted(outputs)}")
-    return TASKS[settings.task].evaluate(settings, name, reference, outputs, targets, labels)
+    return TASKS[settings.task].evaluate(settings, name, reference, outputs, targets, labels,
+                                         class_names=class_names, input_size=input_size)
 
 
 def batch_sizes(spec: BuildSpec) -> list[int]:
@@ -104,7 +110,8 @@ def measure_latency(runner: Runner, inputs: dict[str, np.ndarray], spec: BuildSp
 
 def evaluate(spec: BuildSpec, runner: Runner, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
              targets: np.ndarray | None = None, labels: np.ndarray | None = None,
-             outputs: dict[str, np.ndarray] | None = None, timings: list[dict] | None = None) -> dict[str, Any]:
+             outputs: dict[str, np.ndarray] | None = None, timings: list[dict] | None = None,
+             class_names: list[str] | None = None) -> dict[str, Any]:
     """Run (unless `outputs` is given) and measure (unless `timings` were measured elsewhere, e.g. in a fresh
     process); returns the report's tensors, task, latency, checks, warnings."""
     if outputs is None:
@@ -117,7 +124,9 @@ def evaluate(spec: BuildSpec, runner: Runner, inputs: dict[str, np.ndarray], ref
                               fix="the artifact and reference.npz are from different models; rebuild")
     extra = sorted(set(runner.output_names) - set(reference))
     tensors = metrics.compare_outputs(reference, outputs, names)
-    task = task_metrics(spec.validation, reference, outputs, targets, labels)
+    hw = input_hw(spec.inputs[0], spec.preprocess)
+    task = task_metrics(spec.validation, reference, outputs, targets, labels, class_names,
+                        None if None in hw else hw)  # type: ignore[arg-type]
     timings = measure_latency(runner, inputs, spec) if timings is None else timings
     judged_on = budget_key(spec, runner.conditions.get("precision_hint_effective"))
     budget, origin = effective_thresholds(spec, judged_on)
