@@ -65,6 +65,7 @@ def evaluate(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | 
         "top5_agreement": agreement(ref, cand, 5),
         "disagreeing_samples": np.flatnonzero(topk(ref, 1)[:, 0] != topk(cand, 1)[:, 0])[:20].tolist(),
     }
+    out["top1_agreement_ci95"] = wilson(round(out["top1_agreement"] * len(ref)), len(ref))
     if labels is not None:
         out.update({
             "reference_top1": accuracy(ref, labels, 1),
@@ -115,7 +116,8 @@ def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: 
 
 
 def section(task: dict[str, Any], model: str) -> TaskSection:
-    rows = [["top-1 agreement with the reference", num(task["top1_agreement"])],
+    rows = [["top-1 agreement with the reference",
+             num(task["top1_agreement"]) + interval(task.get("top1_agreement_ci95"))],
             ["top-5 agreement (reference top-1 in artifact top-5)", num(task["top5_agreement"])]]
     if "top1" in task:
         rows += [["top-1 accuracy: reference / artifact", f"{num(task['reference_top1'])} / {num(task['top1'])}"

@@ -74,7 +74,7 @@ def detection_scores(reference: StreamResult, artifact: StreamResult, class_name
             nc = len(class_names)
             ref_m = bootstrap.match_all(reference.predictions, artifact.annotations, nc)  # type: ignore[arg-type]
             art_m = bootstrap.match_all(artifact.predictions, artifact.annotations, nc)  # type: ignore[arg-type]
-            out["drop_interval"] = bootstrap.drop_interval(ref_m, art_m, len(artifact.keys), resamples, seed)
+            out.update(bootstrap.drop_interval(ref_m, art_m, len(artifact.keys), resamples, seed))
     pseudo = as_ground_truth(reference, reference_score_thres)
     vs_ref = coco.evaluate(coco.ground_truth(pseudo, artifact.sizes, class_names, cats),
                            coco_results(artifact, cats), "bbox", class_names)

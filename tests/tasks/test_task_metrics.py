@@ -72,9 +72,9 @@ def test_drop_interval_covers_the_drop():
     ones = np.ones(len(anns))
     drop = np.subtract(bootstrap.mean_ap(ref, ones), bootstrap.mean_ap(art, ones))
     ci = bootstrap.drop_interval(ref, art, len(anns), resamples=100)
-    assert ci["map50_95_drop"][0] < drop[1] < ci["map50_95_drop"][1]
-    assert ci["map50_95_drop"][0] > 0  # shifted boxes are clearly worse at the strict IoU thresholds
-    assert bootstrap.drop_interval(ref, ref, len(anns), resamples=20)["map50_drop"] == [0.0, 0.0]
+    assert ci["map50_95_drop_ci95"][0] < drop[1] < ci["map50_95_drop_ci95"][1]
+    assert ci["map50_95_drop_ci95"][0] > 0  # shifted boxes are clearly worse at the strict IoU thresholds
+    assert bootstrap.drop_interval(ref, ref, len(anns), resamples=20)["map50_drop_ci95"] == [0.0, 0.0]
 
 
 def test_segm_and_keypoints_through_the_library():
@@ -194,7 +194,7 @@ def test_demo_validation_set_from_a_dataset(tmp_path, form):
     reference = demo_runner()(npz.inputs)
     task = task_metrics(spec.validation, reference, reference, data.targets, None, data.class_names, (64, 64))
     assert task["decoder"] == "yolo-objectness" and round(task["map50"], 4) == 0.9345
-    assert task["map50_drop"] == 0.0 and task["drop_interval"]["map50_drop"] == [0.0, 0.0]
+    assert task["map50_drop"] == 0.0 and task["map50_drop_ci95"] == [0.0, 0.0]
 
 
 def test_yolov8_layout_at_the_gate_decodes_or_refuses():
