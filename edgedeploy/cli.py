@@ -94,6 +94,12 @@ def build(
                                        "cache (edgedeploy cache ls)"),
     static_batch: Optional[int] = typer.Option(None, "--static-batch", min=1, metavar="N", show_default="dynamic",
                                                help="build a static-shape artifact for this fixed deployment batch"),
+    allowed_signers: Optional[Path] = typer.Option(None, "--allowed-signers", metavar="FILE",
+                                                   show_default="$EDGEDEPLOY_ALLOWED_SIGNERS",
+                                                   help="BUNDLE: check its signature against this OpenSSH "
+                                                        "allowed_signers file before reading it (then required)"),
+    require_signature: bool = typer.Option(False, "--require-signature", metavar="",
+                                           help="BUNDLE: refuse it unless it is signed by an allowed signer"),
     debug: bool = DEBUG,
 ) -> None:
     """Build and validate a deployable artifact.
@@ -107,7 +113,10 @@ def build(
     from edgedeploy.stagecache import StageCache
 
     if config is not None and is_bundle(config):
-        return _build_bundle(config, target, precision, out, strict)
+        return _build_bundle(config, target, precision, out, strict, allowed_signers, require_signature)
+    if allowed_signers is not None or require_signature:
+        raise UsageError("--allowed-signers and --require-signature apply to a bundle, not to a build spec",
+                         where=str(config or "the demo spec"), fix="pass a bundle folder (edgedeploy bundle --sign)")
     spec = load_spec(config if config is not None else demo_spec_path())
     auto = precision == "auto"
     for flag, value, allowed in (("--target", target, get_args(Target)),
@@ -142,20 +151,23 @@ def build(
 
 
 def _build_bundle(bundle: Path, target: Optional[str], precision: Optional[str], out: Optional[Path],
-                  strict: bool) -> None:
+                  strict: bool, allowed_signers: Optional[Path], require_signature: bool) -> None:
     """`build BUNDLE`: what a device runs, with no PyTorch (edgedeploy.bundle.build)."""
     from edgedeploy.bundle.build import build_from_bundle
     from edgedeploy.bundle.manifest import read_manifest
+    from edgedeploy.bundle.signature import allowed_signers as signers_file
     from edgedeploy.outfolder import OutputFolder
 
-    default = read_manifest(bundle)[0]["default"]  # the files are checked by the build
+    signers = signers_file(allowed_signers)
+    default = read_manifest(bundle, signers, require_signature)[0]["default"]  # the files are checked by the build
     target, precision = target or default["target"], precision or default["precision"]
     out = OutputFolder(out or Path("edgedeploy-out") / f"{bundle.name}-{target}-{precision}").check()
     console.print(f"[bold]edgedeploy build[/] bundle {escape(str(bundle))} → {target} {precision} in "
                   f"{escape(str(out))}", highlight=False)
     stages = _RichStages()
     try:
-        report = build_from_bundle(bundle, out, target=target, precision=precision, strict=strict, listener=stages)
+        report = build_from_bundle(bundle, out, target=target, precision=precision, strict=strict, listener=stages,
+                                   signers=signers, require_signature=require_signature)
     finally:
         stages.stop()
     _finish(report, out)
@@ -175,6 +187,8 @@ def bundle(
     no_cache: bool = typer.Option(False, "--no-cache", metavar="",
                                   help="re-run export and optimize instead of reusing their results from the stage "
                                        "cache (edgedeploy cache ls)"),
+    sign: Optional[Path] = typer.Option(None, "--sign", metavar="KEY", help="sign bundle.json with this OpenSSH "
+                                        "private key (bundle.json.sig; devices check it with --allowed-signers)"),
     debug: bool = DEBUG,
 ) -> None:
     """Make a bundle a device builds from without PyTorch.
@@ -188,12 +202,17 @@ def bundle(
     bad = [p for p in precision if p not in get_args(Precision)]
     if bad:
         raise UsageError(f"invalid --precision {bad[0]!r}", fix=f"use one of: {', '.join(get_args(Precision))}")
+    if sign is not None:  # refused before any work
+        from edgedeploy.fileio import open_input
+
+        with open_input(sign, "signing key", fix="pass the private key file (ssh-keygen -t ed25519 -f KEY)"):
+            pass
     spec = load_spec(config if config is not None else demo_spec_path())
     console.print(f"[bold]edgedeploy bundle[/] {escape(spec.name)} → {escape(str(out))}", highlight=False)
     stages = _RichStages()
     try:
         manifest = make_bundle(spec, out, precision or None, trust_code=trust_code, listener=stages,
-                               cache=None if no_cache else StageCache())
+                               cache=None if no_cache else StageCache(), sign_key=sign)
     finally:
         stages.stop()
     size = sum(f["size"] for f in manifest["files"].values())

@@ -113,7 +113,8 @@ class Bench:
 
     root: Path
     built: Path = field(init=False)
-    int8_run: Path | None = None
+    _int8: Path | None = None
+    _bundle: Path | None = None
     _openvino: Path | None = None
 
     def __post_init__(self) -> None:
@@ -154,6 +155,28 @@ class Bench:
             result = run_cli(*build(self.config(self.root), self._openvino, "--target", "openvino"))
             assert result.returncode == 0, result.stderr
         return self._openvino
+
+    @property
+    def bundle(self) -> Path:
+        """A bundle of the conv model (fp32, fp16, int8 calibrated on calib0.npy), signed with `signing_key` (by
+        ssh-keygen itself: `edgedeploy bundle --sign` has its own case)."""
+        if self._bundle is None:
+            for name in ("signing_key", "other_key"):
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f",
+                                str(self.root / name)], check=True)
+            public = (self.root / "signing_key.pub").read_text().split()
+            (self.root / "allowed_signers").write_text(
+                f'ci@fleet namespaces="edgedeploy-bundle" {public[0]} {public[1]}\n')
+            self._bundle = self.root / "bundle"
+            result = run_cli("bundle", str(self.bundle_config), "--out", str(self._bundle))
+            assert result.returncode == 0, result.stderr
+            subprocess.run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(self.root / "signing_key"), "-n",
+                            "edgedeploy-bundle", str(self._bundle / "bundle.json")], check=True)
+        return self._bundle
+
+    @property
+    def bundle_config(self) -> Path:
+        return self.config(self.root, name="bundle.yaml", calibration={"data": str(self.root / "calib0.npy")})
 
     @property
     def int8(self) -> Path:
