@@ -3,6 +3,7 @@ what it must say, and the one test every surface's cases go through (tests/bad_i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -196,6 +197,8 @@ class Run:
     popen: dict = field(default_factory=dict)
     after: Callable[[subprocess.CompletedProcess | None], None] | None = None  # run last, also on failure
     handled: Callable[[], str] | None = None  # exit-0 cases: checks the outcome, returns what the report says
+    seen: Callable[[subprocess.CompletedProcess], str] | None = None  # exit-0 cases: checks what it printed
+    env: dict[str, str | None] = field(default_factory=dict)  # environment changes for the run (None: unset)
     keep: tuple[Path, ...] = ()  # paths besides the output folder that must be left as they were
     # what the hostile input would create if it worked: {"code_run" | "outside" | "injection": (paths...)}
     canaries: dict[str, tuple[Path, ...]] = field(default_factory=dict)
@@ -393,6 +396,19 @@ def manifest_run(here: Path, out: Path, change: Callable[[dict], None]) -> Run:
     return Run(["validate", str(out)], (str(out / "manifest.json"),), keep=(here / "out-validate",))
 
 
+@contextlib.contextmanager
+def environment(changes: dict[str, str | None]):
+    """os.environ with `changes` (a None value unsets), restored after: the CLI's process inherits it."""
+    saved = {name: os.environ.get(name) for name in changes}
+    try:
+        for name, value in changes.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+
+
 def matrix_test(cases: list[Case]) -> Callable:
     """The matrix's one test, parametrized over a surface's `cases` (each test_<surface>.py binds it)."""
     @pytest.mark.parametrize("case", cases, ids=[c.name for c in cases])
@@ -410,13 +426,14 @@ def check_case(case: Case, bench: Bench, tmp_path: Path) -> None:
     watched = (out, *run.keep)
     before, result, note = [snapshot(path) for path in watched], None, None
     try:
-        result = run_cli(*run.args, **run.popen)
+        with environment(run.env):
+            result = run_cli(*run.args, **run.popen)
         harms = [kind for kind, paths in run.canaries.items() if any(os.path.lexists(p) for p in paths)]
         assert not harms, f"{harms}: {run.canaries}"
         assert "internal error" not in result.stderr and "Traceback" not in result.stderr, result.stderr
         if case.exit == 0:
             assert result.returncode == 0, result.stderr
-            note = f"(handled) {run.handled()}"
+            note = f"(handled) {run.handled() if run.handled is not None else run.seen(result)}"
         else:
             message = error_line(result)
             assert result.returncode == case.exit, result.stderr
