@@ -252,6 +252,8 @@ def remote(
     bwlimit: Optional[int] = typer.Option(None, "--bwlimit", metavar="KBIT_S", show_default="no limit",
                                           help="limit copies to this many Kbit/s (scp -l)"),
     keep_remote: bool = typer.Option(False, "--keep-remote", metavar="", help="keep the run's folder on the device"),
+    max_fetch_mb: int = typer.Option(4096, "--max-fetch-mb", min=1, metavar="MB",
+                                     help="refuse to fetch an output folder larger than this"),
     debug: bool = DEBUG,
 ) -> None:
     """Build or validate on a device over SSH.
@@ -274,6 +276,7 @@ def remote(
     dest = Destination.parse(device)
     job = RemoteJob(Ssh(dest, ssh_config, list(ssh_option), bwlimit), venv=venv, remote_dir=remote_dir,
                     keep_remote=keep_remote, columns=shutil.get_terminal_size((120, 24)).columns,
+                    max_fetch_bytes=max_fetch_mb << 20,
                     say=lambda line: console.print(f"[bold]{escape(str(dest))}[/] {escape(line)}", highlight=False,
                                                    soft_wrap=True))
     if action == "build":

@@ -199,6 +199,7 @@ class Run:
     handled: Callable[[], str] | None = None  # exit-0 cases: checks the outcome, returns what the report says
     seen: Callable[[subprocess.CompletedProcess], str] | None = None  # exit-0 cases: checks what it printed
     env: dict[str, str | None] = field(default_factory=dict)  # environment changes for the run (None: unset)
+    progress: tuple[str, ...] = ()  # more beginnings of progress lines the error line may follow (`remote`'s)
     keep: tuple[Path, ...] = ()  # paths besides the output folder that must be left as they were
     # what the hostile input would create if it worked: {"code_run" | "outside" | "injection": (paths...)}
     canaries: dict[str, tuple[Path, ...]] = field(default_factory=dict)
@@ -435,7 +436,9 @@ def check_case(case: Case, bench: Bench, tmp_path: Path) -> None:
             assert result.returncode == 0, result.stderr
             note = f"(handled) {run.handled() if run.handled is not None else run.seen(result)}"
         else:
-            message = error_line(result)
+            lines = [line for line in result.stderr.splitlines() if not line.startswith(run.progress or "\0")]
+            message = error_line(subprocess.CompletedProcess(result.args, result.returncode, result.stdout,
+                                                             "\n".join(lines)))
             assert result.returncode == case.exit, result.stderr
             for text in (*case.says, *run.names):
                 assert text in message, text
