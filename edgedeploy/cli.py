@@ -12,6 +12,7 @@ calibration nest under it instead of fighting it for the terminal.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -649,10 +650,49 @@ def _error_line(label: str, message: str) -> None:
     console.print(Text.assemble((label, "red"), " ", message), highlight=False, soft_wrap=True)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the program is, so every `with` block cleans up (staging folders, locks, the
+    device's command of `remote`); `note` is what the cleanup did that the one line should say."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupted(signum: int, frame) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal does not wait for the cleanup
+        signal.signal(sig, lambda s, f: os._exit(128 + s))
+    raise Interrupted(signum)
+
+
+def _interrupted_line(e: KeyboardInterrupt) -> int:
+    """`interrupted; <folder> unchanged` (and what was stopped); the exit code, 128 + the signal."""
+    from edgedeploy.outfolder import folders_in_progress
+
+    folders = folders_in_progress()
+    said = "; ".join([f"{', '.join(map(str, folders))} unchanged" if folders else "nothing was written",
+                      *([e.note] if getattr(e, "note", None) else [])])
+    _error_line("interrupted;", said)
+    return 128 + getattr(e, "signum", signal.SIGINT)
+
+
+def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (or Interrupted) an exception was raised from or while handling, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main() -> None:
     """The command line, with every failure as one line: EdgeDeployError (and OS errors the user can fix, such as a
     full disk) as `error:` with their exit code; anything else is a bug in edgedeploy or a library
-    (`internal error`)."""
+    (`internal error`); SIGINT and SIGTERM as `interrupted; <folder> unchanged`, exit 130 / 143."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupted)
     try:
         app()
     except EdgeDeployError as e:
@@ -662,9 +702,13 @@ def main() -> None:
                 console.print(e.log, markup=False, highlight=False, soft_wrap=True)
         _error_line("error:", e.message)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        _error_line("interrupted", "")
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        sys.exit(_interrupted_line(e))
+    except SystemExit as e:  # Typer turns an interrupt into exit 130, silently: answer it here
+        interrupt = _interrupt_behind(e)
+        if interrupt is None:
+            raise
+        sys.exit(_interrupted_line(interrupt))
     except MemoryError as e:  # the machine's limit, not a bug: say so, and what to change
         if _debug["on"]:
             traceback.print_exc()

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TEST = "test_bad_input_gives_one_clear_line_and_keeps_the_output"
+TEST = "test_bad_input_gives_one_clear_line_and_keeps_the_output or test_a_signal_is_answered"
 HARMS = {"code_run": "code run", "outside": "read/write outside", "injection": "injection"}
 
 

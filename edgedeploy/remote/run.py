@@ -150,13 +150,13 @@ class RemoteJob:
                   + shlex.join([self._edgedeploy(), *args]))
         try:
             done = self.ssh.run(script, f"{what} (the device may still be working in {self.run_dir})", stream=True)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (edgedeploy.cli): stop the device's command, then go on out
-            self._stop_remote(pgid)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (edgedeploy.cli): stop the device's command, and say so
+            e.note = self._stop_remote(pgid)
             raise
         self._timed("remote", start)
         return done.returncode
 
-    def _stop_remote(self, pgid: str) -> None:
+    def _stop_remote(self, pgid: str) -> str:
         try:
             done = self.ssh.run(f"p=$(cat {pgid} 2>/dev/null) && kill -TERM -- -\"$p\" 2>/dev/null && echo \"$p\"",
                                 "stopping the device's command", timeout=15)
@@ -164,10 +164,8 @@ class RemoteJob:
         except (EdgeDeployError, OSError, subprocess.TimeoutExpired):
             stopped = ""
         if stopped:
-            self.say(f"interrupted: stopped the device's command (process group {stopped}; its files are in "
-                     f"{self.run_dir})")
-        else:
-            self.say(f"interrupted: the device's command could not be stopped; check {self.run_dir} there")
+            return f"stopped the device's command (process group {stopped} on {self.ssh.destination})"
+        return f"the device's command could not be stopped: check {self.run_dir} on {self.ssh.destination}"
 
     def _fetch(self, remote: str, folder: OutputFolder, record: dict[str, Any], junit: Path | None = None) -> None:
         """Fetch the device's output folder into `folder` (staged, checked, swapped in whole); a command that wrote

@@ -203,7 +203,6 @@ class Run:
     keep: tuple[Path, ...] = ()  # paths besides the output folder that must be left as they were
     # what the hostile input would create if it worked: {"code_run" | "outside" | "injection": (paths...)}
     canaries: dict[str, tuple[Path, ...]] = field(default_factory=dict)
-    signal: bool = False  # a signal case: answered when it exits with its one `interrupted; ...` line
 
 
 @dataclass
@@ -300,8 +299,8 @@ def file_size_limit(folder: Path) -> tuple[Path, Callable[[], None]]:
     return path, limit_file_size
 
 
-def wait_for(proc: subprocess.Popen, text: str, timeout: float = 120) -> None:
-    """Read `proc`'s stderr (unbuffered, so nothing waits in a buffer) until it holds `text`."""
+def wait_for(proc: subprocess.Popen, text: str, timeout: float = 120) -> str:
+    """Read `proc`'s stderr (unbuffered, so nothing waits in a buffer) until it holds `text`; what was read."""
     deadline = time.monotonic() + timeout
     fd, seen = proc.stderr.fileno(), b""
     while text.encode() not in seen:
@@ -311,6 +310,7 @@ def wait_for(proc: subprocess.Popen, text: str, timeout: float = 120) -> None:
             proc.kill()
             raise AssertionError(f"{text!r} never appeared on stderr: {seen.decode(errors='replace')}")
         seen += chunk
+    return seen.decode(errors="replace")
 
 
 def victim(here: Path) -> Path:
@@ -460,11 +460,23 @@ def table_row(case: Case, run: Run, result: subprocess.CompletedProcess, note: s
               root: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     shown = note or (lines[-1] if lines else "")
-    shown = shown.removeprefix("error: ").replace(str(here), "<case>").replace(str(root), "<bench>")
     harms = [kind for kind, paths in run.canaries.items() if any(os.path.lexists(p) for p in paths)]
-    answered = (result.returncode in (130, 143) and len(lines) == 1 and lines[0].startswith("interrupted; "))
+    write_row(case.setup.__module__, case.name, result, case.exit, shown, here, root, harms=harms)
+
+
+def write_row(module: str, name: str, result: subprocess.CompletedProcess, expected: int, shown: str, here: Path,
+              root: Path, harms: list[str] = (), signal_case: bool = False) -> None:
+    """One row of tools/bad_input_table.py (the file EDGEDEPLOY_BAD_INPUT_TABLE names); `module` names the surface.
+    A signal case is answered when it exited 128 + the signal with one `interrupted; ...` line after its progress."""
+    if not TABLE:
+        return
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    shown = shown.removeprefix("error: ").replace(str(here), "<case>").replace(str(root), "<bench>")
+    answered = bool(result.returncode == expected and lines and lines[-1].startswith("interrupted; ")
+                    and not any(line.startswith(("interrupted", "error:", "internal error")) for line in lines[:-1]))
     with open(TABLE, "a") as f:
-        f.write(json.dumps({"surface": case.setup.__module__.rpartition(".test_")[2], "case": case.name,
-                            "exit": result.returncode, "expected": case.exit, "message": shown,
-                            "internal_error": "internal error" in result.stderr, "harms": harms,
-                            **({"signal": "answered" if answered else "not answered"} if run.signal else {})}) + "\n")
+        f.write(json.dumps({"surface": module.rpartition(".test_")[2], "case": name, "exit": result.returncode,
+                            "expected": expected, "message": shown,
+                            "internal_error": "internal error" in result.stderr, "harms": list(harms),
+                            **({"signal": "answered" if answered else "not answered"} if signal_case else {})})
+                + "\n")
