@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from bad_input.matrix import Run, build, environment, matrix_test, registry
+from bad_input.matrix import Run, build, conv_model, environment, matrix_test, registry
 from edgedeploy import fileio
 
 pytestmark = pytest.mark.slow  # each case runs the CLI on real builds
@@ -182,6 +182,22 @@ def _(bench, here, out):
         assert "unreadable cache key file: `files.raw.onnx.size`" in line and str(key_file) in line, result.stdout
         return line.split("  ")[-1]
     return Run(["cache", "ls"], env=env, seen=seen)
+
+
+@case("stage cache entry beside it with a key.json 200 000 levels deep", 0)
+def _(bench, here, out):
+    env, root = cached(bench, here)
+    planted = root / "stages" / "export" / "0123456789abcdef"
+    planted.mkdir()
+    (planted / "key.json").write_text("[" * 200_000 + "]" * 200_000)
+
+    other = bench.model(here, conv_model(("Sigmoid", "")), "other.onnx")  # a miss: every entry is compared with it
+
+    def handled() -> str:
+        export = stage_cache(out)["export"]
+        assert export["status"] == "rebuilt", export
+        return f"export {export['status']}: {export['note']} (the planted key.json passed over)"
+    return Run(build(bench.config(here, other), out), env=env, handled=handled)
 
 
 test_bad_input_gives_one_clear_line_and_keeps_the_output = matrix_test(CASES)
