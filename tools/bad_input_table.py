@@ -8,7 +8,8 @@ code run (a canary the hostile input would create), a read or write outside the 
 shell or workflow expression that ran), and signals not answered with one line. Extra arguments go to pytest.
 
     python tools/bad_input_table.py            # the whole matrix (several minutes on 2 cores)
-    python tools/bad_input_table.py -k bundle  # some cases
+    python tools/bad_input_table.py -k bundle  # some cases (a pytest -k expression)
+    python tools/bad_input_table.py tests/bad_input/test_remote.py   # one surface
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ HARMS = {"code_run": "code run", "outside": "read/write outside", "injection": "
 
 
 def main(argv: list[str]) -> int:
+    select = TEST
+    if "-k" in argv:  # narrowed to some cases: both must match
+        at = argv.index("-k")
+        select = f"({TEST}) and ({argv[at + 1]})"
+        argv = argv[:at] + argv[at + 2:]
     with tempfile.TemporaryDirectory() as tmp:
         rows_file = Path(tmp) / "rows.jsonl"
         env = {**os.environ, "EDGEDEPLOY_BAD_INPUT_TABLE": str(rows_file)}
-        result = subprocess.run([sys.executable, "-m", "pytest", "tests/bad_input", "-k", TEST, "-q", "-n", "0",
+        paths = [] if any(not a.startswith("-") for a in argv) else ["tests/bad_input"]
+        result = subprocess.run([sys.executable, "-m", "pytest", *paths, "-k", select, "-q", "-n", "0",
                                  "-p", "no:cacheprovider", *argv], cwd=REPO, env=env, stdout=sys.stderr)
         rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.exists() else []
     surfaces = list(dict.fromkeys(row["surface"] for row in rows))
