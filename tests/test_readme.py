@@ -25,6 +25,9 @@ NOT_RUN = {
     "edgedeploy build bundle/ --target trt": "needs TensorRT on an NVIDIA device",
     "edgedeploy validate out/orin-fp16": "needs the TensorRT build above",
     "edgedeploy bundle mynet.yaml": "needs your own model (mypackage.models:build_mynet)",
+    "ssh-keygen -t ed25519": "makes a signing key in ~/.ssh (tests/bad_input/test_bundle.py signs and checks bundles "
+                             "with keys made the same way)",
+    "echo 'ci@fleet": "on a device: its allowed_signers file (tests/bad_input/test_bundle.py writes one)",
     "edgedeploy remote": "needs a device over SSH (tests/test_remote.py runs it against a loopback OpenSSH server)",
     "python3 -m venv": "set-up: .ci/run runs the README's set-up commands on a clean clone",
     "pip install torch": "set-up (.ci/run)",

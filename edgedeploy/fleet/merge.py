@@ -214,13 +214,14 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-_MARKDOWN = re.compile(r"[\\`*_{}\[\]<>#!|~&:$]")  # a cell's text has no line start, so no list markers
+_MARKDOWN = re.compile(r"[\\`*_{}\[\]<>#!|~&$]|:(?=//)|(?<=www)\.")  # no line start in a cell: no list markers
 
 
 def md_text(value: Any) -> str:
     """`value` as one line of Markdown text that renders as itself in a GitHub step summary: line breaks and other
     control characters become spaces, and every character Markdown or HTML gives a meaning inside a line (headings,
-    emphasis, code, links and images (a `(` after an escaped `]` is text), table cells, HTML tags and entities, autolinks, math) is backslash-escaped."""
+    emphasis, code, links and images (a `(` after an escaped `]` is text), table cells, HTML tags and entities, math;
+    the `:` of `://` and the `.` of `www.`, which GitHub would turn into links) is backslash-escaped."""
     text = "".join(" " if not ch.isprintable() else ch for ch in str(value))
     return _MARKDOWN.sub(lambda m: "\\" + m.group(0), text)
 
