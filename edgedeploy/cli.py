@@ -667,10 +667,12 @@ def _interrupted(signum: int, frame) -> None:
 
 def _interrupted_line(e: KeyboardInterrupt) -> int:
     """`interrupted; <folder> unchanged` (and what was stopped); the exit code, 128 + the signal."""
-    from edgedeploy.outfolder import folders_in_progress
+    from edgedeploy.outfolder import WRITTEN, folders_in_progress
 
     folders = folders_in_progress()
-    said = "; ".join([f"{', '.join(map(str, folders))} unchanged" if folders else "nothing was written",
+    said = "; ".join([*([f"{', '.join(map(str, folders))} unchanged"] if folders else []),
+                      *([f"{', '.join(map(str, WRITTEN))} written"] if WRITTEN else []),
+                      *([] if folders or WRITTEN else ["nothing was written"]),
                       *([e.note] if getattr(e, "note", None) else [])])
     _error_line("interrupted;", said)
     return 128 + getattr(e, "signum", signal.SIGINT)

@@ -43,6 +43,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -57,6 +58,7 @@ BUNDLE_MARKER = "bundle.json"  # the bundle's own manifest (edgedeploy.bundle.ma
 Kind = Literal["build", "report", "bundle"]
 _MARKERS: dict[str, str] = {"build": BUILD_MARKER, "report": REPORT_MARKER, "bundle": BUNDLE_MARKER}
 _WRITING: list[Path] = []  # the folders this process is writing and has not committed (for an interrupted command)
+WRITTEN: list[Path] = []  # the folders this process has replaced
 
 
 def folders_in_progress() -> list[Path]:
@@ -269,10 +271,15 @@ class OutputFolder:
         marker = self.staging / _MARKERS[self.kind]
         if not marker.exists():  # a bundle writes its own (bundle.json)
             fileio.write_json(marker, {"schema": "edgedeploy.folder/1", "kind": self.kind, "edgedeploy": __version__})
-        fileio.replace_dir(self.staging, self.final)
-        self.committed = True
-        if self.final in _WRITING:
-            _WRITING.remove(self.final)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # the swap is not cut in two
+        try:
+            fileio.replace_dir(self.staging, self.final)
+            self.committed = True
+            if self.final in _WRITING:
+                _WRITING.remove(self.final)
+            WRITTEN.append(self.final)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def __exit__(self, kind, error, traceback) -> None:
         if not self.committed:
@@ -425,5 +432,5 @@ def _link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         shutil.copy2(src, dst)
 
 
-__all__ = ["OutputFolder", "FolderLock", "folders_in_progress", "output_path", "output_file", "report_path", "folder_kind", "BUILD_MARKER",
+__all__ = ["OutputFolder", "FolderLock", "folders_in_progress", "WRITTEN", "output_path", "output_file", "report_path", "folder_kind", "BUILD_MARKER",
            "REPORT_MARKER"]

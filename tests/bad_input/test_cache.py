@@ -124,13 +124,11 @@ def _(bench, here, out):
     if not mounted:
         ro.chmod(0o555)
 
-    def seen(result) -> str:
-        try:
-            return skipped_with_warning(out, "cannot be made (")(result)
-        finally:
-            if mounted:
-                subprocess.run(["umount", str(ro)], check=True)
-    return Run(build(bench.config(here), out), env={"XDG_CACHE_HOME": str(ro)}, seen=seen)
+    def unmount(result) -> None:
+        if mounted:
+            subprocess.run(["umount", str(ro)], check=True)
+    return Run(build(bench.config(here), out), env={"XDG_CACHE_HOME": str(ro)}, after=unmount,
+               seen=skipped_with_warning(out, "cannot be made ("))
 
 
 @case("cache clear through a symlinked cache root", 1, "is a symbolic link", "never follows a link",
