@@ -31,8 +31,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from edgedeploy import fileio
-from edgedeploy.config import BuildSpec, CalibrationSpec, ModelSource, TensorRTSettings, ValidationSettings, load_spec
 from edgedeploy.bundle.signature import SIGNATURE, verify
+from edgedeploy.config import BuildSpec, CalibrationSpec, ModelSource, TensorRTSettings, ValidationSettings, load_spec
 from edgedeploy.errors import EdgeDeployError, UsageError
 
 SCHEMA = "edgedeploy.bundle/1"
@@ -41,8 +41,6 @@ _MAX_MANIFEST_BYTES = 16 << 20  # it came over the network: a file table, never 
 SPEC = "spec.json"
 VARIANTS = {"fp32": "deploy.onnx", "fp16": "deploy.fp16.onnx", "int8": "deploy.int8.qdq.onnx"}
 CALIBRATION = "calibration.npz"
-
-
 _MAX_SPEC_BYTES = 4 << 20
 
 
@@ -161,8 +159,9 @@ def read_manifest(path: str | os.PathLike, signers: Path | None = None,
     signer = verify(folder, raw, signers) if signers is not None else None
     try:
         manifest = json.loads(raw)
-    except ValueError as e:
-        raise _refused(folder, f"{MANIFEST} is not JSON ({e})") from None
+    except (ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise _refused(folder, f"{MANIFEST} is not JSON ({reason})") from None
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         schema = manifest.get("schema") if isinstance(manifest, dict) else None
         raise _refused(folder, f"{MANIFEST} has schema {schema!r}, this edgedeploy reads {SCHEMA}")

@@ -111,6 +111,13 @@ def _(bench, here, out):
     return Run(build_bundle(bundle, out), (str(bundle),), canaries={"outside": (here / "planted.cache",)})
 
 
+@case("bundle.json 200 000 levels deep", 1, "bundle.json is not JSON (nested too deeply)")
+def _(bench, here, out):
+    bundle = copied(bench, here)
+    (bundle / "bundle.json").write_text("[" * 200_000 + "]" * 200_000)
+    return Run(build_bundle(bundle, out), (str(bundle),))
+
+
 # signatures -------------------------------------------------------------------------------------------------------
 
 def signers(bench) -> str:
