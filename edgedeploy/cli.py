@@ -255,6 +255,11 @@ def remote(
     keep_remote: bool = typer.Option(False, "--keep-remote", metavar="", help="keep the run's folder on the device"),
     max_fetch_mb: int = typer.Option(4096, "--max-fetch-mb", min=1, metavar="MB",
                                      help="refuse to fetch an output folder larger than this"),
+    allowed_signers: Optional[str] = typer.Option(None, "--allowed-signers", metavar="FILE",
+                                                  help="build: the device checks the bundle's signature against this "
+                                                       "allowed_signers file (a path on the device)"),
+    require_signature: bool = typer.Option(False, "--require-signature", metavar="",
+                                           help="build: the device refuses an unsigned bundle"),
     debug: bool = DEBUG,
 ) -> None:
     """Build or validate on a device over SSH.
@@ -271,7 +276,9 @@ def remote(
         raise UsageError(f"invalid action {action!r}", fix="use build or validate")
     wrong = [flag for flag, value, used_by in (
         ("--target", target, "build"), ("--precision", precision, "build"), ("--baseline", baseline, "validate"),
-        ("--config", config, "validate"), ("--junit", junit, "validate")) if value is not None and used_by != action]
+        ("--config", config, "validate"), ("--junit", junit, "validate"),
+        ("--allowed-signers", allowed_signers, "build"), ("--require-signature", require_signature or None, "build"))
+        if value is not None and used_by != action]
     if wrong:
         raise UsageError(f"{wrong[0]} does not apply to `remote {action}`")
     dest = Destination.parse(device)
@@ -281,7 +288,9 @@ def remote(
                     say=lambda line: console.print(f"[bold]{escape(str(dest))}[/] {escape(line)}", highlight=False,
                                                    soft_wrap=True))
     if action == "build":
-        args = [*(["--target", target] if target else []), *(["--precision", precision] if precision else [])]
+        args = [*(["--target", target] if target else []), *(["--precision", precision] if precision else []),
+                *(["--allowed-signers", allowed_signers] if allowed_signers else []),
+                *(["--require-signature"] if require_signature else [])]
         out = out or Path("edgedeploy-out") / f"{path.name}-{target or 'default'}-{dest.host.split('@')[-1]}"
         code = job.build(path, out, args)
     else:
