@@ -74,7 +74,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgedeploy import __version__, fileio
 from edgedeploy.errors import EdgeDeployError
-from edgedeploy.precision.cache import KEY_FILE, CacheEntry, CalibrationCache
+from edgedeploy.precision.cache import KEY_FILE, CacheEntry, CalibrationCache, key_of
 
 STAGES = ("export", "optimize")
 _MAX_MODULES = 5000  # a factory importing more of the project than this is hashed that far, and says so
@@ -436,7 +436,7 @@ class StageCache:
     def lookup(self, stage: str, material: dict[str, Any]) -> CacheEntry:
         skipped = self._open()
         if skipped is not None:
-            key = hashlib.sha256(repr(sorted(material.items())).encode()).hexdigest()
+            key = key_of(material)
             return CacheEntry(stage, key, self.root / "stages" / stage / key[:16], material, "off", skipped)
         entry = self._results.entry(stage, material)
         if entry.reused:
