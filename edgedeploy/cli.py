@@ -12,6 +12,7 @@ calibration nest under it instead of fighting it for the terminal.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -94,6 +95,12 @@ def build(
                                        "cache (edgedeploy cache ls)"),
     static_batch: Optional[int] = typer.Option(None, "--static-batch", min=1, metavar="N", show_default="dynamic",
                                                help="build a static-shape artifact for this fixed deployment batch"),
+    allowed_signers: Optional[Path] = typer.Option(None, "--allowed-signers", metavar="FILE",
+                                                   show_default="$EDGEDEPLOY_ALLOWED_SIGNERS",
+                                                   help="BUNDLE: check its signature against this OpenSSH "
+                                                        "allowed_signers file before reading it (then required)"),
+    require_signature: bool = typer.Option(False, "--require-signature", metavar="",
+                                           help="BUNDLE: refuse it unless it is signed by an allowed signer"),
     debug: bool = DEBUG,
 ) -> None:
     """Build and validate a deployable artifact.
@@ -107,7 +114,10 @@ def build(
     from edgedeploy.stagecache import StageCache
 
     if config is not None and is_bundle(config):
-        return _build_bundle(config, target, precision, out, strict)
+        return _build_bundle(config, target, precision, out, strict, allowed_signers, require_signature)
+    if allowed_signers is not None or require_signature:
+        raise UsageError("--allowed-signers and --require-signature apply to a bundle, not to a build spec",
+                         where=str(config or "the demo spec"), fix="pass a bundle folder (edgedeploy bundle --sign)")
     spec = load_spec(config if config is not None else demo_spec_path())
     auto = precision == "auto"
     for flag, value, allowed in (("--target", target, get_args(Target)),
@@ -142,20 +152,23 @@ def build(
 
 
 def _build_bundle(bundle: Path, target: Optional[str], precision: Optional[str], out: Optional[Path],
-                  strict: bool) -> None:
+                  strict: bool, allowed_signers: Optional[Path], require_signature: bool) -> None:
     """`build BUNDLE`: what a device runs, with no PyTorch (edgedeploy.bundle.build)."""
     from edgedeploy.bundle.build import build_from_bundle
     from edgedeploy.bundle.manifest import read_manifest
+    from edgedeploy.bundle.signature import allowed_signers as signers_file
     from edgedeploy.outfolder import OutputFolder
 
-    default = read_manifest(bundle)[0]["default"]  # the files are checked by the build
+    signers = signers_file(allowed_signers)
+    default = read_manifest(bundle, signers, require_signature)[0]["default"]  # the files are checked by the build
     target, precision = target or default["target"], precision or default["precision"]
     out = OutputFolder(out or Path("edgedeploy-out") / f"{bundle.name}-{target}-{precision}").check()
     console.print(f"[bold]edgedeploy build[/] bundle {escape(str(bundle))} → {target} {precision} in "
                   f"{escape(str(out))}", highlight=False)
     stages = _RichStages()
     try:
-        report = build_from_bundle(bundle, out, target=target, precision=precision, strict=strict, listener=stages)
+        report = build_from_bundle(bundle, out, target=target, precision=precision, strict=strict, listener=stages,
+                                   signers=signers, require_signature=require_signature)
     finally:
         stages.stop()
     _finish(report, out)
@@ -175,6 +188,8 @@ def bundle(
     no_cache: bool = typer.Option(False, "--no-cache", metavar="",
                                   help="re-run export and optimize instead of reusing their results from the stage "
                                        "cache (edgedeploy cache ls)"),
+    sign: Optional[Path] = typer.Option(None, "--sign", metavar="KEY", help="sign bundle.json with this OpenSSH "
+                                        "private key (bundle.json.sig; devices check it with --allowed-signers)"),
     debug: bool = DEBUG,
 ) -> None:
     """Make a bundle a device builds from without PyTorch.
@@ -188,12 +203,17 @@ def bundle(
     bad = [p for p in precision if p not in get_args(Precision)]
     if bad:
         raise UsageError(f"invalid --precision {bad[0]!r}", fix=f"use one of: {', '.join(get_args(Precision))}")
+    if sign is not None:  # refused before any work
+        from edgedeploy.fileio import open_input
+
+        with open_input(sign, "signing key", fix="pass the private key file (ssh-keygen -t ed25519 -f KEY)"):
+            pass
     spec = load_spec(config if config is not None else demo_spec_path())
     console.print(f"[bold]edgedeploy bundle[/] {escape(spec.name)} → {escape(str(out))}", highlight=False)
     stages = _RichStages()
     try:
         manifest = make_bundle(spec, out, precision or None, trust_code=trust_code, listener=stages,
-                               cache=None if no_cache else StageCache())
+                               cache=None if no_cache else StageCache(), sign_key=sign)
     finally:
         stages.stop()
     size = sum(f["size"] for f in manifest["files"].values())
@@ -233,6 +253,13 @@ def remote(
     bwlimit: Optional[int] = typer.Option(None, "--bwlimit", metavar="KBIT_S", show_default="no limit",
                                           help="limit copies to this many Kbit/s (scp -l)"),
     keep_remote: bool = typer.Option(False, "--keep-remote", metavar="", help="keep the run's folder on the device"),
+    max_fetch_mb: int = typer.Option(4096, "--max-fetch-mb", min=1, metavar="MB",
+                                     help="refuse to fetch an output folder larger than this"),
+    allowed_signers: Optional[str] = typer.Option(None, "--allowed-signers", metavar="FILE",
+                                                  help="build: the device checks the bundle's signature against this "
+                                                       "allowed_signers file (a path on the device)"),
+    require_signature: bool = typer.Option(False, "--require-signature", metavar="",
+                                           help="build: the device refuses an unsigned bundle"),
     debug: bool = DEBUG,
 ) -> None:
     """Build or validate on a device over SSH.
@@ -249,16 +276,21 @@ def remote(
         raise UsageError(f"invalid action {action!r}", fix="use build or validate")
     wrong = [flag for flag, value, used_by in (
         ("--target", target, "build"), ("--precision", precision, "build"), ("--baseline", baseline, "validate"),
-        ("--config", config, "validate"), ("--junit", junit, "validate")) if value is not None and used_by != action]
+        ("--config", config, "validate"), ("--junit", junit, "validate"),
+        ("--allowed-signers", allowed_signers, "build"), ("--require-signature", require_signature or None, "build"))
+        if value is not None and used_by != action]
     if wrong:
         raise UsageError(f"{wrong[0]} does not apply to `remote {action}`")
     dest = Destination.parse(device)
     job = RemoteJob(Ssh(dest, ssh_config, list(ssh_option), bwlimit), venv=venv, remote_dir=remote_dir,
                     keep_remote=keep_remote, columns=shutil.get_terminal_size((120, 24)).columns,
+                    max_fetch_bytes=max_fetch_mb << 20,
                     say=lambda line: console.print(f"[bold]{escape(str(dest))}[/] {escape(line)}", highlight=False,
                                                    soft_wrap=True))
     if action == "build":
-        args = [*(["--target", target] if target else []), *(["--precision", precision] if precision else [])]
+        args = [*(["--target", target] if target else []), *(["--precision", precision] if precision else []),
+                *(["--allowed-signers", allowed_signers] if allowed_signers else []),
+                *(["--require-signature"] if require_signature else [])]
         out = out or Path("edgedeploy-out") / f"{path.name}-{target or 'default'}-{dest.host.split('@')[-1]}"
         code = job.build(path, out, args)
     else:
@@ -656,10 +688,51 @@ def _error_line(label: str, message: str) -> None:
     console.print(Text.assemble((label, "red"), " ", message), highlight=False, soft_wrap=True)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the program is, so every `with` block cleans up (staging folders, locks, the
+    device's command of `remote`); `note` is what the cleanup did that the one line should say."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupted(signum: int, frame) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal does not wait for the cleanup
+        signal.signal(sig, lambda s, f: os._exit(128 + s))
+    raise Interrupted(signum)
+
+
+def _interrupted_line(e: KeyboardInterrupt) -> int:
+    """`interrupted; <folder> unchanged` (and what was stopped); the exit code, 128 + the signal."""
+    from edgedeploy.outfolder import WRITTEN, folders_in_progress
+
+    folders = folders_in_progress()
+    said = "; ".join([*([f"{', '.join(map(str, folders))} unchanged"] if folders else []),
+                      *([f"{', '.join(map(str, WRITTEN))} written"] if WRITTEN else []),
+                      *([] if folders or WRITTEN else ["nothing was written"]),
+                      *([e.note] if getattr(e, "note", None) else [])])
+    _error_line("interrupted;", said)
+    return 128 + getattr(e, "signum", signal.SIGINT)
+
+
+def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (or Interrupted) an exception was raised from or while handling, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main() -> None:
     """The command line, with every failure as one line: EdgeDeployError (and OS errors the user can fix, such as a
     full disk) as `error:` with their exit code; anything else is a bug in edgedeploy or a library
-    (`internal error`)."""
+    (`internal error`); SIGINT and SIGTERM as `interrupted; <folder> unchanged`, exit 130 / 143."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupted)
     try:
         app()
     except EdgeDeployError as e:
@@ -669,9 +742,13 @@ def main() -> None:
                 console.print(e.log, markup=False, highlight=False, soft_wrap=True)
         _error_line("error:", e.message)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        _error_line("interrupted", "")
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        sys.exit(_interrupted_line(e))
+    except SystemExit as e:  # Typer turns an interrupt into exit 130, silently: answer it here
+        interrupt = _interrupt_behind(e)
+        if interrupt is None:
+            raise
+        sys.exit(_interrupted_line(interrupt))
     except MemoryError as e:  # the machine's limit, not a bug: say so, and what to change
         if _debug["on"]:
             traceback.print_exc()

@@ -43,6 +43,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,6 +57,14 @@ REPORT_MARKER = "edgedeploy-report.json"
 BUNDLE_MARKER = "bundle.json"  # the bundle's own manifest (edgedeploy.bundle.manifest), written by the bundle
 Kind = Literal["build", "report", "bundle"]
 _MARKERS: dict[str, str] = {"build": BUILD_MARKER, "report": REPORT_MARKER, "bundle": BUNDLE_MARKER}
+_WRITING: list[Path] = []  # the folders this process is writing and has not committed (for an interrupted command)
+WRITTEN: list[Path] = []  # the folders this process has replaced
+
+
+def folders_in_progress() -> list[Path]:
+    """The output folders this process has checked or entered and not yet replaced: an interrupted command names them
+    (unchanged, since a folder is replaced only as a whole)."""
+    return list(_WRITING)
 _WHAT = {"build": "a build folder", "report": "a report folder (edgedeploy validate / debug precision)",
          "bundle": "a bundle folder (edgedeploy bundle)"}
 _LONGEST_SIBLING = ".staging"  # the longest suffix of the names written beside the folder (.NAME.staging)
@@ -226,6 +235,7 @@ class OutputFolder:
         self.committed = False
 
     def __enter__(self) -> OutputFolder:
+        self._writing()
         self._check_writable()
         try:
             self._lock.__enter__()
@@ -246,8 +256,13 @@ class OutputFolder:
             raise
         return self
 
+    def _writing(self) -> None:
+        if self.final not in _WRITING:
+            _WRITING.append(self.final)
+
     def check(self) -> Path:
         """The checks entry makes, made now without the lock, to refuse a path before any work; the path."""
+        self._writing()
         self._check_writable()
         self._check_placement()
         return self.final
@@ -256,8 +271,15 @@ class OutputFolder:
         marker = self.staging / _MARKERS[self.kind]
         if not marker.exists():  # a bundle writes its own (bundle.json)
             fileio.write_json(marker, {"schema": "edgedeploy.folder/1", "kind": self.kind, "edgedeploy": __version__})
-        fileio.replace_dir(self.staging, self.final)
-        self.committed = True
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # the swap is not cut in two
+        try:
+            fileio.replace_dir(self.staging, self.final)
+            self.committed = True
+            if self.final in _WRITING:
+                _WRITING.remove(self.final)
+            WRITTEN.append(self.final)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def __exit__(self, kind, error, traceback) -> None:
         if not self.committed:
@@ -410,5 +432,5 @@ def _link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         shutil.copy2(src, dst)
 
 
-__all__ = ["OutputFolder", "FolderLock", "output_path", "output_file", "report_path", "folder_kind", "BUILD_MARKER",
+__all__ = ["OutputFolder", "FolderLock", "folders_in_progress", "WRITTEN", "output_path", "output_file", "report_path", "folder_kind", "BUILD_MARKER",
            "REPORT_MARKER"]

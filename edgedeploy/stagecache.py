@@ -30,6 +30,24 @@ What a key holds (anything else that changes the result is a reason to pass `--n
   and the versions of onnx, onnxsim, onnxslim, onnxruntime, numpy and Python.
 - both: edgedeploy's version and the sha256 of its own source files, so a changed pass or exporter wrapper re-runs
   (this also covers the bundled demo and benchmark models, which live in the package).
+
+Who may write the cache (threat model). A key says what an entry was made from; key.json's file table says its files
+are still what was written. Neither says *who* wrote them: anyone able to write an entry can replace raw.onnx and
+reference.npz together and rehash key.json, and the next build would reuse a model that is not the source's, with a
+reference that agrees with it (so validation passes). So:
+
+- the cache is the user's own, as OpenSSH treats ~/.ssh: the cache root, `stages/`, each stage folder and each entry
+  must be owned by the user, not group- or world-writable, and not a symbolic link; otherwise the cache is skipped
+  for the build, with a warning naming the folder and the fix (`chmod go-w`, or point XDG_CACHE_HOME elsewhere);
+- every entry is sealed: `seals/<stage>/<key16>` holds an HMAC-SHA256 of its key.json under a per-user secret,
+  `secret.key` in the cache root (32 random bytes, mode 0600, made on first use). An entry whose seal is missing or
+  wrong (made by someone without the secret, or before seals) is refused, deleted and re-made. Whoever can read the
+  user's 0600 files can forge a seal; that is the user (or root), whom no cache check can keep out.
+- a cache that cannot be written (XDG_CACHE_HOME or HOME a file, a read-only file system, no permission) is skipped
+  with a warning; the build goes on without it.
+
+`edgedeploy cache clear` removes only what it can prove is an entry (a real folder named by a key, holding key.json),
+never follows a symbolic link (a linked cache root or stage folder is refused), and counts what it removed.
 """
 
 from __future__ import annotations
@@ -37,19 +55,26 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import hmac
 import importlib.metadata
 import importlib.util
 import os
 import platform
+import re
+import secrets
 import shutil
+import stat
 import sys
 import sysconfig
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgedeploy import __version__, fileio
-from edgedeploy.precision.cache import KEY_FILE, CacheEntry, CalibrationCache
+from edgedeploy.errors import EdgeDeployError
+from edgedeploy.precision.cache import KEY_FILE, CacheEntry, CalibrationCache, key_of
 from edgedeploy.sources import families
 from edgedeploy.versions import package_versions
 
@@ -260,16 +285,166 @@ def optimize_material(raw_sha256: str, settings: dict[str, Any], verify_sha256: 
 
 
 # ------------------------------------------------------------------------------------------- the cache
-class StageCache:
-    """`lookup` an entry for a stage's key material; `restore` a reused one into a folder, or `store` new files."""
+SECRET_FILE = "secret.key"
+SEALS = "seals"
+_ENTRY_NAME = re.compile(r"[0-9a-f]{16}")
+_MAX_KEY_FILE_BYTES = 16 << 20
 
-    def __init__(self, root: Path | None = None):
+
+class _FileRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    size: int = Field(ge=0)
+    sha256: str
+
+
+class KeyFile(BaseModel):
+    """key.json of a stage cache entry, as `cache ls` and the cache's own readers read it."""
+
+    model_config = ConfigDict(extra="ignore")
+    key: str
+    material: dict[str, Any]
+    files: dict[str, _FileRecord]
+
+
+def read_key_file(path: Path) -> KeyFile:
+    """A key.json through its typed model; one EdgeDeployError naming the file and the field otherwise."""
+    try:
+        raw = fileio.read_input(path, "cache key file", max_bytes=_MAX_KEY_FILE_BYTES,
+                                fix="remove the entry (edgedeploy cache clear)")
+        return KeyFile.model_validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise EdgeDeployError(f"unreadable cache key file: `{field}`: {first['msg']}", where=str(path),
+                              fix="remove the entry (edgedeploy cache clear)") from None
+
+
+def ownership_problem(path: Path) -> str | None:
+    """Why `path` (a cache folder or file) is not the user's own, as OpenSSH checks ~/.ssh; None when it is."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} is a symbolic link (to {os.readlink(path)}); the cache must be a real folder of yours"
+    if st.st_uid != os.getuid():
+        return f"{path} is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} is writable by {'others' if st.st_mode & stat.S_IWOTH else 'its group'} (mode " \
+               f"{stat.S_IMODE(st.st_mode):04o}), so anyone there could plant a result"
+    return None
+
+
+def _stderr_warning(text: str) -> None:
+    sys.stderr.write(f"warning: {text}\n")
+    sys.stderr.flush()
+
+
+class StageCache:
+    """`lookup` an entry for a stage's key material; `restore` a reused one into a folder, or `store` new files.
+    A cache that is not the user's own or cannot be written is skipped (module docstring), with one warning."""
+
+    def __init__(self, root: Path | None = None, warn: Callable[[str], None] = _stderr_warning):
         self.root = Path(root) if root is not None else default_root()
         self._results = CalibrationCache(self.root / "stages", what="stage result", remade="re-ran",
                                          nearest=True)
+        self._warn = warn
+        self._secret: bytes | None = None
+        self._skipped: str | None = None
+        self._checked = False
 
+    # ------------------------------------------------------------------------------------------ trust
+    def _open(self) -> str | None:
+        """Check (once) that the cache is the user's and writable, and read or make its secret; why not, or None."""
+        if self._checked:
+            return self._skipped
+        self._checked = True
+        why = self._check()
+        if why is not None:
+            self._skipped = f"stage cache skipped: {why}"
+            self._warn(self._skipped)
+        return self._skipped
+
+    def _check(self) -> str | None:
+        fix_owner = "fix: chmod go-w (and chown) the folder, or set XDG_CACHE_HOME to a folder of your own"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for sub in ("stages", SEALS):
+                (self.root / sub).mkdir(exist_ok=True, mode=0o700)
+        except OSError as e:
+            return (f"{self.root} cannot be made ({e.strerror or e}); the build goes on without it (fix: set "
+                    "XDG_CACHE_HOME to a writable folder, or pass --no-cache)")
+        for folder in (self.root, self.root / "stages", self.root / SEALS,
+                       *(self.root / sub / name for sub in ("stages", SEALS) for name in STAGES)):
+            problem = ownership_problem(folder)
+            if problem is not None:
+                return f"{problem} ({fix_owner})"
+        try:
+            self._secret = self._read_secret()
+        except OSError as e:
+            return (f"{self.root / SECRET_FILE} cannot be read or made ({e.strerror or e}; fix: remove it, or set "
+                    "XDG_CACHE_HOME to a writable folder of your own)")
+        except EdgeDeployError as e:
+            return f"{e.what} ({e.fix})"
+        return None
+
+    def _read_secret(self) -> bytes:
+        path = self.root / SECRET_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
+                raise EdgeDeployError(f"{path} is not a private file of yours (mode {stat.S_IMODE(st.st_mode):04o}, "
+                                      f"uid {st.st_uid})", fix="fix: remove it (edgedeploy makes a new one, and "
+                                                               "re-makes every entry)")
+            secret = f.read(64)
+        if len(secret) != 32:
+            raise EdgeDeployError(f"{path} is not a cache secret ({len(secret)} bytes)",
+                                  fix="fix: remove it (edgedeploy makes a new one)")
+        return secret
+
+    def _seal_path(self, entry_dir: Path) -> Path:
+        return self.root / SEALS / entry_dir.parent.name / entry_dir.name
+
+    def _seal(self, entry_dir: Path) -> str:
+        return hmac.new(self._secret, (entry_dir / KEY_FILE).read_bytes(), hashlib.sha256).hexdigest()
+
+    def _unsealed(self, entry: CacheEntry) -> str | None:
+        """Why the reused entry cannot be vouched for (ownership, seal), or None."""
+        problem = ownership_problem(entry.dir) or ownership_problem(entry.dir / KEY_FILE)
+        if problem is not None:
+            return problem
+        try:
+            recorded = self._seal_path(entry.dir).read_text().strip()
+            if hmac.compare_digest(recorded, self._seal(entry.dir)):
+                return None
+        except (OSError, UnicodeDecodeError):
+            return f"its seal ({SEALS}/{entry.kind}/{entry.dir.name}) is missing"
+        return f"its seal ({SEALS}/{entry.kind}/{entry.dir.name}) does not match key.json (the entry was not written " \
+               "by this user's edgedeploy)"
+
+    # ------------------------------------------------------------------------------------------ entries
     def lookup(self, stage: str, material: dict[str, Any]) -> CacheEntry:
-        return self._results.entry(stage, material)
+        skipped = self._open()
+        if skipped is not None:
+            key = key_of(material)
+            return CacheEntry(stage, key, self.root / "stages" / stage / key[:16], material, "off", skipped)
+        entry = self._results.entry(stage, material)
+        if entry.reused:
+            why = self._unsealed(entry)
+            if why is not None:
+                fileio.remove(entry.dir)
+                fileio.remove(self._seal_path(entry.dir))
+                entry = CacheEntry(stage, entry.key, entry.dir, entry.material, "refused",
+                                   f"refused and re-made: {why}")
+        return entry
 
     @staticmethod
     def restore(entry: CacheEntry, out_dir: Path, names: list[str]) -> list[Path]:
@@ -282,49 +457,81 @@ class StageCache:
                 copied.append(out_dir / name)
         return copied
 
-    @staticmethod
-    def store(entry: CacheEntry, files: list[Path], records: dict[str, Any] | None = None) -> None:
+    def store(self, entry: CacheEntry, files: list[Path], records: dict[str, Any] | None = None) -> None:
         """Make `files` and the JSON `records` (name → object) the entry's result: copied into a staging folder,
-        the key file written last, swapped in. A cache that cannot be written (a full disk) is skipped."""
-        staged = entry.staging()
+        the key file written last, swapped in, and sealed. A cache that cannot be written (a full disk) is
+        skipped."""
+        if entry.status == "off" or self._secret is None:
+            return
+        staged = None
         try:
+            staged = entry.staging()
             for path in files:
                 shutil.copyfile(path, staged / path.name)
             for name, obj in (records or {}).items():
                 fileio.write_json(staged / name, obj)
             entry.commit(staged)
+            self._seal_path(entry.dir).parent.mkdir(exist_ok=True, mode=0o700)
+            fileio.write_text(self._seal_path(entry.dir), self._seal(entry.dir) + "\n")
         except OSError:
-            shutil.rmtree(staged, ignore_errors=True)  # a full cache disk must not fail the build
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)  # a full cache disk must not fail the build
             return
 
-    def entries(self) -> list[dict[str, Any]]:
-        """Every entry: stage, key, size, age, what it was made from (for `edgedeploy cache ls`)."""
-        import json
+    def _real_folder(self, path: Path) -> bool:
+        """True for a real folder; a symbolic link (to anything) is refused, never followed."""
+        if path.is_symlink():
+            raise EdgeDeployError(f"{path} is a symbolic link (to {os.readlink(path)}); edgedeploy never follows a "
+                                  "link in the cache", where=str(path),
+                                  fix="remove the link, or set XDG_CACHE_HOME to the real folder")
+        return path.is_dir()
 
+    def _entry_dirs(self, stage: str) -> list[Path]:
+        """The folders under a stage that are entries: real folders named by a key, holding a real key.json."""
+        folder = self.root / "stages" / stage
+        if not all(self._real_folder(p) for p in (self.root, self.root / "stages", folder)):
+            return []
+        return [p for p in sorted(folder.iterdir()) if _ENTRY_NAME.fullmatch(p.name) and not p.is_symlink()
+                and p.is_dir() and (p / KEY_FILE).is_file() and not (p / KEY_FILE).is_symlink()]
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every entry: stage, key, size, age, what it was made from (for `edgedeploy cache ls`); an entry whose
+        key.json does not read says so in `from`."""
         out = []
         for stage in STAGES:
-            for key_file in sorted((self.root / "stages" / stage).glob(f"*/{KEY_FILE}")):
+            for folder in self._entry_dirs(stage):
+                key_file = folder / KEY_FILE
                 try:
-                    record = json.loads(key_file.read_text())
-                except (OSError, ValueError):
-                    record = {}
-                files = record.get("files") or {}
-                material = record.get("material") or {}
-                source = material.get("source") or {}
-                made_from = (source.get("factory") or f"onnx {str(source.get('sha256', ''))[:12]}"
-                             if stage == "export" else f"raw.onnx {str(material.get('raw_sha256', ''))[:12]}")
-                out.append({"stage": stage, "key": key_file.parent.name, "dir": str(key_file.parent),
-                            "bytes": sum(int(f.get("size", 0)) for f in files.values() if isinstance(f, dict)),
-                            "age_s": time.time() - key_file.stat().st_mtime, "from": made_from})
+                    record = read_key_file(key_file)
+                except EdgeDeployError as e:
+                    out.append({"stage": stage, "key": folder.name, "dir": str(folder), "bytes": 0,
+                                "age_s": time.time() - key_file.lstat().st_mtime,
+                                "from": f"{key_file}: {e.what} ({e.fix})"})
+                    continue
+                source = record.material.get("source")
+                source = source if isinstance(source, dict) else {}
+                if stage == "export":
+                    made_from = str(source.get("factory") or f"onnx {str(source.get('sha256', ''))[:12]}")
+                else:
+                    made_from = f"raw.onnx {str(record.material.get('raw_sha256', ''))[:12]}"
+                out.append({"stage": stage, "key": folder.name, "dir": str(folder),
+                            "bytes": sum(f.size for f in record.files.values()),
+                            "age_s": time.time() - key_file.lstat().st_mtime, "from": made_from})
         return out
 
     def clear(self, stage: str | None = None) -> tuple[int, int]:
-        """Delete every entry (or one stage's); returns (entries, bytes) freed."""
-        gone = [e for e in self.entries() if stage in (None, e["stage"])]
+        """Delete every entry (or one stage's) and its seal; returns (entries, bytes) removed. Only real entry
+        folders are removed; a symbolic link anywhere on the way is refused (EdgeDeployError), never followed."""
+        count = size = 0
         for name in ([stage] if stage else STAGES):
-            shutil.rmtree(self.root / "stages" / name, ignore_errors=True)
-        return len(gone), sum(e["bytes"] for e in gone)
+            for folder in self._entry_dirs(name):
+                files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+                bytes_ = sum(p.lstat().st_size for p in files)
+                shutil.rmtree(folder)
+                fileio.remove(self._seal_path(folder))
+                count, size = count + 1, size + bytes_
+        return count, size
 
 
-__all__ = ["StageCache", "default_root", "export_material", "optimize_material", "factory_code", "edgedeploy_code",
-           "STAGES"]
+__all__ = ["StageCache", "KeyFile", "read_key_file", "ownership_problem", "default_root", "export_material",
+           "optimize_material", "factory_code", "edgedeploy_code", "STAGES", "SECRET_FILE", "SEALS"]

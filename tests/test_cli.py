@@ -1,5 +1,5 @@
 """The command line's --debug switch; its error paths (one line, the right exit code, no traceback, nothing written)
-are the matrix in tests/test_bad_input.py."""
+are the matrix in tests/bad_input/."""
 
 from __future__ import annotations
 

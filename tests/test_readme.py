@@ -25,6 +25,9 @@ NOT_RUN = {
     "edgedeploy build bundle/ --target trt": "needs TensorRT on an NVIDIA device",
     "edgedeploy validate out/orin-fp16": "needs the TensorRT build above",
     "edgedeploy bundle mynet.yaml": "needs your own model (mypackage.models:build_mynet)",
+    "ssh-keygen -t ed25519": "makes a signing key in ~/.ssh (tests/bad_input/test_bundle.py signs and checks bundles "
+                             "with keys made the same way)",
+    "echo 'ci@fleet": "on a device: its allowed_signers file (tests/bad_input/test_bundle.py writes one)",
     "edgedeploy remote": "needs a device over SSH (tests/test_remote.py runs it against a loopback OpenSSH server)",
     "python3 -m venv": "set-up: .ci/run runs the README's set-up commands on a clean clone",
     "pip install torch": "set-up (.ci/run)",
@@ -35,6 +38,11 @@ NOT_RUN = {
                                                            "and the per-layer error take ~70 s on 2 cores",
     "edgedeploy build mynet.yaml": "needs your own model (mypackage.models:build_mynet)",
     "edgedeploy debug precision out/demo-ov8": "needs the int8 build above (over a minute); with --search ~90 s",
+    "edgedeploy build convnext.yaml": "needs timm with a torchvision built for the installed torch "
+                                      "(tests/models/test_package_sources.py builds every family in CI's model "
+                                      "environment)",
+    "sudo apt install python3-venv": "on a Jetson (see above)",
+    "mkdir -p ~/.config/edgedeploy": "on a device: the folder of its allowed_signers file (see below)",
 }
 
 

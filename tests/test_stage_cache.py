@@ -99,9 +99,9 @@ def spec_of(project: Path, **updates):
 def _changed(cache: StageCache, stage: str, before: dict, after: dict) -> list[str]:
     """Store an entry for `before`; the lookup for `after` must be a miss that names the changed fields."""
     entry = cache.lookup(stage, before)
-    staged = entry.staging()
-    (staged / "result").write_bytes(b"made from before")
-    entry.commit(staged)
+    result = cache.root / "result"
+    result.write_bytes(b"made from before")
+    cache.store(entry, [result])  # written and sealed as a build stores it
     assert cache.lookup(stage, before).status == "reused"
     again = cache.lookup(stage, after)
     assert again.status == "rebuilt" and not again.reused

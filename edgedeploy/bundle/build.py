@@ -26,13 +26,15 @@ from edgedeploy.validate.gate import load_reference
 
 
 def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None, precision: str | None = None,
-                      strict: bool = False, listener: pipeline.StageListener | None = None) -> dict[str, Any]:
-    """Check the bundle, build `target` at `precision` (default: the bundle's), validate against the bundled
-    reference (`strict`: every warning fails too), and replace `out` with the result; returns the report."""
+                      strict: bool = False, listener: pipeline.StageListener | None = None,
+                      signers: Path | None = None, require_signature: bool = False) -> dict[str, Any]:
+    """Check the bundle (its signature first, with `signers`: an allowed_signers file), build `target` at `precision`
+    (default: the bundle's), validate against the bundled reference (`strict`: every warning fails too), and replace
+    `out` with the result; returns the report."""
     timer = pipeline.StageTimer(listener or pipeline.StageListener())
     wall_start = time.perf_counter()
     with timer.stage("bundle") as t:
-        bundle = open_bundle(bundle_dir)
+        bundle = open_bundle(bundle_dir, signers, require_signature)
         default = bundle.manifest["default"]
         spec = bundle.spec.model_copy(update={"target": target or default["target"],
                                               "precision": precision or default["precision"]})
@@ -42,7 +44,8 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
             raise UsageError(f"the bundle holds {', '.join(bundle.precisions)}, not {spec.precision}",
                              where=str(bundle_dir), fix=f"make it with `edgedeploy bundle --precision {spec.precision}`")
         backend = pipeline.check_request(spec)
-        t.summary = f"{len(bundle.manifest['files'])} files match bundle.json ({bundle.sha256[:12]})"
+        t.summary = f"{len(bundle.manifest['files'])} files match bundle.json ({bundle.sha256[:12]})" + (
+            f", signed by {bundle.signer}" if bundle.signer else "")
     folder = OutputFolder(out)
     spec, folder.keep = pipeline.reused_results(spec, folder)
     with folder:
@@ -82,7 +85,7 @@ def _uses_bundled_variant(spec) -> bool:
 def _origin(bundle: Bundle) -> dict[str, Any]:
     m = bundle.manifest
     return {"path": str(bundle.path), "sha256": bundle.sha256, "created": m.get("created"),
-            "edgedeploy": m.get("edgedeploy"), "made_with": m.get("made_with")}
+            "edgedeploy": m.get("edgedeploy"), "made_with": m.get("made_with"), "signed_by": bundle.signer}
 
 
 __all__ = ["build_from_bundle"]

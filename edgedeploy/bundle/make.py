@@ -22,6 +22,7 @@ import onnx
 
 from edgedeploy import __version__, arrayfile, fileio, pipeline
 from edgedeploy.backends import precision_route
+from edgedeploy.bundle import signature
 from edgedeploy.bundle.manifest import CALIBRATION, MANIFEST, SCHEMA, SPEC, VARIANTS, file_table
 from edgedeploy.config import BuildSpec, Precision
 from edgedeploy.outfolder import OutputFolder
@@ -38,9 +39,11 @@ def default_precisions(spec: BuildSpec) -> list[str]:
 
 
 def make_bundle(spec: BuildSpec, out: Path, precisions: list[Precision] | None = None, *, trust_code: bool = False,
-                listener: pipeline.StageListener | None = None, cache: StageCache | None = None) -> dict[str, Any]:
+                listener: pipeline.StageListener | None = None, cache: StageCache | None = None,
+                sign_key: Path | None = None) -> dict[str, Any]:
     """Write the bundle for `spec` into `out` (replaced as a whole); returns its manifest. `cache`: the stage cache
-    export and optimize results are reused from (as a build's)."""
+    export and optimize results are reused from (as a build's); `sign_key`: an OpenSSH private key bundle.json is
+    signed with (edgedeploy.bundle.signature)."""
     spec = pipeline.resolve_source(spec, trust_code)
     precisions = sorted(set(precisions or default_precisions(spec)) | {"fp32"}, key=list(VARIANTS).index)
     # what a build would refuse before export (missing files, int8 without calibration data), the variants being
@@ -63,8 +66,10 @@ def make_bundle(spec: BuildSpec, out: Path, precisions: list[Precision] | None =
             fileio.write_json(staging / SPEC, _device_spec(spec, "int8" in precisions).model_dump(mode="json"))
             manifest = _without_workstation_paths(_manifest(spec, precisions, made, variants, file_table(staging)))
             fileio.write_json(staging / MANIFEST, folder.relocate(manifest))
+            if sign_key is not None:
+                signature.sign(staging / MANIFEST, sign_key)
             size = sum(f["size"] for f in manifest["files"].values())
-            t.summary = f"{len(manifest['files'])} files, {size / 1e6:.1f} MB"
+            t.summary = f"{len(manifest['files'])} files, {size / 1e6:.1f} MB" + (", signed" if sign_key else "")
         folder.commit()
     return manifest
 

@@ -10,6 +10,14 @@
 
 Opening a bundle checks every file against bundle.json before anything reads it: a missing, changed or extra file
 (or a symbolic link, which could point anywhere) is refused with one line naming it.
+
+A bundle is data, never code or a pointer elsewhere. bundle.json's hashes only show that the files are the ones it
+lists: anyone who can edit a bundle can rehash it (bundle.json.sig, signature.py, shows who made it). So spec.json is
+read through the bundle schema (BundleSpec): the build spec without anything that names code (`model.factory`,
+`calibration.function`, `trust_code`) or a path of the device's own (`calibration.cache_dir`, TensorRT's timing and
+calibrator caches, `validation.data`, a checkpoint), and with its only paths fixed to the bundle's own files
+(`model.onnx: deploy.onnx`, `calibration.data: calibration.npz`); anything else is refused with one line naming the
+field.
 """
 
 from __future__ import annotations
@@ -18,10 +26,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from edgedeploy import fileio
-from edgedeploy.config import BuildSpec, load_spec
+from edgedeploy.bundle.signature import SIGNATURE, verify
+from edgedeploy.config import BuildSpec, CalibrationSpec, ModelSource, TensorRTSettings, ValidationSettings, load_spec
 from edgedeploy.errors import EdgeDeployError, UsageError
 
 SCHEMA = "edgedeploy.bundle/1"
@@ -30,6 +41,47 @@ _MAX_MANIFEST_BYTES = 16 << 20  # it came over the network: a file table, never 
 SPEC = "spec.json"
 VARIANTS = {"fp32": "deploy.onnx", "fp16": "deploy.fp16.onnx", "int8": "deploy.int8.qdq.onnx"}
 CALIBRATION = "calibration.npz"
+_MAX_SPEC_BYTES = 4 << 20
+
+
+def _narrowed(base: type[BaseModel], **fields: Any) -> type[BaseModel]:
+    """`base`'s fields (extra keys forbidden), with `fields` replacing some: `None` for a field a bundle may only
+    leave empty, a Literal for a path that must be one of the bundle's files."""
+    kept = {name: (f.annotation, f) for name, f in base.model_fields.items() if name not in fields}
+    return create_model(f"Bundle{base.__name__}", __config__=ConfigDict(extra="forbid"), **{**kept, **fields})
+
+
+_EMPTY = (None, None)
+BundleSpec = _narrowed(
+    BuildSpec,
+    model=(_narrowed(ModelSource, factory=_EMPTY, checkpoint=_EMPTY, kwargs=(dict[str, None], {}),
+                     onnx=(Literal["deploy.onnx"], ...)), ...),
+    validation=(_narrowed(ValidationSettings, data=_EMPTY), ...),
+    calibration=(_narrowed(CalibrationSpec, function=_EMPTY, cache_dir=_EMPTY,
+                           data=(Literal["calibration.npz"] | None, None)), ...),
+    tensorrt=(_narrowed(TensorRTSettings, timing_cache=_EMPTY, calibration_cache=_EMPTY,
+                        calibration_data=(Literal["calibration.npz"] | None, None)), ...),
+)
+BundleSpec.__doc__ = "spec.json as a device reads it: data only, its paths the bundle's own files (module docstring)."
+
+
+def _check_spec(folder: Path) -> None:
+    """spec.json through the bundle schema: one line naming the first field a bundle may not hold."""
+    raw = fileio.read_input(folder / SPEC, SPEC, max_bytes=_MAX_SPEC_BYTES,
+                            fix="copy the bundle again, or make it again with `edgedeploy bundle`")
+    try:
+        BundleSpec.model_validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        field = field if field.isprintable() else repr(field)[1:-1]
+        if first["type"] in ("extra_forbidden", "none_required"):
+            why = "is not allowed in a bundle (a bundle is data: it names no code and no path outside itself)"
+        elif first["type"] == "literal_error":
+            why = f"must name the bundle's own file ({first['msg'].removeprefix('Input should be ')})"
+        else:
+            why = f"is invalid ({first['msg']})"
+        raise _refused(folder, f"{SPEC}: `{field}` {why}") from None
 
 
 @dataclass
@@ -38,6 +90,7 @@ class Bundle:
     manifest: dict[str, Any]
     spec: BuildSpec  # paths resolved into `path`
     sha256: str  # of bundle.json: names this bundle
+    signer: str | None = None  # the principal whose signature was checked (None: not checked)
 
     @property
     def precisions(self) -> list[str]:
@@ -49,7 +102,7 @@ def is_bundle(path: str | os.PathLike) -> bool:
 
 
 def file_table(folder: Path) -> dict[str, dict[str, Any]]:
-    """{relative path: {sha256, size}} of every file under `folder` except bundle.json."""
+    """{relative path: {sha256, size}} of every file under `folder` except bundle.json (and its signature)."""
     return {rel: {"sha256": fileio.sha256_file(folder / rel), "size": (folder / rel).stat().st_size}
             for rel in _listing(folder)}
 
@@ -62,7 +115,7 @@ def _listing(folder: Path) -> list[str]:
             rel = path.relative_to(folder).as_posix()
             if path.is_symlink():
                 raise _refused(folder, f"{rel} is a symbolic link (a bundle holds plain files only)")
-            if path.is_file() and rel != MANIFEST:
+            if path.is_file() and rel not in (MANIFEST, SIGNATURE):
                 out.append(rel)
     return sorted(out)
 
@@ -88,32 +141,41 @@ def _shape_problem(manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def read_manifest(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
-    """bundle.json, parsed and its shape checked (schema, file table, precisions, default), with its bytes; the files
-    it lists are not checked here (open_bundle does)."""
+def read_manifest(path: str | os.PathLike, signers: Path | None = None,
+                  require_signature: bool = False) -> tuple[dict[str, Any], bytes, str | None]:
+    """bundle.json, parsed and its shape checked (schema, file table, precisions, default), with its bytes and the
+    signer: with `signers` (an allowed_signers file) its signature is checked first, on the bytes then parsed;
+    `require_signature` without `signers` is a usage error. The files it lists are not checked here (open_bundle
+    does)."""
     folder = Path(path)
     if not is_bundle(folder):
         raise UsageError(f"not a bundle (no {MANIFEST})", where=str(folder),
                          fix="pass the folder `edgedeploy bundle --out` wrote")
+    if require_signature and signers is None:
+        raise UsageError("--require-signature needs an allowed signers file to check the signature against",
+                         where=str(folder), fix="pass --allowed-signers FILE or set EDGEDEPLOY_ALLOWED_SIGNERS")
     raw = fileio.read_input(folder / MANIFEST, MANIFEST, max_bytes=_MAX_MANIFEST_BYTES,
                             fix="copy the bundle again, or make it again with `edgedeploy bundle`")
+    signer = verify(folder, raw, signers) if signers is not None else None
     try:
         manifest = json.loads(raw)
-    except ValueError as e:
-        raise _refused(folder, f"{MANIFEST} is not JSON ({e})") from None
+    except (ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise _refused(folder, f"{MANIFEST} is not JSON ({reason})") from None
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         schema = manifest.get("schema") if isinstance(manifest, dict) else None
         raise _refused(folder, f"{MANIFEST} has schema {schema!r}, this edgedeploy reads {SCHEMA}")
     problem = _shape_problem(manifest)
     if problem:
         raise _refused(folder, f"{MANIFEST} {problem}")
-    return manifest, raw
+    return manifest, raw, signer
 
 
-def open_bundle(path: str | os.PathLike) -> Bundle:
-    """Read and check a bundle: bundle.json, then every file's size and sha256 against it, before any is used."""
+def open_bundle(path: str | os.PathLike, signers: Path | None = None, require_signature: bool = False) -> Bundle:
+    """Read and check a bundle: its signature (with `signers`), bundle.json, then every file's size and sha256
+    against it and spec.json against the bundle schema, before any is used."""
     folder = Path(path)
-    manifest, raw = read_manifest(folder)
+    manifest, raw, signer = read_manifest(folder, signers, require_signature)
     recorded = manifest["files"]
     present = _listing(folder)
     for rel in sorted(recorded):
@@ -125,8 +187,9 @@ def open_bundle(path: str | os.PathLike) -> Bundle:
         size = (folder / rel).stat().st_size
         if size != recorded[rel]["size"] or fileio.sha256_file(folder / rel) != recorded[rel]["sha256"]:
             raise _refused(folder, f"{rel} does not match its sha256 in {MANIFEST} (changed after the bundle was made)")
-    return Bundle(folder, manifest, load_spec(folder / SPEC), fileio.sha256_bytes(raw))
+    _check_spec(folder)
+    return Bundle(folder, manifest, load_spec(folder / SPEC), fileio.sha256_bytes(raw), signer)
 
 
-__all__ = ["Bundle", "open_bundle", "read_manifest", "is_bundle", "file_table", "SCHEMA", "MANIFEST", "SPEC", "VARIANTS",
+__all__ = ["Bundle", "BundleSpec", "open_bundle", "read_manifest", "is_bundle", "file_table", "SCHEMA", "MANIFEST", "SPEC", "VARIANTS",
            "CALIBRATION"]

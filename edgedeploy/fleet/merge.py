@@ -3,14 +3,21 @@ latency and pass/fail — in Markdown (a CI step summary) and self-contained HTM
 
 A row's device is what the report says it ran on (edgedeploy.device: the Jetson model or the CPU, with the target
 backend); its run is the name of the folder holding report.json, which the fleet workflow names DEVICE-PRECISION.
+
+The reports come from devices (over `remote`, or as CI artifacts), so they are untrusted: each is read through a
+typed model of exactly the fields the table uses (ReportFields; a field of the wrong type, or a file that is not JSON
+or too deep, is one UsageError naming the file and the field), and every text cell of fleet.md is escaped for
+Markdown as GitHub renders a step summary: no report field can add a line, a heading, an image, a link or HTML.
 """
 
 from __future__ import annotations
 
 import html
-import json
+import re
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgedeploy import device as device_conditions
 from edgedeploy import fileio
@@ -18,22 +25,109 @@ from edgedeploy.errors import UsageError
 from edgedeploy.tasks import task_of
 
 _PRECISIONS = ("fp32", "fp16", "int8")
+_MAX_REPORT_BYTES = 64 << 20
+
+
+class _Fields(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=True)
+
+
+class _Nvpmodel(_Fields):
+    id: int | str
+    name: str | None = None
+
+
+class _Jetson(_Fields):
+    nvpmodel: _Nvpmodel | None = None
+    jetson_clocks: bool | None = None
+
+
+class _Cpu(_Fields):
+    governors: list[str] | None = None
+    load_1m_per_core: float | None = None
+
+
+class _Device(_Fields):
+    model: str | None = None
+    jetson: _Jetson | None = None
+    cpu: _Cpu | None = None
+    temperatures_c: dict[str, float] | None = None
+
+
+class _Conditions(_Fields):
+    processor: str | None = None
+    backend: str | None = None
+    version: str | None = None
+
+
+class _Latency(_Fields):
+    batch: int
+    median_ms: float
+    p99_ms: float
+    unstable: bool = False
+
+
+class _Task(_Fields):
+    kind: str | None = None  # edgedeploy.tasks: which task's summary metrics these are
+    map50: float | None = None
+    map50_drop: float | None = None
+    top1: float | None = None
+    top1_drop: float | None = None
+    top1_agreement: float | None = None
+    map50_vs_reference: float | None = None
+
+
+class _Check(_Fields):
+    name: str
+    status: str | None = None
+    passed: bool = False
+
+
+class _Tensor(_Fields):
+    rel_l2: float
+
+
+class ReportFields(_Fields):
+    """The fields of a report.json that `report merge` (and `remote`'s fetch) read, typed."""
+
+    schema_: str = Field(alias="schema", pattern=r"^edgedeploy\.report/")
+    kind: str | None = None
+    name: str | None = None
+    target: str
+    precision: str
+    passed: bool
+    device: _Device | None = None
+    conditions: _Conditions = Field(default_factory=_Conditions)
+    latency: list[_Latency] = Field(default_factory=list)
+    task: _Task | None = None
+    checks: list[_Check] = Field(default_factory=list)
+    tensors: dict[str, _Tensor] = Field(default_factory=dict)
+
+
+def read_report(path: Path) -> ReportFields:
+    """report.json through ReportFields; a missing, unreadable, foreign or malformed file is one UsageError naming
+    the file and the field."""
+    fix = "pass the report.json files that edgedeploy build or validate wrote"
+    raw = fileio.read_input(path, "report", max_bytes=_MAX_REPORT_BYTES, fix=fix)
+    try:
+        return ReportFields.model_validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        if first["type"].startswith("json") or first["type"] == "recursion_loop" or not field:
+            raise UsageError(f"not a readable JSON report ({first['msg']})", where=str(path), fix=fix) from None
+        if field == "schema":
+            raise UsageError("not an edgedeploy report.json (`schema` is not edgedeploy.report/N)", where=str(path),
+                             fix=fix) from None
+        raise UsageError(f"not a valid edgedeploy report: `{field}`: {first['msg']}", where=str(path),
+                         fix=fix) from None
 
 
 def load_reports(paths: list[Path]) -> list[dict[str, Any]]:
     """Each report.json with the fields the table needs; an unreadable or foreign file is a UsageError naming it."""
     rows = []
     for path in paths:
-        try:
-            report = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UsageError("report not found", where=str(path)) from None
-        except (OSError, ValueError) as e:
-            raise UsageError(f"not a readable JSON report ({e})", where=str(path)) from None
-        if not isinstance(report, dict) or not str(report.get("schema", "")).startswith("edgedeploy.report/"):
-            raise UsageError("not an edgedeploy report.json", where=str(path),
-                             fix="pass the report.json files that edgedeploy build or validate wrote")
-        rows.append(_row(Path(path), report))
+        rows.append(_row(Path(path), read_report(Path(path))))
     if not rows:
         raise UsageError("no reports given", fix="pass report.json files, e.g. out/*/report.json")
     return sorted(rows, key=lambda r: (r["device"], r["target"], _order(r["precision"]), r["run"]))
@@ -43,34 +137,33 @@ def _order(precision: str) -> int:
     return _PRECISIONS.index(precision) if precision in _PRECISIONS else len(_PRECISIONS)
 
 
-def _row(path: Path, report: dict[str, Any]) -> dict[str, Any]:
-    conditions = report.get("conditions", {})
-    dev = report.get("device")
-    model = (dev or {}).get("model") or conditions.get("processor") or "unknown device"
-    latency = {t["batch"]: t for t in report.get("latency", [])}
+def _row(path: Path, report: ReportFields) -> dict[str, Any]:
+    conditions = report.conditions
+    dev = report.device.model_dump(exclude_none=True) if report.device is not None else None
+    model = (dev or {}).get("model") or conditions.processor or "unknown device"
+    latency = {t.batch: t for t in report.latency}
     first = latency[min(latency)] if latency else None
-    task = report.get("task") or {}
-    failed = [c["name"] for c in report.get("checks", []) if c.get("status", "pass" if c.get("passed") else "fail")
-              == "fail"]
+    failed = [c.name for c in report.checks if (c.status or ("pass" if c.passed else "fail")) == "fail"]
     return {
-        "run": path.parent.name, "path": str(path), "kind": report.get("kind"), "name": report.get("name"),
-        "device": f"{model} · {report.get('target')}", "conditions": device_conditions.summary(dev),
-        "target": report.get("target"), "precision": report.get("precision"),
-        "backend": f"{conditions.get('backend', report.get('target'))} {conditions.get('version', '')}".strip(),
-        "accuracy": _accuracy(task),
-        "rel_l2": max((m["rel_l2"] for m in report.get("tensors", {}).values()), default=None),
-        "latency_batch": first["batch"] if first else None,
-        "median_ms": first["median_ms"] if first else None,
-        "p99_ms": first["p99_ms"] if first else None,
-        "unstable": bool(first and first.get("unstable")),
-        "passed": bool(report.get("passed")), "failed_checks": failed,
+        "run": path.parent.name, "path": str(path), "kind": report.kind, "name": report.name,
+        "device": f"{model} · {report.target}", "conditions": device_conditions.summary(dev),
+        "target": report.target, "precision": report.precision,
+        "backend": f"{conditions.backend or report.target} {conditions.version or ''}".strip(),
+        "accuracy": _accuracy(report.task or _Task()),
+        "rel_l2": max((m.rel_l2 for m in report.tensors.values()), default=None),
+        "latency_batch": first.batch if first else None,
+        "median_ms": first.median_ms if first else None,
+        "p99_ms": first.p99_ms if first else None,
+        "unstable": bool(first and first.unstable),
+        "passed": report.passed, "failed_checks": failed,
     }
 
 
-def _accuracy(task: dict[str, Any]) -> str:
+def _accuracy(task: _Task) -> str:
     """The task's headline metric (edgedeploy.tasks: its summary_metrics) with its drop when known."""
-    kind = task_of(task)
-    found = kind.summary(task) if kind is not None else None
+    record = task.model_dump(exclude_none=True)
+    kind = task_of(record)
+    found = kind.summary(record) if kind is not None else None
     if found is None:
         return "—"
     metric, value, drop = found
@@ -122,8 +215,20 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+_MARKDOWN = re.compile(r"[\\`*_{}\[\]<>#!|~&$]|:(?=//)|(?<=www)\.")  # no line start in a cell: no list markers
+
+
+def md_text(value: Any) -> str:
+    """`value` as one line of Markdown text that renders as itself in a GitHub step summary: line breaks and other
+    control characters become spaces, and every character Markdown or HTML gives a meaning inside a line (headings,
+    emphasis, code, links and images (a `(` after an escaped `]` is text), table cells, HTML tags and entities, math;
+    the `:` of `://` and the `.` of `www.`, which GitHub would turn into links) is backslash-escaped."""
+    text = "".join(" " if not ch.isprintable() else ch for ch in str(value))
+    return _MARKDOWN.sub(lambda m: "\\" + m.group(0), text)
+
+
 def _md_row(cells: list[str]) -> str:
-    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+    return "| " + " | ".join(md_text(c) for c in cells) + " |"
 
 
 def render_html(rows: list[dict[str, Any]]) -> str:
@@ -157,4 +262,4 @@ def merge(paths: list[Path], out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["merge", "load_reports", "render_markdown", "render_html"]
+__all__ = ["merge", "load_reports", "read_report", "ReportFields", "md_text", "render_markdown", "render_html"]

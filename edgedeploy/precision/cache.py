@@ -117,7 +117,7 @@ def check_key_file(artifact: Path, key_file: Path, material: Mapping[str, Any], 
                               where=str(artifact), fix=f"delete it to recalibrate (its key goes to {key_file.name})")
     try:
         recorded = json.loads(key_file.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise EdgeDeployError(f"unreadable calibration key file ({' '.join(str(e).split())})", where=str(key_file),
                               fix="delete the cache and its key file to recalibrate") from None
     if not isinstance(recorded, dict):
@@ -209,7 +209,7 @@ class CalibrationCache:
                 continue
             try:
                 rec = json.loads(kf.read_text())
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 continue
             if not isinstance(rec, dict) or not isinstance(rec.get("material"), dict):
                 continue

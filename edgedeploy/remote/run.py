@@ -8,16 +8,20 @@ On the device, under --remote-dir (relative paths are relative to the login's ho
                             (`artifact/`) and the reports (`validate/`); removed once fetched unless --keep-remote
 
 The device's own `edgedeploy` (from the venv named by --venv) does the work; its progress is shown here as it comes.
-The output is fetched into the local folder the way a build writes one (edgedeploy.outfolder: staged beside it,
-checked against its manifest, swapped in whole), so a lost connection leaves the local folder as it was. The command
-exits with the device command's exit status.
+It runs in a process group of its own (setsid), its ID in runs/<run>/pgid, so an interrupted `remote` (Ctrl-C,
+SIGTERM) stops it there too and says so. The output is fetched into the local folder the way a build writes one
+(edgedeploy.outfolder: staged beside it, checked, swapped in whole), so a lost connection leaves the local folder as it
+was. What the device sends back is untrusted: the fetch is refused over a size budget (--max-fetch-mb, checked on the
+device before the copy and here after it); a build folder must hold a manifest.json that its files match, and only
+the files it lists and the build's own records are kept; a validate folder keeps only its reports; report.json is
+read through its typed model (edgedeploy.fleet.merge). The command exits with the device command's exit status.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import shlex
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +30,15 @@ from typing import Any, Callable
 from edgedeploy import fileio
 from edgedeploy.bundle.manifest import open_bundle
 from edgedeploy.errors import EdgeDeployError, UsageError
-from edgedeploy.outfolder import FolderLock, OutputFolder, report_path
-from edgedeploy.remote.ssh import Ssh
+from edgedeploy.fleet.merge import read_report
+from edgedeploy.outfolder import BUILD_MARKER, REPORT_MARKER, FolderLock, OutputFolder, report_path
+from edgedeploy.remote.ssh import Ssh, remote_path
 from edgedeploy.validate.gate import integrity_checks, read_manifest
 
 REMOTE_RECORD = "remote.json"  # written beside the fetched reports: device, commands, timings
+_REPORTS = ("report.json", "report.md", "report.html")
+_BUILD_RECORDS = {"manifest.json", BUILD_MARKER, "optimize.json", *_REPORTS}  # besides the files manifest.json lists
+_VALIDATE_FILES = {REPORT_MARKER, "junit.xml", *_REPORTS}
 
 
 @dataclass
@@ -41,10 +49,13 @@ class RemoteJob:
     keep_remote: bool = False
     columns: int = 120  # the device's rich output is laid out for this terminal width
     say: Callable[[str], None] = print
+    max_fetch_bytes: int = 4 << 30  # a fetched folder larger than this is refused
     seconds: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.remote_dir = _home_relative(self.remote_dir)
+        self.remote_dir = _home_relative(remote_path(self.remote_dir, "--remote-dir"))
+        if self.venv is not None:
+            remote_path(self.venv, "--venv")
         self.run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         self.run_dir = f"{self.remote_dir}/runs/{self.run_id}"
 
@@ -130,27 +141,59 @@ class RemoteJob:
         self.seconds["upload"] = round(self.seconds.get("upload", 0) + time.perf_counter() - start, 3)
 
     def _run(self, args: list[str], what: str) -> int:
+        """Run edgedeploy on the device in a process group of its own, its ID written to the run folder; interrupted
+        here, the group is stopped there too."""
         start = time.perf_counter()
-        env = f"COLUMNS={self.columns} PYTHONUNBUFFERED=1 "
-        done = self.ssh.run(env + shlex.join([self._edgedeploy(), *args]), f"{what} (the device may still be "
-                            f"working in {self.run_dir})", stream=True)
+        pgid = shlex.quote(f"{self.run_dir}/pgid")
+        inner = f'echo $$ > {pgid} && exec "$@"'
+        script = (f"COLUMNS={self.columns} PYTHONUNBUFFERED=1 setsid -w sh -c {shlex.quote(inner)} sh "
+                  + shlex.join([self._edgedeploy(), *args]))
+        try:
+            done = self.ssh.run(script, f"{what} (the device may still be working in {self.run_dir})", stream=True)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (edgedeploy.cli): stop the device's command, and say so
+            e.note = self._stop_remote(pgid)
+            raise
         self._timed("remote", start)
         return done.returncode
+
+    def _stop_remote(self, pgid: str) -> str:
+        try:
+            done = self.ssh.run(f"p=$(cat {pgid} 2>/dev/null) && kill -TERM -- -\"$p\" 2>/dev/null && echo \"$p\"",
+                                "stopping the device's command", timeout=15)
+            stopped = done.stdout.strip()
+        except (EdgeDeployError, OSError, subprocess.TimeoutExpired):
+            stopped = ""
+        if stopped:
+            return f"stopped the device's command (process group {stopped} on {self.ssh.destination})"
+        return f"the device's command could not be stopped: check {self.run_dir} on {self.ssh.destination}"
 
     def _fetch(self, remote: str, folder: OutputFolder, record: dict[str, Any], junit: Path | None = None) -> None:
         """Fetch the device's output folder into `folder` (staged, checked, swapped in whole); a command that wrote
         nothing (it failed before its first file) leaves the local folder as it was."""
         start = time.perf_counter()
-        done = self.ssh.run(f"test -f {shlex.quote(remote)}/report.json && echo written; true", "checking the output")
-        if "written" not in done.stdout.split():
+        quoted = shlex.quote(remote)
+        done = self.ssh.run(f"test -f {quoted}/report.json && echo written && du -sk {quoted}; true",
+                            "checking the output")
+        words = done.stdout.split()
+        if "written" not in words:
             self.say(f"the device wrote no output folder; {folder.final} is unchanged")
             self._cleanup()
             return
+        size_kib = words[1] if len(words) > 1 else ""
+        if not size_kib.isdigit() or int(size_kib) * 1024 > self.max_fetch_bytes:
+            raise EdgeDeployError(f"the device's output folder is {size_kib or 'of unknown size'} KiB, over the "
+                                  f"fetch budget of {self.max_fetch_bytes >> 20} MiB; not fetched",
+                                  where=f"{self.ssh.destination}:{remote}",
+                                  fix=f"raise --max-fetch-mb if the folder is expected to be this big; "
+                                      f"{folder.final} is unchanged")
         with folder:
             folder.staging.rmdir()  # scp -r creates it
             self.ssh.download(remote, folder.staging, "fetching the output folder")
-            _check_fetched(folder.staging)
+            self._check_fetched(folder.staging, validate=record["command"] == "validate")
             if junit is not None:
+                if not (folder.staging / "junit.xml").is_file():
+                    raise EdgeDeployError("the device wrote a report but no JUnit XML", where=str(junit),
+                                          fix=f"run the command again; {folder.final} is unchanged")
                 fileio.write_bytes(junit, (folder.staging / "junit.xml").read_bytes())
                 (folder.staging / "junit.xml").unlink()
             self._timed("fetch", start)
@@ -164,15 +207,41 @@ class RemoteJob:
             self.ssh.run(f"rm -rf {shlex.quote(self.run_dir)}", "removing the run folder on the device")
 
 
-def _check_fetched(staging: Path) -> None:
-    """A build folder must match its own manifest after the copy (a validate folder has no manifest)."""
-    if (staging / "manifest.json").is_file():
-        manifest, _ = read_manifest(staging)
-        changed = integrity_checks(staging, manifest)[0]["changed"]
-        if changed:
-            raise EdgeDeployError(f"the fetched folder does not match its manifest.json ({', '.join(changed)})",
-                                  fix="run the command again")
-    json.loads((staging / "report.json").read_text())
+    def _check_fetched(self, staging: Path, validate: bool) -> None:
+        """What came back, checked before it may replace anything: within the size budget, a build folder with a
+        manifest.json its files match, a report.json that reads; everything else (a file the manifest does not
+        list, a link) removed."""
+        size = sum(p.lstat().st_size for p in staging.rglob("*"))
+        if size > self.max_fetch_bytes:
+            raise EdgeDeployError(f"the fetched folder is {size >> 20} MiB, over the fetch budget of "
+                                  f"{self.max_fetch_bytes >> 20} MiB", where=str(self.ssh.destination),
+                                  fix="raise --max-fetch-mb if the folder is expected to be this big")
+        if validate:
+            keep = _VALIDATE_FILES
+        else:
+            if not (staging / "manifest.json").is_file():
+                raise EdgeDeployError("the device's output folder has no manifest.json, so what it holds cannot be "
+                                      "checked; not fetched", where=str(self.ssh.destination),
+                                      fix="check the device's edgedeploy (edgedeploy --version there) and run the "
+                                          "command again")
+            manifest, _ = read_manifest(staging)
+            changed = integrity_checks(staging, manifest)[0]["changed"]
+            if changed:
+                raise EdgeDeployError(f"the fetched folder does not match its manifest.json ({', '.join(changed)})",
+                                      fix="run the command again")
+            keep = _BUILD_RECORDS | set(manifest["files"])
+        _keep_only(staging, keep)
+        read_report(staging / "report.json")
+
+
+def _keep_only(folder: Path, keep: set[str]) -> None:
+    """Remove from `folder` every file whose relative path is not in `keep`, every link, and the folders left empty."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_symlink() or (path.is_file() and rel not in keep) or not (path.is_file() or path.is_dir()):
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def _home_relative(path: str | None) -> str | None:

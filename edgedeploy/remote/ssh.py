@@ -7,6 +7,11 @@ master left behind by a killed edgedeploy exits on its own.
 
 ssh exits 255 for its own errors and with the remote command's status otherwise; scp exits non-zero for any failure.
 Either becomes one EdgeDeployError naming the device and what ssh said.
+
+No remote shell ever sees a path it could expand: remote commands are quoted for the device's shell (shlex), copies go
+over SFTP (`scp -s`: the path is a file name to the SFTP server, never a shell word, unlike scp's legacy protocol,
+which OpenSSH before 9.0 uses by default), a remote path with a control character is refused, and `--` ends the
+options before the destination on every ssh and scp command line (a destination starting with `-` is a usage error).
 """
 
 from __future__ import annotations
@@ -41,8 +46,11 @@ class Destination:
 
     @classmethod
     def parse(cls, text: str) -> Destination:
+        if text.startswith("-"):
+            raise UsageError(f"the device {text!r} starts with '-', which ssh would read as an option", where=text,
+                             fix="write it as USER@HOST, USER@HOST:PORT or an alias from ~/.ssh/config")
         match = re.fullmatch(r"((?:[^@\s:/]+@)?)(\[[0-9A-Fa-f:.]+\]|[^@\s:/\[\]]+)(?::(\d{1,5}))?", text)
-        if not match:
+        if not match or not text.isprintable():
             raise UsageError(f"cannot read the device {text!r}", fix="write it as USER@HOST, USER@HOST:PORT or an "
                                                                      "alias from ~/.ssh/config")
         user, host, port = match.groups()
@@ -72,7 +80,7 @@ class Ssh:
         self._socket_dir = tempfile.mkdtemp(prefix="edgedeploy-ssh-")
         with tempfile.TemporaryFile() as err:  # -f forks: its child keeps a pipe open, a file it does not
             done = subprocess.run(["ssh", *self._common(master=False), "-o", "ControlMaster=yes",
-                                   "-o", f"ControlPersist={_PERSIST_S}", "-f", "-N", self.destination.host],
+                                   "-o", f"ControlPersist={_PERSIST_S}", "-f", "-N", "--", self.destination.host],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
             err.seek(0)
             said = err.read().decode(errors="replace")
@@ -82,7 +90,7 @@ class Ssh:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        subprocess.run(["ssh", *self._common(), "-O", "exit", self.destination.host],
+        subprocess.run(["ssh", *self._common(), "-O", "exit", "--", self.destination.host],
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._cleanup()
 
@@ -104,13 +112,14 @@ class Ssh:
         return args
 
     # ------------------------------------------------------------------------------------------------- commands
-    def run(self, argv: list[str] | str, what: str, *, stream: bool = False) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str] | str, what: str, *, stream: bool = False,
+            timeout: float | None = None) -> subprocess.CompletedProcess:
         """Run a command on the device (a list is quoted for its shell; a string is a shell script). With `stream`,
         its output is shown as it comes (stderr still kept for an error message); a failed connection raises."""
         script = argv if isinstance(argv, str) else shlex.join(argv)
-        cmd = ["ssh", *self._common(), self.destination.host, script]
+        cmd = ["ssh", *self._common(), "--", self.destination.host, script]
         if not stream:
-            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
         else:
             done = _streamed(cmd)
         if done.returncode == SSH_ERROR:  # ssh's own failure, never the command's
@@ -119,11 +128,11 @@ class Ssh:
 
     def upload(self, local: Path, remote: str, what: str) -> None:
         """Copy a local folder to the device (`remote` must not exist yet: scp -r then creates it)."""
-        self._scp([str(local), f"{self._remote_host()}:{remote}"], what)
+        self._scp([str(local), f"{self._remote_host()}:{remote_path(remote)}"], what)
 
     def download(self, remote: str, local: Path, what: str) -> None:
         """Copy a folder from the device to `local` (which must not exist yet)."""
-        self._scp([f"{self._remote_host()}:{remote}", str(local)], what)
+        self._scp([f"{self._remote_host()}:{remote_path(remote)}", str(local)], what)
 
     def _remote_host(self) -> str:
         user, at, name = self.destination.host.rpartition("@")
@@ -131,10 +140,22 @@ class Ssh:
 
     def _scp(self, paths: list[str], what: str) -> None:
         limit = ["-l", str(self.bwlimit_kbit)] if self.bwlimit_kbit else []
-        done = subprocess.run(["scp", "-q", "-r", "-p", *limit, *self._common(), *paths],
+        done = subprocess.run(["scp", "-s", "-q", "-r", "-p", *limit, *self._common(), "--", *paths],
                               stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if done.returncode != 0:
             raise connection_error(self.destination, done.stderr, what)
+
+
+def remote_path(path: str, flag: str = "remote path") -> str:
+    """`path` checked as a path on the device: no control characters (a newline would end an SFTP or shell line),
+    not starting with `-` (an option to the commands it is given to)."""
+    if not path or not path.isprintable():
+        raise UsageError(f"the {flag} {path!r} holds a control character (or is empty)", where=repr(path),
+                         fix="choose a path of printable characters")
+    if path.startswith("-"):
+        raise UsageError(f"the {flag} {path!r} starts with '-', which a command would read as an option",
+                         where=path, fix="give it as ./PATH or an absolute path")
+    return path
 
 
 def _streamed(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -150,7 +171,11 @@ def _streamed(cmd: list[str]) -> subprocess.CompletedProcess:
 
     reader = threading.Thread(target=copy, daemon=True)
     reader.start()
-    code = proc.wait()
+    try:
+        code = proc.wait()
+    except BaseException:  # interrupted: this ssh goes too (the caller stops the device's command)
+        proc.terminate()
+        raise
     reader.join()
     return subprocess.CompletedProcess(cmd, code, None, "".join(tail))
 
@@ -180,4 +205,4 @@ def connection_error(destination: Destination, said: str, what: str, lost: bool 
                            fix="nothing local was changed; check the device's disk and permissions")
 
 
-__all__ = ["Destination", "Ssh", "connection_error", "SSH_ERROR"]
+__all__ = ["Destination", "Ssh", "connection_error", "remote_path", "SSH_ERROR"]
