@@ -17,7 +17,8 @@ def ci(here, *args: str) -> list[str]:
     return ["ci", "github", *args, "--out", str(here / "wf.yml")]
 
 
-@case("ci: --device without labels", 2, "cannot read --device 'orin-nano:self-hosted'", "NAME=LABEL,LABEL[:TARGET]")
+@case("ci: --device without labels", 2, "cannot read --device 'orin-nano:self-hosted'",
+      "NAME=LABEL,LABEL[:TARGET[:CUDA_MAJOR]]")
 def _(bench, here, out):
     return Run(ci(here, "--device", "orin-nano:self-hosted"), keep=(here / "wf.yml",))
 
