@@ -514,12 +514,17 @@ def ci_github(
     module_root: str = typer.Option(".", "--module-root", metavar="DIR",
                                     help="the repository folder your model's package is imported from"),
     timeout: int = typer.Option(120, "--timeout", metavar="MINUTES", help="minutes each device job may take"),
+    unsigned: bool = typer.Option(False, "--unsigned", metavar="",
+                                  help="devices build bundles nobody signed (not recommended: anyone who can replace "
+                                       "the artifact then chooses what the fleet runs)"),
     debug: bool = DEBUG,
 ) -> None:
     """Write a GitHub Actions fleet workflow.
 
-    The bundle is made on a hosted runner, then built and validated on a self-hosted runner of each device kind ×
-    precision; a summary job puts one fleet table in the run's summary."""
+    The bundle is made on a hosted runner and signed with the repository secret EDGEDEPLOY_SIGNING_KEY, then built
+    and validated on a self-hosted runner of each device kind × precision, which refuses a bundle no key in its
+    allowed_signers file signed (`edgedeploy docs bundles`); a summary job puts one fleet table in the run's
+    summary."""
     from edgedeploy import fileio
     from edgedeploy.config import Precision
     from edgedeploy.fleet.github import DeviceKind, workflow
@@ -529,7 +534,7 @@ def ci_github(
         raise UsageError(f"invalid --precision {bad[0]!r}", fix=f"use one of: {', '.join(get_args(Precision))}")
     kinds = [DeviceKind.parse(d) for d in device]
     fileio.write_text(out, workflow(kinds, precision or ["fp32", "fp16"], config, install, device_timeout=timeout,
-                                    module_root=module_root))
+                                    module_root=module_root, signed=not unsigned))
     console.print(f"[green]✓[/] {escape(str(out))}: {len(kinds)} device kind(s) x {len(precision) or 2} "
                   f"precision(s); register a self-hosted runner with each kind's labels", highlight=False)
 

@@ -233,12 +233,24 @@ def test_generated_workflow_runs_green_on_host_runners(tmp_path):
     (stale / "bundle" / "stale.onnx").write_bytes(b"left by an earlier run")
     (stale / "out" / "old-run").mkdir(parents=True)
     shutil.copy(Path(__file__).parent / "baselines" / "demo-openvino-fp32.json", stale / "out" / "old-run" / "report.json")
+    repo = Path(__file__).resolve().parents[1]
     lines: list[str] = []
-    results = run_workflow.run(wf, Path(__file__).resolve().parents[1], work, log=lines.append)
+    unsigned = run_workflow.run(wf, repo, tmp_path / "no-secret", log=lines.append)  # no signing key: refused
+    assert unsigned["bundle"] == "failure" and unsigned["device"] == "skipped", "\n".join(lines)
+    key = tmp_path / "fleet-signing"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ci@fleet", "-f", str(key)], check=True)
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(f'ci@fleet namespaces="edgedeploy-bundle" {(tmp_path / "fleet-signing.pub").read_text()}')
+    lines = []
+    results = run_workflow.run(wf, repo, work, log=lines.append, secrets={"EDGEDEPLOY_SIGNING_KEY": key.read_text()},
+                               runner_env={"EDGEDEPLOY_ALLOWED_SIGNERS": str(signers)})
     assert results == {"bundle": "success", "device": "success", "summary": "success"}, "\n".join(lines)
+    assert (work / "runners" / "bundle" / "workspace" / "bundle" / "bundle.json.sig").is_file()
+    assert not list((work / "runners" / "bundle" / "temp").glob("*signing-key*"))  # the key file is gone
     assert sum("host runner standing in for ['self-hosted', 'x64']" in line for line in lines) == 2
     assert not (stale / "bundle" / "stale.onnx").exists() and not (stale / "out" / "old-run").exists()
-    assert (stale / "out" / "cpu-ov-fp32" / "report.json").is_file()  # the same runner folder ran this job
+    report = json.loads((stale / "out" / "cpu-ov-fp32" / "report.json").read_text())  # the same runner folder ran it
+    assert report["bundle"]["signed_by"] == "ci@fleet"  # the device checked the signature (--require-signature)
     fleet = json.loads((work / "runners" / "summary" / "workspace" / "fleet" / "fleet.json").read_text())
     runs = fleet["runs"] if isinstance(fleet, dict) else fleet
     assert sorted(r["run"] for r in runs) == ["cpu-ort-fp32", "cpu-ov-fp32"]

@@ -21,8 +21,11 @@ What is EMULATED (each step's log line says so):
   packages; here `--host-packages` (default: the site-packages of the Python running this script, without any
   edgedeploy in it) is put on PYTHONPATH of every step, standing in for both, so `pip install .` installs edgedeploy
   itself from the checkout and finds its requirements already there.
-Expressions: only the forms the generated workflow uses (`matrix.*`, `env.*`, `github.*`, `runner.*`, `!cancelled()`,
-`always()`, `success()`, `failure()`, `hashFiles('…') != ''`, `&&`); anything else stops the run naming it, so an
+- Secrets and the runner's own environment: `--secret NAME=FILE` gives `secrets.NAME` (a missing secret is the empty
+  string, as in Actions); `--runner-env NAME=VALUE` stands in for a self-hosted runner's `.env` file (e.g. the
+  device's EDGEDEPLOY_ALLOWED_SIGNERS).
+Expressions: only the forms the generated workflow uses (`matrix.*`, `env.*`, `secrets.*`, `github.*`, `runner.*`,
+`!cancelled()`, `always()`, `success()`, `failure()`, `hashFiles('…') != ''`, `&&`); anything else stops the run naming it, so an
 expression this script does not understand can never pass silently.
 Exit status: 0 when every job succeeded.
 """
@@ -53,17 +56,19 @@ class Unsupported(Exception):
 
 
 class Job:
-    def __init__(self, job_id: str, spec: dict[str, Any], matrix: dict[str, Any], work: Path, workflow_env: dict):
+    def __init__(self, job_id: str, spec: dict[str, Any], matrix: dict[str, Any], work: Path, workflow_env: dict,
+                 secrets: dict[str, str] | None = None):
         self.id, self.spec, self.matrix = job_id, spec, matrix
         suffix = "-".join(str(v) for v in matrix.values() if not isinstance(v, (list, dict)) and str(v))
         self.label = f"{job_id}({suffix})" if suffix else job_id
         self.root = work / "runners" / re.sub(r"[^A-Za-z0-9._-]", "_", self.label)
         self.workspace, self.temp = self.root / "workspace", self.root / "temp"
         self.env: dict[str, str] = dict(workflow_env)
+        self.secrets = dict(secrets or {})
         self.status = "success"
 
     def context(self) -> dict[str, Any]:
-        return {"matrix": self.matrix, "env": self.env,
+        return {"matrix": self.matrix, "env": self.env, "secrets": self.secrets,
                 "github": {"workspace": str(self.workspace), "ref": "refs/heads/main", "run_id": "1"},
                 "runner": {"temp": str(self.temp), "os": "Linux"}}
 
@@ -82,6 +87,9 @@ def evaluate(expression: str, ctx: dict[str, Any], status: str, workspace: Path)
     match = re.fullmatch(r"hashFiles\('([^']*)'\)\s*!=\s*''", expression)
     if match:
         return any(p.is_file() for p in workspace.glob(match.group(1)))
+    match = re.fullmatch(r"secrets\.([A-Za-z0-9_]+)", expression)
+    if match:
+        return ctx.get("secrets", {}).get(match.group(1), "")
     match = re.fullmatch(r"(matrix|env|github|runner)\.([A-Za-z0-9_-]+)", expression)
     if match:
         value = ctx[match.group(1)].get(match.group(2))
@@ -197,13 +205,15 @@ def action(job: Job, step: dict[str, Any], with_: dict[str, Any], repo: Path, ar
         raise Unsupported(f"action {step['uses']}")
 
 
-def run_job(job: Job, repo: Path, artifacts: Path, host_packages: Path, log) -> str:
+def run_job(job: Job, repo: Path, artifacts: Path, host_packages: Path, log,
+            runner_env: dict[str, str] | None = None) -> str:
     spec = job.spec
     for folder in (job.workspace, job.temp):
         folder.mkdir(parents=True, exist_ok=True)
     files = {k: job.root / f"{k.lower()}.txt" for k in ("GITHUB_PATH", "GITHUB_ENV", "GITHUB_STEP_SUMMARY")}
     for f in files.values():
         f.touch()
+    job.env.update(runner_env or {})  # the self-hosted runner's own environment (its .env file)
     job.env.update({"GITHUB_WORKSPACE": str(job.workspace), "RUNNER_TEMP": str(job.temp), "CI": "true",
                     "GITHUB_ACTIONS": "true", "HOME": os.environ.get("HOME", "/root"),
                     "PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(host_packages),
@@ -263,7 +273,8 @@ def host_site_packages(work: Path) -> Path:
     return view
 
 
-def run(workflow: Path, repo: Path, work: Path, host_packages: Path | None = None, log=print) -> dict[str, str]:
+def run(workflow: Path, repo: Path, work: Path, host_packages: Path | None = None, log=print,
+        secrets: dict[str, str] | None = None, runner_env: dict[str, str] | None = None) -> dict[str, str]:
     doc = yaml.safe_load(workflow.read_text())
     jobs: dict[str, Any] = doc["jobs"]
     artifacts = work / "artifacts"  # a new run's; the runners' workspaces persist, as on self-hosted runners
@@ -285,8 +296,9 @@ def run(workflow: Path, repo: Path, work: Path, host_packages: Path | None = Non
                 log(f"== job {job_id}: skipped")
                 results[job_id] = "skipped"
                 continue
-            statuses = [run_job(Job(job_id, spec, combo, work, dict(doc.get("env") or {})), repo, artifacts,
-                                host_packages, log) for combo in expand_matrix(spec.get("strategy"))]
+            statuses = [run_job(Job(job_id, spec, combo, work, dict(doc.get("env") or {}), secrets), repo,
+                                artifacts, host_packages, log, runner_env)
+                        for combo in expand_matrix(spec.get("strategy"))]
             results[job_id] = "success" if all(s == "success" for s in statuses) else "failure"
     return results
 
@@ -303,11 +315,18 @@ def main() -> int:
     parser.add_argument("--work", type=Path, help="where runners' workspaces and artifacts go (default: a temp dir)")
     parser.add_argument("--host-packages", type=Path, help="site-packages standing in for PyPI and the device's "
                                                            "system packages (default: this Python's, no edgedeploy)")
+    parser.add_argument("--secret", action="append", default=[], metavar="NAME=FILE",
+                        help="secrets.NAME, read from FILE (e.g. EDGEDEPLOY_SIGNING_KEY=~/.ssh/fleet-signing)")
+    parser.add_argument("--runner-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable of the self-hosted runners (e.g. EDGEDEPLOY_ALLOWED_SIGNERS=FILE)")
     args = parser.parse_args()
+    secrets = {name: Path(file).expanduser().read_text() for name, _, file in (s.partition("=") for s in args.secret)}
+    runner_env = dict(v.partition("=")[::2] for v in args.runner_env)
     work = args.work or Path(tempfile.mkdtemp(prefix="edgedeploy-workflow-"))
     print(f"work folder: {work}")
     try:
-        results = run(args.workflow, args.repo.resolve(), work, args.host_packages)
+        results = run(args.workflow, args.repo.resolve(), work, args.host_packages, secrets=secrets,
+                      runner_env=runner_env)
     except Unsupported as e:
         print(f"run_workflow: not emulated: {e}", file=sys.stderr)
         return 2

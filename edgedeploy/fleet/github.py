@@ -110,14 +110,17 @@ def _check_inputs(devices: list[DeviceKind], precisions: list[str], config: str 
 
 def workflow(devices: list[DeviceKind], precisions: list[str], config: str | None = None,
              install: str | None = None, python: str = "3.11", device_timeout: int = 120,
-             module_root: str = ".") -> str:
+             module_root: str = ".", signed: bool = True) -> str:
     """The workflow file's text.
 
     `install` is the pip requirement of edgedeploy, by default `.` (the repository the workflow runs in: a fork of
     edgedeploy, or your project when its pyproject depends on edgedeploy); `module_root` is the folder of your
     repository that holds the model's package (the factory the spec names is imported from there, as on your
     workstation with `PYTHONPATH=module_root`); `device_timeout` (minutes) bounds each device job (a TensorRT build on
-    a small Jetson takes minutes, and a hung device must not hold the fleet)."""
+    a small Jetson takes minutes, and a hung device must not hold the fleet). `signed` (the default): the bundle job
+    signs bundle.json with the repository secret EDGEDEPLOY_SIGNING_KEY (an OpenSSH private key) and every device
+    refuses a bundle not signed by a key in its allowed_signers file ($EDGEDEPLOY_ALLOWED_SIGNERS in the runner's
+    environment, else ~/.config/edgedeploy/allowed_signers; docs/bundles.md)."""
     install = install or "."
     _check_inputs(devices, precisions, config, install, python, device_timeout, module_root)
     precision_args = " ".join(f"--precision {p}" for p in precisions)  # validated names only
@@ -131,16 +134,20 @@ def workflow(devices: list[DeviceKind], precisions: list[str], config: str | Non
             "runs-on": "ubuntu-latest",
             "timeout-minutes": 60,
             "env": {**requirement, "EDGEDEPLOY_EXPORT_REQUIREMENT": _with_export(install),
-                    "MODULE_ROOT": module_root, "CONFIG": config or ""},
+                    "MODULE_ROOT": module_root, "CONFIG": config or "",
+                    **({"EDGEDEPLOY_SIGNING_KEY": "${{ secrets.EDGEDEPLOY_SIGNING_KEY }}"} if signed else {})},
             "steps": [
                 checkout,
                 {"uses": "actions/setup-python@v6", "with": {"python-version": python}},
                 {"name": "Install edgedeploy from the repository, with the export extra",
                  "run": 'python -m pip install "$EDGEDEPLOY_EXPORT_REQUIREMENT"'},
-                {"name": "Make the bundle (the model's package is imported from MODULE_ROOT)",
+                {"name": "Make the bundle (the model's package is imported from MODULE_ROOT)"
+                         + (", signed with the secret EDGEDEPLOY_SIGNING_KEY" if signed else ""),
                  "run": 'export PYTHONPATH="$GITHUB_WORKSPACE/$MODULE_ROOT${PYTHONPATH:+:$PYTHONPATH}"\n'
                         'rm -rf bundle\n'
-                        f'edgedeploy bundle ${{CONFIG:+"$CONFIG"}} --out bundle {precision_args}\n'},
+                        + (_SIGN_SCRIPT if signed else "")
+                        + f'edgedeploy bundle ${{CONFIG:+"$CONFIG"}} --out bundle {precision_args}'
+                        + (' --sign "$key"\n' if signed else "\n")},
                 {"uses": "actions/upload-artifact@v6",
                  "with": {"name": "bundle", "path": "bundle/", "if-no-files-found": "error"}},
             ],
@@ -169,8 +176,10 @@ def workflow(devices: list[DeviceKind], precisions: list[str], config: str | Non
                         '  "$RUNNER_TEMP/edgedeploy-venv/bin/python" -m pip install "$EXTRA_REQUIREMENT"\n'
                         'fi\n'
                         'echo "$RUNNER_TEMP/edgedeploy-venv/bin" >> "$GITHUB_PATH"\n'},
-                {"name": "Build and validate on the device",
-                 "run": 'edgedeploy build bundle --target "$TARGET" --precision "$PRECISION" --out "$RUN"'},
+                {"name": "Build and validate on the device" + (" (only a bundle signed by an allowed key)" if signed else ""),
+                 "run": 'edgedeploy build bundle --target "$TARGET" --precision "$PRECISION" --out "$RUN"'
+                        + (' \\\n    --allowed-signers "${EDGEDEPLOY_ALLOWED_SIGNERS:-$HOME/.config/edgedeploy/allowed_signers}"'
+                           ' --require-signature' if signed else "")},
                 {"name": "Upload this run's folder (one report per run)",
                  "uses": "actions/upload-artifact@v6", "if": "${{ !cancelled() }}",
                  "with": {"name": f"report-{run_name}", "path": "out/", "if-no-files-found": "warn"}},
@@ -207,6 +216,17 @@ def workflow(devices: list[DeviceKind], precisions: list[str], config: str | Non
               "# A device runner needs python3 with venv (on JetPack: sudo apt install python3-venv python3-pip).\n")
     text = yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
     return header + text.replace("\n'on':\n", "\non:\n", 1)  # YAML 1.1 quotes the key; GitHub's docs do not
+
+
+# the signing key from the secret into a file only this job's user reads, removed when the step ends
+_SIGN_SCRIPT = ('if [ -z "$EDGEDEPLOY_SIGNING_KEY" ]; then\n'
+                '  echo "::error::the repository secret EDGEDEPLOY_SIGNING_KEY (an OpenSSH private key) is not set: '
+                'devices refuse unsigned bundles (edgedeploy docs bundles)"\n'
+                '  exit 1\n'
+                'fi\n'
+                'key="$RUNNER_TEMP/bundle-signing-key"\n'
+                "trap 'rm -f \"$key\"' EXIT\n"
+                '(umask 077 && printf \'%s\\n\' "$EDGEDEPLOY_SIGNING_KEY" > "$key")\n')
 
 
 class _Dumper(yaml.SafeDumper):
