@@ -276,7 +276,8 @@ def section(task: dict[str, Any], model: str) -> TaskSection:
     blocks: list = [
         (["model", "mAP@0.5", "mAP@0.5:0.95"],
          [["reference", num(task["reference_map50"]), num(task["reference_map50_95"])],
-          [model, num(task["map50"]) + interval(task.get("map50_ci95")), num(task["map50_95"])],
+          [model, num(task["map50"]) + interval(task.get("map50_ci95")),
+           num(task["map50_95"]) + interval(task.get("map50_95_ci95"))],
           ["drop", num(task["map50_drop"]) + interval(task.get("map50_drop_ci95")),
            num(task.get("map50_95_drop")) + interval(task.get("map50_95_drop_ci95"))]]),
         *([f"Intervals: 95 %, bootstrap over the {task['images']} images ({task.get('bootstrap_resamples')} "

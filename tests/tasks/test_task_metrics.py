@@ -74,6 +74,7 @@ def test_drop_interval_covers_the_drop():
     ci = bootstrap.drop_interval(ref, art, len(anns), resamples=100)
     assert ci["map50_95_drop_ci95"][0] < drop[1] < ci["map50_95_drop_ci95"][1]
     assert ci["map50_95_drop_ci95"][0] > 0  # shifted boxes are clearly worse at the strict IoU thresholds
+    assert ci["map50_95_ci95"][0] < bootstrap.mean_ap(art, ones)[1] < ci["map50_95_ci95"][1]
     assert bootstrap.drop_interval(ref, ref, len(anns), resamples=20)["map50_drop_ci95"] == [0.0, 0.0]
 
 

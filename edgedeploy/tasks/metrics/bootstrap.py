@@ -140,18 +140,19 @@ def mean_ap(matches: Sequence[ClassMatches], weights: np.ndarray) -> tuple[float
 def drop_interval(reference: Sequence[ClassMatches], candidate: Sequence[ClassMatches], images: int,
                   resamples: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
     """Percentile intervals over `resamples` draws of the images with replacement, the same draw for both models
-    (the drop is paired): the candidate's mAP@.50 and the drops reference - candidate @.50 and @[.50:.95]; as
+    (the drop is paired): the candidate's mAP @.50 and @[.50:.95] and the drops reference - candidate of both; as
     report.json's task keys."""
     rng = np.random.default_rng(seed)
     drops = np.zeros((resamples, 2))
-    maps = np.zeros(resamples)
+    maps = np.zeros((resamples, 2))
     for r in range(resamples):
         weights = np.bincount(rng.integers(0, images, images), minlength=images).astype(np.float64)
         cand = mean_ap(candidate, weights)
         drops[r] = np.subtract(mean_ap(reference, weights), cand)
-        maps[r] = cand[0]
+        maps[r] = cand
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    return {"map50_ci95": np.percentile(maps, [lo, hi]).tolist(),
+    return {"map50_ci95": np.percentile(maps[:, 0], [lo, hi]).tolist(),
+            "map50_95_ci95": np.percentile(maps[:, 1], [lo, hi]).tolist(),
             "map50_drop_ci95": np.percentile(drops[:, 0], [lo, hi]).tolist(),
             "map50_95_drop_ci95": np.percentile(drops[:, 1], [lo, hi]).tolist(),
             "images": images, "bootstrap_resamples": resamples}  # type: ignore[dict-item]
