@@ -332,6 +332,16 @@ class Contender:
             self.proc.wait(timeout=60)
 
 
+def start_all(contenders: list[Contender], folder: Path) -> None:
+    """Start every contender's worker (each writes its outputs under `folder`) and wait until all are loaded, so
+    no load or compile overlaps the timing."""
+    for c in contenders:
+        c.job["outputs"] = str(folder / f"out-{c.name.replace(' ', '_').replace('/', '_')}.npy")
+        c.start()
+    for c in contenders:
+        c.wait_ready()
+
+
 def benchmark_app_window(xml: str, batch: int, threads: int, seconds: float, static: bool) -> float:
     """benchmark_app's median latency for one window on an IR (the runner's compile properties, f32)."""
     from bench_latency import _input_shape, run_benchmark_app
@@ -412,11 +422,7 @@ def bench_model(model: str, args, work: Path, env: dict) -> dict[str, Any]:
         Contender("OV convert_model + nncf.quantize defaults", job("ov", model=hand["ov-int8-hand"]["artifact"]), b,
                   "ov", "int8", "hand"),
     ]
-    for c in contenders:
-        c.job["outputs"] = str(folder / f"out-{c.name.replace(' ', '_').replace('/', '_')}.npy")
-        c.start()
-    for c in contenders:
-        c.wait_ready()
+    start_all(contenders, folder)
     bapp = {"benchmark_app OV fp32 IR (f32)": art["ov-fp32"], "benchmark_app OV int8 IR": art["ov-int8"]}
     bapp_ms: dict[str, dict[int, list[float]]] = {k: {bb: [] for bb in b} for k in bapp}
     windows = []
@@ -538,11 +544,7 @@ def bench_ultralytics(model: str, args, work: Path, env: dict) -> dict[str, Any]
         Contender("edgedeploy ONNX Runtime int8 --static-batch 1", job("ort", art["ort-int8-static1"], static=1), one,
                   "ort", "int8", "edgedeploy"),
     ]
-    for c in contenders:
-        c.job["outputs"] = str(folder / f"out-{c.name.replace(' ', '_').replace('/', '_')}.npy")
-        c.start()
-    for c in contenders:
-        c.wait_ready()
+    start_all(contenders, folder)
     windows = []
     print(f"[{model}] timing {len(contenders)} contenders x {args.rounds} rounds ...", file=sys.stderr, flush=True)
     for r in range(args.rounds):
