@@ -342,6 +342,19 @@ def start_all(contenders: list[Contender], folder: Path) -> None:
         c.wait_ready()
 
 
+def timing_row(c: Contender, accuracy: dict[str, float]) -> dict[str, Any]:
+    """A contender's table row: who made it, its accuracy, and per batch size the timed calls' median, p10, p90 and
+    each round's median."""
+    row = {"name": c.name, "group": c.group, "precision": c.precision, "made_by": c.made_by, "accuracy": accuracy,
+           "effective_hint": c.info.get("effective_hint")}
+    for batch in c.batches:
+        ms = np.asarray(c.ms[batch])
+        row[f"b{batch}"] = {"median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
+                            "p90_ms": float(np.percentile(ms, 90)), "calls": int(ms.size),
+                            "round_medians": c.rounds[batch]}
+    return row
+
+
 def benchmark_app_window(xml: str, batch: int, threads: int, seconds: float, static: bool) -> float:
     """benchmark_app's median latency for one window on an IR (the runner's compile properties, f32)."""
     from bench_latency import _input_shape, run_benchmark_app
@@ -448,14 +461,7 @@ def bench_model(model: str, args, work: Path, env: dict) -> dict[str, Any]:
     for c in contenders:
         acc = accuracy(model, spec_path, np.load(c.job["outputs"]), reference[next(iter(reference))]
                        if model == "demo" else ref_out)
-        row = {"name": c.name, "group": c.group, "precision": c.precision, "made_by": c.made_by, "accuracy": acc,
-               "effective_hint": c.info.get("effective_hint")}
-        for batch in c.batches:
-            ms = np.asarray(c.ms[batch])
-            row[f"b{batch}"] = {"median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
-                                "p90_ms": float(np.percentile(ms, 90)), "calls": int(ms.size),
-                                "round_medians": c.rounds[batch]}
-        rows.append(row)
+        rows.append(timing_row(c, acc))
     for label, per in bapp_ms.items():
         if per[b[0]]:
             rows.append({"name": label, "group": "benchmark_app", "precision": "-", "made_by": "edgedeploy IR",
@@ -562,15 +568,7 @@ def bench_ultralytics(model: str, args, work: Path, env: dict) -> dict[str, Any]
     reference = np.load(prep["reference"])
     rows = []
     for c in contenders:
-        row = {"name": c.name, "group": c.group, "precision": c.precision, "made_by": c.made_by,
-               "accuracy": box_score_error(np.load(c.job["outputs"]), reference),
-               "effective_hint": c.info.get("effective_hint")}
-        for batch in c.batches:
-            ms = np.asarray(c.ms[batch])
-            row[f"b{batch}"] = {"median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
-                                "p90_ms": float(np.percentile(ms, 90)), "calls": int(ms.size),
-                                "round_medians": c.rounds[batch]}
-        rows.append(row)
+        rows.append(timing_row(c, box_score_error(np.load(c.job["outputs"]), reference)))
     head = json.loads((folder / "builds" / "ov-int8" / "report.json").read_text())["precision_stage"]
     return {"model": model, "kind": "ultralytics", "prep": prep, "builds": builds, "rows": rows, "windows": windows,
             "head_kept_float": head.get("head_kept_float"),
