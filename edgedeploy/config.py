@@ -350,12 +350,16 @@ class TensorRTSettings(_Strict):
 class CalibrationSpec(_Strict):
     """The calibration set INT8 is calibrated on (see calibration/README.md for the formats).
 
-    `data` is an image folder (jpg/png), an .npy/.npz file, or a folder of them; `function` is a Python
-    `package.module:function` returning an iterable of arrays (single-input models) or dicts keyed by input name."""
+    `data` is an image folder (jpg/png), an .npy/.npz file, or a folder of them, or a dataset (a COCO JSON file,
+    an Ultralytics YOLO data.yaml or folder, a folder of class folders, a Pascal VOC folder: its images, labels
+    unused); `function` is a Python `package.module:function` returning an iterable of arrays (single-input models)
+    or dicts keyed by input name."""
 
     data: ConfigPath | None = None
     function: str | None = None
-    format: Literal["auto", "images", "npy", "npz", "callable"] = "auto"
+    format: Literal["auto", "images", "npy", "npz", "callable", "coco", "yolo", "imagefolder", "voc"] = "auto"
+    images: ConfigPath | None = Field(None, description="COCO: the folder file_names are relative to")
+    split: str = Field("train", description="YOLO / VOC: the split calibrated on (keep validation images out)")
     subset_size: int = Field(300, ge=1, description="samples used; a larger set is subsampled with `seed`")
     min_samples: int = Field(
         100, ge=1, description="warn (fail under --strict) when calibration uses fewer samples than this")
