@@ -27,9 +27,9 @@ def to_ir(model: onnx.ModelProto) -> ir.Model:
 
 def to_onnx(model: ir.Model, source: onnx.ModelProto) -> onnx.ModelProto:
     """`model` as a new ModelProto, its graphs in stable topological order (the original order wherever the data
-    flow allows). Graph inputs and outputs keep `source`'s descriptions (onnx-ir holds one type per tensor, so a tensor
-    that is an input and an output with two descriptions would otherwise change the interface); onnx-ir describes
-    every initializer in value_info too, and only those `source` described stay."""
+    flow allows). The main graph's inputs, outputs and value_info keep `source`'s descriptions (onnx-ir holds one
+    type per tensor and describes every initializer, which would change the interface of a tensor that is an input
+    and an output and grow the file), less those of tensors that are gone or of initializers a pass rewrote."""
     try:
         model.graph.sort()
     except ValueError:
@@ -41,13 +41,27 @@ def to_onnx(model: ir.Model, source: onnx.ModelProto) -> onnx.ModelProto:
         for vi in written:
             if vi.name in by_name:
                 vi.CopyFrom(by_name[vi.name])
-    described = {vi.name for vi in source.graph.value_info}
-    initializers = {t.name for t in out.graph.initializer}
-    kept = [vi for vi in out.graph.value_info if vi.name not in initializers or vi.name in described]
-    if len(kept) != len(out.graph.value_info):
-        del out.graph.value_info[:]
-        out.graph.value_info.extend(kept)
+    initializers = {t.name: t for t in out.graph.initializer}
+    defined = {o for n in out.graph.node for o in n.output if o} | set(initializers) | {i.name for i in out.graph.input}
+    kept = [vi for vi in source.graph.value_info
+            if vi.name in defined and (vi.name not in initializers or _describes(vi, initializers[vi.name]))]
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(kept)
     return out
+
+
+def _describes(vi: onnx.ValueInfoProto, tensor: onnx.TensorProto) -> bool:
+    """False for a value_info that no longer matches the initializer of that name (a pass rewrote it)."""
+    if not vi.type.HasField("tensor_type"):
+        return True
+    tt = vi.type.tensor_type
+    if tt.elem_type and tt.elem_type != tensor.data_type:
+        return False
+    if tt.HasField("shape"):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if len(dims) != len(tensor.dims) or any(d is not None and d != e for d, e in zip(dims, tensor.dims)):
+            return False
+    return True
 
 
 def remove_dead_code(model: ir.Model) -> None:

@@ -15,7 +15,13 @@ import onnx
 
 from edgedeploy.errors import UsageError
 from edgedeploy.graph.ir import PassStats
-from edgedeploy.graph.onnxir import named_outputs, node_count, remove_dead_code, to_ir, to_onnx
+from edgedeploy.graph.onnxir import (
+    named_outputs,
+    node_count,
+    remove_dead_code,
+    to_ir,
+    to_onnx,
+)
 
 
 def _matches(name: str, pattern: str) -> bool:
