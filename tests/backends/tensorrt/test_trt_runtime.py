@@ -1,7 +1,7 @@
 """The thin TensorRT layer on a real GPU: build from a plan, manifest, runner, timing, compatibility refusal.
 
 These tests need TensorRT (and cuda-python, which the runner uses); on machines without TensorRT the whole module
-is skipped with that reason. Everything TensorRT-independent is covered by tests/test_trt_plan.py.
+is skipped with that reason. Everything TensorRT-independent is covered by test_trt_plan.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from edgedeploy.config import TensorRTSettings  # noqa: E402
 from edgedeploy.errors import EdgeDeployError  # noqa: E402
 from edgedeploy.validate import metrics  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 MAJOR = int(trt.__version__.split(".")[0])
 
 

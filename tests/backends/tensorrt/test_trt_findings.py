@@ -1,5 +1,5 @@
 """Issue 22's audit findings of the TensorRT/CUDA layer, one test each (each fails on the code before its fix), run
-against the conformance stand-in of NVIDIA's recorded API surfaces (tests/trt_standin)."""
+against the conformance stand-in of NVIDIA's recorded API surfaces (tests/backends/tensorrt/trt_standin)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from edgedeploy.backends.tensorrt import TensorRTBackend, load_plan
 from edgedeploy.config import TensorRTSettings
 from edgedeploy.errors import EdgeDeployError, UsageError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 VERSIONS = surface_versions()
 
