@@ -337,6 +337,11 @@ class TensorRTSettings(_Strict):
     int8_unquantized: Literal["fp16", "fp32"] = Field(
         "fp16", description="precision TensorRT 8/10 may give layers without Q/DQ in an int8 build (fp16 is what "
                             "trtexec --int8 --fp16 builds)")
+    layer_precisions: dict[str, Literal["fp32", "fp16"]] = Field(
+        default_factory=dict,
+        description="ONNX node name -> the precision its TensorRT layers must compute and write in (TensorRT 8/10 "
+                    "weakly typed builds; OBEY_PRECISION_CONSTRAINTS); `edgedeploy debug precision --target trt "
+                    "--search` writes it")
     calibrator: Literal["entropy2", "minmax"] = "entropy2"
     calibration_data: ConfigPath | None = Field(
         None, description=".npz of model inputs (arrays named like the inputs)")

@@ -124,9 +124,12 @@ def test_finding3_every_tensorrt_setting_reaches_the_builder_config(monkeypatch,
     assert "TF32" in gpu["builder_flags"] and gpu["config"]["hardware_compatibility_level"] == "AMPERE_PLUS"
     assert gpu["version_compatible"] and gpu["strongly_typed"] and "FP16" not in gpu["builder_flags"]
     model = install(monkeypatch, newest10, dla_cores=2)
-    dla = _blob(build_with(tmp_path / "dla", "fp16", dla_core=1, gpu_fallback=True,
-                           profiles={"batch": {"min": 1, "opt": 1, "max": 1}}))
+    with pytest.warns(DeprecationWarning):  # per-layer precision constraints are deprecated from 10.12
+        dla = _blob(build_with(tmp_path / "dla", "fp16", dla_core=1, gpu_fallback=True,
+                               profiles={"batch": {"min": 1, "opt": 1, "max": 1}}, layer_precisions={"relu0": "fp32"}))
     assert dla["device_type"] == "DLA" and dla["dla_core"] == 1 and "GPU_FALLBACK" in dla["builder_flags"]
+    # ILayer.precision + set_output_type on relu0's layer, obeyed
+    assert dla["layer_precisions"] == {"relu0": "FLOAT"} and dla["precision_constraints"] == "OBEY_PRECISION_CONSTRAINTS"
     deploy_folder(tmp_path / "cal")
     calibration_npz(tmp_path / "calib.npz")
     with pytest.warns(DeprecationWarning):  # the implicit calibrator is deprecated from 10.1
