@@ -43,6 +43,7 @@ def bf16_io_model(path: Path) -> Path:
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
+    model.ir_version = 9  # opset 17's; newer onnx writes an IR the Python 3.10 device set's ONNX Runtime cannot read
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
