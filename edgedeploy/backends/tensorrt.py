@@ -268,6 +268,8 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         loaded = Path(plan.timing_cache).read_bytes() if plan.timing_cache and Path(plan.timing_cache).is_file() \
             else None
         timing_cache, timing_note = _load_timing_cache(config, plan.timing_cache, logger, mark)
+        if plan.timing_cache_seed is not None:
+            timing_note += _combine_seed(config, timing_cache, Path(plan.timing_cache_seed), logger, mark)
         start = time.perf_counter()
         serialized = builder.build_serialized_network(network, config)
         seconds = time.perf_counter() - start
@@ -474,6 +476,18 @@ def _load_timing_cache(config: Any, path: Path | None, logger: Any, mark: int) -
         raise EdgeDeployError(f"TensorRT could not create a timing cache{_last_error(logger, mark)}",
                               fix="rerun with --debug; the TensorRT installation may be incomplete")
     return cache, note
+
+
+def _combine_seed(config: Any, cache: Any, seed: Path, logger: Any, mark: int) -> str:
+    """Combine a seed cache's entries (a bundle's, made by an earlier build of the same model) into the build's
+    cache before it starts; saving the build's cache then merges them into the device's cache file under its lock.
+    A seed TensorRT cannot read, or made on another GPU or TensorRT version, is left out, said in the note."""
+    other = config.create_timing_cache(seed.read_bytes()) if seed.is_file() else None
+    if other is None:
+        return f"; seed {seed.name} {'missing' if not seed.is_file() else 'unreadable'}{_last_error(logger, mark)}"
+    if not cache.combine(other, False):
+        return f"; seed {seed.name} was made on another GPU or TensorRT version: not used"
+    return f"; combined with the entries of {seed.name}"
 
 
 def _save_timing_cache(config: Any, cache: Any, path: Path, loaded: bytes | None) -> str:

@@ -120,6 +120,7 @@ class TrtBuildPlan:
     notes: tuple[str, ...] = field(default_factory=tuple)
     layer_precisions: tuple[tuple[str, str], ...] = ()  # (ONNX node, fp32 | fp16): per-layer precision constraints
     mark_all_outputs: bool = False  # every layer output a network output (`edgedeploy debug precision --target trt`)
+    timing_cache_seed: Path | None = None  # a cache combined into timing_cache's before the build (a bundle's)
 
     def describe(self) -> dict[str, Any]:
         """Everything the plan decided, JSON-serializable (for --dry-run, manifests and reports)."""
@@ -155,6 +156,7 @@ class TrtBuildPlan:
             "notes": list(self.notes),
             "layer_precisions": dict(self.layer_precisions),
             "mark_all_outputs": self.mark_all_outputs,
+            "timing_cache_seed": str(self.timing_cache_seed) if self.timing_cache_seed else None,
         }
 
     def describe_text(self, relative_to: Path | None = None) -> str:
@@ -194,7 +196,8 @@ class TrtBuildPlan:
             f"  device      {device}",
             f"  compat      hardware {self.hardware_compatibility}; version-compatible "
             f"{'yes' if self.version_compatible else 'no'}",
-            f"  cache       timing {rel(self.timing_cache) if self.timing_cache else 'in memory only'}",
+            f"  cache       timing {rel(self.timing_cache) if self.timing_cache else 'in memory only'}"
+            + (f", seeded from {rel(self.timing_cache_seed)}" if self.timing_cache_seed else ""),
         ]
         if self.calibration is not None:
             c = self.calibration
@@ -557,7 +560,7 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
         gpu_fallback=settings.gpu_fallback if dla else False,
         hardware_compatibility=hw, version_compatible=settings.version_compatible, calibration=calibration,
         plan_path=plan_path, manifest_path=manifest_path_for(plan_path), notes=tuple(notes),
-        layer_precisions=tuple(sorted(settings.layer_precisions.items())))
+        layer_precisions=tuple(sorted(settings.layer_precisions.items())), timing_cache_seed=settings.timing_cache_seed)
 
 
 def weakly_typed(precision: str, major: int, settings: TensorRTSettings) -> bool:

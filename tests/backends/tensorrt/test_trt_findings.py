@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from trt_standin import install, surface_versions
 from trt_standin.cuda import cudaStream_t
-from trt_standin.behaviors import data_dependent_count
+from trt_standin.behaviors import CACHE_MAGIC, data_dependent_count
 from trt_standin.models import calibration_npz, deploy_folder, feeds, marker, nms_model, reshape_model
 
 from edgedeploy.backends import trt_cuda, trt_plan
@@ -111,12 +111,16 @@ def test_finding3_every_tensorrt_setting_reaches_the_builder_config(monkeypatch,
         covered.update(kw)
         return build(folder, precision, **kw)
 
-    install(monkeypatch, newest10)
-    gpu = _blob(build_with(tmp_path / "gpu", "int8", profiles={"batch": {"min": 1, "opt": 2, "max": 4}},
-                           workspace_mb=512, tactic_dram_mb=1536, builder_optimization_level=5,
-                           timing_cache=str(tmp_path / "t.cache"),
-                           tf32=True, hardware_compatibility="ampere_plus", version_compatible=True,
-                           int8_route="qdq", int8_unquantized="fp32"))
+    standin = install(monkeypatch, newest10)
+    seed = tmp_path / "seed.cache"  # a cache as the stand-in serializes one (a bundle's)
+    seed.write_bytes(CACHE_MAGIC + json.dumps({"version": standin.version, "device": [8, 7], "entries": 3}).encode())
+    built = build_with(tmp_path / "gpu", "int8", profiles={"batch": {"min": 1, "opt": 2, "max": 4}},
+                       workspace_mb=512, tactic_dram_mb=1536, builder_optimization_level=5,
+                       timing_cache=str(tmp_path / "t.cache"), timing_cache_seed=str(seed),
+                       tf32=True, hardware_compatibility="ampere_plus", version_compatible=True,
+                       int8_route="qdq", int8_unquantized="fp32")
+    gpu = _blob(built)
+    assert "combined with the entries of seed.cache" in built.info["timing_cache"]  # ITimingCache.combine
     # set_memory_pool_limit(MemoryPoolType.WORKSPACE / TACTIC_DRAM, ...)
     assert gpu["memory_pools"] == {"WORKSPACE": 512 << 20, "TACTIC_DRAM": 1536 << 20}
     assert gpu["config"]["builder_optimization_level"] == 5 and gpu["timing_cache_set"]
