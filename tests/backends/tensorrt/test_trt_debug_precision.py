@@ -13,21 +13,24 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import yaml
 from trt_standin import install, surface_versions
 from trt_standin.models import conv_model, feeds, marker, quantized_twin
 
 from edgedeploy import precision_debug as debug
 from edgedeploy.backends import trt_plan
 from edgedeploy.backends.tensorrt import TensorRTBackend, load_plan
-from edgedeploy.config import TensorRTSettings, demo_spec_path, load_spec
+from edgedeploy.config import TensorRTSettings, load_spec
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.validate import localize, metrics
 
+REPO = Path(__file__).resolve().parents[3]
 VERSIONS = surface_versions()
 NEWEST10 = max((v for v in VERSIONS if v.startswith("10.")), key=lambda v: int(v.split(".")[1]))
 NEWEST11 = max((v for v in VERSIONS if v.startswith("11.")), key=lambda v: int(v.split(".")[1]))
@@ -52,13 +55,22 @@ def _quiet(fn, *args, **kwargs):
 
 
 def trt_artifact(folder, major: int, **tensorrt) -> debug.Artifact:
-    """An int8 trt artifact as debug precision loads it (deploy.onnx, its Q/DQ graph, the demo's spec)."""
+    """An int8 trt artifact as debug precision loads it: deploy.onnx, its Q/DQ graph, a spec with calibration data
+    for the precision stage (which a search trial runs), and ONNX Runtime's fp32 outputs as the reference."""
     int8_folder(folder)
-    spec = load_spec(demo_spec_path())
-    spec = spec.model_copy(update={"target": "trt", "precision": "int8",
-                                   "tensorrt": TensorRTSettings.model_validate(tensorrt)})
+    rng = np.random.default_rng(0)
+    np.savez(folder / "calib.npz", images=rng.random((16, 3, 16, 16), dtype=np.float32))
+    np.savez(folder / "val.npz", images=rng.random((4, 3, 16, 16), dtype=np.float32))
+    (folder / "spec.yaml").write_text(yaml.safe_dump({
+        "name": "conv", "model": {"onnx": "deploy.onnx"}, "target": "trt", "precision": "int8",
+        "inputs": [{"name": "images", "shape": ["batch", 3, 16, 16]}],
+        "validation": {"data": "val.npz"}, "calibration": {"data": "calib.npz", "min_samples": 16},
+        "tensorrt": tensorrt}))
+    spec = load_spec(folder / "spec.yaml")
     x = feeds(4)
-    return debug.Artifact(folder, spec, x, {}, None, None, trt_major=major)
+    reference = dict(zip(["pred"], ort.InferenceSession(str(folder / "deploy.onnx"), providers=[
+        "CPUExecutionProvider"]).run(["pred"], x)))
+    return debug.Artifact(folder, spec, x, reference, None, None, trt_major=major)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -164,3 +176,32 @@ def test_without_tensorrt_target_trt_says_it_runs_on_the_device(monkeypatch, tmp
     assert "leave --target out" in e.value.fix
     with pytest.raises(UsageError, match="--target openvino"):
         debug.load_artifact(tmp_path, "openvino")
+
+
+@pytest.mark.parametrize("version", ASKED)
+def test_the_selfcheck_runs_the_marked_build_and_a_search_trial(monkeypatch, tmp_path, version):
+    """tools/trt_selfcheck.py's engine-level paths as the first GPU that runs it will: the marked build, then one
+    search trial (the real precision stage requantizes without the worst layer's Q/DQ; the stand-in builds and runs
+    it; its numbers are markers, so the trial's verdict here means nothing)."""
+    model = install(monkeypatch, version)
+    major = int(version.split(".")[0])
+    art = trt_artifact(tmp_path / "art", major)
+    result = _quiet(selfcheck().engine_debug, art, samples=4)
+    assert result["compared_layers"] == 2 and {w["layer"] for w in result["worst"]} == {"conv0", "relu0"}
+    assert ("mark_output", "c") in model.calls
+    trial, worst = result["trial"], result["worst"][0]["layer"]
+    assert trial["kept_float"] == [worst] and set(trial["tensors"]) == {"pred"}
+    held = [c for c in model.calls if c[0] == "layer.precision"]
+    if major == 10:  # the trial's engine: the requantized graph with the layer held to fp32
+        assert trial["layer_precisions"] == {worst: "fp32"} and held == [("layer.precision", worst, "FLOAT")]
+    else:
+        assert trial["layer_precisions"] == {} and held == []
+
+
+def selfcheck():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("trt_selfcheck", REPO / "tools" / "trt_selfcheck.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
