@@ -178,3 +178,14 @@ def test_cli_refuses_a_float_artifact_and_rebuild_without_search(tmp_path):
     result = run_cli("debug", "precision", str(fp32))
     assert result.returncode == 2 and "debug precision analyses int8 builds" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("tensorrt") is not None,
+                    reason="TensorRT is installed here: the missing-SDK message cannot appear")
+@pytest.mark.parametrize("planted_build", ["onnxruntime"], indirect=True)
+def test_cli_target_trt_without_tensorrt_says_it_runs_on_the_device(planted_build, tmp_path):
+    out, _ = planted_build
+    result = run_cli("debug", "precision", str(out), "--target", "trt", "--out", str(tmp_path / "d"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: {out}: debug precision --target trt runs on the device: TensorRT is not installed" in result.stderr
+    assert not (tmp_path / "d").exists()

@@ -133,7 +133,8 @@ def test_finding3_every_tensorrt_setting_reaches_the_builder_config(monkeypatch,
                                profiles={"batch": {"min": 1, "opt": 1, "max": 1}}, layer_precisions={"relu0": "fp32"}))
     assert dla["device_type"] == "DLA" and dla["dla_core"] == 1 and "GPU_FALLBACK" in dla["builder_flags"]
     # ILayer.precision + set_output_type on relu0's layer, obeyed
-    assert dla["layer_precisions"] == {"relu0": "FLOAT"} and dla["precision_constraints"] == "OBEY_PRECISION_CONSTRAINTS"
+    assert dla["layer_precisions"] == {"relu0": "FLOAT"}
+    assert dla["precision_constraints"] == "OBEY_PRECISION_CONSTRAINTS"
     deploy_folder(tmp_path / "cal")
     calibration_npz(tmp_path / "calib.npz")
     with pytest.warns(DeprecationWarning):  # the implicit calibrator is deprecated from 10.1
