@@ -93,6 +93,40 @@ def test_fp16_route_follows_the_major_version(deploy, tmp_path):
             TensorRTBackend().build(deploy, tmp_path / "trt", "fp16", TensorRTSettings())
 
 
+def test_marked_outputs_return_every_layer_tensor_and_match_onnxruntime(deploy, tmp_path):
+    """`debug precision --target trt`'s engine: conv0's output `c`, marked, comes back beside `pred`, with fp32 values
+    that match ONNX Runtime's run of the same tensor."""
+    built = TensorRTBackend().build_marked(deploy, tmp_path / "trt", "fp32", TensorRTSettings())
+    runner = load_plan(built.artifact)
+    model = onnx.load(str(deploy))
+    model.graph.output.extend([onnx.ValueInfoProto(name="c")])
+    onnx.save(model, str(tmp_path / "with_c.onnx"))
+    x = feeds(3)
+    got, want = runner.run(x), OnnxRuntimeRunner(tmp_path / "with_c.onnx").run(x)
+    runner.close()
+    assert built.info["marked_outputs"] >= 1 and "c" in got
+    assert metrics.compare(want["c"], got["c"])["rel_l2"] < 1e-5
+    assert metrics.compare(want["pred"], got["pred"])["rel_l2"] < 1e-5
+
+
+def test_a_layer_held_to_fp32_in_an_fp16_build(deploy, tmp_path):
+    """A per-layer precision constraint (weakly typed TensorRT 8/10): the build obeys it (or fails saying so)."""
+    if MAJOR >= 11:
+        with pytest.raises(EdgeDeployError, match="strongly typed"):
+            TensorRTBackend().build(deploy, tmp_path / "trt", "fp32",
+                                    TensorRTSettings(layer_precisions={"conv0": "fp32"}))
+        return
+    built = TensorRTBackend().build(deploy, tmp_path / "trt", "fp16",
+                                    TensorRTSettings(layer_precisions={"conv0": "fp32"}))
+    assert built.info["layer_precisions"] == {"conv0": ["conv0"]}
+    assert "OBEY_PRECISION_CONSTRAINTS" in built.info["builder_flags"]
+    runner = load_plan(built.artifact)
+    x = feeds(2)
+    rel = metrics.compare(OnnxRuntimeRunner(deploy).run(x)["pred"], runner.run(x)["pred"])["rel_l2"]
+    runner.close()
+    assert rel < 1e-2
+
+
 def test_parser_error_names_the_node_and_op(tmp_path):
     model = conv_model(tmp_path / "deploy.onnx", op="Frobnicate", name="frob_7")
     with pytest.raises(EdgeDeployError) as e:
