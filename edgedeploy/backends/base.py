@@ -43,6 +43,15 @@ class SelfTimedRunner(Runner, Protocol):
         ...
 
 
+class LayerProfilingRunner(Runner, Protocol):
+    """Optional: a runner whose backend times each layer (TensorRT's IProfiler), for report.json's layer_profile."""
+
+    def profile_layers(self, feeds: dict[str, np.ndarray], iterations: int = 20) -> list[dict[str, Any]]:
+        """Run `feeds` `iterations` times; each layer's median time, slowest first: ``{"layer", "median_ms",
+        "share" (of the layers' total), "runs"}``."""
+        ...
+
+
 @dataclass
 class BuildResult:
     artifact: Path  # the file a runner loads (IR .xml, ONNX, TensorRT plan)

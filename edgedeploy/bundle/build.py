@@ -18,10 +18,12 @@ from typing import Any
 from edgedeploy import pipeline
 from edgedeploy.backends import precision_route
 from edgedeploy.bundle.manifest import VARIANTS, Bundle, open_bundle
+from edgedeploy.config import BuildSpec
 from edgedeploy.errors import UsageError
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.stage import PrecisionResult, run_precision
 from edgedeploy.preprocess import ValidationSet
+from edgedeploy.stagecache import default_root
 from edgedeploy.validate.gate import load_reference
 
 
@@ -43,6 +45,7 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
         if spec.precision not in bundle.precisions:
             raise UsageError(f"the bundle holds {', '.join(bundle.precisions)}, not {spec.precision}",
                              where=str(bundle_dir), fix=f"make it with `edgedeploy bundle --precision {spec.precision}`")
+        spec = device_timing_cache(spec, bundle)
         backend = pipeline.check_request(spec)
         t.summary = f"{len(bundle.manifest['files'])} files match bundle.json ({bundle.sha256[:12]})" + (
             f", signed by {bundle.signer}" if bundle.signer else "")
@@ -75,6 +78,17 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
     return report
 
 
+def device_timing_cache(spec: BuildSpec, bundle: Bundle) -> BuildSpec:
+    """A TensorRT build from a bundle keeps its timing cache in the device's cache folder
+    ($XDG_CACHE_HOME/edgedeploy/tensorrt/timing.cache, shared by the device's builds, saved under its lock) and, when
+    the bundle carries a cache, combines the bundle's entries into it first (tensorrt.timing_cache_seed)."""
+    if spec.target != "trt":
+        return spec
+    tensorrt = spec.tensorrt.model_copy(update={"timing_cache": default_root() / "tensorrt" / "timing.cache",
+                                                "timing_cache_seed": bundle.timing_cache})
+    return spec.model_copy(update={"tensorrt": tensorrt})
+
+
 def _uses_bundled_variant(spec) -> bool:
     """The precision stage's backend-neutral ONNX (fp16-cast, Q/DQ: ONNX Runtime, TensorRT) comes ready-made in the
     bundle; a target whose route makes the precision from deploy.onnx (OpenVINO's compression and NNCF, TensorRT 10's
@@ -88,4 +102,4 @@ def _origin(bundle: Bundle) -> dict[str, Any]:
             "edgedeploy": m.get("edgedeploy"), "made_with": m.get("made_with"), "signed_by": bundle.signer}
 
 
-__all__ = ["build_from_bundle"]
+__all__ = ["build_from_bundle", "device_timing_cache"]

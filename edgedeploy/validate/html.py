@@ -242,6 +242,20 @@ def frontier_png(auto: dict[str, Any]) -> bytes | None:
     return buf.getvalue()
 
 
+def layer_profile_html(report: dict[str, Any], top: int = 10) -> str:
+    """The `top` slowest layers of report.json's layer_profile (TensorRT's IProfiler), or nothing without one."""
+    profile = report.get("layer_profile")
+    if not profile or not profile["layers"]:
+        return ""
+    layers = profile["layers"]
+    rows = [[lay["layer"], f"{lay['median_ms']:.4f}", f"{100 * lay['share']:.1f} %"] for lay in layers[:top]]
+    total = sum(lay["median_ms"] for lay in layers)
+    return (f"<h2 id='layer-profile'>Slowest layers</h2><p>{html.escape(profile['profiler'])}, batch "
+            f"{profile['batch']}, median of {profile['iterations']} runs: the {len(rows)} slowest of {len(layers)} "
+            f"layers (all layers: {total:.4f} ms)</p>"
+            + _table(["layer", "median ms", "share"], rows))
+
+
 def render_html(report: dict[str, Any], siblings: list[dict[str, Any]] | None = None) -> str:
     siblings = siblings or []
     title, paras = header(report)
@@ -263,6 +277,7 @@ def render_html(report: dict[str, Any], siblings: list[dict[str, Any]] | None = 
             else:
                 parts.append(f"<p>{_inline(b)}</p>")
         parts += _plots(s.key, report, siblings)
+    parts.append(layer_profile_html(report))
     parts.append(f"<p style='color:#888'>schema {html.escape(report['schema'])}, edgedeploy "
                  f"{html.escape(str(report.get('edgedeploy')))}</p></body></html>")
     return "\n".join(parts)

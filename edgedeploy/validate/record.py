@@ -17,6 +17,26 @@ from edgedeploy.errors import EdgeDeployError
 REPORT_SCHEMA = "edgedeploy.report/3"
 
 
+class LayerTime(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layer: str
+    median_ms: float
+    share: float  # of the layers' total
+    runs: int
+
+
+class LayerProfile(BaseModel):
+    """Per-layer times of the artifact, from a backend that times its layers (TensorRT's IProfiler)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profiler: str
+    batch: int
+    iterations: int
+    layers: list[LayerTime]  # slowest first
+
+
 class Report(BaseModel):
     """Every key of report.json; build-only and validate-only keys are left out of the JSON when not set."""
 
@@ -49,6 +69,7 @@ class Report(BaseModel):
     stage_cache: dict[str, Any] | None = None
     bundle: dict[str, Any] | None = None
     latency_measurement: dict[str, Any] | None = None
+    layer_profile: LayerProfile | None = None
     layer_errors: list[dict[str, Any]] | None = None
     stage_seconds: dict[str, float] | None = None
     stage_peak_rss_mb: dict[str, float] | None = None
@@ -91,4 +112,4 @@ def checked(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-__all__ = ["REPORT_SCHEMA", "Report", "checked", "start_report"]
+__all__ = ["REPORT_SCHEMA", "LayerProfile", "LayerTime", "Report", "checked", "start_report"]
