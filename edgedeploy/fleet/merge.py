@@ -23,7 +23,7 @@ from edgedeploy import device as device_conditions
 from edgedeploy import fileio
 from edgedeploy.errors import UsageError
 from edgedeploy.tasks import TaskRecord, task_of
-from edgedeploy.validate.record import REPORT_SCHEMA, Report
+from edgedeploy.validate.record import REPORT_SCHEMA, Report, field_path, problem
 
 _PRECISIONS = ("fp32", "fp16", "int8")
 _MAX_REPORT_BYTES = 64 << 20
@@ -38,7 +38,7 @@ def read_report(path: Path) -> Report:
         return Report.model_validate_json(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
+        field = field_path(first["loc"])
         if first["type"].startswith("json") or first["type"] == "recursion_loop" or not field:
             raise UsageError(f"not a readable JSON report ({first['msg']})", where=str(path), fix=fix) from None
         if field == "schema":
@@ -49,7 +49,7 @@ def read_report(path: Path) -> Report:
                                  fix="validate the artifact again with this version (edgedeploy validate)") from None
             raise UsageError(f"not an edgedeploy report.json (`schema` is not {REPORT_SCHEMA})", where=str(path),
                              fix=fix) from None
-        raise UsageError(f"not a valid edgedeploy report: `{field}`: {first['msg']}", where=str(path),
+        raise UsageError(f"not a valid edgedeploy report: {problem(first)}", where=str(path),
                          fix=fix) from None
 
 

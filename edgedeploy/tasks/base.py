@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,15 @@ class Task:
     - `ranking_metrics`: `--precision auto` ranks candidates by the first one present;
     - `summary_metrics`: reports and fleet tables show the first one present, with its drop (`drops`) when known;
     - `labelled_metric`: present only when the validation data has labels; `no_labels` the warning when it is not;
-    - `labels`: how people read each metric name (`short_labels` in a table cell); `record`: the typed record;
-      `section`: the report section of a record and the artifact's name (`target precision`).
+    - `labels`: how people read each metric name (`short_labels` in a table cell); `section`: the report section
+      of a record (its `record` model, by default one that types only `kind`) and the artifact's name (`target
+      precision`).
     """
 
     name: str
     evaluate: Evaluate
-    record: type[TaskRecord]
     section: Callable[[Any, str], TaskSection]
+    record: type[TaskRecord] | None = None
     budgets: tuple[Budget, ...] = ()
     baseline_metrics: tuple[str, ...] = ()
     ranking_metrics: tuple[str, ...] = ()
@@ -71,6 +72,11 @@ class Task:
     no_labels: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     short_labels: dict[str, str] = field(default_factory=dict)  # summary metrics' names in narrow table cells
+
+    def __post_init__(self) -> None:
+        if self.record is None:  # a record that knows its kind and keeps every figure as it is
+            object.__setattr__(self, "record", create_model(f"{self.name.title()}Record", __base__=TaskRecord,
+                                                            kind=(Literal[self.name], ...)))
 
     def summary(self, record: dict[str, Any] | TaskRecord) -> tuple[str, float, float | None] | None:
         """(metric, value, drop or None) of the first summary metric the record has."""

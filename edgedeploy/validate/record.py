@@ -201,6 +201,20 @@ def start_report(kind: str, spec: BuildSpec, artifact: dict[str, Any], runner_co
     }
 
 
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A validation error's place as a path in report.json (`task.map50`): without the task kind pydantic puts
+    after `task` to say which record it read."""
+    return ".".join(str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "task" and p in TASKS))
+
+
+def problem(error: dict[str, Any]) -> str:
+    """`path`: what is wrong, for one pydantic error of Report (a task record's kind in words of its own)."""
+    if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        return (f"`{field_path(error['loc'])}.kind`: not one of the tasks this version knows "
+                f"({', '.join(TASKS)})")
+    return f"`{field_path(error['loc'])}`: {error['msg']}"
+
+
 def typed(report: dict[str, Any]) -> Report:
     """`report` as the typed Report the renderers read (a missing key, an unknown one or a wrong type is a bug here,
     said in one line before anything is written)."""
@@ -208,10 +222,9 @@ def typed(report: dict[str, Any]) -> Report:
         return Report.model_validate(report)
     except ValidationError as e:
         first = e.errors()[0]
-        raise EdgeDeployError(f"internal error: the report does not fit {REPORT_SCHEMA}: "
-                              f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}",
+        raise EdgeDeployError(f"internal error: the report does not fit {REPORT_SCHEMA}: {problem(first)}",
                               fix="report this as a bug in edgedeploy") from None
 
 
 __all__ = ["REPORT_SCHEMA", "Check", "LatencyRow", "LayerProfile", "LayerTime", "Report", "TaskRecord", "TensorErrors",
-           "Warning", "start_report", "typed"]
+           "Warning", "field_path", "problem", "start_report", "typed"]
