@@ -25,7 +25,7 @@ from edgedeploy.errors import UsageError
 from edgedeploy.numbers import interval, num
 from edgedeploy.tasks import decoders
 from edgedeploy.tasks.base import Budget, Task, TaskRecord, TaskSection
-from edgedeploy.tasks.decoders.base import DecodeSettings, Detections
+from edgedeploy.tasks.decoders.base import DecodeSettings
 from edgedeploy.tasks.metrics import bootstrap, coco, errors
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -269,28 +269,6 @@ class DetectionRecord(TaskRecord):
     disagreeing: list[DisagreeingImage] | None = None
 
 
-def _rows(d: Detections, keep: np.ndarray) -> list[list[float]]:
-    return [[round(float(v), 1) for v in box] + [round(float(s), 3), int(c)]
-            for box, s, c in zip(d.boxes[keep], d.scores[keep], d.classes[keep])]
-
-
-def disagreeing_images(art_dets: list[Detections], ref_dets: list[Detections], truth: list[Annotations] | None,
-                       score_thres: float, count: int = DISAGREEING_IMAGES) -> list[dict[str, Any]]:
-    """The `count` images where the two models' confident detections differ most, each with both sets of boxes
-    (and the labels) for report.html to draw."""
-    out = []
-    for i, amount in errors.most_disagreeing(art_dets, ref_dets, score_thres, count):
-        a, r = art_dets[i], ref_dets[i]
-        entry: dict[str, Any] = {"image": i, "disagreement": round(amount, 4),
-                                 "artifact": _rows(a, a.scores >= score_thres),
-                                 "reference": _rows(r, r.scores >= score_thres)}
-        if truth is not None:
-            entry["labels"] = [[int(c)] + [round(float(v), 1) for v in box]
-                               for box, c in zip(truth[i].boxes, truth[i].classes)]
-        out.append(entry)
-    return out
-
-
 def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
                 targets: np.ndarray | None, labels: np.ndarray | None, *, class_names: list[str] | None = None,
                 input_size: tuple[int, int] | None = None) -> dict[str, Any]:
@@ -354,15 +332,14 @@ def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: 
             "pr_curve": {"recall": coco.RECALL_POINTS.round(2).tolist(),
                          "artifact": [round(v, 4) for v in art_map["pr50"]],
                          "reference": [round(v, 4) for v in ref_map["pr50"]]},
-            "confusion": {"classes": [*names, "background"], "score_thres": det.reference_score_thres,
-                          "iou_thres": 0.5, "matrix": errors.confusion_matrix(
-                              art_dets, truth, len(names), det.reference_score_thres).tolist()},
+            "confusion": errors.confusion_record(art_dets, truth, names, det.reference_score_thres),
         })
         if settings.bootstrap:
             out.update(bootstrap.drop_interval(bootstrap.match_all(ref_dets, truth, len(names)),
                                                bootstrap.match_all(art_dets, truth, len(names)), count,
                                                settings.bootstrap))
-    out["disagreeing"] = disagreeing_images(art_dets, ref_dets, truth, det.reference_score_thres)
+    out["disagreeing"] = errors.disagreeing_images(art_dets, ref_dets, truth, det.reference_score_thres,
+                                                   DISAGREEING_IMAGES)
     return out
 
 

@@ -49,3 +49,12 @@ def test_a_large_confusion_matrix_is_summarized_by_its_largest_errors():
     assert "The 3 largest of its 30 classes' errors" in text
     assert header == ["label", "detected", "count"]
     assert rows == [["c3", "c7", "9"], ["background", "c2", "4"], ["c4", "background", "2"]]
+
+
+def test_disagreeing_images_carry_both_models_confident_boxes_and_the_labels():
+    a = dets([[0, 0, 10, 10, 0.9, 0], [5, 5, 9, 9, 0.1, 1]])  # the second is below the score threshold
+    b = dets([[0, 0, 10, 10, 0.8, 1]])
+    truth = [Annotations(np.array([[0, 0, 10, 10]], float), np.array([1])), Annotations(np.zeros((0, 4)), np.zeros(0))]
+    shown = errors.disagreeing_images([a, a], [b, a], truth, 0.25, 4)
+    assert shown == [{"image": 0, "disagreement": 2.0, "artifact": [[0.0, 0.0, 10.0, 10.0, 0.9, 0]],
+                      "reference": [[0.0, 0.0, 10.0, 10.0, 0.8, 1]], "labels": [[1, 0.0, 0.0, 10.0, 10.0]]}]

@@ -1,10 +1,12 @@
 """Where detections go wrong, image by image, from the same decoded detections the mAP is computed on: the
 confusion matrix of confident detections against the labels (IoU-matched, with a background row and column) and
-the images where the artifact's detections differ most from the reference's."""
+the images where the artifact's detections differ most from the reference's, as report.json's `task.confusion`
+and `task.disagreeing` (both in the coordinates the detections and labels share)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,4 +77,36 @@ def most_disagreeing(artifact: Sequence[Detections], reference: Sequence[Detecti
     return sorted(found, key=lambda f: (-f[1], f[0]))[:count]
 
 
-__all__ = ["confusion_matrix", "disagreement", "greedy_match", "most_disagreeing"]
+def confusion_record(detections: Sequence[Detections], truth: Sequence[Annotations], class_names: Sequence[str],
+                     score_thres: float, iou_thres: float = 0.5) -> dict[str, Any]:
+    """report.json's `task.confusion`: confusion_matrix with its classes (the last `background`) and thresholds."""
+    matrix = confusion_matrix(detections, truth, len(class_names), score_thres, iou_thres)
+    return {"classes": [*class_names, "background"], "score_thres": score_thres, "iou_thres": iou_thres,
+            "matrix": matrix.tolist()}
+
+
+def _rows(d: Detections, keep: np.ndarray) -> list[list[float]]:
+    return [[round(float(v), 1) for v in box] + [round(float(s), 3), int(c)]
+            for box, s, c in zip(d.boxes[keep], d.scores[keep], d.classes[keep])]
+
+
+def disagreeing_images(art_dets: Sequence[Detections], ref_dets: Sequence[Detections],
+                       truth: Sequence[Annotations] | None,
+                       score_thres: float, count: int) -> list[dict[str, Any]]:
+    """The `count` images where the two models' confident detections differ most, each with both sets of boxes
+    (and the labels) for report.html to draw."""
+    out = []
+    for i, amount in most_disagreeing(art_dets, ref_dets, score_thres, count):
+        a, r = art_dets[i], ref_dets[i]
+        entry: dict[str, Any] = {"image": i, "disagreement": round(amount, 4),
+                                 "artifact": _rows(a, a.scores >= score_thres),
+                                 "reference": _rows(r, r.scores >= score_thres)}
+        if truth is not None:
+            entry["labels"] = [[int(c)] + [round(float(v), 1) for v in box]
+                               for box, c in zip(truth[i].boxes, truth[i].classes)]
+        out.append(entry)
+    return out
+
+
+__all__ = ["confusion_matrix", "confusion_record", "disagreeing_images", "disagreement", "greedy_match",
+           "most_disagreeing"]
