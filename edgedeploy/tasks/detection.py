@@ -384,6 +384,11 @@ def section(task: DetectionRecord, model: str) -> TaskSection:
         blocks.append((["class", "AP@0.5", "AP@0.5 reference", "AP@0.5:0.95", "AP@0.5:0.95 reference"],
                        [[name, num(ap50.get(name)), num(ref50.get(name)), num(ap), num(ref.get(name))]
                         for name, ap in task.ap_per_class.items()]))
+    if task.pr_curve is not None:
+        pr, at = task.pr_curve, (50, 80, 90)  # indices of recall 0.5, 0.8, 0.9 among COCOeval's 101 points
+        blocks.append("Precision at recall 0.5 / 0.8 / 0.9 (IoU 0.5, mean over classes; the curves are in "
+                      f"report.html): {model} {' / '.join(num(pr.artifact[i]) for i in at)}, reference "
+                      f"{' / '.join(num(pr.reference[i]) for i in at)}.")
     if task.confusion is not None:
         blocks += confusion_blocks(task.confusion)
     if task.disagreeing:

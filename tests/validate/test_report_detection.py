@@ -77,13 +77,17 @@ def test_per_class_ap_table_is_faster_coco_evals(demo_int8):
 
 
 def test_pr_curves_are_the_curves_of_the_map(demo_int8):
-    _, report = demo_int8
+    out, report = demo_int8
     task = report.task
     pr = task.pr_curve
     assert len(pr.recall) == len(pr.artifact) == len(pr.reference) == 101
     assert np.mean(pr.artifact) == pytest.approx(task.map50, abs=1e-4)  # COCO AP: the mean over 101 recall points
     assert np.mean(pr.reference) == pytest.approx(task.reference_map50, abs=1e-4)
     assert all(a >= b for a, b in zip(pr.artifact, pr.artifact[1:]))  # COCOeval's monotone envelope
+    assert pr.recall[50] == 0.5 and pr.recall[90] == 0.9
+    md = (out / "report.md").read_text()
+    assert (f"openvino int8 {num(pr.artifact[50])} / {num(pr.artifact[80])} / {num(pr.artifact[90])}, reference "
+            f"{num(pr.reference[50])} / {num(pr.reference[80])} / {num(pr.reference[90])}.") in md
 
 
 def test_confusion_matrix_counts_every_label_once(demo_int8):
