@@ -301,7 +301,7 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
     }
     report = folder.relocate(finish_report(report, spec))
     fileio.write_json(out_dir / "manifest.json", folder.relocate(manifest))
-    write_reports(report, out_dir)  # report.json, report.md, report.html
+    write_reports(report, out_dir, spec, data.inputs)  # report.json, report.md, report.html
     return report
 
 

@@ -16,6 +16,7 @@ from edgedeploy.backends.tensorrt import TensorRTBackend, load_plan
 from edgedeploy.config import TensorRTSettings
 from edgedeploy.validate import latency, record
 from edgedeploy.validate.html import layer_profile_html
+from report_helpers import report_of
 
 VERSIONS = surface_versions()
 NEWEST10 = max((v for v in VERSIONS if v.startswith("10.")), key=lambda v: int(v.split(".")[1]))
@@ -36,7 +37,7 @@ def test_the_profile_reaches_report_json_and_html_slowest_first(monkeypatch, tmp
     assert [lay["layer"] for lay in profile["layers"]] == ["relu0", "conv0"]  # 2 µs, 1 µs: slowest first
     assert [lay["runs"] for lay in profile["layers"]] == [latency.PROFILE_ITERATIONS] * 2
     assert record.LayerProfile.model_validate(profile).layers[0].median_ms == pytest.approx(0.002)
-    page = layer_profile_html({"layer_profile": profile}, top=1)
+    page = layer_profile_html(report_of({"layer_profile": profile}), top=1)
     assert "Slowest layers" in page and "relu0" in page and "conv0" not in page and "66.7 %" in page
 
 
@@ -45,7 +46,7 @@ def test_the_report_schema_types_the_profile(tmp_path):
     with pytest.raises(ValidationError):  # a layer without its share is not a layer time
         record.LayerProfile.model_validate({"profiler": "x", "batch": 1, "iterations": 1,
                                             "layers": [{"layer": "a", "median_ms": 1.0, "runs": 1}]})
-    assert layer_profile_html({}) == ""
+    assert layer_profile_html(report_of({})) == ""
 
 
 def test_a_backend_without_layer_times_gives_no_profile(tmp_path):
