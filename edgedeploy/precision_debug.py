@@ -107,8 +107,8 @@ def load_artifact(artifact_dir: Path, target: str | None = None) -> Artifact:
                               fix="run it on the Jetson or GPU machine the engine is for, or leave --target out to "
                                   "analyse the Q/DQ graph on ONNX Runtime here")
     _, spec = read_manifest(artifact_dir)
-    if target == "trt" and spec.target != "trt":
-        raise UsageError(f"--target trt analyses a TensorRT build; this artifact was built for {spec.target}",
+    if target is not None and spec.target != target:
+        raise UsageError(f"--target {target} analyses a TensorRT build; this artifact was built for {spec.target}",
                          where=str(artifact_dir), fix="build it with --target trt --precision int8 on the device")
     if spec.precision != "int8":
         raise UsageError(f"the artifact is {spec.precision}; debug precision analyses int8 builds",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy import pipeline
-from edgedeploy.backends import precision_route
+from edgedeploy.backends import precision_route, target_kind
 from edgedeploy.bundle.manifest import VARIANTS, Bundle, open_bundle
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import UsageError
@@ -45,7 +45,7 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
         if spec.precision not in bundle.precisions:
             raise UsageError(f"the bundle holds {', '.join(bundle.precisions)}, not {spec.precision}",
                              where=str(bundle_dir), fix=f"make it with `edgedeploy bundle --precision {spec.precision}`")
-        spec = device_timing_cache(spec, bundle)
+        spec = device_spec(spec, bundle)
         backend = pipeline.check_request(spec)
         t.summary = f"{len(bundle.manifest['files'])} files match bundle.json ({bundle.sha256[:12]})" + (
             f", signed by {bundle.signer}" if bundle.signer else "")
@@ -78,15 +78,11 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
     return report
 
 
-def device_timing_cache(spec: BuildSpec, bundle: Bundle) -> BuildSpec:
-    """A TensorRT build from a bundle keeps its timing cache in the device's cache folder
-    ($XDG_CACHE_HOME/edgedeploy/tensorrt/timing.cache, shared by the device's builds, saved under its lock) and, when
-    the bundle carries a cache, combines the bundle's entries into it first (tensorrt.timing_cache_seed)."""
-    if spec.target != "trt":
-        return spec
-    tensorrt = spec.tensorrt.model_copy(update={"timing_cache": default_root() / "tensorrt" / "timing.cache",
-                                                "timing_cache_seed": bundle.timing_cache})
-    return spec.model_copy(update={"tensorrt": tensorrt})
+def device_spec(spec: BuildSpec, bundle: Bundle) -> BuildSpec:
+    """The spec with the device's own caches ($XDG_CACHE_HOME/edgedeploy), as the target declares them
+    (TargetKind.on_device: TensorRT's timing cache, seeded from the bundle's)."""
+    kind = target_kind(spec.target)
+    return spec if kind.on_device is None else kind.on_device(spec, default_root(), bundle.timing_cache)
 
 
 def _uses_bundled_variant(spec) -> bool:
@@ -102,4 +98,4 @@ def _origin(bundle: Bundle) -> dict[str, Any]:
             "edgedeploy": m.get("edgedeploy"), "made_with": m.get("made_with"), "signed_by": bundle.signer}
 
 
-__all__ = ["build_from_bundle", "device_timing_cache"]
+__all__ = ["build_from_bundle", "device_spec"]

@@ -16,7 +16,7 @@ from trt_standin.behaviors import CACHE_MAGIC
 from trt_standin.models import conv_model, deploy_folder
 
 from edgedeploy.backends.tensorrt import TensorRTBackend
-from edgedeploy.bundle.build import device_timing_cache
+from edgedeploy.bundle.build import device_spec
 from edgedeploy.bundle.make import make_bundle
 from edgedeploy.bundle.manifest import MANIFEST, SPEC, TIMING_CACHE, open_bundle
 from edgedeploy.config import TensorRTSettings, load_spec
@@ -85,10 +85,10 @@ def test_a_bundle_carries_the_cache_as_data_and_the_device_build_seeds_from_it(s
     assert "workstation.cache" not in (bundle_dir / MANIFEST).read_text() + (bundle_dir / SPEC).read_text()
     bundle = open_bundle(bundle_dir)
     assert bundle.spec.tensorrt.timing_cache is None and bundle.timing_cache == bundle_dir / TIMING_CACHE
-    spec = device_timing_cache(bundle.spec, bundle)
+    spec = device_spec(bundle.spec, bundle)
     assert spec.tensorrt.timing_cache_seed == bundle_dir / TIMING_CACHE
     assert spec.tensorrt.timing_cache == default_root() / "tensorrt" / "timing.cache"  # the device's, shared
-    other = device_timing_cache(bundle.spec.model_copy(update={"target": "onnxruntime"}), bundle)
+    other = device_spec(bundle.spec.model_copy(update={"target": "onnxruntime"}), bundle)
     assert other.tensorrt.timing_cache_seed is None  # only TensorRT builds take it
 
 
