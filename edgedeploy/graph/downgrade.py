@@ -3,7 +3,8 @@
 TensorRT 8.5/8.6's ONNX parser supports "operators up to Opset 17" (onnx-tensorrt docs/operators.md on 8.5-GA and
 8.6-GA) and does not refuse a newer graph: its Reduce* importers read `axes` from the attribute only, so an opset-18
 ReduceMean (axes as an input) silently reduces over every axis. `downgrade_opset` uses onnx's version converter, which
-moves those inputs back into attributes. onnx has no 18→17 adapter for Split and Pad; the forms of those two whose
+moves those inputs back into attributes (and leaves a `noop_with_empty_axes` the older Reduce* ops lack, removed
+here where it changes nothing). onnx has no 18→17 adapter for Split and Pad; the forms of those two whose
 meaning did not change at 18 (Split with a split-sizes input, or with `num_outputs` on a dimension of known size,
 rewritten to sizes; Pad without an `axes` input, not in `wrap` mode) are carried over unchanged. Anything the converter
 cannot do is one EdgeDeployError naming the op and the node.
@@ -21,6 +22,9 @@ from edgedeploy.errors import EdgeDeployError
 from edgedeploy.graph.optimize import lowest_ir_version
 
 _CARRY_DOMAIN = "edgedeploy.carry-over"  # marks nodes the converter must leave alone while it runs
+# the Reduce* ops whose axes moved from attribute to input at opset 18 (ReduceSum moved at 13)
+_REDUCE_13 = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
+              "ReduceProd", "ReduceSumSquare")
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -53,11 +57,30 @@ def downgrade_opset(model: onnx.ModelProto, target: int, *, fix: str, where: str
     for node in converted.graph.node:
         if node.domain == _CARRY_DOMAIN:
             node.domain = ""
+        elif target < 18 and node.op_type in _REDUCE_13 and node.domain in ("", "ai.onnx"):
+            reason = _drop_noop_with_empty_axes(node)
+            if reason:
+                raise _refusal(node, f"{reason}; it has no opset-{target} form", fix, where)
     kept = [o for o in converted.opset_import if o.domain != _CARRY_DOMAIN]
     del converted.opset_import[:]
     converted.opset_import.extend(kept)
     converted.ir_version = lowest_ir_version(converted)  # a device's onnxruntime may not read the writer's newest
     return converted
+
+
+def _drop_noop_with_empty_axes(node: onnx.NodeProto) -> str | None:
+    """onnx's 18→17 Reduce* adapters move `axes` into an attribute but keep `noop_with_empty_axes`, which those ops
+    (ReduceSum aside) lack before 18, so ONNX Runtime refuses the node: drop it where it changes nothing (`axes`
+    given, or the default 0); None when done, else why it cannot be."""
+    attrs = {a.name: a for a in node.attribute}
+    if "noop_with_empty_axes" not in attrs:
+        return None
+    if attrs["noop_with_empty_axes"].i and "axes" not in attrs:
+        return f"a {node.op_type} with noop_with_empty_axes=1 and no axes (opset 18)"
+    kept = [a for a in node.attribute if a.name != "noop_with_empty_axes"]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    return None
 
 
 def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:

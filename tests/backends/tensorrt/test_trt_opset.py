@@ -46,6 +46,7 @@ def test_tensorrt8_parses_the_graph_rewritten_to_opset17(monkeypatch, tmp_path, 
     assert downgrade.default_opset(parsed) == 17
     mean = _reduce_mean(parsed)
     assert list(mean.input) == ["q"] and [a.ints for a in mean.attribute if a.name == "axes"] == [[2, 3]]
+    assert {a.name for a in mean.attribute} == {"axes", "keepdims"}  # no noop_with_empty_axes: ReduceMean-13 lacks it
     assert list(_reduce_mean(original).input) == ["q", "mean_axes"]  # the deploy graph itself is left alone
     assert built.info["onnx_converted"] == {**built.info["onnx_converted"], "from": "deploy.onnx", "from_opset": 18,
                                             "to_opset": 17, "file": "deploy.opset17.onnx"}
@@ -113,4 +114,15 @@ def test_split_by_count_on_an_unknown_dimension_is_refused():
     model = onnx.helper.make_model(onnx.helper.make_graph([split], "g", [x], ys),
                                    opset_imports=[onnx.helper.make_opsetid("", 18)])
     with pytest.raises(EdgeDeployError, match=r"node 'split_c' \(Split\): a Split with num_outputs on a dimension "):
+        downgrade.downgrade_opset(model, 17, fix="build with TensorRT 10", where="deploy.onnx")
+
+
+def test_a_reduce_that_is_a_noop_at_opset18_is_refused():
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    mean = onnx.helper.make_node("ReduceMean", ["x"], ["y"], name="mean_none", noop_with_empty_axes=1)
+    model = onnx.helper.make_model(onnx.helper.make_graph([mean], "g", [x], [y]),
+                                   opset_imports=[onnx.helper.make_opsetid("", 18)])
+    with pytest.raises(EdgeDeployError, match=r"node 'mean_none' \(ReduceMean\): a ReduceMean with "
+                                              "noop_with_empty_axes=1 and no axes"):
         downgrade.downgrade_opset(model, 17, fix="build with TensorRT 10", where="deploy.onnx")

@@ -52,7 +52,8 @@ def opset18_model(path: Path, *, batch: int | str = "batch", refused: str | None
              helper.make_node("MaxPool", ["padded"], ["p"], name="pool0", kernel_shape=[3, 3]),
              helper.make_node("Split", ["p"], ["p0", "p1"], name="split_c", axis=1, num_outputs=2),
              helper.make_node("Concat", ["p1", "p0"], ["q"], name="swap_c", axis=1),
-             helper.make_node("ReduceMean", ["q", "mean_axes"], ["m"], name="mean_hw", keepdims=1),
+             helper.make_node("ReduceMean", ["q", "mean_axes"], ["m"], name="mean_hw", keepdims=1,
+                              noop_with_empty_axes=0),  # as torch's exporter writes it
              helper.make_node("Sub", ["q", "m"], [last], name="centre")]
     if refused == "resize_antialias":
         inits.append(numpy_helper.from_array(np.ones(4, np.float32), "scales"))
