@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from edgedeploy import arrayfile, fileio
 from edgedeploy.backends import trt_cuda, trt_manifest, trt_plan
@@ -26,6 +27,7 @@ from edgedeploy.backends.base import BuildResult
 from edgedeploy.backends.trt_timing import summarize_ms
 from edgedeploy.config import TensorRTSettings
 from edgedeploy.errors import EdgeDeployError, UsageError
+from edgedeploy.graph import downgrade, verify
 
 
 def install_hint() -> str:
@@ -188,7 +190,7 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
     """Build and write the engine the plan describes, its manifest and its layer report."""
     trt = _import_trt()
     version = trt.__version__
-    onnx_path = trt_plan.require_planned_onnx(plan)
+    onnx_path, converted = parser_onnx(plan, trt_plan.require_planned_onnx(plan))
     gpu = trt_cuda.device_info()
     logger = process_logger(trt)
     mark = logger.mark()
@@ -333,11 +335,46 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         "manifest": plan.manifest_path.name,
         "tensorrt_warnings": logger.warnings_since(mark)[:20],
     }
+    if converted:
+        info["onnx_converted"] = converted
     if constrained:
         info["layer_precisions"] = constrained
     if plan.mark_all_outputs:
         info["marked_outputs"] = len(marked)
     return BuildResult(artifact=plan.plan_path, files=[plan.plan_path, layers_path, plan.manifest_path], info=info)
+
+
+def parser_onnx(plan: trt_plan.TrtBuildPlan, onnx_path: Path) -> tuple[Path, dict[str, Any] | None]:
+    """The ONNX file TensorRT's parser is given, and how it was converted (None: `onnx_path` as it is).
+
+    TensorRT 8.5/8.6's parser reads operators up to opset 17 and takes a newer graph without a word, misreading the
+    ops whose inputs changed at 18 (Reduce* axes as an input: it reduces over every axis). For TensorRT 8 a newer
+    graph is rewritten to opset 17 beside the plan, and used only when it computes what the original does on ONNX
+    Runtime (CPU); TensorRT 10 and 11 parse the graph as it is."""
+    opset = trt_plan.parser_max_opset(plan.trt_major)
+    if opset is None:
+        return onnx_path, None
+    model = onnx.load(str(onnx_path))
+    original = downgrade.default_opset(model)
+    if original <= opset:
+        return onnx_path, None
+    fix = (f"TensorRT {plan.trt_major}'s ONNX parser reads operators up to opset {opset}: build with TensorRT 10 "
+           f"(JetPack 6.1+) or 11, or export a graph without this op")
+    converted = downgrade.downgrade_opset(model, opset, fix=fix, where=str(onnx_path))
+    try:
+        reference = verify.Reference.measure(model, samples=2)
+        errors, bad = reference.check(converted)
+    except EdgeDeployError as exc:
+        raise EdgeDeployError(f"cannot check the opset-{opset} rewrite on ONNX Runtime: {exc.what}",
+                              where=str(onnx_path), fix=fix) from exc
+    if bad:
+        raise EdgeDeployError(f"the opset-{opset} rewrite of the graph computes different outputs on ONNX Runtime: "
+                              f"{'; '.join(bad[:3])}", where=str(onnx_path), fix=fix)
+    out = plan.plan_path.with_name(f"{onnx_path.stem}.opset{opset}.onnx")
+    fileio.write_bytes(out, converted.SerializeToString())
+    return out, {"from": onnx_path.name, "file": out.name, "from_opset": original, "to_opset": opset,
+                 "checked_on": "ONNX Runtime (CPU)",
+                 "max_rel_l2": max((e["rel_l2"] for e in errors.values()), default=0.0)}
 
 
 # how TensorRT's build errors say it ran out of memory (its allocator, CUDA's error names, the builder's messages)

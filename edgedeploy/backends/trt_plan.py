@@ -258,6 +258,12 @@ def parse_version(version: str | None) -> tuple[int, ...] | None:
     return tuple(parts)
 
 
+def parser_max_opset(major: int) -> int | None:
+    """The newest default-domain opset TensorRT `major`'s ONNX parser reads (None: no limit below ours, 18+).
+    onnx-tensorrt's docs/operators.md on 8.5-GA and 8.6-GA: "supports operators up to Opset 17"."""
+    return 17 if major == 8 else None
+
+
 def resolve_major(settings: TensorRTSettings, installed_version: str | None) -> int:
     """The major version to plan for: the override, else the installed TensorRT's."""
     if settings.plan_for_major is not None:
@@ -443,6 +449,9 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
         network_flags.append("STRONGLY_TYPED")
     if major == 8:  # TensorRT 8's ONNX parser needs an explicit-batch network (the default from 10 on)
         network_flags.append("EXPLICIT_BATCH")
+        notes.append(f"TensorRT 8's ONNX parser reads operators up to opset {parser_max_opset(major)}: a newer graph "
+                     f"is parsed as <name>.opset{parser_max_opset(major)}.onnx beside the plan, rewritten by onnx's "
+                     "version converter and checked on ONNX Runtime")
     optimization_level: int | None = settings.builder_optimization_level
     if major == 8 and (version is None or version[:2] < _TRT8_FEATURES):
         for setting, value, default in (("builder_optimization_level", settings.builder_optimization_level, 3),
@@ -698,6 +707,7 @@ def trtexec_command(plan: TrtBuildPlan, *, batch: int | None = None, engine_out:
 __all__ = [
     "CalibrationPlan", "DEPLOY_ONNX", "InputInfo", "PLAN_FILE", "TrtBuildPlan", "TrtProfile", "batch_range",
     "calibration_key", "calibration_key_material", "calibration_key_record", "check_calibration_cache",
-    "inputs_from_onnx", "inputs_from_spec", "is_dynamic_dim", "manifest_path_for", "parse_version", "plan_build",
-    "plan_profiles", "precision_route", "require_planned_onnx", "resolve_major", "trtexec_command", "weakly_typed",
+    "inputs_from_onnx", "inputs_from_spec", "is_dynamic_dim", "manifest_path_for", "parse_version", "parser_max_opset",
+    "plan_build", "plan_profiles", "precision_route", "require_planned_onnx", "resolve_major", "trtexec_command",
+    "weakly_typed",
 ]

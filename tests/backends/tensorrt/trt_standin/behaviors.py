@@ -43,7 +43,8 @@ _LAYER_TYPES = {"Conv": "CONVOLUTION", "ConvTranspose": "DECONVOLUTION", "Relu":
                 "Resize": "RESIZE", "Gemm": "MATRIX_MULTIPLY", "MatMul": "MATRIX_MULTIPLY", "Softmax": "SOFTMAX",
                 "QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE", "Cast": "CAST",
                 "Identity": "IDENTITY", "Slice": "SLICE", "Split": "SLICE", "Constant": "CONSTANT",
-                "NonMaxSuppression": "NMS", "NonZero": "NON_ZERO", "Expand": "SLICE"}
+                "NonMaxSuppression": "NMS", "NonZero": "NON_ZERO", "Expand": "SLICE", "ReduceMean": "REDUCE",
+                "Pad": "PADDING"}
 _SHAPE_OPERANDS = {"Reshape": 1, "Expand": 1}  # op → the input index TensorRT reads as a shape tensor
 
 REGISTRY: dict[str, Any] = {}
@@ -81,6 +82,7 @@ class Model:
     messages: list[tuple[str, str]] = field(default_factory=list)
     calls: list[tuple] = field(default_factory=list)
     executions: int = 0
+    parsed: list[Any] = field(default_factory=list)  # every onnx.ModelProto the ONNX parser was given, in order
     trt: Any = None
 
     def __post_init__(self) -> None:
@@ -474,6 +476,7 @@ def _parse_from_file(m: Model, self: Any, model: str) -> bool:
         proto = onnx.load(str(path))
     except Exception as e:  # noqa: BLE001 - the parser reports, never raises
         return _parser_fail(m, self, -1, "MODEL_DESERIALIZE_FAILED", f"failed to parse the ONNX file: {e}", [])
+    m.parsed.append(proto)
     nodes = list(proto.graph.node)
     if m.major == 8 and "EXPLICIT_BATCH" not in self._state["network"]._state["flags"]:
         # TensorRT 8's ONNX parser: "the ONNX parser only supports networks with an explicit batch dimension"

@@ -30,6 +30,45 @@ def conv_model(path: Path, *, batch: int | str = "batch", op: str = "Relu", name
     return _save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=opsets), path)
 
 
+def opset18_model(path: Path, *, batch: int | str = "batch", refused: str | None = None) -> Path:
+    """An opset-18 graph with the ops whose definition changed at 18, pred [batch, 8, 16, 16] like `conv_model`:
+    Conv → Pad (pads input) → MaxPool 3x3 → Split (num_outputs) → Concat → minus ReduceMean (axes input).
+
+    `refused="pad_axes"` gives the Pad an axes input, `"resize_antialias"` appends an antialiased Resize: opset-18
+    forms with no opset-17 equivalent."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array([2, 3], np.int64), "mean_axes")]
+    if refused == "pad_axes":
+        inits += [numpy_helper.from_array(np.array([1, 1, 1, 1], np.int64), "pads"),
+                  numpy_helper.from_array(np.array([2, 3], np.int64), "pad_axes")]
+        pad = helper.make_node("Pad", ["c", "pads", "", "pad_axes"], ["padded"], name="pad_hw")
+    else:
+        inits.append(numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"))
+        pad = helper.make_node("Pad", ["c", "pads"], ["padded"], name="pad_hw")
+    last = "pred" if refused != "resize_antialias" else "centred"
+    nodes = [helper.make_node("Conv", ["images", "w", "b"], ["c"], name="conv0", pads=[1, 1, 1, 1]), pad,
+             helper.make_node("MaxPool", ["padded"], ["p"], name="pool0", kernel_shape=[3, 3]),
+             helper.make_node("Split", ["p"], ["p0", "p1"], name="split_c", axis=1, num_outputs=2),
+             helper.make_node("Concat", ["p1", "p0"], ["q"], name="swap_c", axis=1),
+             helper.make_node("ReduceMean", ["q", "mean_axes"], ["m"], name="mean_hw", keepdims=1,
+                              noop_with_empty_axes=0),  # as torch's exporter writes it
+             helper.make_node("Sub", ["q", "m"], [last], name="centre")]
+    if refused == "resize_antialias":
+        inits.append(numpy_helper.from_array(np.ones(4, np.float32), "scales"))
+        nodes.append(helper.make_node("Resize", [last, "", "scales"], ["pred"], name="resize_aa", mode="linear",
+                                      antialias=1))
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 16, 16])
+    y = helper.make_tensor_value_info("pred", TensorProto.FLOAT, [batch, 8, 16, 16])
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8  # opset 18's
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
 def bf16_io_model(path: Path) -> Path:
     """bfloat16 in and out (Cast → Conv → Cast): a model whose I/O numpy has no type for."""
     w = numpy_helper.from_array(np.full((8, 3, 1, 1), 0.1, np.float32), "w")
@@ -142,4 +181,4 @@ def marker(images: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["bf16_io_model", "calibration_npz", "conv_model", "deploy_folder", "feeds", "marker", "nms_model",
-           "qdq_model", "reshape_model"]
+           "opset18_model", "qdq_model", "reshape_model"]
