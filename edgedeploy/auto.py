@@ -108,7 +108,7 @@ def build_auto(spec: BuildSpec, out_dir: Path, *, trust_code: bool = False, list
         plot = frontier_png(report["auto"])
         if plot is not None:
             fileio.write_bytes(folder.staging / PLOT, plot)
-        write_reports(report, folder.staging)
+        write_reports(report, folder.staging)  # the images are drawn in the candidate's own report.html
         folder.commit()
     return report
 

@@ -439,6 +439,10 @@ def debug_precision(
     top: int = typer.Option(10, "--top", metavar="N", help="layers listed here (all are in the report)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
                                        show_default="ARTIFACT_DIR-debug-precision", help="report folder"),
+    target: Optional[str] = typer.Option(None, "--target", metavar="trt",
+                                         show_default="the Q/DQ graph or IR on the CPU",
+                                         help="trt: analyse the TensorRT engine itself, every layer output marked "
+                                              "(runs on the device)"),
     debug: bool = DEBUG,
 ) -> None:
     """Rank the layers that lose INT8 accuracy.
@@ -457,7 +461,7 @@ def debug_precision(
     with console.status("[bold]debug precision[/]…") as status:
         report = precision_debug.debug_precision(
             artifact_dir, report_dir, samples=samples, do_search=search, max_layers=max_layers,
-            budget_overrides={"max_map50_drop": max_map50_drop, "max_top1_drop": max_top1_drop},
+            budget_overrides={"max_map50_drop": max_map50_drop, "max_top1_drop": max_top1_drop}, target=target,
             progress=lambda line: (status.update(f"[bold]debug precision[/] {escape(line)}"),
                                    console.print(f"  {escape(line)}", highlight=False)))
     by_name = {lay["layer"]: lay for lay in report["layers"]}
@@ -480,7 +484,8 @@ def debug_precision(
     if rebuild is not None:
         stages = _RichStages()
         try:
-            built = precision_debug.rebuild(artifact_dir, result["kept_float"], rebuild, listener=stages)
+            built = precision_debug.rebuild(artifact_dir, result["kept_float"], rebuild, listener=stages,
+                                            trt_major=report.get("tensorrt_major"))
         finally:
             stages.stop()
         _finish(built, rebuild)

@@ -327,6 +327,9 @@ class TensorRTSettings(_Strict):
     builder_optimization_level: int = Field(3, ge=0, le=5)
     timing_cache: ConfigPath | None = Field(
         None, description="timing cache file, loaded if present and saved atomically")
+    timing_cache_seed: ConfigPath | None = Field(
+        None, description="a timing cache whose entries are combined into this build's before it starts, never "
+                          "written (`edgedeploy build BUNDLE` sets it to the bundle's cache)")
     tf32: bool = Field(False, description="allow TF32 in fp32 layers (Ampere+); off keeps fp32 within its budget")
     dla_core: int | None = Field(None, ge=0, description="build for this DLA core (Xavier, Orin AGX/NX); fp16/int8")
     gpu_fallback: bool = Field(True, description="let layers DLA cannot run fall back to the GPU (reported)")
@@ -337,6 +340,11 @@ class TensorRTSettings(_Strict):
     int8_unquantized: Literal["fp16", "fp32"] = Field(
         "fp16", description="precision TensorRT 8/10 may give layers without Q/DQ in an int8 build (fp16 is what "
                             "trtexec --int8 --fp16 builds)")
+    layer_precisions: dict[str, Literal["fp32", "fp16"]] = Field(
+        default_factory=dict,
+        description="ONNX node name -> the precision its TensorRT layers must compute and write in (TensorRT 8/10 "
+                    "weakly typed builds; OBEY_PRECISION_CONSTRAINTS); `edgedeploy debug precision --target trt "
+                    "--search` writes it")
     calibrator: Literal["entropy2", "minmax"] = "entropy2"
     calibration_data: ConfigPath | None = Field(
         None, description=".npz of model inputs (arrays named like the inputs)")
@@ -350,12 +358,16 @@ class TensorRTSettings(_Strict):
 class CalibrationSpec(_Strict):
     """The calibration set INT8 is calibrated on (see calibration/README.md for the formats).
 
-    `data` is an image folder (jpg/png), an .npy/.npz file, or a folder of them; `function` is a Python
-    `package.module:function` returning an iterable of arrays (single-input models) or dicts keyed by input name."""
+    `data` is an image folder (jpg/png), an .npy/.npz file, or a folder of them, or a dataset (a COCO JSON file,
+    an Ultralytics YOLO data.yaml or folder, a folder of class folders, a Pascal VOC folder: its images, labels
+    unused); `function` is a Python `package.module:function` returning an iterable of arrays (single-input models)
+    or dicts keyed by input name."""
 
     data: ConfigPath | None = None
     function: str | None = None
-    format: Literal["auto", "images", "npy", "npz", "callable"] = "auto"
+    format: Literal["auto", "images", "npy", "npz", "callable", "coco", "yolo", "imagefolder", "voc"] = "auto"
+    images: ConfigPath | None = Field(None, description="COCO: the folder file_names are relative to")
+    split: str = Field("train", description="YOLO / VOC: the split calibrated on (keep validation images out)")
     subset_size: int = Field(300, ge=1, description="samples used; a larger set is subsampled with `seed`")
     min_samples: int = Field(
         100, ge=1, description="warn (fail under --strict) when calibration uses fewer samples than this")
@@ -635,7 +647,7 @@ def _resolve_paths(spec: BuildSpec, base: Path) -> BuildSpec:
     )
     trt = spec.tensorrt.model_copy(
         update={k: rel(getattr(spec.tensorrt, k)) or getattr(spec.tensorrt, k)
-                for k in ("timing_cache", "calibration_data", "calibration_cache")}
+                for k in ("timing_cache", "timing_cache_seed", "calibration_data", "calibration_cache")}
     )
     calibration = spec.calibration.model_copy(
         update={k: rel(getattr(spec.calibration, k)) or getattr(spec.calibration, k) for k in ("data", "cache_dir")}

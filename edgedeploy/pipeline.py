@@ -276,7 +276,8 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
         "tensors": evaluated["tensors"],
         "task": evaluated["task"],
         "latency": timed["timings"],
-        "latency_measurement": {k: v for k, v in timed.items() if k != "timings"},
+        "latency_measurement": {k: v for k, v in timed.items() if k not in ("timings", "layer_profile")},
+        **({"layer_profile": timed["layer_profile"]} if "layer_profile" in timed else {}),
         "checks": checks,
         "warnings": evaluated["warnings"],
         **({"layer_errors": per_layer} if per_layer else {}),
@@ -300,7 +301,7 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
     }
     report = folder.relocate(finish_report(report, spec))
     fileio.write_json(out_dir / "manifest.json", folder.relocate(manifest))
-    write_reports(report, out_dir)  # report.json, report.md, report.html
+    write_reports(report, out_dir, spec, data.inputs)  # report.json, report.md, report.html
     return report
 
 
@@ -451,6 +452,8 @@ def _latency_stage(spec: BuildSpec, built, deploy_path: Path, inputs: dict[str, 
         measured = latency.measure_fresh(spec, artifacts, inputs, evaluation.batch_sizes(spec))
     out: dict[str, Any] = {"timings": measured["timings"]["artifact"], "process": "fresh",
                            "seconds": measured["seconds"], "peak_rss_mb": measured["peak_rss_mb"]}
+    if measured.get("layer_profile"):  # backends that time their layers (TensorRT's IProfiler)
+        out["layer_profile"] = measured["layer_profile"]
     if "float" in artifacts:
         floats = measured["timings"]["float"]
         out["int8_vs_float"] = latency.int8_vs_float(out["timings"], floats)

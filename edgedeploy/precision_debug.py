@@ -12,6 +12,13 @@ the budget holds.
 OpenVINO artifacts are analysed on OpenVINO (NNCF ignored scope: `int8.ignored_scope.names`, OpenVINO op names);
 Q/DQ artifacts (onnxruntime, and trt, whose int8 route builds the same Q/DQ ONNX) on ONNX Runtime
 (`int8.qdq.excluded.names`, ONNX node names).
+
+`--target trt` (on the device, with TensorRT) analyses the engine itself: the Q/DQ graph built with every layer output
+marked as a network output, compared with deploy.onnx on ONNX Runtime in fp32 (validate.localize.localize_marked).
+Its trials keep layers out of int8 by removing their Q/DQ (`int8.qdq.excluded.names`), and on TensorRT 8/10's
+weakly typed int8 builds also hold them to fp32 with per-layer precision constraints (`tensorrt.layer_precisions`),
+since the FP16 flag would otherwise let TensorRT run them in fp16; TensorRT 11 is strongly typed, so the graph
+without those Q/DQ runs them in fp32.
 """
 
 from __future__ import annotations
@@ -27,15 +34,16 @@ from typing import Any
 import numpy as np
 
 from edgedeploy import fileio, pipeline
-from edgedeploy.backends import backend_settings, get_backend, precision_route
+from edgedeploy.backends import backend_settings, get_backend, precision_route, trt_plan
+from edgedeploy.backends.tensorrt import TensorRTBackend, install_hint, probe_runtime
 from edgedeploy.config import BuildSpec, Thresholds, effective_thresholds
-from edgedeploy.errors import UsageError
+from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.outfolder import FolderLock, OutputFolder, report_path
 from edgedeploy.precision.stage import QDQ_ONNX, run_precision
 from edgedeploy.validate import evaluate, metrics
 from edgedeploy.validate.gate import check_build_folder, load_reference, read_manifest, threshold_checks
 from edgedeploy.validate.html import render_precision_debug
-from edgedeploy.validate.localize import LayerError, layer_errors, localize_model, rank
+from edgedeploy.validate.localize import LayerError, layer_errors, localize_marked, localize_model, rank
 from edgedeploy.validate.report import render_precision_debug_markdown
 from edgedeploy.versions import library_versions
 
@@ -64,10 +72,14 @@ class Artifact:
     reference: dict[str, np.ndarray]
     targets: np.ndarray | None
     labels: np.ndarray | None
+    trt_major: int | None = None  # set: the analysis runs on this TensorRT (`--target trt`), on the engine itself
 
     @property
     def backend(self) -> str:
-        """The backend the analysis runs on: OpenVINO for an NNCF-quantized IR, ONNX Runtime for Q/DQ graphs."""
+        """The backend the analysis runs on: TensorRT with `--target trt`, else OpenVINO for an NNCF-quantized IR and
+        ONNX Runtime for Q/DQ graphs."""
+        if self.trt_major is not None:
+            return "trt"
         return "openvino" if precision_route(self.spec).int8 == "nncf-openvino" else "onnxruntime"
 
     @property
@@ -82,9 +94,22 @@ class Artifact:
         return path
 
 
-def load_artifact(artifact_dir: Path) -> Artifact:
+def load_artifact(artifact_dir: Path, target: str | None = None) -> Artifact:
+    """The int8 artifact to analyse; `target` "trt" analyses its TensorRT engine (TensorRT must be installed)."""
     artifact_dir = Path(os.path.realpath(artifact_dir))
+    if target not in (None, "trt"):
+        raise UsageError(f"--target {target}: debug precision analyses on the artifact's own CPU backend, or on "
+                         f"TensorRT with --target trt", fix="leave --target out, or give --target trt")
+    version = probe_runtime()["trt_version"] if target == "trt" else None
+    if target == "trt" and version is None:
+        raise EdgeDeployError(f"debug precision --target trt runs on the device: {install_hint()}",
+                              where=str(artifact_dir),
+                              fix="run it on the Jetson or GPU machine the engine is for, or leave --target out to "
+                                  "analyse the Q/DQ graph on ONNX Runtime here")
     _, spec = read_manifest(artifact_dir)
+    if target is not None and spec.target != target:
+        raise UsageError(f"--target {target} analyses a TensorRT build; this artifact was built for {spec.target}",
+                         where=str(artifact_dir), fix="build it with --target trt --precision int8 on the device")
     if spec.precision != "int8":
         raise UsageError(f"the artifact is {spec.precision}; debug precision analyses int8 builds",
                          where=str(artifact_dir), fix="build it with --precision int8 first")
@@ -93,17 +118,38 @@ def load_artifact(artifact_dir: Path) -> Artifact:
         raise UsageError(f"a build quantized by its backend ({route.int8_method}) has no quantized graph to analyse",
                          where=str(artifact_dir), fix=route.int8_fix)
     inputs, reference, targets, labels = load_reference(artifact_dir / "reference.npz", spec)
-    return Artifact(artifact_dir, spec, inputs, reference, targets, labels)
+    trt_major = trt_plan.resolve_major(spec.tensorrt, version) if version is not None else None
+    return Artifact(artifact_dir, spec, inputs, reference, targets, labels, trt_major)
 
 
 def localize_artifact(art: Artifact, samples: int, threads: int | None = None) -> list[LayerError]:
     feeds = {k: np.ascontiguousarray(v[:samples]) for k, v in art.inputs.items()}
+    if art.trt_major is not None:
+        return localize_engine(art, feeds, threads)
     return localize_model(art.backend, art.deploy_onnx, art.quantized_model(), feeds, threads)
 
 
-def keep_in_float(spec: BuildSpec, layers: list[str], cache_dir: Path) -> BuildSpec:
+def localize_engine(art: Artifact, feeds: dict[str, np.ndarray], threads: int | None = None) -> list[LayerError]:
+    """The artifact's Q/DQ graph built by TensorRT with every layer output marked as an output, run on `feeds` and
+    compared layer by layer with deploy.onnx on ONNX Runtime (fp32)."""
+    backend = TensorRTBackend()
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-debug-precision.") as work:
+        built = backend.build_marked(art.quantized_model(), Path(work) / "trt", "int8", backend_settings(art.spec))
+        runner = backend.load(built)
+        try:
+            return localize_marked(art.deploy_onnx, art.quantized_model(), runner.run, feeds, threads)
+        finally:
+            runner.close()
+
+
+def keep_in_float(spec: BuildSpec, layers: list[str], cache_dir: Path, trt_major: int | None = None) -> BuildSpec:
     """`spec` with `layers` added to the scope its int8 route leaves unquantized (accuracy-aware search off: this
-    search replaces it), calibration results cached in `cache_dir`."""
+    search replaces it), calibration results cached in `cache_dir`. With `trt_major` (a TensorRT build analysed on
+    that TensorRT) whose int8 network is weakly typed, the layers are also held to fp32 by per-layer precision
+    constraints (`tensorrt.layer_precisions`)."""
+    if trt_major is not None and trt_plan.weakly_typed("int8", trt_major, spec.tensorrt):
+        held = {**spec.tensorrt.layer_precisions, **{name: "fp32" for name in layers}}
+        spec = spec.model_copy(update={"tensorrt": spec.tensorrt.model_copy(update={"layer_precisions": held})})
     int8 = spec.int8
     if precision_route(spec).int8 == "nncf-openvino":
         scope = int8.ignored_scope
@@ -125,7 +171,7 @@ def _merged(existing: list[str], extra: list[str]) -> list[str]:
 def run_trial(art: Artifact, layers: list[str], budget: Thresholds, threads: int | None = None) -> Trial:
     """Quantize with `layers` kept in float (the precision stage, cached), run the whole validation set, check."""
     start = time.perf_counter()
-    spec = keep_in_float(art.spec, layers, art.dir / "cache")
+    spec = keep_in_float(art.spec, layers, art.dir / "cache", art.trt_major)
     backend = get_backend(art.backend)
     settings = backend_settings(spec.model_copy(update={"target": art.backend}))
     with tempfile.TemporaryDirectory(prefix="edgedeploy-debug-precision.") as work:
@@ -133,6 +179,7 @@ def run_trial(art: Artifact, layers: list[str], budget: Thresholds, threads: int
         built = backend.build(prec.model_path, Path(work) / art.backend, "int8", settings)
         runner = backend.load(built, settings, threads)
         outputs = evaluate.run_all(runner, art.inputs)
+        getattr(runner, "close", lambda: None)()  # TensorRT's device buffers, before the folder goes
     names = [n for n in runner.output_names if n in art.reference]
     tensors = metrics.compare_outputs(art.reference, outputs, names)
     task = evaluate.task_metrics(spec.validation, art.reference, outputs, art.targets, art.labels)
@@ -183,15 +230,19 @@ def budget_for(spec: BuildSpec, overrides: dict[str, float | None]) -> Threshold
     return budget.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
-def scope_snippet(spec: BuildSpec, layers: list[str]) -> str:
+def scope_snippet(spec: BuildSpec, layers: list[str], trt_major: int | None = None) -> str:
     """The YAML to add to the build config so a build keeps `layers` in float."""
     import yaml
 
-    scoped = keep_in_float(spec, layers, Path("cache")).int8
+    kept = keep_in_float(spec, layers, Path("cache"), trt_major)
+    scoped = kept.int8
+    body: dict[str, Any]
     if precision_route(spec).int8 == "nncf-openvino":
         body = {"int8": {"ignored_scope": {"names": scoped.ignored_scope.names}}}
     else:
         body = {"int8": {"qdq": {"excluded": {"names": scoped.qdq.excluded.names}}}}
+    if kept.tensorrt.layer_precisions:
+        body["tensorrt"] = {"layer_precisions": dict(kept.tensorrt.layer_precisions)}
     return "# layers kept in float by `edgedeploy debug precision`\n" + yaml.safe_dump(body, sort_keys=False)
 
 
@@ -205,7 +256,7 @@ def write_outputs(report: dict[str, Any], out_dir: Path) -> None:
 
 def debug_precision(artifact_dir: Path, out_dir: Path | None = None, *, samples: int = 32, do_search: bool = False,
                     max_layers: int = 16, budget_overrides: dict[str, float | None] | None = None,
-                    progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+                    progress: Callable[[str], None] = lambda s: None, target: str | None = None) -> dict[str, Any]:
     """Localise (and with `do_search`, find the fewest layers to keep in float); writes precision-debug.json,
     report.md, report.html (and keep-float.yaml) to `out_dir` (default ARTIFACT_DIR-debug-precision beside it)."""
     start = time.perf_counter()
@@ -215,7 +266,7 @@ def debug_precision(artifact_dir: Path, out_dir: Path | None = None, *, samples:
     out_dir = report_path(artifact_dir, out_dir, "debug-precision")
     # the artifact's lock, exclusive for the whole run, since the trials write into its calibration cache
     with FolderLock(artifact_dir), OutputFolder(out_dir, kind="report") as folder:
-        art = load_artifact(artifact_dir)
+        art = load_artifact(artifact_dir, target)
         report = _analyse(art, samples, do_search, max_layers, budget_overrides or {}, progress)
         report["seconds"] = time.perf_counter() - start
         write_outputs(report, folder.staging)
@@ -226,7 +277,8 @@ def debug_precision(artifact_dir: Path, out_dir: Path | None = None, *, samples:
 def _analyse(art: Artifact, samples: int, do_search: bool, max_layers: int,
              budget_overrides: dict[str, float | None], progress: Callable[[str], None]) -> dict[str, Any]:
     threads = art.spec.validation.latency.threads
-    progress(f"localising {art.quantized_model().relative_to(art.dir)} on {art.backend}")
+    progress(f"localising {art.quantized_model().relative_to(art.dir)} on {art.backend}"
+             + (" (every layer output marked)" if art.trt_major is not None else ""))
     layers = localize_artifact(art, samples, threads)
     ranked = rank(layers)
     report: dict[str, Any] = {
@@ -236,6 +288,8 @@ def _analyse(art: Artifact, samples: int, do_search: bool, max_layers: int,
         "layers": [lay.to_dict() for lay in layers], "ranking": [lay.layer for lay in ranked],
         "layer_errors": layer_errors(layers),
     }
+    if art.trt_major is not None:
+        report["tensorrt_major"] = art.trt_major
     if not do_search:
         return report
     budget = budget_for(art.spec, budget_overrides)
@@ -250,19 +304,21 @@ def _analyse(art: Artifact, samples: int, do_search: bool, max_layers: int,
     report["trials"] = [asdict(t) for t in trials]
     found = best(trials)
     report["result"] = {"passed": found is not None, "kept_float": found.kept_float if found else None,
-                        "snippet": scope_snippet(art.spec, found.kept_float) if found else None}
+                        "snippet": scope_snippet(art.spec, found.kept_float, art.trt_major) if found else None}
     return report
 
 
-def rebuild(artifact_dir: Path, kept_float: list[str], out: Path, listener=None) -> dict[str, Any]:
+def rebuild(artifact_dir: Path, kept_float: list[str], out: Path, listener=None,
+            trt_major: int | None = None) -> dict[str, Any]:
     """A normal build of the artifact's spec with `kept_float` left unquantized; its calibration result is the
     search's (same key, same cache)."""
     _, spec = read_manifest(Path(artifact_dir))
     if Path(out).resolve() == Path(artifact_dir).resolve():
         raise UsageError("--rebuild must name a new folder, not the artifact being analysed", where=str(out))
-    return pipeline.build(keep_in_float(spec, kept_float, Path(artifact_dir) / "cache"), Path(out),
+    return pipeline.build(keep_in_float(spec, kept_float, Path(artifact_dir) / "cache", trt_major), Path(out),
                           listener=listener)
 
 
-__all__ = ["debug_precision", "rebuild", "load_artifact", "localize_artifact", "run_trial", "search", "best",
+__all__ = ["debug_precision", "rebuild", "load_artifact", "localize_artifact", "localize_engine", "run_trial", "search",
+           "best",
            "keep_in_float", "scope_snippet", "Trial", "Artifact"]

@@ -26,6 +26,17 @@ def preprocess(images: np.ndarray, recipe: Preprocess, dtype: str = "float32") -
     return np.ascontiguousarray(x, dtype=dtype)
 
 
+def to_pictures(inputs: np.ndarray, recipe: Preprocess) -> np.ndarray:
+    """Model inputs back to uint8 NHWC RGB pictures (the inverse of `preprocess`, rounded), to draw on."""
+    x = np.asarray(inputs, np.float32)
+    if recipe.layout == "NCHW":
+        x = x.transpose(0, 2, 3, 1)
+    x = (x * np.asarray(recipe.std, np.float32) + np.asarray(recipe.mean, np.float32)) / recipe.scale
+    if recipe.color == "BGR":
+        x = x[..., ::-1]
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
 def input_hw(spec_in: InputSpec, recipe: Preprocess) -> tuple[int | None, int | None]:
     """The (H, W) an image must have for this input (None for a dynamic dimension)."""
     if len(spec_in.shape) != 4:

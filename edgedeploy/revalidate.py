@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgedeploy import fileio
 from edgedeploy.backends import backend_settings, get_backend
 from edgedeploy.backends.base import BuildResult
-from edgedeploy.config import effective_thresholds
+from edgedeploy.config import BuildSpec, effective_thresholds
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.outfolder import FolderLock, OutputFolder, output_file, report_path
 from edgedeploy.validate import evaluate
@@ -38,19 +40,20 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     out_dir = report_path(artifact_dir, out_dir, "validate")
     junit = output_file(junit, "--junit", within=out_dir) if junit is not None else None
     with FolderLock(artifact_dir, shared=True), OutputFolder(out_dir, kind="report") as folder:
-        report = _validate(artifact_dir, baseline, config, strict, accept_model_change)
+        report, spec, inputs = _validate(artifact_dir, baseline, config, strict, accept_model_change)
         report["wall_seconds"] = time.perf_counter() - start
-        write_reports(report, folder.staging)
+        record = write_reports(report, folder.staging, spec, inputs)
         if junit is not None and junit.is_relative_to(folder.final):  # part of the report folder's transaction
-            fileio.write_text(folder.staging / junit.relative_to(folder.final), junit_xml.to_junit(report))
+            fileio.write_text(folder.staging / junit.relative_to(folder.final), junit_xml.to_junit(record))
         folder.commit()
     if junit is not None and not junit.is_relative_to(out_dir):
-        fileio.write_text(junit, junit_xml.to_junit(report))
+        fileio.write_text(junit, junit_xml.to_junit(record))
     return report
 
 
 def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, strict: bool,
-              accept_model_change: bool = False) -> dict[str, Any]:
+              accept_model_change: bool = False) -> tuple[dict[str, Any], BuildSpec, dict[str, np.ndarray]]:
+    """The report of one re-run, with the spec it ran under and the inputs it ran on."""
     manifest, spec = read_manifest(artifact_dir)
     if config is not None:
         spec = apply_config(spec, config)
@@ -96,7 +99,7 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         report["checks"] += baseline_checks(report, base_report, spec.regression, effective_thresholds(spec)[0])
         report["warnings"] += baseline_warnings(report)
     finish_report(report, spec)
-    return report
+    return report, spec, inputs
 
 
 __all__ = ["validate_artifact"]

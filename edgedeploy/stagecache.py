@@ -27,7 +27,7 @@ What a key holds (anything else that changes the result is a reason to pass `--n
 - export from an ONNX file: its sha256 (and its external data files'), the input specs and output names, the
   validation inputs and labels, and the versions of onnx, onnxruntime, numpy and Python.
 - optimize: the sha256 of raw.onnx, the optimize settings, the sha256 of the real inputs every pass is verified on,
-  and the versions of onnx, onnxsim, onnxslim, onnxruntime, numpy and Python.
+  and the versions of onnx, onnx-ir, onnxsim, onnxslim, onnxruntime, numpy and Python.
 - both: edgedeploy's version and the sha256 of its own source files, so a changed pass or exporter wrapper re-runs
   (this also covers the bundled demo and benchmark models, which live in the package).
 
@@ -82,7 +82,7 @@ STAGES = ("export", "optimize")
 _MAX_MODULES = 5000  # a factory importing more of the project than this is hashed that far, and says so
 _EXPORT_LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "numpy")
 _ONNX_LIBRARIES = ("onnx", "onnxruntime", "numpy")
-_OPTIMIZE_LIBRARIES = ("onnx", "onnxsim", "onnxslim", "onnxruntime", "numpy")
+_OPTIMIZE_LIBRARIES = ("onnx", "onnx-ir", "onnxsim", "onnxslim", "onnxruntime", "numpy")
 
 
 def default_root() -> Path:

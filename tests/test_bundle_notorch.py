@@ -45,11 +45,13 @@ def device_venv(tmp_path_factory) -> Path:
 
 def test_device_install_has_no_torch(device_venv):
     python = str(device_venv / "bin/python")
-    probe = subprocess.run([python, "-c", "import importlib.util, edgedeploy; "
-                                          "print(importlib.util.find_spec('torch') is None, edgedeploy.__file__)"],
+    probe = subprocess.run([python, "-c", "import importlib.util, edgedeploy, edgedeploy.graph.optimize; "
+                                          "print(importlib.util.find_spec('torch') is None, "
+                                          "importlib.util.find_spec('onnxscript') is None, edgedeploy.__file__)"],
                            capture_output=True, text=True, cwd=device_venv)
-    absent, location = probe.stdout.split()
+    absent, no_onnxscript, location = probe.stdout.split()
     assert absent == "True", "torch is installed in the device venv: the base install must not pull it"
+    assert no_onnxscript == "True", "onnxscript is installed in the device venv: the graph passes need onnx-ir alone"
     assert location.startswith(str(device_venv)), location  # the installed package, not this checkout
     assert subprocess.run([str(device_venv / "bin/edgedeploy"), "--help"], capture_output=True).returncode == 0
 

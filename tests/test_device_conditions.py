@@ -143,8 +143,9 @@ def test_report_sections(tmp_path):
     assert "## Device" not in render_markdown(minimal_report(None))
 
 
-def minimal_report(conditions) -> dict:
-    return {"schema": "edgedeploy.report/2", "kind": "validate", "name": "m", "target": "trt", "precision": "fp16",
-            "passed": True, "artifact": {"path": "trt/model.plan"}, "source": {}, "validation_data": "reference.npz",
-            "conditions": {"backend": "tensorrt"}, "checks": [], "tensors": {}, "task": None, "latency": [],
-            **({"device": conditions} if conditions else {})}
+def minimal_report(conditions):
+    from report_helpers import report_of
+
+    return report_of({"kind": "validate", "name": "m", "target": "trt", "precision": "fp16",
+                      "artifact": {"path": "trt/model.plan"}, "validation_data": "reference.npz",
+                      "conditions": {"backend": "tensorrt"}, "device": conditions or None})

@@ -255,3 +255,17 @@ def test_generated_workflow_runs_green_on_host_runners(tmp_path):
     runs = fleet["runs"] if isinstance(fleet, dict) else fleet
     assert sorted(r["run"] for r in runs) == ["cpu-ort-fp32", "cpu-ov-fp32"]
     assert all(r["passed"] for r in runs)
+
+
+def test_report_merge_reads_a_committed_report_and_refuses_an_older_schema(tmp_path):
+    """The fleet reads report.json as the typed Report: a report of this schema merges, one of an older schema is
+    one line saying so."""
+    baselines = Path(__file__).parent / "baselines"
+    (tmp_path / "ov-int8").mkdir()
+    shutil.copy(baselines / "demo-openvino-int8.json", tmp_path / "ov-int8" / "report.json")
+    done = run_cli("report", "merge", "ov-int8/report.json", "--out", "fleet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "| ov-int8 |" in (tmp_path / "fleet/fleet.md").read_text()
+    old = run_cli("report", "merge", str(baselines / "demo-openvino-fp32.json"), cwd=tmp_path)
+    assert old.returncode == 2
+    assert "a report of another edgedeploy version (edgedeploy.report/2)" in error_line(old)

@@ -8,7 +8,10 @@
 On a GPU it builds the demo's FP32 / FP16 / INT8 engines through the pipeline (export → optimize → build →
 validate against the PyTorch reference in reference.npz), compares INT8 with the ONNX Runtime run of the same Q/DQ
 graph when that graph exists, times every engine with CUDA events (GPU compute, H2D/D2H, end to end) and, when
-`trtexec` is on PATH, times trtexec on the same ONNX; then prints one table and writes selfcheck.json.
+`trtexec` is on PATH, times trtexec on the same ONNX; then prints one table and writes selfcheck.json. INT8 also
+runs the engine-level debugging paths: the Q/DQ graph built with every layer output marked and compared layer by
+layer with ONNX Runtime fp32 (`edgedeploy debug precision --target trt`), and, where the int8 network is weakly typed
+(TensorRT 8/10), a build with the worst layer held to fp32 by a per-layer precision constraint.
 A precision the installed TensorRT cannot build yet (e.g. TensorRT 11 fp16 before the precision stage writes
 deploy.fp16.onnx) is a `skipped` row with the reason; a failed build or check makes the exit code 1.
 """
@@ -168,6 +171,11 @@ def gpu_run(spec: BuildSpec, out_root: Path, precisions: tuple[str, ...], iterat
             row["output_allocator"] = list(runner.allocated)  # outputs sized during execution (IOutputAllocator)
         finally:
             runner.close()
+        row["report_layer_profile"] = len((report.get("layer_profile") or {}).get("layers", []))
+        if precision == "int8":
+            from edgedeploy import precision_debug
+
+            row["engine_debug"] = engine_debug(precision_debug.load_artifact(out, "trt"))
         row["trtexec"] = _trtexec(plan, batches[0], out / "trt")
         print(f"  {precision}: {row['status']}")
     print()
@@ -176,6 +184,28 @@ def gpu_run(spec: BuildSpec, out_root: Path, precisions: tuple[str, ...], iterat
                                                         indent=2, default=str))
     print(f"\nwritten: {out_root / 'selfcheck.json'}")
     return 1 if any(r["status"] in ("fail", "failed") for r in rows) else 0
+
+
+def engine_debug(art: Any, samples: int = 8) -> dict[str, Any]:
+    """The engine-level debugging paths on an int8 TensorRT artifact (a precision_debug.Artifact): every layer output
+    marked and compared with ONNX Runtime fp32, ranked (`debug precision --target trt`); then one trial of its
+    `--search` with the worst layer kept in float: requantized without its Q/DQ and, on a weakly typed int8 network
+    (TensorRT 8/10), held to fp32 by a per-layer precision constraint; built, run on the whole validation set and
+    checked against the int8 budget."""
+    from edgedeploy import precision_debug
+    from edgedeploy.validate import localize
+
+    layers = precision_debug.localize_artifact(art, samples)
+    ranked = localize.rank(layers)
+    out: dict[str, Any] = {"compared_layers": len(layers),
+                           "worst": [{"layer": lay.layer, "local_rel_l2": lay.local_rel_l2, "rel_l2": lay.rel_l2}
+                                     for lay in ranked[:5]]}
+    if ranked:
+        held = precision_debug.keep_in_float(art.spec, [ranked[0].layer], art.dir / "cache", art.trt_major)
+        trial = precision_debug.run_trial(art, [ranked[0].layer], precision_debug.budget_for(art.spec, {}))
+        out["trial"] = {"kept_float": trial.kept_float, "passed": trial.passed, "tensors": trial.tensors,
+                        "layer_precisions": dict(held.tensorrt.layer_precisions), "seconds": round(trial.seconds, 1)}
+    return out
 
 
 def format_table(rows: list[dict[str, Any]], here: dict[str, Any]) -> str:
@@ -228,7 +258,20 @@ def format_table(rows: list[dict[str, Any]], here: dict[str, Any]) -> str:
                         f"{graph['enqueue']['median_ms']:.3f} ms")
         if r.get("layers"):
             top = ", ".join(f"{x['layer']} {x['median_ms']:.3f} ms ({x['share']:.0%})" for x in r["layers"][:3])
-            text.append(f"{r['precision']}: slowest layers (IProfiler): {top}")
+            text.append(f"{r['precision']}: slowest layers (IProfiler): {top}; in report.json: "
+                        f"{r.get('report_layer_profile', 0)} layers")
+        debug = r.get("engine_debug")
+        if debug:
+            worst = ", ".join(f"{x['layer']} {x['local_rel_l2'] or 0:.2e}" for x in debug["worst"][:3])
+            text.append(f"{r['precision']}: engine layers compared with ONNX Runtime fp32: {debug['compared_layers']}; "
+                        f"worst (local rel-L2): {worst}")
+            trial = debug.get("trial")
+            if trial:
+                how = ("Q/DQ removed + per-layer fp32 constraint" if trial["layer_precisions"]
+                       else "Q/DQ removed (strongly typed)")
+                text.append(f"{r['precision']}: search trial, {', '.join(trial['kept_float'])} in float ({how}): "
+                            f"{'pass' if trial['passed'] else 'fail'}; rel-L2 "
+                            + ", ".join(f"{k} {v['rel_l2']:.2e}" for k, v in trial["tensors"].items()))
         for batch, stats in sorted((r.get("bench") or {}).items()):
             if stats["gpu_compute"]["unstable"]:
                 text.append(f"{r['precision']}: batch {batch} GPU compute time is unstable "

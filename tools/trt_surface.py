@@ -3,14 +3,15 @@
 
     python tools/trt_surface.py --repo /path/to/TensorRT --ref release/10.3      # a clone or bare mirror, at a branch
     python tools/trt_surface.py --repo /path/to/TensorRT                         # a checkout's work tree
-    python tools/trt_surface.py --repo ... --ref release/11.1 --out tests/trt_surfaces
+    python tools/trt_surface.py --repo ... --ref release/11.1 --out tests/backends/tensorrt/trt_surfaces
 
 The Python bindings are pybind11 sources (python/src/**.cpp) plus the package's __init__.py; trtexec's flags are parsed
 in samples/common/sampleOptions.cpp. The JSON written (`<out>/<major>.<minor>.json`) holds facts about the API only:
 every class with its bases, constructors, methods and their argument names (positional and keyword, with whether a
 default exists), properties (readable/writable), the methods TensorRT calls back on Python subclasses, every enum
 and its members, module functions and attributes, what `nptype` maps, and trtexec's flags with the values it compares
-some of them against. No code is copied. tests/trt_standin builds a strict stand-in `tensorrt` module from it.
+some of them against. No code is copied. tests/backends/tensorrt/trt_standin builds a strict stand-in `tensorrt`
+module from it.
 
 Arity of an overload without argument names comes from the binding's lambda or from the C++ headers when that is
 unambiguous; otherwise it is recorded as unknown (`arity: null`) and only keyword use is refused.
@@ -1060,7 +1061,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", type=Path, required=True, help="a TensorRT clone, bare mirror or checkout")
     parser.add_argument("--ref", default=None, help="branch/tag/commit to read (default: the work tree)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "trt_surfaces")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "tests" / "backends" / "tensorrt" / "trt_surfaces")
     args = parser.parse_args(argv)
     try:
         surface = build_surface(Source(args.repo, args.ref))

@@ -43,6 +43,15 @@ class SelfTimedRunner(Runner, Protocol):
         ...
 
 
+class LayerProfilingRunner(Runner, Protocol):
+    """Optional: a runner whose backend times each layer (TensorRT's IProfiler), for report.json's layer_profile."""
+
+    def profile_layers(self, feeds: dict[str, np.ndarray], iterations: int = 20) -> list[dict[str, Any]]:
+        """Run `feeds` `iterations` times; each layer's median time, slowest first: ``{"layer", "median_ms",
+        "share" (of the layers' total), "runs"}``."""
+        ...
+
+
 @dataclass
 class BuildResult:
     artifact: Path  # the file a runner loads (IR .xml, ONNX, TensorRT plan)
@@ -94,7 +103,10 @@ class TargetKind:
     - `batch1_copy_by_default`: `batch1_artifact: auto` writes a static batch-1 copy beside a dynamic artifact (where
       a static shape is measurably faster at batch 1: OpenVINO);
     - `fp16_candidate`: `--precision auto`'s fp16 candidate on this machine: (name, why skipped or None, inference
-      precision hint or None), given a function that reads the CPU's flags; `with_hint` applies such a hint.
+      precision hint or None), given a function that reads the CPU's flags; `with_hint` applies such a hint;
+    - `on_device`: a build from a bundle on the device, given the device's cache folder and the bundle's timing
+      cache (or None): the spec with the device's own caches (TensorRT: its timing cache, seeded from the bundle's);
+      None leaves the spec as the bundle has it.
     """
 
     name: str
@@ -107,4 +119,5 @@ class TargetKind:
     batch1_copy_by_default: bool = False
     fp16_candidate: Callable[[BuildSpec, Callable[[], set[str]]], tuple[str, str | None, str | None]] = plain_fp16
     with_hint: Callable[[BuildSpec, str], BuildSpec] | None = None  # the spec with an inference precision hint
+    on_device: Callable[[BuildSpec, Path, Path | None], BuildSpec] | None = None
 

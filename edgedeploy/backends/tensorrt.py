@@ -10,6 +10,7 @@ tensorrt` happens inside the methods, so `--target trt` without TensorRT is one 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import platform
 import time
@@ -169,6 +170,14 @@ class TensorRTBackend:
         plan = self.plan(onnx_path, out_dir, precision, settings)
         return apply_plan(plan)
 
+    def build_marked(self, onnx_path: Path, out_dir: Path, precision: str,
+                     settings: TensorRTSettings | None = None) -> BuildResult:
+        """The engine `build` makes, with every layer output marked as a network output (Polygraphy's
+        `--trt-outputs mark all`): what `edgedeploy debug precision --target trt` compares layer by layer. Marking
+        stops TensorRT fusing across those tensors, so its figures are of the engine without those fusions."""
+        plan = self.plan(onnx_path, out_dir, precision, settings)
+        return apply_plan(dataclasses.replace(plan, mark_all_outputs=True))
+
     # -------------------------------------------------------------------------------------------------- load
     def load(self, build: BuildResult, settings: TensorRTSettings | None = None,
              threads: int | None = None) -> TensorRTRunner:
@@ -194,6 +203,8 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         parser.set_flag(_enum(trt.OnnxParserFlag, name, "OnnxParserFlag", version))
     if not parser.parse_from_file(str(onnx_path)):
         raise _parser_error(parser, onnx_path, logger, mark)
+    constrained = _constrain_layers(trt, network, plan, onnx_path) if plan.layer_precisions else {}
+    marked = _mark_all_outputs(trt, network) if plan.mark_all_outputs else []
 
     config = builder.create_builder_config()
     for name in plan.builder_flags:
@@ -257,6 +268,8 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         loaded = Path(plan.timing_cache).read_bytes() if plan.timing_cache and Path(plan.timing_cache).is_file() \
             else None
         timing_cache, timing_note = _load_timing_cache(config, plan.timing_cache, logger, mark)
+        if plan.timing_cache_seed is not None:
+            timing_note += _combine_seed(config, timing_cache, Path(plan.timing_cache_seed), logger, mark)
         start = time.perf_counter()
         serialized = builder.build_serialized_network(network, config)
         seconds = time.perf_counter() - start
@@ -320,6 +333,10 @@ def apply_plan(plan: trt_plan.TrtBuildPlan) -> BuildResult:
         "manifest": plan.manifest_path.name,
         "tensorrt_warnings": logger.warnings_since(mark)[:20],
     }
+    if constrained:
+        info["layer_precisions"] = constrained
+    if plan.mark_all_outputs:
+        info["marked_outputs"] = len(marked)
     return BuildResult(artifact=plan.plan_path, files=[plan.plan_path, layers_path, plan.manifest_path], info=info)
 
 
@@ -370,6 +387,67 @@ def _maybe(obj: Any, method: str) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+_PRECISION_TYPES = {"fp32": "FLOAT", "fp16": "HALF"}
+_FLOAT_TYPES = ("FLOAT", "HALF", "BF16")
+# layers whose outputs a float graph has no twin of: int8 Q/DQ values, constants, shape computations
+_UNMARKED_LAYERS = ("QUANTIZE", "DEQUANTIZE", "CONSTANT", "SHAPE")
+
+
+def _constrain_layers(trt: Any, network: Any, plan: trt_plan.TrtBuildPlan, onnx_path: Path) -> dict[str, list[str]]:
+    """`tensorrt.layer_precisions`: the TensorRT layers of each named ONNX node (the layer that writes one of the
+    node's output tensors, or carries its name) compute in the given type (ILayer.precision) and write it
+    (set_output_type on each float output); the plan sets OBEY_PRECISION_CONSTRAINTS, so TensorRT fails the build
+    rather than drop one. Returns node → the layers constrained."""
+    import onnx
+
+    version = trt.__version__
+    nodes = {n.name: set(n.output) for n in onnx.load(str(onnx_path), load_external_data=False).graph.node
+             if n.name}
+    unknown = [name for name, _ in plan.layer_precisions if name not in nodes]
+    if unknown:
+        raise UsageError(f"tensorrt.layer_precisions names {unknown[0]!r}, which is no node of {onnx_path.name}",
+                         where=str(onnx_path), fix="use the ONNX node names `edgedeploy debug precision` lists")
+    wanted = {name: _enum(trt.DataType, _PRECISION_TYPES[p], "DataType", version) for name, p in plan.layer_precisions}
+    floats = {getattr(trt.DataType, n) for n in _FLOAT_TYPES if hasattr(trt.DataType, n)}
+    constrained: dict[str, list[str]] = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        for name, dtype in wanted.items():
+            if layer.name != name and not nodes[name] & {t.name for t in outputs}:
+                continue
+            layer.precision = dtype
+            for j, tensor in enumerate(outputs):
+                if tensor.dtype in floats:  # shape and index outputs keep their integer types
+                    layer.set_output_type(j, dtype)
+            constrained.setdefault(name, []).append(layer.name)
+    missing = [name for name in wanted if name not in constrained]
+    if missing:
+        raise EdgeDeployError(f"no TensorRT layer comes from node {missing[0]!r} (TensorRT's parser folded it away "
+                              f"or fused it at import), so tensorrt.layer_precisions cannot hold it",
+                              where=str(onnx_path), fix=f"remove {missing[0]!r} from tensorrt.layer_precisions")
+    return constrained
+
+
+def _mark_all_outputs(trt: Any, network: Any) -> list[str]:
+    """Every float output of every layer becomes a network output, in layer order; outputs of Q/DQ, constant and
+    shape layers are left alone (int8 or shape values the float graph has no twin of). Returns the names marked."""
+    skip = {getattr(trt.LayerType, n) for n in _UNMARKED_LAYERS if hasattr(trt.LayerType, n)}
+    floats = {getattr(trt.DataType, n) for n in _FLOAT_TYPES if hasattr(trt.DataType, n)}
+    marked = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type in skip:
+            continue
+        for j in range(layer.num_outputs):
+            tensor = layer.get_output(j)
+            if tensor.is_network_output or tensor.is_shape_tensor or tensor.dtype not in floats:
+                continue
+            network.mark_output(tensor)
+            marked.append(tensor.name)
+    return marked
+
+
 def _check_network_inputs(network: Any, plan: trt_plan.TrtBuildPlan, onnx_path: Path) -> None:
     profiled = {p.input for p in plan.profiles}
     for i in range(network.num_inputs):
@@ -398,6 +476,18 @@ def _load_timing_cache(config: Any, path: Path | None, logger: Any, mark: int) -
         raise EdgeDeployError(f"TensorRT could not create a timing cache{_last_error(logger, mark)}",
                               fix="rerun with --debug; the TensorRT installation may be incomplete")
     return cache, note
+
+
+def _combine_seed(config: Any, cache: Any, seed: Path, logger: Any, mark: int) -> str:
+    """Combine a seed cache's entries (a bundle's, made by an earlier build of the same model) into the build's
+    cache before it starts; saving the build's cache then merges them into the device's cache file under its lock.
+    A seed TensorRT cannot read, or made on another GPU or TensorRT version, is left out, said in the note."""
+    other = config.create_timing_cache(seed.read_bytes()) if seed.is_file() else None
+    if other is None:
+        return f"; seed {seed.name} {'missing' if not seed.is_file() else 'unreadable'}{_last_error(logger, mark)}"
+    if not cache.combine(other, False):
+        return f"; seed {seed.name} was made on another GPU or TensorRT version: not used"
+    return f"; combined with the entries of {seed.name}"
 
 
 def _save_timing_cache(config: Any, cache: Any, path: Path, loaded: bytes | None) -> str:

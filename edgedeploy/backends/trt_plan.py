@@ -118,6 +118,9 @@ class TrtBuildPlan:
     plan_path: Path
     manifest_path: Path
     notes: tuple[str, ...] = field(default_factory=tuple)
+    layer_precisions: tuple[tuple[str, str], ...] = ()  # (ONNX node, fp32 | fp16): per-layer precision constraints
+    mark_all_outputs: bool = False  # every layer output a network output (`edgedeploy debug precision --target trt`)
+    timing_cache_seed: Path | None = None  # a cache combined into timing_cache's before the build (a bundle's)
 
     def describe(self) -> dict[str, Any]:
         """Everything the plan decided, JSON-serializable (for --dry-run, manifests and reports)."""
@@ -151,6 +154,9 @@ class TrtBuildPlan:
             "plan": str(self.plan_path),
             "manifest": str(self.manifest_path),
             "notes": list(self.notes),
+            "layer_precisions": dict(self.layer_precisions),
+            "mark_all_outputs": self.mark_all_outputs,
+            "timing_cache_seed": str(self.timing_cache_seed) if self.timing_cache_seed else None,
         }
 
     def describe_text(self, relative_to: Path | None = None) -> str:
@@ -190,11 +196,15 @@ class TrtBuildPlan:
             f"  device      {device}",
             f"  compat      hardware {self.hardware_compatibility}; version-compatible "
             f"{'yes' if self.version_compatible else 'no'}",
-            f"  cache       timing {rel(self.timing_cache) if self.timing_cache else 'in memory only'}",
+            f"  cache       timing {rel(self.timing_cache) if self.timing_cache else 'in memory only'}"
+            + (f", seeded from {rel(self.timing_cache_seed)}" if self.timing_cache_seed else ""),
         ]
         if self.calibration is not None:
             c = self.calibration
             lines.append(f"  calibrator  {c.trt_class}, batch {c.batch_size}, data {rel(c.data)}, cache {rel(c.cache)}")
+        lines += [f"  layer       {node}: {p} (precision constraint)" for node, p in self.layer_precisions]
+        if self.mark_all_outputs:
+            lines.append("  outputs     every layer output marked as a network output (debug)")
         lines += [f"  note        {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -522,6 +532,18 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
     if settings.tactic_dram_mb:
         notes.append("trtexec has no tactic DRAM pool (its --memPoolSize takes workspace, dlaSRAM, dlaLocalDRAM, "
                      "dlaGlobalDRAM, tacticSharedMem): the trtexec line leaves it out")
+    if settings.layer_precisions:
+        if strongly_typed:
+            raise UsageError("`tensorrt.layer_precisions` needs a weakly typed network, and this "
+                             f"{precision} build on TensorRT {major} is strongly typed: precision comes from the graph",
+                             fix="keep those layers out of int8 with int8.qdq.excluded.names (no Q/DQ around them: "
+                                 "they run in the graph's fp32), or remove tensorrt.layer_precisions")
+        builder_flags.append("OBEY_PRECISION_CONSTRAINTS")
+        notes.append(f"{len(settings.layer_precisions)} layer(s) held to their precision "
+                     f"(OBEY_PRECISION_CONSTRAINTS: the build fails rather than ignore one); trtexec's "
+                     f"--layerPrecisions names TensorRT layers, so the trtexec line leaves them out")
+        if version is not None and version[:2] >= (10, 12):
+            notes.append("TensorRT 10.12+ deprecates per-layer precision constraints with weak typing")
     if settings.timing_cache is not None and hw != "none":
         notes.append("a timing cache is specific to the GPU, TensorRT version and builder flags it was made with")
 
@@ -537,7 +559,14 @@ def plan_build(inputs: Sequence[InputInfo], settings: TensorRTSettings | None, p
         timing_cache=settings.timing_cache, device="DLA" if dla else "GPU", dla_core=settings.dla_core,
         gpu_fallback=settings.gpu_fallback if dla else False,
         hardware_compatibility=hw, version_compatible=settings.version_compatible, calibration=calibration,
-        plan_path=plan_path, manifest_path=manifest_path_for(plan_path), notes=tuple(notes))
+        plan_path=plan_path, manifest_path=manifest_path_for(plan_path), notes=tuple(notes),
+        layer_precisions=tuple(sorted(settings.layer_precisions.items())), timing_cache_seed=settings.timing_cache_seed)
+
+
+def weakly_typed(precision: str, major: int, settings: TensorRTSettings) -> bool:
+    """Whether a build of `precision` on TensorRT `major` takes per-layer precision constraints (weakly typed
+    networks do; strongly typed ones take precision from the graph's types and Q/DQ)."""
+    return not precision_route(precision, major, settings)[2]
 
 
 def manifest_path_for(plan_path: Path) -> Path:
@@ -670,5 +699,5 @@ __all__ = [
     "CalibrationPlan", "DEPLOY_ONNX", "InputInfo", "PLAN_FILE", "TrtBuildPlan", "TrtProfile", "batch_range",
     "calibration_key", "calibration_key_material", "calibration_key_record", "check_calibration_cache",
     "inputs_from_onnx", "inputs_from_spec", "is_dynamic_dim", "manifest_path_for", "parse_version", "plan_build",
-    "plan_profiles", "precision_route", "require_planned_onnx", "resolve_major", "trtexec_command",
+    "plan_profiles", "precision_route", "require_planned_onnx", "resolve_major", "trtexec_command", "weakly_typed",
 ]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from edgedeploy.backends.base import TargetKind
 from edgedeploy.backends.tensorrt import TensorRTBackend
 from edgedeploy.config import BuildSpec, TensorRTSettings
@@ -29,8 +31,17 @@ def _static_batch_refusal(spec: BuildSpec) -> UsageError | None:
                       fix=f"set tensorrt.profiles: {{batch: {{min: {n}, opt: {n}, max: {n}}}}}")
 
 
+def _on_device(spec: BuildSpec, cache_root: Path, bundled_timing_cache: Path | None) -> BuildSpec:
+    """A TensorRT build from a bundle keeps its timing cache in the device's cache folder
+    (<cache_root>/tensorrt/timing.cache, shared by the device's builds, saved under its lock) and, when the bundle
+    carries a cache, combines the bundle's entries into it first (tensorrt.timing_cache_seed)."""
+    tensorrt = spec.tensorrt.model_copy(update={"timing_cache": cache_root / "tensorrt" / "timing.cache",
+                                                "timing_cache_seed": bundled_timing_cache})
+    return spec.model_copy(update={"tensorrt": tensorrt})
+
+
 TARGET = TargetKind("trt", TensorRTBackend, settings=_settings, precision_route=_route,
                     builds_from_deploy_graph=True, float_latency_reference=False,
-                    static_batch_refusal=_static_batch_refusal)
+                    static_batch_refusal=_static_batch_refusal, on_device=_on_device)
 
 __all__ = ["TARGET"]

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy import pipeline
-from edgedeploy.backends import precision_route
+from edgedeploy.backends import precision_route, target_kind
 from edgedeploy.bundle.manifest import VARIANTS, Bundle, open_bundle
+from edgedeploy.config import BuildSpec
 from edgedeploy.errors import UsageError
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.stage import PrecisionResult, run_precision
 from edgedeploy.preprocess import ValidationSet
+from edgedeploy.stagecache import default_root
 from edgedeploy.validate.gate import load_reference
 
 
@@ -43,6 +45,7 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
         if spec.precision not in bundle.precisions:
             raise UsageError(f"the bundle holds {', '.join(bundle.precisions)}, not {spec.precision}",
                              where=str(bundle_dir), fix=f"make it with `edgedeploy bundle --precision {spec.precision}`")
+        spec = device_spec(spec, bundle)
         backend = pipeline.check_request(spec)
         t.summary = f"{len(bundle.manifest['files'])} files match bundle.json ({bundle.sha256[:12]})" + (
             f", signed by {bundle.signer}" if bundle.signer else "")
@@ -75,6 +78,13 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
     return report
 
 
+def device_spec(spec: BuildSpec, bundle: Bundle) -> BuildSpec:
+    """The spec with the device's own caches ($XDG_CACHE_HOME/edgedeploy), as the target declares them
+    (TargetKind.on_device: TensorRT's timing cache, seeded from the bundle's)."""
+    kind = target_kind(spec.target)
+    return spec if kind.on_device is None else kind.on_device(spec, default_root(), bundle.timing_cache)
+
+
 def _uses_bundled_variant(spec) -> bool:
     """The precision stage's backend-neutral ONNX (fp16-cast, Q/DQ: ONNX Runtime, TensorRT) comes ready-made in the
     bundle; a target whose route makes the precision from deploy.onnx (OpenVINO's compression and NNCF, TensorRT 10's
@@ -88,4 +98,4 @@ def _origin(bundle: Bundle) -> dict[str, Any]:
             "edgedeploy": m.get("edgedeploy"), "made_with": m.get("made_with"), "signed_by": bundle.signer}
 
 
-__all__ = ["build_from_bundle"]
+__all__ = ["build_from_bundle", "device_spec"]

@@ -23,7 +23,7 @@ import onnx
 from edgedeploy import __version__, arrayfile, fileio, pipeline
 from edgedeploy.backends import precision_route
 from edgedeploy.bundle import signature
-from edgedeploy.bundle.manifest import CALIBRATION, MANIFEST, SCHEMA, SPEC, VARIANTS, file_table
+from edgedeploy.bundle.manifest import CALIBRATION, MANIFEST, SCHEMA, SPEC, TIMING_CACHE, VARIANTS, file_table
 from edgedeploy.config import BuildSpec, Precision
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.calibration import load_calibration
@@ -63,8 +63,11 @@ def make_bundle(spec: BuildSpec, out: Path, precisions: list[Precision] | None =
         with timer.stage("bundle") as t:
             if "int8" in precisions:
                 _write_calibration(spec, staging / CALIBRATION)
+            carried = _carry_timing_cache(spec, staging)
             fileio.write_json(staging / SPEC, _device_spec(spec, "int8" in precisions).model_dump(mode="json"))
             manifest = _without_workstation_paths(_manifest(spec, precisions, made, variants, file_table(staging)))
+            if carried:
+                manifest["tensorrt"] = {"timing_cache": TIMING_CACHE}
             fileio.write_json(staging / MANIFEST, folder.relocate(manifest))
             if sign_key is not None:
                 signature.sign(staging / MANIFEST, sign_key)
@@ -88,6 +91,16 @@ def _variants(spec: BuildSpec, precisions: list[str], deploy_path: Path, staging
             raise RuntimeError(f"the precision stage wrote {result.model_path.name}, not {VARIANTS[precision]}")
         info[precision] = result.info
     return info
+
+
+def _carry_timing_cache(spec: BuildSpec, staging: Path) -> bool:
+    """The spec's TensorRT timing cache, when the file exists, copied into the bundle as bytes (tensorrt.timing.cache;
+    a device build combines it into its own cache): the bundle carries the data, never the workstation's path."""
+    source = spec.tensorrt.timing_cache
+    if source is None or not Path(source).is_file():
+        return False
+    fileio.write_bytes(staging / TIMING_CACHE, Path(source).read_bytes())
+    return True
 
 
 def _write_calibration(spec: BuildSpec, path: Path) -> None:

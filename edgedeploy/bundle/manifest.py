@@ -7,6 +7,8 @@
     BUNDLE/reference.npz          validation inputs, reference outputs and labels
     BUNDLE/calibration.npz        the calibration samples, as model inputs in the order used (int8 bundles)
     BUNDLE/optimize.json          the verification record of every graph pass
+    BUNDLE/tensorrt.timing.cache  a TensorRT timing cache, bytes (when the spec's tensorrt.timing_cache existed):
+                                  a device build combines it into its own cache (bundle.json: "tensorrt")
 
 Opening a bundle checks every file against bundle.json before anything reads it: a missing, changed or extra file
 (or a symbolic link, which could point anywhere) is refused with one line naming it.
@@ -41,6 +43,7 @@ _MAX_MANIFEST_BYTES = 16 << 20  # it came over the network: a file table, never 
 SPEC = "spec.json"
 VARIANTS = {"fp32": "deploy.onnx", "fp16": "deploy.fp16.onnx", "int8": "deploy.int8.qdq.onnx"}
 CALIBRATION = "calibration.npz"
+TIMING_CACHE = "tensorrt.timing.cache"
 _MAX_SPEC_BYTES = 4 << 20
 
 
@@ -59,7 +62,7 @@ BundleSpec = _narrowed(
     validation=(_narrowed(ValidationSettings, data=_EMPTY), ...),
     calibration=(_narrowed(CalibrationSpec, function=_EMPTY, cache_dir=_EMPTY,
                            data=(Literal["calibration.npz"] | None, None)), ...),
-    tensorrt=(_narrowed(TensorRTSettings, timing_cache=_EMPTY, calibration_cache=_EMPTY,
+    tensorrt=(_narrowed(TensorRTSettings, timing_cache=_EMPTY, timing_cache_seed=_EMPTY, calibration_cache=_EMPTY,
                         calibration_data=(Literal["calibration.npz"] | None, None)), ...),
 )
 BundleSpec.__doc__ = "spec.json as a device reads it: data only, its paths the bundle's own files (module docstring)."
@@ -95,6 +98,11 @@ class Bundle:
     @property
     def precisions(self) -> list[str]:
         return list(self.manifest["precisions"])
+
+    @property
+    def timing_cache(self) -> Path | None:
+        """The bundle's TensorRT timing cache (a file checked against bundle.json), or None."""
+        return self.path / TIMING_CACHE if "tensorrt" in self.manifest else None
 
 
 def is_bundle(path: str | os.PathLike) -> bool:
@@ -138,6 +146,8 @@ def _shape_problem(manifest: dict[str, Any]) -> str | None:
     if not isinstance(default, dict) or not isinstance(default.get("target"), str) or \
             default.get("precision") not in precisions:
         return "has no valid default (default: {target, precision})"
+    if "tensorrt" in manifest and (manifest["tensorrt"] != {"timing_cache": TIMING_CACHE} or TIMING_CACHE not in files):
+        return f"names a TensorRT timing cache other than its own listed {TIMING_CACHE} (tensorrt: {{timing_cache}})"
     return None
 
 
@@ -192,4 +202,4 @@ def open_bundle(path: str | os.PathLike, signers: Path | None = None, require_si
 
 
 __all__ = ["Bundle", "BundleSpec", "open_bundle", "read_manifest", "is_bundle", "file_table", "SCHEMA", "MANIFEST", "SPEC", "VARIANTS",
-           "CALIBRATION"]
+           "CALIBRATION", "TIMING_CACHE"]

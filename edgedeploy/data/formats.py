@@ -31,16 +31,17 @@ def detect_format(path: Path) -> str | None:
 
 
 def open_dataset(path: Path, fmt: str = "auto", *, images: Path | None = None, split: str = "val",
-                 class_map: Path | None = None) -> DataSource:
+                 class_map: Path | None = None, purpose: str = "validation") -> DataSource:
     """The dataset at `path` as a DataSource; `images` is COCO's image folder, `split` YOLO's and VOC's split,
-    `class_map` an image-folder class-index map."""
+    `class_map` an image-folder class-index map; `purpose` (validation, calibration) names the config section in
+    errors."""
     if not path.exists():
-        raise UsageError("validation data not found", where=str(path), fix="check validation.data")
+        raise UsageError(f"{purpose} data not found", where=str(path), fix=f"check {purpose}.data")
     found = detect_format(path) if fmt == "auto" else fmt
     if found is None:
         raise UsageError("cannot tell the dataset format", where=str(path),
                          fix=f"give a COCO .json, a YOLO data.yaml or folder, a folder of class folders, a VOC "
-                             f"folder, or an .npz; or set validation.format to one of {', '.join(FORMATS)}")
+                             f"folder, or an .npz; or set {purpose}.format to one of {', '.join(FORMATS)}")
     if found == "coco":
         return open_coco(path, images)
     if found == "yolo":

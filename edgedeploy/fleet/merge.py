@@ -4,9 +4,9 @@ latency and pass/fail — in Markdown (a CI step summary) and self-contained HTM
 A row's device is what the report says it ran on (edgedeploy.device: the Jetson model or the CPU, with the target
 backend); its run is the name of the folder holding report.json, which the fleet workflow names DEVICE-PRECISION.
 
-The reports come from devices (over `remote`, or as CI artifacts), so they are untrusted: each is read through a
-typed model of exactly the fields the table uses (ReportFields; a field of the wrong type, or a file that is not JSON
-or too deep, is one UsageError naming the file and the field), and every text cell of fleet.md is escaped for
+The reports come from devices (over `remote`, or as CI artifacts), so they are untrusted: each is read through the
+typed Report (edgedeploy.validate.record; a missing field or one of the wrong type, a file that is not JSON or too
+deep, or a report of another schema is one UsageError naming the file and the field), and every text cell of fleet.md is escaped for
 Markdown as GitHub renders a step summary: no report field can add a line, a heading, an image, a link or HTML.
 """
 
@@ -17,109 +17,39 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from edgedeploy import device as device_conditions
 from edgedeploy import fileio
 from edgedeploy.errors import UsageError
-from edgedeploy.tasks import task_of
+from edgedeploy.tasks import TaskRecord, task_of
+from edgedeploy.validate.record import REPORT_SCHEMA, Report, field_path, problem
 
 _PRECISIONS = ("fp32", "fp16", "int8")
 _MAX_REPORT_BYTES = 64 << 20
 
 
-class _Fields(BaseModel):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=True)
-
-
-class _Nvpmodel(_Fields):
-    id: int | str
-    name: str | None = None
-
-
-class _Jetson(_Fields):
-    nvpmodel: _Nvpmodel | None = None
-    jetson_clocks: bool | None = None
-
-
-class _Cpu(_Fields):
-    governors: list[str] | None = None
-    load_1m_per_core: float | None = None
-
-
-class _Device(_Fields):
-    model: str | None = None
-    jetson: _Jetson | None = None
-    cpu: _Cpu | None = None
-    temperatures_c: dict[str, float] | None = None
-
-
-class _Conditions(_Fields):
-    processor: str | None = None
-    backend: str | None = None
-    version: str | None = None
-
-
-class _Latency(_Fields):
-    batch: int
-    median_ms: float
-    p99_ms: float
-    unstable: bool = False
-
-
-class _Task(_Fields):
-    kind: str | None = None  # edgedeploy.tasks: which task's summary metrics these are
-    map50: float | None = None
-    map50_drop: float | None = None
-    top1: float | None = None
-    top1_drop: float | None = None
-    top1_agreement: float | None = None
-    map50_vs_reference: float | None = None
-
-
-class _Check(_Fields):
-    name: str
-    status: str | None = None
-    passed: bool = False
-
-
-class _Tensor(_Fields):
-    rel_l2: float
-
-
-class ReportFields(_Fields):
-    """The fields of a report.json that `report merge` (and `remote`'s fetch) read, typed."""
-
-    schema_: str = Field(alias="schema", pattern=r"^edgedeploy\.report/")
-    kind: str | None = None
-    name: str | None = None
-    target: str
-    precision: str
-    passed: bool
-    device: _Device | None = None
-    conditions: _Conditions = Field(default_factory=_Conditions)
-    latency: list[_Latency] = Field(default_factory=list)
-    task: _Task | None = None
-    checks: list[_Check] = Field(default_factory=list)
-    tensors: dict[str, _Tensor] = Field(default_factory=dict)
-
-
-def read_report(path: Path) -> ReportFields:
-    """report.json through ReportFields; a missing, unreadable, foreign or malformed file is one UsageError naming
-    the file and the field."""
+def read_report(path: Path) -> Report:
+    """report.json as the typed Report (edgedeploy.validate.record); a missing, unreadable, foreign or malformed
+    file is one UsageError naming the file and the field."""
     fix = "pass the report.json files that edgedeploy build or validate wrote"
     raw = fileio.read_input(path, "report", max_bytes=_MAX_REPORT_BYTES, fix=fix)
     try:
-        return ReportFields.model_validate_json(raw)
+        return Report.model_validate_json(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
+        field = field_path(first["loc"])
         if first["type"].startswith("json") or first["type"] == "recursion_loop" or not field:
             raise UsageError(f"not a readable JSON report ({first['msg']})", where=str(path), fix=fix) from None
         if field == "schema":
-            raise UsageError("not an edgedeploy report.json (`schema` is not edgedeploy.report/N)", where=str(path),
+            found = first.get("input")
+            if isinstance(found, str) and found.startswith("edgedeploy.report/"):
+                raise UsageError(f"a report of another edgedeploy version ({found[:40]}); this one reads "
+                                 f"{REPORT_SCHEMA}", where=str(path),
+                                 fix="validate the artifact again with this version (edgedeploy validate)") from None
+            raise UsageError(f"not an edgedeploy report.json (`schema` is not {REPORT_SCHEMA})", where=str(path),
                              fix=fix) from None
-        raise UsageError(f"not a valid edgedeploy report: `{field}`: {first['msg']}", where=str(path),
+        raise UsageError(f"not a valid edgedeploy report: {problem(first)}", where=str(path),
                          fix=fix) from None
 
 
@@ -137,19 +67,19 @@ def _order(precision: str) -> int:
     return _PRECISIONS.index(precision) if precision in _PRECISIONS else len(_PRECISIONS)
 
 
-def _row(path: Path, report: ReportFields) -> dict[str, Any]:
+def _row(path: Path, report: Report) -> dict[str, Any]:
     conditions = report.conditions
-    dev = report.device.model_dump(exclude_none=True) if report.device is not None else None
-    model = (dev or {}).get("model") or conditions.processor or "unknown device"
+    dev = report.device.model_dump(exclude_unset=True) if report.device is not None else None
+    model = (dev or {}).get("model") or conditions.get("processor") or "unknown device"
     latency = {t.batch: t for t in report.latency}
     first = latency[min(latency)] if latency else None
-    failed = [c.name for c in report.checks if (c.status or ("pass" if c.passed else "fail")) == "fail"]
+    failed = [c.name for c in report.checks if c.outcome == "fail"]
     return {
         "run": path.parent.name, "path": str(path), "kind": report.kind, "name": report.name,
         "device": f"{model} · {report.target}", "conditions": device_conditions.summary(dev),
         "target": report.target, "precision": report.precision,
-        "backend": f"{conditions.backend or report.target} {conditions.version or ''}".strip(),
-        "accuracy": _accuracy(report.task or _Task()),
+        "backend": f"{conditions.get('backend') or report.target} {conditions.get('version') or ''}".strip(),
+        "accuracy": _accuracy(report.task),
         "rel_l2": max((m.rel_l2 for m in report.tensors.values()), default=None),
         "latency_batch": first.batch if first else None,
         "median_ms": first.median_ms if first else None,
@@ -159,11 +89,10 @@ def _row(path: Path, report: ReportFields) -> dict[str, Any]:
     }
 
 
-def _accuracy(task: _Task) -> str:
+def _accuracy(task: TaskRecord | None) -> str:
     """The task's headline metric (edgedeploy.tasks: its summary_metrics) with its drop when known."""
-    record = task.model_dump(exclude_none=True)
-    kind = task_of(record)
-    found = kind.summary(record) if kind is not None else None
+    kind = task_of(task)
+    found = kind.summary(task) if kind is not None and task is not None else None
     if found is None:
         return "—"
     metric, value, drop = found
@@ -262,4 +191,4 @@ def merge(paths: list[Path], out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["merge", "load_reports", "read_report", "ReportFields", "md_text", "render_markdown", "render_html"]
+__all__ = ["merge", "load_reports", "read_report", "md_text", "render_markdown", "render_html"]

@@ -20,19 +20,15 @@ def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassStats]:
     """A new model in which every computable constant node is an initializer of the same name."""
     stats = PassStats("fold_constants")
     g = Graph(model, infer_shapes=True)
-    for node in list(g.nodes):
+    for node in g.nodes:
         if node.op_type == "Constant" or not g.alive(node):
             continue
-        values = [g.constant(o) if o else None for o in node.output]
+        values = [g.constant(o) if o.name else None for o in node.outputs]
         if not values or any(v is None for v in values):
             continue
-        in_size = sum(int(np.size(g.constant(i))) for i in node.input if i and g.constant(i) is not None)
+        in_size = sum(int(np.size(c)) for c in (g.constant(i) for i in node.inputs) if c is not None)
         if any(v.size > max(in_size, SMALL) for v in values):
             continue
-        outs = list(node.output)
-        g.remove_node(node)
-        for name, value in zip(outs, values):
-            if name:
-                g.define_constant(name, value)
+        g.replace_by_constant(node, values)
         stats.count("nodes_folded")
     return g.finish(), stats

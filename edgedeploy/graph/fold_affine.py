@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from edgedeploy.graph.ir import FLOAT_TYPES, Graph, PassStats, attr, set_attr
 
@@ -33,15 +34,15 @@ _BN_TAG = "edgedeploy: BatchNormalization as Mul+Add: "
 class Affine:
     """y = x·scale + shift, with constants broadcast the ONNX way (right-aligned)."""
 
-    node: onnx.NodeProto
-    data: str  # the non-constant input x
+    node: ir.Node
+    data: ir.Value  # the non-constant input x
     scale: np.ndarray  # float64
     shift: np.ndarray  # float64
     dtype: np.dtype  # the dtype the constants must be written in
 
     @property
-    def output(self) -> str:
-        return self.node.output[0]
+    def output(self) -> ir.Value:
+        return self.node.outputs[0]
 
     @property
     def has_scale(self) -> bool:
@@ -52,7 +53,7 @@ class Affine:
         return not bool(np.all(self.shift == 0.0))
 
 
-def parse_affine(g: Graph, node: onnx.NodeProto, stats: PassStats | None = None) -> Affine | None:
+def parse_affine(g: Graph, node: ir.Node, stats: PassStats | None = None) -> Affine | None:
     """Read `node` as a constant float affine of one tensor, or None.
 
     BatchNormalization is read with its per-channel vectors shaped (C, 1, …, 1) for its input's rank, so it needs
@@ -63,9 +64,11 @@ def parse_affine(g: Graph, node: onnx.NodeProto, stats: PassStats | None = None)
         return None
     if op == "BatchNormalization":
         return _parse_bn(g, node, stats)
-    if op not in ("Mul", "Add", "Sub", "Div") or len(node.input) != 2 or len(node.output) != 1:
+    if op not in ("Mul", "Add", "Sub", "Div") or len(node.inputs) != 2 or len(node.outputs) != 1:
         return None
-    a, b = node.input
+    a, b = node.inputs
+    if a is None or b is None:
+        return None
     ca, cb = g.exact(a), g.exact(b)
     if (ca is None) == (cb is None):
         return None
@@ -90,15 +93,15 @@ def parse_affine(g: Graph, node: onnx.NodeProto, stats: PassStats | None = None)
     return None
 
 
-def _parse_bn(g: Graph, node: onnx.NodeProto, stats: PassStats | None) -> Affine | None:
-    if len([o for o in node.output if o]) != 1 or attr(node, "training_mode", 0):
+def _parse_bn(g: Graph, node: ir.Node, stats: PassStats | None) -> Affine | None:
+    if len([o for o in node.outputs if o.name]) != 1 or attr(node, "training_mode", 0):
         if stats is not None:
             stats.note(f"BatchNormalization '{node.name}' is in training form (running-stat outputs); left unchanged")
         return None
-    x = node.input[0]
-    if len(node.input) != 5 or attr(node, "spatial", 1) != 1:
+    x = node.inputs[0]
+    if len(node.inputs) != 5 or x is None or attr(node, "spatial", 1) != 1:
         return None  # opset < 9 per-element (spatial=0) form: not a per-channel affine
-    params = [g.exact(n) for n in node.input[1:5]]
+    params = [g.exact(n) for n in node.inputs[1:5]]
     if any(p is None or p.ndim != 1 or p.dtype.kind != "f" for p in params):
         return None
     if len({p.size for p in params}) != 1:
@@ -117,18 +120,18 @@ def _parse_bn(g: Graph, node: onnx.NodeProto, stats: PassStats | None) -> Affine
     t = beta - mean * s
     shape = (-1,) + (1,) * (rank - 2)
     et = g.elem_type(x)
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(et) if et in FLOAT_TYPES else g.constant(node.input[1]).dtype
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(et) if et in FLOAT_TYPES else g.constant(node.inputs[1]).dtype
     return Affine(node, x, s.reshape(shape), t.reshape(shape), np.dtype(dtype))
 
 
-def channel_rank(g: Graph, name: str) -> int | None:
-    """Rank of `name`, from shape inference or, for a Conv output, from its weight."""
-    r = g.rank(name)
+def channel_rank(g: Graph, value: ir.Value) -> int | None:
+    """Rank of `value`, from shape inference or, for a Conv output, from its weight."""
+    r = g.rank(value)
     if r is not None:
         return r
-    prod = g.producer.get(name)
-    if prod is not None and prod.op_type in ("Conv", "ConvTranspose") and len(prod.input) > 1:
-        w = g.constant(prod.input[1])
+    prod = value.producer()
+    if prod is not None and prod.op_type in ("Conv", "ConvTranspose") and len(prod.inputs) > 1:
+        w = g.constant(prod.inputs[1])
         if w is not None:
             return w.ndim
     return None
@@ -148,8 +151,8 @@ def channel_vector(c: np.ndarray, rank: int | None, axis: int, n: int) -> np.nda
     return np.broadcast_to(c.reshape(-1), (n,)).astype(np.float64)
 
 
-def _float_tensor(g: Graph, name: str) -> bool:
-    et = g.elem_type(name)
+def _float_tensor(g: Graph, value: ir.Value) -> bool:
+    et = g.elem_type(value)
     return et is None or et in FLOAT_TYPES
 
 
@@ -160,7 +163,7 @@ def _float_tensor(g: Graph, name: str) -> bool:
 class _Linear:
     """A linear op with constant weight, seen as out = W·in (+ b) with explicit channel bookkeeping."""
 
-    node: onnx.NodeProto
+    node: ir.Node
     weight: np.ndarray  # float64 where this pass computed it, else as stored
     bias: np.ndarray | None
     dtype: np.dtype  # the stored dtype
@@ -170,21 +173,21 @@ class _Linear:
         return self.node.op_type
 
 
-def _linear(g: Graph, node: onnx.NodeProto) -> _Linear | None:
+def _linear(g: Graph, node: ir.Node) -> _Linear | None:
     if node.op_type not in LINEAR_OPS or node.domain not in ("", "ai.onnx"):
         return None
-    if len(node.input) < 2 or len(node.output) != 1:
+    if len(node.inputs) < 2 or len(node.outputs) != 1 or node.inputs[0] is None:
         return None
-    stored = g.constant(node.input[1])
+    stored = g.constant(node.inputs[1])
     if stored is None or stored.dtype not in (np.float16, np.float32, np.float64):
         return None
-    w = g.exact(node.input[1])
+    w = g.exact(node.inputs[1])
     bias = None
-    if node.op_type != "MatMul" and len(node.input) > 2 and node.input[2]:
-        stored_b = g.constant(node.input[2])
+    if node.op_type != "MatMul" and len(node.inputs) > 2 and node.inputs[2] is not None:
+        stored_b = g.constant(node.inputs[2])
         if stored_b is None or stored_b.dtype != stored.dtype:
             return None
-        bias = g.exact(node.input[2])
+        bias = g.exact(node.inputs[2])
     if node.op_type in ("Conv", "ConvTranspose"):
         group = _groups(node)  # must divide the weight's first axis: Conv's out channels, ConvTranspose's in channels
         if w.ndim < 3 or group < 1 or w.shape[0] % group:
@@ -194,7 +197,7 @@ def _linear(g: Graph, node: onnx.NodeProto) -> _Linear | None:
     return _Linear(node, w, bias, stored.dtype)
 
 
-def _groups(node: onnx.NodeProto) -> int:
+def _groups(node: ir.Node) -> int:
     return int(attr(node, "group", 1))
 
 
@@ -220,10 +223,9 @@ def _in_channels(lin: _Linear) -> int:
     return w.shape[0]  # MatMul
 
 
-def pads_zero(node: onnx.NodeProto, kernel: tuple[int, ...]) -> bool:
+def pads_zero(node: ir.Node, kernel: tuple[int, ...]) -> bool:
     """Whether a Conv reads no padding at all (so a constant added to its input stays constant under the kernel)."""
-    auto_pad = attr(node, "auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    auto_pad = attr(node, "auto_pad", "NOTSET")
     if auto_pad == "VALID":
         return True
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -244,7 +246,7 @@ def _write_linear(g: Graph, lin: _Linear, weight: np.ndarray, bias: np.ndarray |
 
 def _fold_after(g: Graph, aff: Affine, stats: PassStats) -> bool:
     """Affine directly after a linear op whose output nothing else reads."""
-    prod = g.producer.get(aff.data)
+    prod = aff.data.producer()
     if prod is None or g.sole_user(aff.data) is not aff.node:
         return False
     lin = _linear(g, prod)
@@ -292,15 +294,13 @@ def _fold_after(g: Graph, aff: Affine, stats: PassStats) -> bool:
             return False
         _write_linear(g, lin, w * s[None, :], None)
         if aff.has_shift:
-            out = aff.output
-            g.remove_node(aff.node)
             shift = g.add_initializer(t.astype(aff.dtype), f"{node.name or 'matmul'}_shift", exact=t)
-            g.add_node("Add", [aff.data, shift], [out], f"{node.name or 'matmul'}_shift")
+            g.add_node("Add", [aff.data, shift], aff.output, f"{node.name or 'matmul'}_shift")
+            g.remove_node(aff.node)
             stats.count("folded_after_linear")
             return True
-    out = aff.output
+    g.take_over(aff.output, node.outputs[0])
     g.remove_node(aff.node)
-    g.set_output(node, 0, out)
     stats.count("folded_after_linear")
     return True
 
@@ -308,7 +308,7 @@ def _fold_after(g: Graph, aff: Affine, stats: PassStats) -> bool:
 def _fold_before(g: Graph, aff: Affine, stats: PassStats) -> bool:
     """Affine directly before a linear op (as its data input), where exact."""
     user = g.sole_user(aff.output)
-    if user is None or user.input[0] != aff.output:
+    if user is None or user.inputs[0] is not aff.output:
         return False
     lin = _linear(g, user)
     if lin is None:
@@ -369,8 +369,8 @@ def _fold_before(g: Graph, aff: Affine, stats: PassStats) -> bool:
         if aff.has_shift:
             return False
         _write_linear(g, lin, w * m[:, None], None)
-    g.remove_node(aff.node)
     g.set_input(node, 0, aff.data)
+    g.remove_node(aff.node)
     stats.count("folded_before_linear")
     return True
 
@@ -381,7 +381,7 @@ def _merge_chain(g: Graph, aff: Affine, stats: PassStats) -> bool:
     if nxt_node is None:
         return False
     nxt = parse_affine(g, nxt_node)
-    if nxt is None or nxt.data != aff.output or nxt.dtype != aff.dtype:
+    if nxt is None or nxt.data is not aff.output or nxt.dtype != aff.dtype:
         return False
     if aff.node.op_type == "Mul" and not aff.has_shift and nxt.node.op_type == "Add" and not nxt.has_scale:
         return False  # already canonical
@@ -396,22 +396,19 @@ def _merge_chain(g: Graph, aff: Affine, stats: PassStats) -> bool:
     out = nxt.output
     base = aff.node.name or "affine"
     doc = aff.node.doc_string or nxt.node.doc_string
-    x = aff.data
-    g.remove_node(nxt.node)
-    g.remove_node(aff.node)
     has_s, has_t = not np.all(s == 1.0), not np.all(t == 0.0)
-    cur = x
+    cur = aff.data
     if has_s or not has_t:
         const = np.broadcast_to(s, full if not has_t else s.shape)
-        mul_out = out if not has_t else g.fresh(f"{base}_scaled")
         scale = g.add_initializer(const.astype(aff.dtype), f"{base}_scale", exact=const)
-        g.add_node("Mul", [cur, scale], [mul_out], f"{base}_mul", doc=doc)
-        g.copy_type(out, mul_out)
-        cur = mul_out
+        cur = g.add_node("Mul", [cur, scale], g.fresh(f"{base}_scaled") if has_t else out, f"{base}_mul", doc=doc)
+        if has_t:
+            g.copy_type(out, cur)
     if has_t:
         const = np.broadcast_to(t, full if not has_s else t.shape)
         shift = g.add_initializer(const.astype(aff.dtype), f"{base}_shift", exact=const)
-        g.add_node("Add", [cur, shift], [out], f"{base}_add", doc=doc)
+        g.add_node("Add", [cur, shift], out, f"{base}_add", doc=doc)
+    g.remove_node([nxt.node, aff.node])
     stats.count("affines_merged")
     return True
 
@@ -419,28 +416,28 @@ def _merge_chain(g: Graph, aff: Affine, stats: PassStats) -> bool:
 def _bn_to_mul_add(g: Graph, aff: Affine, stats: PassStats) -> None:
     bn = aff.node
     base = bn.name or "bn"
-    out = bn.output[0]
-    g.remove_node(bn)
-    mid = g.fresh(f"{base}_scaled")
+    out = aff.output
     s = g.add_initializer(aff.scale.astype(aff.dtype), f"{base}_scale", exact=aff.scale)
     t = g.add_initializer(aff.shift.astype(aff.dtype), f"{base}_shift", exact=aff.shift)
-    doc = f"{_BN_TAG}{bn.name or out}"
-    g.add_node("Mul", [aff.data, s], [mid], f"{base}_mul", doc=doc)
-    g.add_node("Add", [mid, t], [out], f"{base}_add", doc=doc)
+    doc = f"{_BN_TAG}{bn.name or out.name}"
+    mid = g.add_node("Mul", [aff.data, s], g.fresh(f"{base}_scaled"), f"{base}_mul", doc=doc)
     g.copy_type(out, mid)
+    g.add_node("Add", [mid, t], out, f"{base}_add", doc=doc)
+    g.remove_node(bn)
     stats.count("batchnorm_rewritten")
 
 
 def _drop_identities(g: Graph, stats: PassStats) -> None:
     """Identity nodes between ops (Paddle2ONNX writes hundreds) would hide a conv's neighbour: readers read the
-    Identity's input instead. One whose output is a graph output, or is read inside a subgraph, stays."""
-    for node in list(g.nodes):
-        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") or g.is_output(node.output[0]):
+    Identity's input instead (subgraph readers too). One whose output is a graph output (its name is the interface)
+    stays."""
+    for node in g.nodes:
+        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 1:
             continue
-        readers = g.users(node.output[0])
-        if any(node.output[0] not in r.input for r in readers):
+        out, src = node.outputs[0], node.inputs[0]
+        if src is None or g.is_output(out):
             continue
-        g.replace_uses(node.output[0], node.input[0])
+        ir.convenience.replace_all_uses_with(out, src)
         g.remove_node(node)
         stats.count("identities_removed")
 
@@ -451,14 +448,14 @@ def fold_affine(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassStats]:
     stats = PassStats("fold_affine")
     g = Graph(model, infer_shapes=True)
     _drop_identities(g, stats)
-    for node in list(g.nodes):
+    for node in g.nodes:
         if node.op_type == "BatchNormalization":
             aff = parse_affine(g, node, stats)
             if aff is not None and _float_tensor(g, aff.data):
                 _bn_to_mul_add(g, aff, stats)
     for _ in range(_MAX_ROUNDS):
         progressed = False
-        for node in list(g.nodes):
+        for node in g.nodes:
             if not g.alive(node):
                 continue
             aff = parse_affine(g, node)

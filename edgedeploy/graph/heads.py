@@ -22,7 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+import onnx_ir as ir
+
+from edgedeploy.graph.ir import tensor_array
+from edgedeploy.graph.onnxir import to_ir
 
 _COMPUTE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _ARITHMETIC = ("Add", "Sub", "Mul", "Div", "Pow")
@@ -47,105 +50,102 @@ class HeadScope:
                 "op_counts": dict(self.op_counts)}
 
 
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray | None]:
+def _constants(g: ir.Graph) -> dict[ir.Value, np.ndarray | None]:
     """Tensors that do not depend on the input data: initializers, Constant outputs, shape reads and what is computed
     from those alone (value known for initializers and Constants, else None)."""
-    g = model.graph
-    const: dict[str, np.ndarray | None] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    for n in g.node:  # a valid graph lists nodes in topological order
+    const: dict[ir.Value, np.ndarray | None] = {
+        v: tensor_array(v.const_value, f"initializer '{v.name}'") for v in g.initializers.values()
+    }
+    for n in g:  # a valid graph lists nodes in topological order
         if n.op_type == "Constant":
-            attr = next((a for a in n.attribute if a.name == "value"), None)
-            const[n.output[0]] = numpy_helper.to_array(attr.t) if attr is not None else None
-        elif n.op_type in _SHAPE_OPS or all(i in const for i in n.input if i):
-            for o in n.output:
+            attr = n.attributes.get("value")
+            const[n.outputs[0]] = (tensor_array(attr.as_tensor(), f"Constant node '{n.name}'")
+                                   if attr is not None else None)
+        elif n.op_type in _SHAPE_OPS or all(i in const for i in n.inputs if i is not None):
+            for o in n.outputs:
                 const.setdefault(o, None)
     return const
 
 
-def _dfl_nodes(model: onnx.ModelProto, const: dict[str, np.ndarray | None]) -> set[str]:
+def _dfl_nodes(g: ir.Graph, const: dict[ir.Value, np.ndarray | None]) -> set[ir.Node]:
     """Conv/MatMul nodes that take the expectation over a softmax's bins: a constant weight whose values are 0..n-1
     (n >= 2), the data input a Softmax through reshapes and transposes."""
-    producer = {o: n for n in model.graph.node for o in n.output}
     found = set()
-    for n in model.graph.node:
-        if n.op_type not in ("Conv", "MatMul") or len(n.input) < 2:
+    for n in g:
+        if n.op_type not in ("Conv", "MatMul") or len(n.inputs) < 2 or n.inputs[0] is None:
             continue
-        data, weight = n.input[0], n.input[1]
+        data, weight = n.inputs[0], n.inputs[1]
         values = const.get(weight)
         if data in const or values is None or values.size < 2:
             continue
         if not np.array_equal(values.reshape(-1).astype(np.float64), np.arange(values.size, dtype=np.float64)):
             continue
-        p = producer.get(data)
-        while p is not None and p.op_type in _MOVES:
-            p = producer.get(p.input[0])
+        p = data.producer()
+        while p is not None and p.op_type in _MOVES and p.inputs and p.inputs[0] is not None:
+            p = p.inputs[0].producer()
         if p is not None and p.op_type == "Softmax":
-            found.add(n.name)
+            found.add(n)
     return found
 
 
 def decode_scope(model: onnx.ModelProto) -> HeadScope:
     """The decode subgraph of a YOLO-family head in `model`; empty when the graph has none (see the module doc)."""
-    g = model.graph
-    const = _constants(model)
-    dfl = _dfl_nodes(model, const)
-    data_nodes = [n for n in g.node if n.op_type not in _SHAPE_OPS and any(i and i not in const for i in n.input)]
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in data_nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    g = to_ir(model).graph
+    const = _constants(g)
+    dfl = _dfl_nodes(g, const)
+    data_nodes = [n for n in g if n.op_type not in _SHAPE_OPS and any(i is not None and i not in const
+                                                                     for i in n.inputs)]
+    data = set(data_nodes)
 
-    def learned(n: onnx.NodeProto) -> bool:
-        return n.op_type in _COMPUTE and n.name not in dfl
+    def learned(n: ir.Node) -> bool:
+        return n.op_type in _COMPUTE and n not in dfl
 
-    feeds: dict[int, bool] = {}
+    feeds: dict[ir.Node, bool] = {}
     for n in reversed(data_nodes):  # reverse topological order: every consumer is decided first
-        feeds[id(n)] = any(learned(c) or feeds[id(c)] for o in n.output for c in consumers.get(o, []))
-    tail = [n for n in data_nodes if not learned(n) and not feeds[id(n)]]
+        feeds[n] = any(learned(c) or feeds[c] for o in n.outputs for c in o.consumers() if c in data)
+    tail = [n for n in data_nodes if not learned(n) and not feeds[n]]
     # connected parts of the tail (nodes joined by a tensor one writes and the other reads)
-    parent = {id(n): id(n) for n in tail}
+    parent = {n: n for n in tail}
 
-    def root(k: int) -> int:
-        while parent[k] != k:
+    def root(k: ir.Node) -> ir.Node:
+        while parent[k] is not k:
             parent[k] = parent[parent[k]]
             k = parent[k]
         return k
 
-    writer = {o: n for n in tail for o in n.output}
     for n in tail:
-        for i in n.input:
-            if i in writer:
-                parent[root(id(n))] = root(id(writer[i]))
-    parts: dict[int, list[onnx.NodeProto]] = {}
+        for i in n.inputs:
+            writer = i.producer() if i is not None else None
+            if writer in parent:
+                parent[root(n)] = root(writer)
+    parts: dict[ir.Node, list[ir.Node]] = {}
     for n in tail:
-        parts.setdefault(root(id(n)), []).append(n)
+        parts.setdefault(root(n), []).append(n)
 
-    def is_decode(part: list[onnx.NodeProto]) -> bool:
+    def is_decode(part: list[ir.Node]) -> bool:
         has_sigmoid = any(n.op_type == "Sigmoid" for n in part)
-        grid = any(n.op_type in _ARITHMETIC and any(i in const and _size(const[i], i, model) > 1 for i in n.input)
+        grid = any(n.op_type in _ARITHMETIC and any(i in const and _size(const[i], i) > 1 for i in n.inputs)
                    for n in part)
-        return has_sigmoid and (grid or any(n.name in dfl for n in part))
+        return has_sigmoid and (grid or any(n in dfl for n in part))
 
-    keep = {id(n) for part in parts.values() if is_decode(part) for n in part}
-    nodes = [n for n in data_nodes if id(n) in keep]
-    written = {o for n in nodes for o in n.output}
+    keep = {n for part in parts.values() if is_decode(part) for n in part}
+    nodes = [n for n in data_nodes if n in keep]
+    written = {o.name for n in nodes for o in n.outputs}
     counts: dict[str, int] = {}
     for n in nodes:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
-    return HeadScope(nodes=tuple(n.name for n in nodes), outputs=tuple(o.name for o in g.output if o.name in written),
-                     dfl_nodes=tuple(n.name for n in nodes if n.name in dfl), op_counts=counts)
+    return HeadScope(nodes=tuple(n.name for n in nodes), outputs=tuple(o.name for o in g.outputs if o.name in written),
+                     dfl_nodes=tuple(n.name for n in nodes if n in dfl), op_counts=counts)
 
 
-def _size(value: np.ndarray | None, name: str, model: onnx.ModelProto) -> int:
-    """Element count of a constant; a computed one (value unknown) counts as a tensor when its inferred shape says so
+def _size(array: np.ndarray | None, value: ir.Value) -> int:
+    """Element count of a constant; a computed one (array unknown) counts as a tensor when its inferred shape says so
     (a grid built with Range), else as a scalar."""
-    if value is not None:
-        return int(value.size)
-    for v in model.graph.value_info:
-        if v.name == name:
-            dims = v.type.tensor_type.shape.dim
-            return int(np.prod([d.dim_value if d.HasField("dim_value") else 2 for d in dims])) if dims else 1
-    return 1
+    if array is not None:
+        return int(array.size)
+    if value.shape is None:
+        return 1
+    return int(np.prod([d if isinstance(d, int) else 2 for d in value.shape])) if value.shape.rank() else 1
 
 
 __all__ = ["HeadScope", "decode_scope"]

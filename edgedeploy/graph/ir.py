@@ -1,26 +1,29 @@
-"""A small working copy of an ONNX graph for the passes in this package.
+"""The passes' working view of an ONNX model, on onnx-ir.
 
-Passes edit a `Graph` instead of juggling `graph.node` / initializer lists by hand: it keeps producer and consumer maps
-current as nodes are added and removed, reads a constant whether it is an initializer or the output of a `Constant`
-node (Paddle stores every weight as a Constant node), writes a changed constant back without touching other users of
-the same tensor, makes fresh unique names, and on `finish()` returns a new, topologically sorted, dead-code-free model.
-The input model is copied once and never mutated.
+A `Graph` holds the model as an `onnx_ir` Model (graph/onnxir.py converts at the pass boundary): tensors are
+`ir.Value`s that know their producer and their uses (subgraph reads included), so passes rewire and remove nodes
+through onnx-ir, and dead code and topological order come from it on `finish()`. What onnx-ir does not have stays
+here: reading a constant whether it is an initializer, a `Constant` node (Paddle stores every weight as one) or a cheap
+op over constants; writing a changed constant without touching other users of the same tensor; float64 values of
+what a pass computed; types and shapes from ONNX shape inference; fresh unique names. The input model is never
+mutated.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 from onnx import AttributeProto, TensorProto, numpy_helper
 
 from edgedeploy.errors import EdgeDeployError
+from edgedeploy.graph.onnxir import remove_dead_code, to_ir, to_onnx
 
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE})
 
@@ -73,27 +76,6 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield from attr.graphs
 
 
-def outer_names(graph: onnx.GraphProto) -> set[str]:
-    """Names a subgraph reads from enclosing scopes (used but not defined inside it)."""
-    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    used: set[str] = set()
-    for node in graph.node:
-        defined.update(o for o in node.output if o)
-        used.update(i for i in node.input if i)
-        for sub in subgraphs(node):
-            used |= outer_names(sub)
-    used.update(o.name for o in graph.output)
-    return used - defined
-
-
-def node_reads(node: onnx.NodeProto) -> list[str]:
-    """Every tensor a node reads: its inputs plus what its subgraphs take from the enclosing scope."""
-    names = [i for i in node.input if i]
-    for sub in subgraphs(node):
-        names.extend(sorted(outer_names(sub)))
-    return names
-
-
 def _all_names(graph: onnx.GraphProto, acc: set[str]) -> None:
     acc.update(v.name for v in itertools.chain(graph.input, graph.output, graph.value_info))
     acc.update(t.name for t in graph.initializer)
@@ -114,37 +96,47 @@ def tensor_value(tensor: TensorProto, where: str) -> np.ndarray:
                               fix="Re-export the model") from None
 
 
-def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+def tensor_array(tensor: ir.TensorProtocol, where: str) -> np.ndarray | None:
+    """An onnx-ir tensor as a fresh array (None for external data, which the passes do not rewrite); a tensor read
+    from the model is converted by ONNX itself, so corrupt data is the EdgeDeployError of `tensor_value`."""
+    if isinstance(tensor, ir.ExternalTensor):
+        return None
+    if isinstance(tensor, ir.TensorProtoTensor):
+        return tensor_value(tensor.raw, where)
+    return np.array(tensor.numpy())
+
+
+def constant_node_value(node: ir.Node) -> np.ndarray | None:
     """The value of a `Constant` node as an array, or None for sparse/string constants."""
-    for attr in node.attribute:
-        if attr.name == "value":
-            return tensor_value(attr.t, f"Constant node '{node.name}'")
-        if attr.name == "value_float":
-            return np.array(attr.f, dtype=np.float32)
-        if attr.name == "value_floats":
-            return np.array(list(attr.floats), dtype=np.float32)
-        if attr.name == "value_int":
-            return np.array(attr.i, dtype=np.int64)
-        if attr.name == "value_ints":
-            return np.array(list(attr.ints), dtype=np.int64)
+    for name, a in node.attributes.items():
+        if a.is_ref():
+            return None
+        if name == "value":
+            return tensor_array(a.as_tensor(), f"Constant node '{node.name}'")
+        if name == "value_float":
+            return np.array(a.as_float(), dtype=np.float32)
+        if name == "value_floats":
+            return np.array(list(a.as_floats()), dtype=np.float32)
+        if name == "value_int":
+            return np.array(a.as_int(), dtype=np.int64)
+        if name == "value_ints":
+            return np.array(list(a.as_ints()), dtype=np.int64)
     return None
 
 
-def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
-    """An attribute's Python value, or `default` when absent."""
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
+def attr(node: ir.Node, name: str, default: Any = None) -> Any:
+    """An attribute's Python value (lists for the repeated kinds), or `default` when absent."""
+    a = node.attributes.get(name)
+    if a is None or a.is_ref():
+        return default
+    if a.type in (ir.AttributeType.INTS, ir.AttributeType.FLOATS, ir.AttributeType.STRINGS):
+        return list(a.value)
+    return a.value
 
 
-def set_attr(node: onnx.NodeProto, name: str, value: Any) -> None:
+def set_attr(node: ir.Node, name: str, value: Any) -> None:
     """Set (or replace) an attribute."""
-    for i, a in enumerate(node.attribute):
-        if a.name == name:
-            del node.attribute[i]
-            break
-    node.attribute.append(onnx.helper.make_attribute(name, value))
+    node.attributes[name] = ir.convenience.convert_attribute(name, value)
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
@@ -179,117 +171,75 @@ def _graph_params(graph: onnx.GraphProto) -> int:
 
 
 class Graph:
-    """Mutable working copy of `model`'s main graph with producer/consumer maps.
+    """Editable onnx-ir copy of `model` with constant reading and writing for the passes.
 
-    Nodes are held as standalone `NodeProto`s; edit them only through the methods here (or, for attributes and the
-    constant inputs of a node, directly) so the maps stay right. `finish()` writes everything back into a new model.
-    A graph the maps cannot describe (a tensor with two writers, a cycle, an attribute of another kind than its op
-    takes, a constant whose data does not fit its dims) is an EdgeDeployError naming the tensor or node, not a wrong
-    edit.
+    Nodes are `ir.Node`s and tensors `ir.Value`s of `self.graph`; add and remove nodes and rewire tensors through
+    the methods here so that computed constants and recorded types stay right. `finish()` returns a new ModelProto.
+    A graph onnx-ir cannot describe (a tensor with two writers, a cycle), an attribute of another kind than its op
+    takes, or a constant whose data does not fit its dims is an EdgeDeployError naming what it can, not a wrong edit.
     """
 
     def __init__(self, model: onnx.ModelProto, *, infer_shapes: bool = False):
-        self.model = onnx.ModelProto()
-        self.model.CopyFrom(model)
+        self.source = model
+        self.model = to_ir(model)
         self.graph = self.model.graph
-        self.nodes: list[onnx.NodeProto] = [copy.deepcopy(n) for n in self.graph.node]
-        self.initializers: dict[str, TensorProto] = {t.name: t for t in self.graph.initializer}
-        self.input_names = [i.name for i in self.graph.input]
-        self.output_names = [o.name for o in self.graph.output]
-        self._input_set = set(self.input_names)
+        self.opset = self.model.opset_imports.get("", self.model.opset_imports.get("ai.onnx", 18))
         self._names: set[str] = set()
-        _all_names(self.graph, self._names)
+        _all_names(model.graph, self._names)
         self._counter = itertools.count()
-        self._computed: dict[str, np.ndarray | None] = {}
-        self._exact: dict[str, np.ndarray] = {}  # float64 values of constants this pass wrote in a narrower dtype
-        self.opset = next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 18)
+        self._computed: dict[ir.Value, np.ndarray | None] = {}
+        self._exact: dict[ir.Value, np.ndarray] = {}  # float64 values of constants this pass wrote in a narrower dtype
         self._types: dict[str, onnx.TypeProto] = {}
-        self.producer: dict[str, onnx.NodeProto] = {}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        self._live: set[int] = {id(n) for n in self.nodes}
-        defined = set(self.input_names) | set(self.initializers)
-        for node in self.nodes:
-            for o in node.output:
-                if o and (o in self.producer or o in defined):
-                    first = f"node '{self.producer[o].name}'" if o in self.producer else "a graph input or initializer"
-                    raise EdgeDeployError(f"tensor '{o}' is written by node '{node.name}' and by {first}",
-                                          where=f"tensor '{o}'", fix="Re-export the model (each tensor has one writer)")
-            self._index(node)
-        self._collect_types(self.model)
+        self._collect_types(model)
         self._check_attributes()
-        self._toposorted()  # refuses a cycle before any edit
+        try:
+            self.graph.sort()  # refuses a cycle before any edit
+        except ValueError:
+            raise EdgeDeployError("a node depends on its own output (a cycle)", where="model graph",
+                                  fix="Re-export the model") from None
         if infer_shapes:
-            self._infer_shapes()
+            self._infer_shapes(model)
 
     def _check_attributes(self) -> None:
         """EdgeDeployError naming the node whose attribute is not of the kind its op's schema declares: the passes
         read attributes as those kinds (a corrupt or hand-edited model; the ONNX checker refuses it too)."""
-        for node in self.nodes:
+        for node in self.graph:
             if node.domain not in ("", "ai.onnx") or not onnx.defs.has(node.op_type):
                 continue  # an op ONNX does not define: the passes leave it alone
             try:
                 schema = onnx.defs.get_schema(node.op_type, self.opset, "")
             except onnx.defs.SchemaError:  # newer than the model's (or a bogus) opset: its attributes' kinds last
                 schema = onnx.defs.get_schema(node.op_type, "")
-            for a in node.attribute:
+            for a in node.attributes.values():
                 want = schema.attributes.get(a.name)
-                if want is not None and a.type != int(want.type):
+                if want is not None and not a.is_ref() and int(a.type) != int(want.type):
                     kind = AttributeProto.AttributeType.Name
                     raise EdgeDeployError(
-                        f"attribute '{a.name}' of {node.op_type} node '{node.name}' is {kind(a.type)}, the op takes "
-                        f"{kind(int(want.type))}", where=f"node '{node.name}'", fix="Re-export the model")
+                        f"attribute '{a.name}' of {node.op_type} node '{node.name}' is {kind(int(a.type))}, the op "
+                        f"takes {kind(int(want.type))}", where=f"node '{node.name}'", fix="Re-export the model")
 
-    # ------------------------------------------------------------------ maps
+    # ------------------------------------------------------------------ nodes and uses
 
-    def _index(self, node: onnx.NodeProto) -> None:
-        for o in node.output:
-            if o:
-                self.producer[o] = node
-        for name in node_reads(node):
-            self.consumers.setdefault(name, []).append(node)
+    @property
+    def nodes(self) -> list[ir.Node]:
+        """The main graph's nodes, in order (a snapshot: safe to edit while iterating)."""
+        return list(self.graph)
 
-    def _unindex(self, node: onnx.NodeProto) -> None:
-        for o in node.output:
-            if o and self.producer.get(o) is node:
-                del self.producer[o]
-        for name in node_reads(node):
-            users = self.consumers.get(name, [])
-            for i, u in enumerate(users):
-                if u is node:
-                    del users[i]
-                    break
+    def alive(self, node: ir.Node) -> bool:
+        return node.graph is self.graph
 
-    def users(self, name: str) -> list[onnx.NodeProto]:
-        """Nodes that read `name` (one entry per node, even if it reads the name twice)."""
-        seen: list[onnx.NodeProto] = []
-        for u in self.consumers.get(name, []):
-            if not any(u is s for s in seen):
-                seen.append(u)
-        return seen
+    def is_output(self, value: ir.Value) -> bool:
+        """Whether `value` is an output of the model or of a subgraph (its name must then stay)."""
+        return value.is_graph_output()
 
-    def is_output(self, name: str) -> bool:
-        return name in self.output_names
-
-    def sole_user(self, name: str) -> onnx.NodeProto | None:
-        """The one node reading `name` (exactly once, not from a subgraph), when `name` is not a graph output."""
-        users = self.consumers.get(name, [])
-        if len(users) != 1 or self.is_output(name):
+    def sole_user(self, value: ir.Value | None) -> ir.Node | None:
+        """The one node reading `value` (exactly once, not from a subgraph), when `value` is no graph output."""
+        if value is None or value.is_graph_output():
             return None
-        node = users[0]
-        if list(node.input).count(name) != 1:
+        uses = list(value.uses())
+        if len(uses) != 1 or uses[0].node.graph is not self.graph:
             return None
-        return node
-
-    def keep_outputs(self, names: Iterable[str]) -> None:
-        """Make the graph outputs exactly `names` (a subset of the current ones, in their original order)."""
-        wanted = set(names)
-        kept = [copy.deepcopy(o) for o in self.graph.output if o.name in wanted]
-        del self.graph.output[:]
-        self.graph.output.extend(kept)
-        self.output_names = [o.name for o in self.graph.output]
-
-    def alive(self, node: onnx.NodeProto) -> bool:
-        return id(node) in self._live
+        return uses[0].node
 
     # ------------------------------------------------------------------ names
 
@@ -304,52 +254,53 @@ class Graph:
 
     # ------------------------------------------------------------------ constants
 
-    def is_constant(self, name: str) -> bool:
-        return self.constant(name) is not None
+    def is_constant(self, value: ir.Value | None) -> bool:
+        return self.constant(value) is not None
 
-    def constant(self, name: str, _depth: int = 0) -> np.ndarray | None:
-        """The value of `name` if it is an initializer (that is not also an overridable graph input), the output of
+    def constant(self, value: ir.Value | None, _depth: int = 0) -> np.ndarray | None:
+        """The value of `value` if it is an initializer (that is not also an overridable graph input), the output of
         a `Constant` node, or the output of a cheap op (COMPUTABLE_OPS) over such constants; else None."""
-        if not name or _depth > _MAX_COMPUTE_DEPTH:
+        if value is None or _depth > _MAX_COMPUTE_DEPTH:
             return None
-        if name in self.initializers and name not in self._input_set:
-            tensor = self.initializers[name]
-            if tensor.data_location == TensorProto.EXTERNAL:
+        if value.is_initializer():
+            if value.is_graph_input() or value.const_value is None:
                 return None
-            return tensor_value(tensor, f"initializer '{name}'")
-        node = self.producer.get(name)
+            return tensor_array(value.const_value, f"initializer '{value.name}'")
+        node = value.producer()
         if node is None:
             return None
-        if node.op_type == "Constant":
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             return constant_node_value(node)
         if node.op_type not in COMPUTABLE_OPS or node.domain not in ("", "ai.onnx"):
             return None
-        if name not in self._computed:
-            self._computed[name] = None  # also stops cycles
+        if value not in self._computed:
+            self._computed[value] = None  # also stops cycles
             values = self._compute(node, _depth + 1)
             if values is not None:
-                for out, value in zip(node.output, values):
-                    if out:
-                        self._computed[out] = value
-        return self._computed.get(name)
+                for out, array in zip(node.outputs, values):
+                    if out.name:
+                        self._computed[out] = array
+        return self._computed.get(value)
 
-    def _compute(self, node: onnx.NodeProto, depth: int) -> list[np.ndarray] | None:
+    def _compute(self, node: ir.Node, depth: int) -> list[np.ndarray] | None:
         if node.op_type == "CastLike":  # only the second input's dtype matters
-            value, et = self.constant(node.input[0], depth), self.elem_type(node.input[1])
-            if value is None or et is None:
+            if len(node.inputs) != 2:
                 return None
-            return [value.astype(onnx.helper.tensor_dtype_to_np_dtype(et))]
+            array, et = self.constant(node.inputs[0], depth), self.elem_type(node.inputs[1])
+            if array is None or et is None:
+                return None
+            return [array.astype(onnx.helper.tensor_dtype_to_np_dtype(et))]
         feeds = {}
-        for i in node.input:
-            if i:
-                value = self.constant(i, depth)
-                if value is None:
+        for v in node.inputs:
+            if v is not None:
+                array = self.constant(v, depth)
+                if array is None:
                     return None
-                feeds[i] = value
+                feeds[v.name] = array
         try:
             from onnx.reference import ReferenceEvaluator
 
-            outs = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)
+            outs = ReferenceEvaluator(ir.serde.serialize_node(node), opsets={"": self.opset}).run(None, feeds)
         except Exception:  # noqa: BLE001 - not computable here: treat as not constant
             return None
         outs = [np.asarray(o) for o in outs]
@@ -357,128 +308,114 @@ class Graph:
             return None
         return outs
 
-    def exact(self, name: str) -> np.ndarray | None:
+    def exact(self, value: ir.Value | None) -> np.ndarray | None:
         """Like `constant`, but a value this pass computed comes back in the float64 it was computed in, so that
         folding twice into the same tensor rounds to its dtype once."""
-        value = self._exact.get(name)
-        return value if value is not None else self.constant(name)
+        array = self._exact.get(value) if value is not None else None
+        return array if array is not None else self.constant(value)
 
-    def add_initializer(self, array: np.ndarray, base: str, exact: np.ndarray | None = None) -> str:
-        """A new initializer named after `base`; `exact` is its float64 value before rounding to array's dtype."""
-        name = self.fresh(base)
-        tensor = numpy_helper.from_array(np.asarray(array, order="C"), name)
-        self.graph.initializer.append(tensor)
-        self.initializers[name] = self.graph.initializer[-1]
-        if exact is not None:
-            self._exact[name] = np.asarray(exact, dtype=np.float64)
-        return name
-
-    def define_constant(self, name: str, array: np.ndarray) -> None:
-        """Make `name` an initializer holding `array`; whatever produced it must already be removed."""
-        if name in self.producer or name in self.initializers:
-            raise ValueError(f"{name!r} is still defined")
-        self.graph.initializer.append(numpy_helper.from_array(np.asarray(array, order="C"), name))
-        self.initializers[name] = self.graph.initializer[-1]
+    def add_initializer(self, array: np.ndarray, base: str, exact: np.ndarray | None = None,
+                        *, name: str | None = None) -> ir.Value:
+        """A new initializer named after `base` (or exactly `name`, which must be free); `exact` is its float64 value
+        before rounding to array's dtype."""
+        name = name or self.fresh(base)
         self._names.add(name)
-        self._computed.pop(name, None)
+        value = ir.Value(name=name)
+        self._set_tensor(value, array)
+        self.graph.register_initializer(value)
+        if exact is not None:
+            self._exact[value] = np.asarray(exact, dtype=np.float64)
+        return value
+
+    @staticmethod
+    def _set_tensor(value: ir.Value, array: np.ndarray) -> None:
+        array = np.asarray(array, order="C")
+        value.const_value = ir.Tensor(array, name=value.name)
+        value.type = ir.TensorType(value.const_value.dtype)
+        value.shape = ir.Shape(array.shape)
+
+    def replace_by_constant(self, node: ir.Node, arrays: Sequence[np.ndarray | None]) -> None:
+        """Replace `node` by initializers of its outputs' names holding `arrays` (one per output)."""
+        for out, array in zip(node.outputs, arrays):
+            if out.name and array is not None:  # the initializer takes the name over once `out` is read no more
+                self.take_over(out, self.add_initializer(array, out.name, name=out.name))
+        self.remove_node(node)
 
     def set_constant_input(
-        self, node: onnx.NodeProto, index: int, array: np.ndarray, base: str, exact: np.ndarray | None = None
-    ) -> str:
+        self, node: ir.Node, index: int, array: np.ndarray, base: str, exact: np.ndarray | None = None
+    ) -> ir.Value:
         """Make input `index` of `node` hold `array`.
 
         The existing tensor is overwritten only when this node is its sole reader; a weight shared with another node
         (or exposed as a graph output) is left alone and the new value goes into a fresh initializer.
         """
-        name = node.input[index] if index < len(node.input) else ""
-        self._computed.pop(name, None)
-        if name and self.sole_user(name) is node:
+        value = node.inputs[index] if index < len(node.inputs) else None
+        if value is not None and self.sole_user(value) is node:
+            self._computed.pop(value, None)
             written = False
-            if name in self.initializers and name not in self.input_names:
-                self.initializers[name].CopyFrom(numpy_helper.from_array(np.asarray(array, order="C"), name))
+            if value.is_initializer() and not value.is_graph_input():
+                self._set_tensor(value, array)
                 written = True
             else:
-                prod = self.producer.get(name)
+                prod = value.producer()
                 if prod is not None and prod.op_type == "Constant":
-                    del prod.attribute[:]
-                    prod.attribute.append(
-                        onnx.helper.make_attribute("value", numpy_helper.from_array(np.asarray(array, order="C")))
-                    )
+                    prod.attributes.clear()
+                    set_attr(prod, "value", ir.Tensor(np.asarray(array, order="C")))
                     written = True
             if written:
-                self._types.pop(name, None)
-                self._exact.pop(name, None)
+                self._types.pop(value.name, None)
+                self._exact.pop(value, None)
                 if exact is not None:
-                    self._exact[name] = np.asarray(exact, dtype=np.float64)
-                return name
-        new = self.add_initializer(array, base or (name + "_folded") or "const", exact)
+                    self._exact[value] = np.asarray(exact, dtype=np.float64)
+                return value
+        new = self.add_initializer(array, base or (value.name + "_folded" if value is not None else "") or "const",
+                                   exact)
         self.set_input(node, index, new)
         return new
 
     # ------------------------------------------------------------------ edits
 
-    def _forget(self, node: onnx.NodeProto) -> None:
-        for o in node.output:
+    def _forget(self, node: ir.Node) -> None:
+        for o in node.outputs:
             self._computed.pop(o, None)
 
-    def set_input(self, node: onnx.NodeProto, index: int, name: str) -> None:
-        """Point input `index` of `node` at `name` (padding optional inputs with "" as needed)."""
+    def set_input(self, node: ir.Node, index: int, value: ir.Value | None) -> None:
+        """Point input `index` of `node` at `value` (padding optional inputs with None as needed)."""
         self._forget(node)
-        self._unindex(node)
-        while len(node.input) <= index:
-            node.input.append("")
-        node.input[index] = name
-        self._index(node)
+        if len(node.inputs) <= index:
+            node.resize_inputs(index + 1)
+        node.replace_input_with(index, value)
 
-    def set_output(self, node: onnx.NodeProto, index: int, name: str) -> None:
-        self._forget(node)
-        self._computed.pop(name, None)
-        self._unindex(node)
-        node.output[index] = name
-        self._index(node)
+    def add_node(self, op_type: str, inputs: Sequence[ir.Value | None], output: str | ir.Value, name: str,
+                 domain: str = "", doc: str = "", **attrs: Any) -> ir.Value:
+        """Append a node with one output (order is fixed by the topological sort in `finish()`). `output` is a
+        free name for it, or a tensor whose readers, graph-output place and name the new output takes over."""
+        node = ir.Node(domain, op_type, inputs, attributes=ir.convenience.convert_attributes(attrs),
+                       name=self.fresh(name), doc_string=doc or None, num_outputs=1)
+        self.graph.append(node)
+        new = node.outputs[0]
+        if isinstance(output, ir.Value):
+            self.take_over(output, new)
+        else:
+            self._names.add(output)
+            new.name = output
+        return new
 
-    def add_node(
-        self,
-        op_type: str,
-        inputs: Iterable[str],
-        outputs: Iterable[str],
-        name: str,
-        domain: str = "",
-        doc: str = "",
-        **attrs: Any,
-    ) -> onnx.NodeProto:
-        """Append a node (order is fixed by the topological sort in `finish()`)."""
-        node = onnx.helper.make_node(
-            op_type, list(inputs), list(outputs), name=self.fresh(name), domain=domain, doc_string=doc or None, **attrs
-        )
-        for o in node.output:
-            self._names.add(o)
-        self.nodes.append(node)
-        self._live.add(id(node))
-        self._index(node)
-        return node
+    def take_over(self, old: ir.Value, new: ir.Value) -> None:
+        """Make every reader of `old` (in subgraphs too, and the graph outputs) read `new`, and give `new` old's
+        name, so that graph outputs keep their names."""
+        name = old.name
+        ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
+        self._computed.pop(old, None)
+        old.name = self.fresh(f"{name}_replaced")
+        new.name = name
 
-    def remove_node(self, node: onnx.NodeProto) -> None:
-        for i, n in enumerate(self.nodes):
-            if n is node:
-                self._forget(node)
-                del self.nodes[i]
-                self._live.discard(id(node))
-                self._unindex(node)
-                return
-        raise ValueError(f"node {node.name!r} is not in the graph")
-
-    def replace_uses(self, old: str, new: str) -> None:
-        """Make every reader of `old` read `new` instead (not for names read from subgraphs or graph outputs)."""
-        for node in self.users(old):
-            if old not in node.input:
-                raise ValueError(f"{old!r} is read from a subgraph of {node.name!r}")
-            self._forget(node)
-            self._unindex(node)
-            for i, name in enumerate(node.input):
-                if name == old:
-                    node.input[i] = new
-            self._index(node)
+    def remove_node(self, node: ir.Node | Sequence[ir.Node]) -> None:
+        """Remove nodes nothing else reads any more (onnx-ir refuses to remove a node whose output is still read)."""
+        nodes = [node] if isinstance(node, ir.Node) else list(node)
+        for n in nodes:
+            self._forget(n)
+        self.graph.remove(nodes, safe=True)
 
     # ------------------------------------------------------------------ types and shapes
 
@@ -488,119 +425,49 @@ class Graph:
             if vi.type.HasField("tensor_type"):
                 self._types[vi.name] = vi.type
 
-    def _infer_shapes(self) -> None:
+    def _infer_shapes(self, model: onnx.ModelProto) -> None:
         try:
-            inferred = onnx.shape_inference.infer_shapes(
-                self.model, check_type=False, strict_mode=False, data_prop=True
-            )
+            inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
         except Exception:  # noqa: BLE001 - shapes are a hint; without them passes only do what needs none
             return
         self._collect_types(inferred)
 
-    def elem_type(self, name: str) -> int | None:
-        if name in self.initializers:
-            return self.initializers[name].data_type
-        t = self._types.get(name)
+    def elem_type(self, value: ir.Value | None) -> int | None:
+        if value is None:
+            return None
+        if value.is_initializer() and value.const_value is not None:
+            return int(value.const_value.dtype)
+        t = self._types.get(value.name)
         if t is None or not t.tensor_type.elem_type:
-            value = self.constant(name)
-            if value is not None:
-                return int(onnx.helper.np_dtype_to_tensor_dtype(value.dtype))
+            array = self.constant(value)
+            if array is not None:
+                return int(onnx.helper.np_dtype_to_tensor_dtype(array.dtype))
         if t is not None and t.tensor_type.elem_type:
             return t.tensor_type.elem_type
         return None
 
-    def shape(self, name: str) -> list[int | None] | None:
+    def shape(self, value: ir.Value | None) -> list[int | None] | None:
         """Static dims (None where unknown/symbolic), or None if even the rank is unknown."""
-        value = self.constant(name)
-        if value is not None:
-            return list(value.shape)
-        t = self._types.get(name)
+        array = self.constant(value)
+        if array is not None:
+            return list(array.shape)
+        t = self._types.get(value.name) if value is not None else None
         if t is None or not t.tensor_type.HasField("shape"):
             return None
         return [d.dim_value if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim]
 
-    def rank(self, name: str) -> int | None:
-        s = self.shape(name)
+    def rank(self, value: ir.Value | None) -> int | None:
+        s = self.shape(value)
         return None if s is None else len(s)
 
-    def copy_type(self, src: str, dst: str) -> None:
+    def copy_type(self, src: ir.Value, dst: ir.Value) -> None:
         """Record that `dst` has the type and shape of `src` (for tensors a pass creates)."""
-        if src in self._types:
-            self._types[dst] = self._types[src]
+        if src.name in self._types:
+            self._types[dst.name] = self._types[src.name]
 
     # ------------------------------------------------------------------ output
 
-    def dead_code(self) -> list[onnx.NodeProto]:
-        """Nodes that no graph output needs."""
-        needed = set(self.output_names)
-        live: list[onnx.NodeProto] = []
-        for node in reversed(self._toposorted()):
-            if any(o in needed for o in node.output if o):
-                live.append(node)
-                needed.update(node_reads(node))
-        keep = {id(n) for n in live}
-        return [n for n in self.nodes if id(n) not in keep]
-
-    def _toposorted(self) -> list[onnx.NodeProto]:
-        """Stable topological order (original order wherever the data flow allows); EdgeDeployError naming a node
-        on a cycle, which no order can have."""
-        available = set(self.input_names) | set(self.initializers) | {""}
-        produced_here = {o: n for n in self.nodes for o in n.output if o}
-        pending = list(self.nodes)
-        order: list[onnx.NodeProto] = []
-        while pending:
-            rest = []
-            for node in pending:
-                if all(i in available or i not in produced_here for i in node_reads(node)):
-                    order.append(node)
-                    available.update(node.output)
-                else:
-                    rest.append(node)
-            if len(rest) == len(pending):  # every pending node waits on another: walk back until one repeats
-                node, seen = rest[0], set()
-                while id(node) not in seen:
-                    seen.add(id(node))
-                    node = next(produced_here[i] for i in node_reads(node) if i in produced_here and i not in available)
-                raise EdgeDeployError(f"{node.op_type} node '{node.name}' depends on its own output (a cycle)",
-                                      where=f"node '{node.name}'", fix="Re-export the model")
-            pending = rest
-        return order
-
-    def _init_type_ok(self, vi: onnx.ValueInfoProto) -> bool:
-        """False for a value_info that no longer matches the initializer of that name (a pass rewrote it)."""
-        t = self.initializers.get(vi.name)
-        if t is None or not vi.type.HasField("tensor_type"):
-            return True
-        tt = vi.type.tensor_type
-        if tt.elem_type and tt.elem_type != t.data_type:
-            return False
-        if tt.HasField("shape"):
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-            if len(dims) != len(t.dims) or any(d is not None and d != e for d, e in zip(dims, t.dims)):
-                return False
-        return True
-
-    def finish(self, *, remove_dead: bool = True) -> onnx.ModelProto:
-        """A new model with the edited nodes, without dead nodes, unused initializers and stale value_info."""
-        if remove_dead:
-            for node in self.dead_code():
-                self.remove_node(node)
-        nodes = self._toposorted()
-        del self.graph.node[:]
-        self.graph.node.extend(nodes)
-        used: set[str] = set(self.output_names)
-        for node in nodes:
-            used.update(node_reads(node))
-        live_inits = [t for t in self.graph.initializer if t.name in used or t.name in self.input_names]
-        if len(live_inits) != len(self.graph.initializer):
-            kept = [copy.deepcopy(t) for t in live_inits]
-            del self.graph.initializer[:]
-            self.graph.initializer.extend(kept)
-        self.initializers = {t.name: t for t in self.graph.initializer}
-        defined = {o for n in nodes for o in n.output if o} | set(self.initializers) | set(self.input_names)
-        stale = [vi for vi in self.graph.value_info if vi.name not in defined or not self._init_type_ok(vi)]
-        for vi in stale:
-            self.graph.value_info.remove(vi)
-        out = onnx.ModelProto()
-        out.CopyFrom(self.model)
-        return out
+    def finish(self) -> onnx.ModelProto:
+        """A new model with the edited nodes, without dead nodes and unused initializers, topologically sorted."""
+        remove_dead_code(self.model)
+        return to_onnx(self.model, self.source)

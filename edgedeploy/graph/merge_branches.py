@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from edgedeploy.graph.fold_affine import channel_vector, parse_affine
 from edgedeploy.graph.ir import FLOAT_TYPES, Graph, PassStats, attr
@@ -24,49 +25,49 @@ from edgedeploy.graph.ir import FLOAT_TYPES, Graph, PassStats, attr
 
 @dataclass
 class _Term:
-    x: str  # the tensor this term is a function of
-    nodes: list[onnx.NodeProto] = field(default_factory=list)  # nodes the merge removes
+    x: ir.Value  # the tensor this term is a function of
+    nodes: list[ir.Node] = field(default_factory=list)  # nodes the merge removes
     scale: list[np.ndarray] = field(default_factory=list)  # affines applied after the base, in order
     shift: list[np.ndarray] = field(default_factory=list)
-    conv: onnx.NodeProto | None = None  # None: identity of x
+    conv: ir.Node | None = None  # None: identity of x
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
 
 
-def _is_sum(g: Graph, node: onnx.NodeProto) -> bool:
+def _is_sum(g: Graph, node: ir.Node) -> bool:
     """An Add/Sum of tensors (an Add of a constant is an affine, not a sum of branches)."""
     return (
         node.op_type in ("Add", "Sum")
         and node.domain in ("", "ai.onnx")
-        and len(node.output) == 1
-        and not any(g.is_constant(i) for i in node.input)
+        and len(node.outputs) == 1
+        and all(i is not None and not g.is_constant(i) for i in node.inputs)
     )
 
 
-def _flatten_sum(g: Graph, root: onnx.NodeProto) -> tuple[list[str], list[onnx.NodeProto]]:
+def _flatten_sum(g: Graph, root: ir.Node) -> tuple[list[ir.Value], list[ir.Node]]:
     """Leaves of an Add/Sum tree rooted at `root`, and its nodes; inner nodes must feed only the tree."""
-    leaves: list[str] = []
+    leaves: list[ir.Value] = []
     nodes = [root]
-    stack = list(reversed(root.input))
+    stack = list(reversed(root.inputs))
     while stack:
-        name = stack.pop()
-        prod = g.producer.get(name)
-        if prod is not None and _is_sum(g, prod) and g.sole_user(name) is not None:
+        value = stack.pop()
+        prod = value.producer()
+        if prod is not None and _is_sum(g, prod) and g.sole_user(value) is not None:
             nodes.append(prod)
-            stack.extend(reversed(prod.input))
+            stack.extend(reversed(prod.inputs))
         else:
-            leaves.append(name)
+            leaves.append(value)
     return leaves, nodes
 
 
-def _parse_term(g: Graph, leaf: str) -> _Term:
+def _parse_term(g: Graph, leaf: ir.Value) -> _Term:
     """Walk back from `leaf` through affines read only by the walk, to a conv of x (or stop at x: identity)."""
     affines = []
-    nodes: list[onnx.NodeProto] = []
+    nodes: list[ir.Node] = []
     conv = weight = bias = None
     cur = leaf
     while g.sole_user(cur) is not None:
-        prod = g.producer.get(cur)
+        prod = cur.producer()
         if prod is None:
             break
         aff = parse_affine(g, prod)
@@ -75,15 +76,16 @@ def _parse_term(g: Graph, leaf: str) -> _Term:
             nodes.append(prod)
             cur = aff.data
             continue
-        if prod.op_type == "Conv" and prod.domain in ("", "ai.onnx") and len(prod.output) == 1 and len(prod.input) >= 2:
-            w = g.constant(prod.input[1])
-            has_b = len(prod.input) > 2 and bool(prod.input[2])
-            b = g.constant(prod.input[2]) if has_b else None
+        conv_op = prod.op_type == "Conv" and prod.domain in ("", "ai.onnx")
+        if conv_op and len(prod.outputs) == 1 and len(prod.inputs) >= 2 and prod.inputs[0] is not None:
+            w = g.constant(prod.inputs[1])
+            has_b = len(prod.inputs) > 2 and prod.inputs[2] is not None
+            b = g.constant(prod.inputs[2]) if has_b else None
             float_w = w is not None and w.ndim >= 3 and w.dtype in (np.float16, np.float32, np.float64)
             if float_w and (b is not None or not has_b):
                 conv, weight, bias = prod, w, b
                 nodes.append(prod)
-                cur = prod.input[0]
+                cur = prod.inputs[0]
         break
     affines.reverse()
     return _Term(
@@ -97,10 +99,9 @@ def _parse_term(g: Graph, leaf: str) -> _Term:
     )
 
 
-def _conv_geometry(node: onnx.NodeProto, w: np.ndarray):
+def _conv_geometry(node: ir.Node, w: np.ndarray):
     nd = w.ndim - 2
-    auto_pad = attr(node, "auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    auto_pad = attr(node, "auto_pad", "NOTSET")
     if auto_pad not in ("NOTSET", "VALID"):
         return None
     strides = list(attr(node, "strides", None) or [1] * nd)
@@ -220,10 +221,10 @@ def merge_branches(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassStats]:
     """Rewrite every sum of parallel convs (and identity) over one tensor as one conv. Returns a new model."""
     stats = PassStats("merge_branches")
     g = Graph(model, infer_shapes=True)
-    for root in list(g.nodes):
+    for root in g.nodes:
         if not g.alive(root) or not _is_sum(g, root):
             continue
-        out = root.output[0]
+        out = root.outputs[0]
         user = g.sole_user(out)
         if user is not None and _is_sum(g, user):
             continue  # handled from the top of the tree
@@ -234,7 +235,7 @@ def merge_branches(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassStats]:
         if len(leaves) < 2:
             continue
         terms = [_parse_term(g, leaf) for leaf in leaves]
-        by_x: dict[str, list[int]] = {}
+        by_x: dict[ir.Value, list[int]] = {}
         for i, t in enumerate(terms):
             by_x.setdefault(t.x, []).append(i)
         merged: dict[int, tuple[list[_Term], np.ndarray, np.ndarray, dict]] = {}  # first leaf index -> conv
@@ -248,7 +249,7 @@ def merge_branches(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassStats]:
                 continue  # the same conv reached twice
             result = _merge_group(group, convs[0].weight.ndim - 2)
             if result is None:
-                stats.note(f"Add '{root.name}': branches over '{x}' do not line up (stride/padding/groups); not merged")
+                stats.note(f"Add '{root.name}': branches over '{x.name}' do not line up (stride/padding/groups); not merged")
                 continue
             merged[idxs[0]] = (group, *result)
             dropped.update(idxs[1:])
@@ -259,17 +260,14 @@ def merge_branches(model: onnx.ModelProto) -> tuple[onnx.ModelProto, PassStats]:
 
 def _apply(g: Graph, root, tree, leaves, merged, dropped, stats: PassStats) -> None:
     """Replace the Add tree by the merged convs plus an Add chain over the terms that stay."""
-    out = root.output[0]
+    out = root.outputs[0]
     base = root.name or "merged"
-    for node in tree:
-        g.remove_node(node)
+    removed = {id(n): n for n in tree}
     for group, *_ in merged.values():
         for t in group:
-            for node in t.nodes:
-                if g.alive(node):
-                    g.remove_node(node)
+            removed.update((id(n), n) for n in t.nodes)
     n_left = len(leaves) - len(dropped)
-    remaining: list[str] = []
+    remaining: list[ir.Value] = []
     for i, leaf in enumerate(leaves):
         if i in dropped:
             continue
@@ -278,21 +276,23 @@ def _apply(g: Graph, root, tree, leaves, merged, dropped, stats: PassStats) -> N
             continue
         group, w, b, attrs = merged[i]
         conv_base = next(t.conv.name for t in group if t.conv is not None) or base
-        name = out if n_left == 1 else g.fresh(f"{conv_base}_rep")
         wn = g.add_initializer(w, f"{conv_base}_rep_weight")
         bn = g.add_initializer(b, f"{conv_base}_rep_bias")
-        g.add_node("Conv", [group[0].x, wn, bn], [name], f"{conv_base}_rep", **attrs)
-        g.copy_type(out, name)
-        remaining.append(name)
+        conv = g.add_node("Conv", [group[0].x, wn, bn], out if n_left == 1 else g.fresh(f"{conv_base}_rep"),
+                          f"{conv_base}_rep", **attrs)
+        if n_left != 1:
+            g.copy_type(out, conv)
+        remaining.append(conv)
         stats.count("branches_merged", len(group))
         stats.count("convs_created")
     acc = remaining[0]
     for j, nxt in enumerate(remaining[1:]):
-        dst = out if j == len(remaining) - 2 else g.fresh(f"{base}_sum")
-        g.add_node("Add", [acc, nxt], [dst], f"{base}_add")
-        if dst != out:
-            g.copy_type(out, dst)
-        acc = dst
+        last = j == len(remaining) - 2
+        acc_next = g.add_node("Add", [acc, nxt], out if last else g.fresh(f"{base}_sum"), f"{base}_add")
+        if not last:
+            g.copy_type(out, acc_next)
+        acc = acc_next
+    g.remove_node(list(removed.values()))
 
 
 __all__ = ["merge_branches"]

@@ -1,7 +1,8 @@
 """Drop graph outputs the deployment does not need (e.g. a training-only aux head) and everything only they needed.
 
 Outputs are chosen by exact name or fnmatch glob (case-sensitive). After the outputs are cut, every node,
-initializer, Constant node and value_info that no kept output depends on is removed. Graph inputs stay, even if no
+initializer, Constant node and value_info that no kept output depends on is removed (onnx-ir's dead-code removal,
+which also clears optional outputs nothing reads and dead nodes inside subgraphs). Graph inputs stay, even if no
 kept output reads them any more, so the deployed model's interface does not change under the caller.
 """
 
@@ -13,7 +14,14 @@ from collections.abc import Sequence
 import onnx
 
 from edgedeploy.errors import UsageError
-from edgedeploy.graph.ir import Graph, PassStats, node_reads
+from edgedeploy.graph.ir import PassStats
+from edgedeploy.graph.onnxir import (
+    named_outputs,
+    node_count,
+    remove_dead_code,
+    to_ir,
+    to_onnx,
+)
 
 
 def _matches(name: str, pattern: str) -> bool:
@@ -60,22 +68,24 @@ def prune_outputs(
     for pattern in [drop] if isinstance(drop, str) else drop:
         if not any(_matches(n, pattern) for n in names):
             stats.note(f"drop pattern '{pattern}' matches no output")
-    g = Graph(model)
+    m = to_ir(model)
     removed_outputs = [n for n in names if n not in kept]
     if removed_outputs:
-        g.keep_outputs(kept)
+        m.graph.outputs[:] = [v for v in m.graph.outputs if v.name in kept]
         stats.count("outputs_removed", len(removed_outputs))
         stats.note(f"removed outputs: {', '.join(removed_outputs)}")
-    dead = g.dead_code()
-    consts = sum(1 for n in dead if n.op_type == "Constant")
-    n_init, n_vi = len(model.graph.initializer), len(model.graph.value_info)
-    out = g.finish()
-    stats.count("nodes_removed", len(dead) - consts)
-    stats.count("constant_nodes_removed", consts)
-    stats.count("initializers_removed", n_init - len(out.graph.initializer))
-    stats.count("value_info_removed", n_vi - len(out.graph.value_info))
-    used = {i for n in out.graph.node for i in node_reads(n)} | {o.name for o in out.graph.output}
-    unused_inputs = [i.name for i in out.graph.input if i.name not in used]
+    before, n_init, outputs_before = node_count(m), len(m.graph.initializers), named_outputs(m)
+    remove_dead_code(m)
+    after, outputs_after = node_count(m), named_outputs(m)
+    stats.count("nodes_removed", before["other"] - after["other"])
+    stats.count("constant_nodes_removed", before["Constant"] - after["Constant"])
+    stats.count("initializers_removed", n_init - len(m.graph.initializers))
+    stats.count("optional_outputs_removed", sum(n - outputs_after[node] for node, n in outputs_before.items()
+                                                if node in outputs_after))
+    unused_inputs = [v.name for v in m.graph.inputs if not v.uses() and v not in m.graph.outputs]
+    out = to_onnx(m, model)
+    described = {vi.name for vi in out.graph.value_info} | {v.name for v in [*out.graph.input, *out.graph.output]}
+    stats.count("value_info_removed", len({vi.name for vi in model.graph.value_info} - described))
     if unused_inputs:
         stats.note(f"graph inputs no kept output reads (kept for a stable interface): {', '.join(unused_inputs)}")
     return out, stats

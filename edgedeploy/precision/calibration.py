@@ -6,7 +6,9 @@ Sources (read through edgedeploy.data; see calibration/README.md):
 - an .npy file (model inputs (N, ...) of a single-input model, or uint8 images (N, H, W, 3));
 - an .npz file (`images` uint8 NHWC, or arrays named like the inputs), or a folder of .npy/.npz files;
 - a Python callable `package.module:function` returning an iterable of arrays (single-input) or dicts by input name,
-  each one sample or a batch.
+  each one sample or a batch;
+- a dataset (COCO JSON, Ultralytics YOLO data.yaml or folder, class folders, Pascal VOC): its images of
+  `calibration.split` (YOLO, VOC; default train), read by the same readers validation uses, preprocessed as above.
 
 Selection is deterministic: candidates in sorted file order, and when there are more than `subset_size`, a seeded
 choice of `subset_size` of them, kept in that order. The sha256 of exactly the samples used (names, dtypes, shapes,
@@ -26,6 +28,9 @@ import numpy as np
 from edgedeploy.config import BuildSpec, CalibrationSpec, InputSpec
 from edgedeploy.data import Record, detect_format, iter_batches, open_source, select
 from edgedeploy.data.arrays import single_input
+from edgedeploy.data.formats import FORMATS as DATASET_FORMATS
+from edgedeploy.data.formats import detect_format as detect_dataset
+from edgedeploy.data.formats import open_dataset
 from edgedeploy.errors import UsageError
 from edgedeploy.preprocess import fit_image, input_hw, preprocess
 
@@ -81,14 +86,19 @@ def load_calibration(spec: BuildSpec, settings: CalibrationSpec | None = None) -
     else:
         target = Path(settings.data)
         source = str(target)
-        if fmt == "images":
+        if fmt == "images" or fmt in DATASET_FORMATS:
             _single_input(spec, "images", source)
-    data = open_source(fmt, target, list(spec.inputs), purpose="calibration",
-                       fix="check calibration.data (numeric arrays saved with np.save / np.savez)")
+    if fmt in DATASET_FORMATS:
+        data = open_dataset(target, fmt, images=settings.images, split=settings.split, purpose="calibration")
+    else:
+        data = open_source(fmt, target, list(spec.inputs), purpose="calibration",
+                           fix="check calibration.data (numeric arrays saved with np.save / np.savez)")
     chosen = select(len(data), subset=settings.subset_size, seed=settings.seed)
 
     def where(key: str) -> str:  # an image by its path, an array row or a function's item by its key
-        return key if fmt != "images" else str(target if target.is_file() else target / key)
+        if fmt == "images":
+            return str(target if target.is_file() else target / key)
+        return f"{source}: {key}" if fmt in DATASET_FORMATS else key
 
     ids, samples = [], []
     def prepare(record: Record) -> tuple[str, dict[str, np.ndarray]]:
@@ -116,8 +126,14 @@ def resolve_format(settings: CalibrationSpec) -> str:
         raise UsageError("INT8 needs calibration data and the config has none",
                          where="calibration", fix="set calibration.data (an image folder, .npy or .npz) or "
                                                   "calibration.function (`module:function`)")
-    fmt = detect_format(Path(settings.data), "calibration.data")
-    return fmt if settings.format == "auto" else settings.format
+    if settings.format != "auto":
+        return settings.format
+    path = Path(settings.data)
+    if path.exists() and not (path.is_file() and path.suffix.lower() in (".npy", ".npz")):
+        dataset = detect_dataset(path)  # a COCO JSON, YOLO yaml/folder, class folders or VOC folder
+        if dataset is not None:
+            return dataset
+    return detect_format(path, "calibration.data")
 
 
 def _single_input(spec: BuildSpec, what: str, where: str) -> InputSpec:

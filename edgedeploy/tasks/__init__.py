@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgedeploy.tasks import classification, detection
-from edgedeploy.tasks.base import Budget, Task, TaskSection
+from edgedeploy.tasks.base import Budget, Task, TaskRecord, TaskSection
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     detection.TASK,
@@ -14,9 +14,10 @@ TASKS: dict[str, Task] = {t.name: t for t in (
 )}
 
 
-def task_of(record: dict[str, Any] | None) -> Task | None:
+def task_of(record: dict[str, Any] | TaskRecord | None) -> Task | None:
     """The task a report's `task` record belongs to (None for none, or a kind this version does not know)."""
-    return TASKS.get((record or {}).get("kind", ""))
+    kind = record.kind if isinstance(record, TaskRecord) else (record or {}).get("kind", "")
+    return TASKS.get(kind)
 
 
-__all__ = ["Budget", "Task", "TaskSection", "TASKS", "task_of"]
+__all__ = ["Budget", "Task", "TaskRecord", "TaskSection", "TASKS", "task_of"]

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, create_model
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,15 @@ class TaskSection:
     blocks: list[str | tuple[list[str], list[list[str]]]]
 
 
+class TaskRecord(BaseModel):
+    """report.json's `task` as its task's renderers read it: each task declares a subclass naming its `kind` and
+    typing its figures; figures another version adds are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+
+
 # (settings, output name, reference outputs, artifact outputs, detection targets, class labels, *, class_names,
 # input_size) -> the task record; class_names are the data's (or None), input_size the model input's (H, W) or None
 Evaluate = Callable[..., dict[str, Any]]
@@ -44,13 +54,15 @@ class Task:
     - `ranking_metrics`: `--precision auto` ranks candidates by the first one present;
     - `summary_metrics`: reports and fleet tables show the first one present, with its drop (`drops`) when known;
     - `labelled_metric`: present only when the validation data has labels; `no_labels` the warning when it is not;
-    - `labels`: how people read each metric name (`short_labels` in a table cell); `section`: the report section of a record and the artifact's
-      name (`target precision`).
+    - `labels`: how people read each metric name (`short_labels` in a table cell); `section`: the report section
+      of a record (its `record` model, by default one that types only `kind`) and the artifact's name (`target
+      precision`).
     """
 
     name: str
     evaluate: Evaluate
-    section: Callable[[dict[str, Any], str], TaskSection]
+    section: Callable[[Any, str], TaskSection]
+    record: type[TaskRecord] | None = None
     budgets: tuple[Budget, ...] = ()
     baseline_metrics: tuple[str, ...] = ()
     ranking_metrics: tuple[str, ...] = ()
@@ -61,12 +73,18 @@ class Task:
     labels: dict[str, str] = field(default_factory=dict)
     short_labels: dict[str, str] = field(default_factory=dict)  # summary metrics' names in narrow table cells
 
-    def summary(self, record: dict[str, Any]) -> tuple[str, float, float | None] | None:
+    def __post_init__(self) -> None:
+        if self.record is None:  # a record that knows its kind and keeps every figure as it is
+            object.__setattr__(self, "record", create_model(f"{self.name.title()}Record", __base__=TaskRecord,
+                                                            kind=(Literal[self.name], ...)))
+
+    def summary(self, record: dict[str, Any] | TaskRecord) -> tuple[str, float, float | None] | None:
         """(metric, value, drop or None) of the first summary metric the record has."""
+        values = record.model_dump(exclude_none=True) if isinstance(record, TaskRecord) else record
         for metric in self.summary_metrics:
-            if metric in record:
-                return metric, record[metric], record.get(self.drops.get(metric, ""))
+            if metric in values:
+                return metric, values[metric], values.get(self.drops.get(metric, ""))
         return None
 
 
-__all__ = ["Budget", "Task", "TaskSection"]
+__all__ = ["Budget", "Task", "TaskRecord", "TaskSection"]

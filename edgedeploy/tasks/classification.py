@@ -13,13 +13,13 @@ Ties are broken the way ``np.argsort(-scores, kind="stable")`` does (the lower c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from edgedeploy.errors import UsageError
 from edgedeploy.numbers import interval, num
-from edgedeploy.tasks.base import Budget, Task, TaskSection
+from edgedeploy.tasks.base import Budget, Task, TaskRecord, TaskSection
 
 
 def _scores(x: np.ndarray) -> np.ndarray:
@@ -115,23 +115,42 @@ def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: 
     return {"output": name, **evaluate(reference[name], outputs[name], labels)}
 
 
-def section(task: dict[str, Any], model: str) -> TaskSection:
-    rows = [["top-1 agreement with the reference",
-             num(task["top1_agreement"]) + interval(task.get("top1_agreement_ci95"))],
-            ["top-5 agreement (reference top-1 in artifact top-5)", num(task["top5_agreement"])]]
-    if "top1" in task:
-        rows += [["top-1 accuracy: reference / artifact", f"{num(task['reference_top1'])} / {num(task['top1'])}"
-                  + interval(task.get("top1_ci95"))],
-                 ["top-5 accuracy: reference / artifact", f"{num(task['reference_top5'])} / {num(task['top5'])}"],
-                 ["top-1 drop", num(task["top1_drop"]) + interval(task.get("top1_drop_ci95"))]]
+class ClassificationRecord(TaskRecord):
+    """The figures of `evaluate` (module docstring); the label-based ones only with labels."""
+
+    kind: Literal["classification"]
+    output: str | None = None
+    samples: int | None = None
+    classes: int | None = None
+    top1_agreement: float
+    top5_agreement: float | None = None
+    top1_agreement_ci95: list[float] | None = None
+    disagreeing_samples: list[int] | None = None
+    reference_top1: float | None = None
+    reference_top5: float | None = None
+    top1: float | None = None
+    top5: float | None = None
+    top1_drop: float | None = None
+    top1_ci95: list[float] | None = None
+    top1_drop_ci95: list[float] | None = None
+
+
+def section(task: ClassificationRecord, model: str) -> TaskSection:
+    rows = [["top-1 agreement with the reference", num(task.top1_agreement) + interval(task.top1_agreement_ci95)],
+            ["top-5 agreement (reference top-1 in artifact top-5)", num(task.top5_agreement)]]
+    if task.top1 is not None:
+        rows += [["top-1 accuracy: reference / artifact", f"{num(task.reference_top1)} / {num(task.top1)}"
+                  + interval(task.top1_ci95)],
+                 ["top-5 accuracy: reference / artifact", f"{num(task.reference_top5)} / {num(task.top5)}"],
+                 ["top-1 drop", num(task.top1_drop) + interval(task.top1_drop_ci95)]]
     else:
         rows.append(["top-1 accuracy", "not measured (no labels)"])
-    return TaskSection(f"Classification (output {task.get('output')}, {task.get('samples')} samples, "
-                       f"{task.get('classes')} classes)", [(["metric", "value"], rows)])
+    return TaskSection(f"Classification (output {task.output}, {task.samples} samples, {task.classes} classes)",
+                       [(["metric", "value"], rows)])
 
 
 TASK = Task(
-    name="classification", evaluate=task_record, section=section,
+    name="classification", evaluate=task_record, record=ClassificationRecord, section=section,
     budgets=(Budget("max_top1_drop", "top1_drop", "<="), Budget("min_top1_agreement", "top1_agreement", ">=")),
     baseline_metrics=("top1", "top5", "top1_agreement", "top5_agreement"),
     ranking_metrics=("top1", "top1_agreement"), summary_metrics=("top1", "top1_agreement"), drops={"top1": "top1_drop"},

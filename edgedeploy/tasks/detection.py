@@ -15,21 +15,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel
 
 from edgedeploy.data.base import Annotations
 from edgedeploy.errors import UsageError
 from edgedeploy.numbers import interval, num
 from edgedeploy.tasks import decoders
-from edgedeploy.tasks.base import Budget, Task, TaskSection
+from edgedeploy.tasks.base import Budget, Task, TaskRecord, TaskSection
 from edgedeploy.tasks.decoders.base import DecodeSettings
-from edgedeploy.tasks.metrics import bootstrap, coco
+from edgedeploy.tasks.metrics import bootstrap, coco, errors
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 _MAX_WH = 4096.0  # class offset for batched class-aware NMS
+DISAGREEING_IMAGES = 4  # images report.html draws with both models' boxes
 
 
 def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
@@ -204,14 +206,79 @@ def evaluate_map(
 
 
 # ------------------------------------------------------------------------------------------------- the task
+class PrCurve(BaseModel):
+    """Precision at COCOeval's 101 recall points, IoU 0.5, averaged over the classes with labels: the curve whose
+    area is mAP@0.5, for the artifact and the reference."""
+
+    recall: list[float]
+    artifact: list[float]
+    reference: list[float]
+
+
+class Confusion(BaseModel):
+    """errors.confusion_matrix of the artifact's confident detections: rows the labelled class, columns the
+    detected one, the last of each `background`."""
+
+    classes: list[str]
+    score_thres: float
+    iou_thres: float
+    matrix: list[list[int]]
+
+
+class DisagreeingImage(BaseModel):
+    """One image where the artifact and the reference detect differently (errors.disagreement), with both models'
+    confident detections ([x1, y1, x2, y2, score, class]) and the labels ([class, x1, y1, x2, y2]), in
+    model-input pixels."""
+
+    image: int
+    disagreement: float
+    artifact: list[list[float]]
+    reference: list[list[float]]
+    labels: list[list[float]] | None = None
+
+
+class DetectionRecord(TaskRecord):
+    """report.json's `task` for detection (task_record); the label-based figures only with labels."""
+
+    kind: Literal["detection"]
+    output: str | None = None
+    decoder: str | None = None
+    conf_thres: float | None = None
+    iou_thres: float | None = None
+    max_det: int | None = None
+    map50_vs_reference: float
+    map50_95_vs_reference: float | None = None
+    reference_map50: float | None = None
+    reference_map50_95: float | None = None
+    map50: float | None = None
+    map50_95: float | None = None
+    map50_drop: float | None = None
+    map50_95_drop: float | None = None
+    map50_ci95: list[float] | None = None
+    map50_95_ci95: list[float] | None = None
+    map50_drop_ci95: list[float] | None = None
+    map50_95_drop_ci95: list[float] | None = None
+    images: int | None = None
+    bootstrap_resamples: int | None = None
+    ap50_per_class: dict[str, float] | None = None
+    ap_per_class: dict[str, float] | None = None
+    reference_ap50_per_class: dict[str, float] | None = None
+    reference_ap_per_class: dict[str, float] | None = None
+    pr_curve: PrCurve | None = None
+    confusion: Confusion | None = None
+    disagreeing: list[DisagreeingImage] | None = None
+
+
 def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
                 targets: np.ndarray | None, labels: np.ndarray | None, *, class_names: list[str] | None = None,
                 input_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """report.json's `task` for detection. The outputs (validation.output, else all of them) are read by the
     decoder their shapes fit (or validation.decoder, checked: edgedeploy.tasks.decoders), so a layout is never read
     as another; detections are scored with faster-coco-eval against the reference's own detections and, with
-    `targets`, against the ground truth for both models, with per-class AP and the bootstrap interval of the drop.
-    Boxes stay in model-input pixels (the targets are mapped there), where IoU is what it is in the image."""
+    `targets`, against the ground truth for both models, with per-class AP, the PR curve at IoU 0.5, the confusion
+    matrix and the bootstrap interval of the drop; the images where the two models' detections differ most are
+    kept for report.html. Boxes stay in model-input pixels (the targets are mapped there), where IoU is what it
+    is in the image."""
     names = [settings.output] if settings.output else [n for n in outputs if n in reference]
     read_ref, read_art = {n: reference[n] for n in names}, {n: outputs[n] for n in names}
     nc = settings.num_classes or (len(class_names) if class_names else None)
@@ -244,6 +311,7 @@ def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: 
     cats, ids = list(range(1, len(names) + 1)), list(range(1, count + 1))
     vs_ref = coco.evaluate(coco.ground_truth(pseudo, sizes, names), coco.results(art_dets, ids, cats), "bbox", names)
     out.update({"map50_vs_reference": vs_ref["map50"], "map50_95_vs_reference": vs_ref["map50_95"]})
+    truth = None
     if targets is not None:
         truth = [Annotations(targets[targets[:, 0] == i, 2:6].astype(np.float64),
                              targets[targets[:, 0] == i, 1].astype(np.int64)) for i in range(count)]
@@ -260,42 +328,78 @@ def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: 
             "ap50_per_class": art_map["ap50_per_class"],
             "ap_per_class": art_map["ap_per_class"],
             "reference_ap50_per_class": ref_map["ap50_per_class"],
+            "reference_ap_per_class": ref_map["ap_per_class"],
+            "pr_curve": {"recall": coco.RECALL_POINTS.round(2).tolist(),
+                         "artifact": [round(v, 4) for v in art_map["pr50"]],
+                         "reference": [round(v, 4) for v in ref_map["pr50"]]},
+            "confusion": errors.confusion_record(art_dets, truth, names, det.reference_score_thres),
         })
         if settings.bootstrap:
             out.update(bootstrap.drop_interval(bootstrap.match_all(ref_dets, truth, len(names)),
                                                bootstrap.match_all(art_dets, truth, len(names)), count,
                                                settings.bootstrap))
+    out["disagreeing"] = errors.disagreeing_images(art_dets, ref_dets, truth, det.reference_score_thres,
+                                                   DISAGREEING_IMAGES)
     return out
 
 
-def section(task: dict[str, Any], model: str) -> TaskSection:
-    title = f"Detection (output {task.get('output')}, decoder {task.get('decoder', 'yolo-objectness')})"
-    if "map50" not in task:
+CONFUSION_TABLE_CLASSES = 20  # up to this many classes the whole matrix is a table; beyond, its largest errors
+
+
+def confusion_blocks(c: Confusion) -> list:
+    """The confusion matrix as a table, or for many classes the pairs where most labels went wrong."""
+    text = (f"Confusion matrix: the artifact's detections with confidence ≥ {num(c.score_thres)} matched to labels of "
+            f"any class at IoU ≥ {num(c.iou_thres)}; rows the label, columns the detection (a missed label is in the "
+            "background column, a detection matching no label in the background row).")
+    if len(c.classes) <= CONFUSION_TABLE_CLASSES + 1:
+        return [text, (["label \\ detected", *c.classes],
+                       [[name, *[str(v) for v in row]] for name, row in zip(c.classes, c.matrix)])]
+    m = np.asarray(c.matrix)
+    wrong = [(int(m[i, j]), i, j) for i, j in zip(*np.nonzero(m)) if i != j]
+    worst = sorted(wrong, key=lambda w: (-w[0], w[1], w[2]))[:12]
+    return [text + f" The {len(worst)} largest of its {len(c.classes) - 1} classes' errors (the whole matrix is in "
+                   "report.json and drawn in report.html):",
+            (["label", "detected", "count"], [[c.classes[i], c.classes[j], str(n)] for n, i, j in worst])]
+
+
+def section(task: DetectionRecord, model: str) -> TaskSection:
+    title = f"Detection (output {task.output}, decoder {task.decoder or 'yolo-objectness'})"
+    if task.map50 is None:
         return TaskSection(title, [f"No labels: mAP@0.5 against the reference's own detections "
-                                   f"{num(task['map50_vs_reference'])}."])
+                                   f"{num(task.map50_vs_reference)}."])
     blocks: list = [
         (["model", "mAP@0.5", "mAP@0.5:0.95"],
-         [["reference", num(task["reference_map50"]), num(task["reference_map50_95"])],
-          [model, num(task["map50"]) + interval(task.get("map50_ci95")),
-           num(task["map50_95"]) + interval(task.get("map50_95_ci95"))],
-          ["drop", num(task["map50_drop"]) + interval(task.get("map50_drop_ci95")),
-           num(task.get("map50_95_drop")) + interval(task.get("map50_95_drop_ci95"))]]),
-        *([f"Intervals: 95 %, bootstrap over the {task['images']} images ({task.get('bootstrap_resamples')} "
+         [["reference", num(task.reference_map50), num(task.reference_map50_95)],
+          [model, num(task.map50) + interval(task.map50_ci95), num(task.map50_95) + interval(task.map50_95_ci95)],
+          ["drop", num(task.map50_drop) + interval(task.map50_drop_ci95),
+           num(task.map50_95_drop) + interval(task.map50_95_drop_ci95)]]),
+        *([f"Intervals: 95 %, bootstrap over the {task.images} images ({task.bootstrap_resamples} "
            "resamples, COCOeval's matching with crowd regions; the drop paired on each resample)."]
-          if task.get("images") else []),
-        f"mAP@0.5 against the reference's own detections: {num(task['map50_vs_reference'])} (confidence ≥ "
-        f"{num(task.get('conf_thres'))}, NMS IoU {num(task.get('iou_thres'))}; faster-coco-eval)."]
-    per_class = task.get("ap_per_class")
-    if per_class:
-        ref50 = task.get("reference_ap50_per_class", {})
-        blocks.append((["class", "AP@0.5", "AP@0.5 reference", "AP@0.5:0.95"],
-                       [[name, num(task["ap50_per_class"].get(name)), num(ref50.get(name)), num(ap)]
-                        for name, ap in per_class.items()]))
+          if task.images else []),
+        f"mAP@0.5 against the reference's own detections: {num(task.map50_vs_reference)} (confidence ≥ "
+        f"{num(task.conf_thres)}, NMS IoU {num(task.iou_thres)}; faster-coco-eval)."]
+    if task.ap_per_class:
+        ap50, ref50 = task.ap50_per_class or {}, task.reference_ap50_per_class or {}
+        ref = task.reference_ap_per_class or {}
+        blocks.append((["class", "AP@0.5", "AP@0.5 reference", "AP@0.5:0.95", "AP@0.5:0.95 reference"],
+                       [[name, num(ap50.get(name)), num(ref50.get(name)), num(ap), num(ref.get(name))]
+                        for name, ap in task.ap_per_class.items()]))
+    if task.pr_curve is not None:
+        pr, at = task.pr_curve, (50, 80, 90)  # indices of recall 0.5, 0.8, 0.9 among COCOeval's 101 points
+        blocks.append("Precision at recall 0.5 / 0.8 / 0.9 (IoU 0.5, mean over classes; the curves are in "
+                      f"report.html): {model} {' / '.join(num(pr.artifact[i]) for i in at)}, reference "
+                      f"{' / '.join(num(pr.reference[i]) for i in at)}.")
+    if task.confusion is not None:
+        blocks += confusion_blocks(task.confusion)
+    if task.disagreeing:
+        blocks.append("Images where the artifact and the reference disagree most: " + ", ".join(
+            f"#{d.image} ({len(d.artifact)} vs {len(d.reference)} detections, disagreement {num(d.disagreement)})"
+            for d in task.disagreeing) + " (drawn in report.html).")
     return TaskSection(title, blocks)
 
 
 TASK = Task(
-    name="detection", evaluate=task_record, section=section,
+    name="detection", evaluate=task_record, record=DetectionRecord, section=section,
     budgets=(Budget("max_map50_drop", "map50_drop", "<="), Budget("max_map50_95_drop", "map50_95_drop", "<=")),
     baseline_metrics=("map50", "map50_95", "map50_vs_reference"),
     ranking_metrics=("map50",), summary_metrics=("map50", "map50_vs_reference"), drops={"map50": "map50_drop"},

@@ -2,9 +2,11 @@
 
 It renders the same sections as report.md (edgedeploy.validate.report.sections), so every heading of the Markdown is
 a heading here, and adds plots where a picture says more (matplotlib, Agg backend; imported only here): error per
-output against its budget and at quantiles, AP per class, per-layer INT8 error (local and cumulative), latency
-histogram and CDF per batch size, and latency against accuracy when other precisions of the model were built beside
-this one.
+output against its budget and at quantiles; for detection AP per class, the precision-recall curves of the artifact
+and the reference, the confusion matrix and the images where the two disagree most, drawn with both sets of boxes
+and the labels (bounded: edgedeploy.tasks.detection.DISAGREEING_IMAGES images, downscaled); per-layer INT8 error
+(local and cumulative), latency histogram and CDF per batch size, and latency against accuracy when other
+precisions of the model were built beside this one.
 """
 
 from __future__ import annotations
@@ -13,10 +15,18 @@ import base64
 import html
 import io
 import re
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
+from edgedeploy.tasks.detection import DetectionRecord, DisagreeingImage
 from edgedeploy.tensor_error import ABS_ERROR_QUANTILES
-from edgedeploy.validate.report import Table, accuracy_of, header, num, sections, verdict, warnings_of
+from edgedeploy.validate.record import Check, LatencyRow, Report, TensorErrors
+from edgedeploy.validate.report import (Table, accuracy_of, first_latency, header, num, sections, verdict,
+                                        worst_rel_l2)
+
+PICTURE_SIDE = 320  # pixels: the longer side of each drawn image, which bounds the page's size
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222}
@@ -40,9 +50,9 @@ def _plt():
     return plt
 
 
-def _png(fig) -> str:
+def _png(fig, dpi: int = 90) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     _plt().close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -58,21 +68,20 @@ def _inline(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
 
 
-def plot_latency(latency: list[dict]) -> str | None:
-    import numpy as np
-
+def plot_latency(latency: list[LatencyRow]) -> str | None:
     plt = _plt()
 
-    series = [t for t in latency if t.get("samples_ms")]
+    series = [t for t in latency if t.samples_ms]
     if not series:
         return None
     fig, (ax_h, ax_c) = plt.subplots(1, 2, figsize=(11, 3.6))
     for t in series:
-        ms = np.sort(np.asarray(t["samples_ms"]))
-        label = f"batch {t['batch']} (median {t['median_ms']:.3g} ms)"
+        ms = np.sort(np.asarray(t.samples_ms))
+        label = f"batch {t.batch} (median {t.median_ms:.3g} ms)"
         ax_h.hist(ms, bins=min(50, max(10, ms.size // 4)), alpha=0.6, label=label)
         ax_c.plot(ms, np.arange(1, ms.size + 1) / ms.size, label=label)
-        ax_c.axvline(t["p99_ms"], ls=":", lw=0.8, color=ax_c.lines[-1].get_color())
+        if t.p99_ms is not None:
+            ax_c.axvline(t.p99_ms, ls=":", lw=0.8, color=ax_c.lines[-1].get_color())
     ax_h.set(title="Latency histogram", xlabel="ms per call", ylabel="calls")
     ax_c.set(title="Latency CDF (dotted: p99)", xlabel="ms per call", ylabel="fraction of calls ≤ x", ylim=(0, 1.01))
     ax_h.legend(fontsize=8)
@@ -81,19 +90,16 @@ def plot_latency(latency: list[dict]) -> str | None:
     return _png(fig)
 
 
-def plot_errors(tensors: dict[str, dict], checks: list[dict]) -> str | None:
-    import numpy as np
-
+def plot_errors(tensors: dict[str, TensorErrors], checks: list[Check]) -> str | None:
     plt = _plt()
 
     if not tensors:
         return None
     names = list(tensors)
-    limits = {c["name"][: -len(".rel_l2")]: c["limit"] for c in checks
-              if c["name"].endswith(".rel_l2") and c.get("group") == "tensor"}
+    limits = {c.name[: -len(".rel_l2")]: c.limit for c in checks if c.name.endswith(".rel_l2") and c.group == "tensor"}
     fig, (ax_b, ax_q) = plt.subplots(1, 2, figsize=(11, 3.6))
-    vals = [max(tensors[n]["rel_l2"], 1e-12) for n in names]
-    colors = ["#c62828" if n in limits and tensors[n]["rel_l2"] > limits[n] else "#1f77b4" for n in names]
+    vals = [max(tensors[n].rel_l2, 1e-12) for n in names]
+    colors = ["#c62828" if n in limits and tensors[n].rel_l2 > limits[n] else "#1f77b4" for n in names]
     x = np.arange(len(names))
     ax_b.bar(x, vals, color=colors)
     drawn = False
@@ -101,7 +107,7 @@ def plot_errors(tensors: dict[str, dict], checks: list[dict]) -> str | None:
         if n in limits:
             ax_b.hlines(limits[n], i - 0.4, i + 0.4, colors="k", linestyles="--", label=None if drawn else "budget")
             drawn = True
-        if not tensors[n].get("finite", True):
+        if not tensors[n].finite:
             ax_b.annotate("NaN/Inf", (i, vals[i]), ha="center", va="bottom", color="#c62828")
     ax_b.set_xticks(x, names, rotation=30 if len(names) > 4 else 0)
     title = "Relative L2 error per output" + (" (dashed: its budget)" if drawn else " (no budget set)")
@@ -110,7 +116,7 @@ def plot_errors(tensors: dict[str, dict], checks: list[dict]) -> str | None:
         ax_b.legend(fontsize=8)
     qs = np.arange(len(ABS_ERROR_QUANTILES))
     for n in names:
-        q = tensors[n].get("abs_error_quantiles")
+        q = tensors[n].abs_error_quantiles
         if q:
             ax_q.plot(qs, [max(v, 1e-12) for v in q], marker="o", label=n)
     ax_q.set(yscale="log", title="Absolute error at quantiles, per output", xlabel="quantile of |error|",
@@ -125,8 +131,6 @@ def plot_layers(layers: list[dict]) -> str | None:
     """Per-layer INT8 error, worst 30 by the error the layer adds alone (bars), with its output's cumulative error
     in the quantized graph (dots): a long bar is a layer to keep in float, a dot far right of its bar is error
     carried in from earlier layers."""
-    import numpy as np
-
     plt = _plt()
     if not layers:
         return None
@@ -147,29 +151,106 @@ def plot_layers(layers: list[dict]) -> str | None:
     return _png(fig)
 
 
-def plot_ap_per_class(task: dict[str, Any]) -> str | None:
-    ap = task.get("ap50_per_class")
-    if not ap:
+def plot_ap_per_class(task: DetectionRecord) -> str | None:
+    """AP@0.5 per class, the artifact's bars beside the reference's."""
+    ap, ref = task.ap50_per_class, task.reference_ap50_per_class or {}
+    if not ap or task.map50 is None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(11, 2.8))
-    classes = list(ap)
-    ax.bar(classes, [ap[c] for c in classes], color="#1f77b4")
-    ax.axhline(task["map50"], ls="--", color="k", lw=0.8, label=f"mAP@0.5 {task['map50']:.4f}")
-    ax.set(title="AP@0.5 per class (artifact vs labels)", xlabel="class", ylabel="AP@0.5", ylim=(0, 1.02))
+    x = np.arange(len(ap))
+    ax.bar(x - 0.2, list(ap.values()), width=0.4, color="#1f77b4", label="artifact")
+    ax.bar(x + 0.2, [ref.get(c, 0.0) for c in ap], width=0.4, color="#9e9e9e", label="reference")
+    ax.axhline(task.map50, ls="--", color="k", lw=0.8, label=f"artifact mAP@0.5 {task.map50:.4f}")
+    ax.set_xticks(x, list(ap), rotation=45 if len(ap) > 12 else 0, fontsize=7 if len(ap) > 12 else 9)
+    ax.set(title="AP@0.5 per class (vs labels)", xlabel="class", ylabel="AP@0.5", ylim=(0, 1.02))
     ax.legend(fontsize=8, loc="lower right")
     return _png(fig)
 
 
-def plot_tradeoff(reports: list[dict[str, Any]]) -> str | None:
+def plot_pr_curve(task: DetectionRecord) -> str | None:
+    """Precision against recall at IoU 0.5 (COCOeval's 101 points, mean over classes): artifact and reference."""
+    pr = task.pr_curve
+    if pr is None:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(pr.recall, pr.reference, color="#9e9e9e", lw=2.5, label=f"reference (mAP@0.5 {num(task.reference_map50)})")
+    ax.plot(pr.recall, pr.artifact, color="#1f77b4", lw=1.2, label=f"artifact (mAP@0.5 {num(task.map50)})")
+    ax.set(title="Precision-recall at IoU 0.5 (mean over classes)", xlabel="recall", ylabel="precision",
+           xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_confusion(task: DetectionRecord) -> str | None:
+    """The confusion matrix as a heat map, counts written in the cells while they fit."""
+    c = task.confusion
+    if c is None:
+        return None
+    plt = _plt()
+    m = np.asarray(c.matrix)
+    side = min(11.0, 1.5 + 0.45 * len(c.classes))
+    fig, ax = plt.subplots(figsize=(side, side * 0.85))
+    ax.imshow(np.log1p(m), cmap="Blues")
+    if len(c.classes) <= 30:
+        for (i, j), v in np.ndenumerate(m):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                        color="white" if v > m.max() / 2 else "black")
+    ticks = np.arange(len(c.classes))
+    ax.set_xticks(ticks, c.classes, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, c.classes, fontsize=7)
+    ax.set(title=f"Confusion matrix (confidence ≥ {num(c.score_thres)}, IoU ≥ {num(c.iou_thres)})",
+           xlabel="detected class", ylabel="labelled class")
+    return _png(fig)
+
+
+def plot_disagreeing(task: DetectionRecord, pictures: Mapping[int, np.ndarray]) -> str | None:
+    """The images where the artifact and the reference disagree most, each with the labels (green, dashed), the
+    reference's detections (orange) and the artifact's (blue); an image without pixels is left out."""
+    shown: list[tuple[DisagreeingImage, np.ndarray]] = [(d, pictures[d.image]) for d in task.disagreeing or []
+                                                        if d.image in pictures]
+    if not shown:
+        return None
+    plt = _plt()
+    from matplotlib.patches import Rectangle
+
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.5), squeeze=False)
+    for ax, (d, image) in zip(axes[0], shown):
+        h, w = image.shape[:2]
+        step = max(1, -(-max(h, w) // PICTURE_SIDE))  # every n-th pixel: the page stays small
+        ax.imshow(image[::step, ::step], extent=(0, w, h, 0))
+        for rows, color, style, first in (((d.labels or []), "#2e7d32", "--", 1), (d.reference, "#ef6c00", "-", 0),
+                                          (d.artifact, "#1565c0", "-", 0)):
+            for row in rows:
+                x1, y1, x2, y2 = row[first:first + 4]
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.2, ls=style, ec=color))
+                cls = int(row[0] if first else row[5])
+                ax.text(x1, y1, _class_name(task, cls), fontsize=6, color="white", va="bottom",
+                        bbox={"facecolor": color, "pad": 0.5, "lw": 0})
+        ax.set_title(f"image {d.image}: disagreement {num(d.disagreement)}", fontsize=8)
+        ax.axis("off")
+    fig.legend(handles=[Rectangle((0, 0), 1, 1, fill=False, ec=c, ls=ls, label=label) for c, ls, label in (
+        ("#2e7d32", "--", "label"), ("#ef6c00", "-", "reference"), ("#1565c0", "-", "artifact"))],
+        loc="lower center", ncol=3, fontsize=8)
+    return _png(fig, dpi=72)
+
+
+def _class_name(task: DetectionRecord, cls: int) -> str:
+    names = task.confusion.classes if task.confusion is not None else []
+    return names[cls] if cls < len(names) - 1 else str(cls)
+
+
+def plot_tradeoff(reports: list[Report]) -> str | None:
     """Latency against accuracy for the artifacts of one model built side by side (the comparison section)."""
     points = []
     for r in reports:
         label, value = accuracy_of(r)
-        lat = min(r.get("latency") or [{}], key=lambda t: t.get("batch", 0))
-        worst = max((m["rel_l2"] for m in r["tensors"].values()), default=None)
-        if lat.get("median_ms") is not None:
-            points.append((f"{r['target']} {r['precision']}", lat["median_ms"], lat.get("batch"), label, value, worst))
+        median, batch = first_latency(r)
+        if median is not None:
+            points.append((f"{r.target} {r.precision}", median, batch, label, value, worst_rel_l2(r)))
     if len(points) < 2:
         return None
     plt = _plt()
@@ -197,20 +278,23 @@ def _table(header: list[str], rows: list[list[Any]], classes: list[str] | None =
     return "".join(out) + "</table>"
 
 
-def _plots(key: str, report: dict[str, Any], siblings: list[dict[str, Any]]) -> list[str]:
+def _plots(key: str, report: Report, siblings: list[Report], pictures: Mapping[int, np.ndarray]) -> list[str]:
     """The plots that belong under section `key`."""
     if key == "outputs":
-        made = [(plot_errors(report["tensors"], report["checks"]), "error per output")]
-    elif key == "task":
-        made = [(plot_ap_per_class(report["task"]), "AP per class")]
+        made = [(plot_errors(report.tensors, report.checks), "error per output")]
+    elif key == "task" and isinstance(report.task, DetectionRecord):
+        made = [(plot_ap_per_class(report.task), "AP per class"),
+                (plot_pr_curve(report.task), "precision-recall curves, artifact and reference"),
+                (plot_confusion(report.task), "confusion matrix"),
+                (plot_disagreeing(report.task, pictures), "images where the artifact and the reference disagree most")]
     elif key == "layers":
-        made = [(plot_layers(report["layer_errors"]), "per-layer INT8 error, local and cumulative")]
+        made = [(plot_layers(report.layer_errors or []), "per-layer INT8 error, local and cumulative")]
     elif key == "latency":
-        made = [(plot_latency(report["latency"]), "latency histogram and CDF")]
+        made = [(plot_latency(report.latency), "latency histogram and CDF")]
     elif key == "comparison":
         made = [(plot_tradeoff([report, *siblings]), "latency vs accuracy")]
-    elif key == "auto":
-        png = frontier_png(report["auto"])
+    elif key == "auto" and report.auto:
+        png = frontier_png(report.auto)
         made = [(base64.b64encode(png).decode("ascii") if png else None, "precision candidates: latency vs accuracy")]
     else:
         made = []
@@ -242,10 +326,27 @@ def frontier_png(auto: dict[str, Any]) -> bytes | None:
     return buf.getvalue()
 
 
-def render_html(report: dict[str, Any], siblings: list[dict[str, Any]] | None = None) -> str:
+def layer_profile_html(report: Report, top: int = 10) -> str:
+    """The `top` slowest layers of report.json's layer_profile (TensorRT's IProfiler), or nothing without one."""
+    profile = report.layer_profile
+    if profile is None or not profile.layers:
+        return ""
+    layers = profile.layers
+    rows = [[lay.layer, f"{lay.median_ms:.4f}", f"{100 * lay.share:.1f} %"] for lay in layers[:top]]
+    total = sum(lay.median_ms for lay in layers)
+    return (f"<h2 id='layer-profile'>Slowest layers</h2><p>{html.escape(profile.profiler)}, batch "
+            f"{profile.batch}, median of {profile.iterations} runs: the {len(rows)} slowest of {len(layers)} "
+            f"layers (all layers: {total:.4f} ms)</p>"
+            + _table(["layer", "median ms", "share"], rows))
+
+
+def render_html(report: Report, siblings: list[Report] | None = None,
+                pictures: Mapping[int, np.ndarray] | None = None) -> str:
+    """The page; `pictures` are the validation images (uint8 HWC RGB, at the model input's size, by index) that
+    the detection section draws boxes on."""
     siblings = siblings or []
     title, paras = header(report)
-    ok, warned = report["passed"], bool(warnings_of(report))
+    ok, warned = report.passed, bool(report.warnings)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -253,7 +354,7 @@ def render_html(report: dict[str, Any], siblings: list[dict[str, Any]] | None = 
         f"<h1>{html.escape(title)} <span class='verdict {'vfail' if not ok else 'vwarn' if warned else 'vpass'}'>"
         f"{html.escape(verdict(report))}</span></h1>",
     ]
-    parts += [f"<p class='warn'>⚠️ {_inline(w['message'])}</p>" for w in warnings_of(report)]
+    parts += [f"<p class='warn'>⚠️ {_inline(w.message)}</p>" for w in report.warnings]
     parts += [f"<p>{_inline(p)}</p>" for p in paras]
     for s in sections(report, siblings):
         parts.append(f"<h{s.level} id='{s.key}'>{html.escape(s.title)}</h{s.level}>")
@@ -262,9 +363,10 @@ def render_html(report: dict[str, Any], siblings: list[dict[str, Any]] | None = 
                 parts.append(_table(b.header, b.rows, b.row_classes, css="checks" if s.key == "checks" else ""))
             else:
                 parts.append(f"<p>{_inline(b)}</p>")
-        parts += _plots(s.key, report, siblings)
-    parts.append(f"<p style='color:#888'>schema {html.escape(report['schema'])}, edgedeploy "
-                 f"{html.escape(str(report.get('edgedeploy')))}</p></body></html>")
+        parts += _plots(s.key, report, siblings, pictures or {})
+    parts.append(layer_profile_html(report))
+    parts.append(f"<p style='color:#888'>schema {html.escape(report.schema_)}, edgedeploy "
+                 f"{html.escape(report.edgedeploy)}</p></body></html>")
     return "\n".join(parts)
 
 

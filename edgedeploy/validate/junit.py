@@ -3,39 +3,40 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import Any
+
+from edgedeploy.validate.record import Report
 
 
-def to_junit(report: dict[str, Any]) -> str:
-    checks = report.get("checks", [])
-    suite_name = f"edgedeploy.{report.get('name', 'model')}.{report.get('target')}.{report.get('precision')}"
-    failures = sum(c.get("status") == "fail" or not c.get("passed", True) for c in checks)
-    skips = sum(c.get("status") == "skip" for c in checks)
+def to_junit(report: Report) -> str:
+    checks = report.checks
+    suite_name = f"edgedeploy.{report.name}.{report.target}.{report.precision}"
+    failures = sum(c.outcome == "fail" for c in checks)
+    skips = sum(c.outcome == "skip" for c in checks)
+    seconds = f"{report.wall_seconds or 0.0:.3f}"
     suites = ET.Element("testsuites", name="edgedeploy validate", tests=str(len(checks)), failures=str(failures),
-                        errors="0", skipped=str(skips), time=f"{report.get('wall_seconds', 0.0):.3f}")
+                        errors="0", skipped=str(skips), time=seconds)
     suite = ET.SubElement(suites, "testsuite", name=suite_name, tests=str(len(checks)), failures=str(failures),
-                          errors="0", skipped=str(skips), time=f"{report.get('wall_seconds', 0.0):.3f}",
-                          timestamp=str(report.get("created", "")))
+                          errors="0", skipped=str(skips), time=seconds, timestamp=report.created)
     props = ET.SubElement(suite, "properties")
-    cond = report.get("conditions", {})
-    for key, value in (("artifact", report.get("artifact", {}).get("path")), ("backend", cond.get("backend")),
+    cond = report.conditions
+    for key, value in (("artifact", report.artifact.get("path")), ("backend", cond.get("backend")),
                        ("backend_version", cond.get("version")), ("processor", cond.get("processor")),
                        ("threads", cond.get("threads")),
                        ("precision_hint", cond.get("precision_hint_effective")),
-                       ("baseline", (report.get("baseline") or {}).get("path"))):
+                       ("baseline", (report.baseline or {}).get("path"))):
         if value is not None:
             ET.SubElement(props, "property", name=key, value=str(value))
     for c in checks:
-        case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{c.get('group', 'check')}",
-                             name=c["name"], time="0")
-        message = c.get("message") or f"{c['name']} = {c.get('value')} (limit {c.get('op')} {c.get('limit')})"
-        if c.get("status") == "skip":
+        group = c.group or "check"
+        case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{group}", name=c.name, time="0")
+        message = c.message or f"{c.name} = {c.value} (limit {c.op} {c.limit})"
+        if c.outcome == "skip":
             ET.SubElement(case, "skipped", message=message)
-        elif not c.get("passed", True):
-            fail = ET.SubElement(case, "failure", message=message, type=f"{c.get('group', 'check')}_threshold")
-            fail.text = (f"check: {c['name']}\nvalue: {c.get('value')}\nlimit: {c.get('op')} {c.get('limit')}"
-                         + (f"\nbaseline: {c['baseline']}" if "baseline" in c else "")
-                         + (f"\nlimit from: {c['origin']}" if c.get("origin") else ""))
+        elif c.outcome == "fail":
+            fail = ET.SubElement(case, "failure", message=message, type=f"{group}_threshold")
+            fail.text = (f"check: {c.name}\nvalue: {c.value}\nlimit: {c.op} {c.limit}"
+                         + (f"\nbaseline: {c.baseline}" if c.baseline is not None else "")
+                         + (f"\nlimit from: {c.origin}" if c.origin else ""))
         else:
             ET.SubElement(case, "system-out").text = message
     ET.indent(suites)

@@ -319,7 +319,8 @@ def measure_fresh(spec, artifacts: dict[str, Any], inputs: dict[str, np.ndarray]
                   batch_sizes: list[int]) -> dict[str, Any]:
     """:func:`measure_all` of `artifacts` (name → BuildResult of `spec.target`; the first is the one reported) in a
     new Python process that imports only the backend SDK; returns ``{"timings": {name: [...]}, "conditions":
-    {name: runner conditions}, "peak_rss_mb", "seconds"}``."""
+    {name: runner conditions}, "peak_rss_mb", "seconds"}`` and, where the backend times its layers, the reported
+    artifact's ``"layer_profile"`` at the first batch size."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgedeploy-latency-") as tmp:
         feeds = Path(tmp) / "inputs.npz"
@@ -340,6 +341,19 @@ def measure_fresh(spec, artifacts: dict[str, Any], inputs: dict[str, np.ndarray]
     return result
 
 
+PROFILE_ITERATIONS = 20  # runs a per-layer profile takes the median of
+
+
+def layer_profile(runner: Runner, feeds: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """report.json's `layer_profile`: per-layer times at the batch of `feeds`, from a runner whose backend times its
+    layers (base.LayerProfilingRunner: TensorRT's IProfiler); None for the others."""
+    profile = getattr(runner, "profile_layers", None)  # the optional method of base.LayerProfilingRunner
+    if profile is None:
+        return None
+    return {"profiler": f"{runner.conditions.get('backend', 'backend')} per-layer profiler", "batch": _batch(feeds),
+            "iterations": PROFILE_ITERATIONS, "layers": profile(feeds, iterations=PROFILE_ITERATIONS)}
+
+
 def _fresh_process(job_path: str) -> None:
     """The measuring process of :func:`measure_fresh`."""
     job = json.loads(Path(job_path).read_text())
@@ -352,9 +366,10 @@ def _fresh_process(job_path: str) -> None:
     with np.load(job["inputs"]) as data:
         inputs = {k: data[k] for k in data.files}
     timings = measure_all(runners, inputs, spec.validation.latency, job["batch_sizes"])
+    profile = layer_profile(next(iter(runners.values())), first(inputs, job["batch_sizes"][0], repeat=True))
     Path(job["result"]).write_text(json.dumps({
         "timings": timings, "conditions": {name: r.conditions for name, r in runners.items()},
-        "peak_rss_mb": peak_rss_mb()}))
+        "peak_rss_mb": peak_rss_mb(), **({"layer_profile": profile} if profile else {})}))
 
 
 def peak_rss_mb() -> float:

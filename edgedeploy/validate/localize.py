@@ -27,6 +27,7 @@ report are of the real artifact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,46 @@ def _ort_run(session, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[
     return dict(zip(outputs, session.run(outputs, {k: v for k, v in feeds.items() if k in wanted})))
 
 
+class _QdqGraphs:
+    """A float graph and its Q/DQ graph, with the Q/DQ graph's layers matched to their float twins: by node name
+    (unnamed nodes by output name) and op type, compared on the node's own output (before any output Q/DQ)."""
+
+    def __init__(self, float_onnx: Path, qdq_onnx: Path) -> None:
+        self.fp, self.q = onnx.load(str(float_onnx)), onnx.load(str(qdq_onnx))
+        by_name = {n.name: n for n in self.fp.graph.node if n.name and n.output}
+        by_output = {n.output[0]: n for n in self.fp.graph.node if n.output}
+
+        def twin(node: onnx.NodeProto) -> str | None:
+            """The float graph's output for `node`: its same-named node's, else (unnamed nodes) the same tensor's."""
+            match = by_name.get(node.name) if node.name else by_output.get(node.output[0])
+            return match.output[0] if match is not None and match.op_type == node.op_type else None
+
+        pairs = [(n, twin(n)) for n in self.q.graph.node if n.op_type not in _QDQ and n.output and n.output[0]]
+        self.pairs: list[tuple[onnx.NodeProto, str]] = [(n, t) for n, t in pairs if t]
+        if not self.pairs:
+            raise EdgeDeployError("the quantized graph shares no nodes with the float graph, so its layers "
+                                  "cannot be matched", where=str(qdq_onnx), fix="quantize deploy.onnx of this artifact")
+        self.producer = {o: n for n in self.q.graph.node for o in n.output}
+        self.initializers = {t.name for t in self.q.graph.initializer}
+        self.float_tensors = [o for n in self.fp.graph.node for o in n.output if o]
+
+    def quantized(self, node: onnx.NodeProto) -> bool:
+        """Whether a DequantizeLinear feeds the node (so keeping it in float can help)."""
+        return any(i in self.producer and self.producer[i].op_type == "DequantizeLinear" for i in node.input)
+
+    def sources(self, node: onnx.NodeProto, inputs: dict[str, np.ndarray]) -> list[str]:
+        """The float tensors the node's activation inputs start from, before their Q/DQ chains (weights, i.e.
+        initializers and constant chains, left out)."""
+        known = set(self.float_tensors) | set(inputs)
+
+        def activation(tensor: str) -> str | None:
+            while tensor in self.producer and self.producer[tensor].op_type in _QDQ:
+                tensor = self.producer[tensor].input[0]
+            return tensor if tensor in known and tensor not in self.initializers else None
+
+        return sorted({a for a in map(activation, filter(None, node.input)) if a})
+
+
 def localize_qdq(float_onnx: Path, qdq_onnx: Path, inputs: dict[str, np.ndarray],
                  threads: int | None = None) -> list[LayerError]:
     """Per-layer errors of a Q/DQ ONNX graph vs its float graph, both on ONNX Runtime (CPU), CHUNK samples at a
@@ -135,37 +176,14 @@ def localize_qdq(float_onnx: Path, qdq_onnx: Path, inputs: dict[str, np.ndarray]
     (before any output Q/DQ)."""
     from onnx.utils import Extractor
 
-    fp, q = onnx.load(str(float_onnx)), onnx.load(str(qdq_onnx))
-    by_name = {n.name: n for n in fp.graph.node if n.name and n.output}
-    by_output = {n.output[0]: n for n in fp.graph.node if n.output}
-
-    def twin(node: onnx.NodeProto) -> str | None:
-        """The float graph's output for `node`: its same-named node's, else (unnamed nodes) the same tensor's."""
-        match = by_name.get(node.name) if node.name else by_output.get(node.output[0])
-        return match.output[0] if match is not None and match.op_type == node.op_type else None
-
-    pairs = [(n, twin(n)) for n in q.graph.node if n.op_type not in _QDQ and n.output and n.output[0]]
-    pairs = [(n, t) for n, t in pairs if t]
-    if not pairs:
-        raise EdgeDeployError("the quantized graph shares no nodes with the float graph, so its layers "
-                              "cannot be matched", where=str(qdq_onnx), fix="quantize deploy.onnx of this artifact")
-    producer = {o: n for n in q.graph.node for o in n.output}
-    initializers = {t.name for t in q.graph.initializer}
-    float_tensors = [o for n in fp.graph.node for o in n.output if o]
-    known = set(float_tensors) | set(inputs)
-
-    def activation(tensor: str) -> str | None:
-        """The float tensor a Q/DQ chain starts from; None for a weight (initializer or constant chain)."""
-        while tensor in producer and producer[tensor].op_type in _QDQ:
-            tensor = producer[tensor].input[0]
-        return tensor if tensor in known and tensor not in initializers else None
-
+    graphs = _QdqGraphs(float_onnx, qdq_onnx)
+    fp, q = graphs.fp, graphs.q
     extractor = Extractor(onnx.shape_inference.infer_shapes(q))  # it needs the types of what it cuts at
     layers = []  # (node, its float twin's output, local session, its source tensors)
-    for node, float_out in pairs:
+    for node, float_out in graphs.pairs:
         part, sources = None, []
-        if any(i in producer and producer[i].op_type == "DequantizeLinear" for i in node.input):
-            sources = sorted({a for a in map(activation, filter(None, node.input)) if a})
+        if graphs.quantized(node):
+            sources = graphs.sources(node, inputs)
             part = _ort_session(extractor.extract_model(sources, [node.output[0]]), threads)
         layers.append((node, float_out, part, sources))
     ref_names = sorted({out for _, out, _, _ in layers} | {s for *_, sources in layers for s in sources})
@@ -186,6 +204,56 @@ def localize_qdq(float_onnx: Path, qdq_onnx: Path, inputs: dict[str, np.ndarray]
     return [LayerError(_key(node), node.name, node.op_type, part is not None,
                        local_rel_l2=local[_key(node)].errors()["rel_l2"] if part is not None else None,
                        **cumulative[_key(node)].errors()) for node, _, part, _ in layers]
+
+
+def localize_marked(float_onnx: Path, qdq_onnx: Path, run_marked: Callable[[dict[str, np.ndarray]],
+                    dict[str, np.ndarray]], inputs: dict[str, np.ndarray],
+                    threads: int | None = None) -> list[LayerError]:
+    """Per-layer errors of an engine built from the Q/DQ graph with its layer outputs marked as outputs (TensorRT,
+    `edgedeploy debug precision --target trt`): `run_marked(feeds)` returns the engine's outputs by tensor name,
+    compared with the float graph on ONNX Runtime (fp32, CPU), CHUNK samples at a time. A layer is a Q/DQ-graph node
+    whose output tensor the engine returns, matched to its float twin as localize_qdq matches.
+
+    An engine cannot run one layer alone, so the local figure turns localize_qdq's around: the float graph's part
+    from the layer's inputs to its output (the layer, plus any op the Q/DQ graph folded into a quantizer) is fed the
+    *engine's* values of those inputs, and the engine's output is compared with it: the error this layer adds on the
+    engine. A layer whose inputs the engine did not return gets none."""
+    from onnx.utils import Extractor
+
+    graphs = _QdqGraphs(float_onnx, qdq_onnx)
+    float_of = {node.output[0]: out for node, out in graphs.pairs}  # an engine tensor -> its float graph tensor
+    extractor = Extractor(onnx.shape_inference.infer_shapes(graphs.fp))
+    parts = {}  # layer -> (float part, its inputs as (engine tensor, float tensor))
+    for node, float_out in graphs.pairs:
+        if graphs.quantized(node):
+            mapped = [(s, s if s in inputs else float_of.get(s)) for s in graphs.sources(node, inputs)]
+            if mapped and all(f is not None for _, f in mapped):
+                part = extractor.extract_model(sorted({f for _, f in mapped}), [float_out])
+                parts[_key(node)] = (_ort_session(part, threads), mapped)
+    ref_names = sorted({out for _, out in graphs.pairs})
+    ref_session = _ort_session(_with_outputs(graphs.fp, ref_names), threads)
+    cumulative: dict[str, _Sums] = {}
+    local: dict[str, _Sums] = {}
+    for chunk in _chunks(inputs):
+        ref = _ort_run(ref_session, chunk, ref_names)
+        got = {**chunk, **run_marked(chunk)}
+        for node, float_out in graphs.pairs:
+            if node.output[0] not in got:
+                continue
+            cumulative.setdefault(_key(node), _Sums()).add(ref[float_out], got[node.output[0]])
+            part = parts.get(_key(node))
+            if part is not None and all(s in got for s, _ in part[1]):
+                feeds = {**chunk, **{f: got[s] for s, f in part[1]}}
+                local.setdefault(_key(node), _Sums()).add(_ort_run(part[0], feeds, [float_out])[float_out],
+                                                          got[node.output[0]])
+        del ref, got
+    measured = [node for node, _ in graphs.pairs if _key(node) in cumulative]
+    if not measured:
+        raise EdgeDeployError("the engine returned none of the quantized graph's layer outputs, so no layer can be "
+                              "compared", where=str(qdq_onnx), fix="build it with every layer output marked")
+    return [LayerError(_key(node), node.name, node.op_type, graphs.quantized(node),
+                       local_rel_l2=local[_key(node)].errors()["rel_l2"] if _key(node) in local else None,
+                       **cumulative[_key(node)].errors()) for node in measured]
 
 
 def _key(node: onnx.NodeProto) -> str:
@@ -347,4 +415,5 @@ def layer_errors(layers: list[LayerError]) -> list[dict[str, Any]]:
             for lay in rank(layers)]
 
 
-__all__ = ["LayerError", "localize_qdq", "localize_openvino", "localize_model", "layer_errors", "rank"]
+__all__ = ["LayerError", "localize_qdq", "localize_marked", "localize_openvino", "localize_model", "layer_errors",
+           "rank"]

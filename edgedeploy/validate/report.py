@@ -1,22 +1,24 @@
-"""report.md: the report for people (and for a CI step summary), rendered from report.json's dictionary.
+"""report.md: the report for people (and for a CI step summary), rendered from the typed Report
+(edgedeploy.validate.record) that report.json is written from.
 
 The page is a list of sections (`sections`), each a heading with paragraphs and tables; report.md and report.html
 (edgedeploy.validate.html) render the same list, so the HTML page has every section the Markdown has, plus plots.
-Works for both report kinds (``build`` and ``validate``, see docs/report-schema.md) and for older report schemas;
-sections whose data a report does not hold are left out.
+Works for both report kinds (``build`` and ``validate``, see docs/report-schema.md); sections whose data a report
+does not hold are left out.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from edgedeploy import device
 from edgedeploy.numbers import num
 from edgedeploy.tasks import TASKS, task_of
-from edgedeploy.validate.gate import ACCEPTED_BASELINE_SCHEMAS
+from edgedeploy.validate.record import Check, Report
 
 # --------------------------------------------------------------------------------------------- the page model
 
@@ -63,56 +65,46 @@ def check_label(name: str) -> str:
     return _METRIC_LABEL.get(name, name)
 
 
-def _status(c: dict) -> str:
-    return c.get("status") or ("pass" if c["passed"] else "fail")
+def _limit(c: Check) -> str:
+    return "—" if c.limit is None else f"{c.op or ''} {num(c.limit)}".strip()
 
 
-def _limit(c: dict) -> str:
-    return "—" if c.get("limit") is None else f"{c.get('op') or ''} {num(c['limit'])}".strip()
-
-
-def warnings_of(report: dict[str, Any]) -> list[dict[str, str]]:
-    """The report's warnings as {code, title, message} (report/2 kept plain strings)."""
-    return [w if isinstance(w, dict) else {"code": "note", "title": w, "message": w} for w in report.get("warnings", [])]
-
-
-def verdict(report: dict[str, Any]) -> str:
-    text = "PASS" if report["passed"] else "FAIL"
-    n = len(warnings_of(report))
+def verdict(report: Report) -> str:
+    text = "PASS" if report.passed else "FAIL"
+    n = len(report.warnings)
     return text + (f" with {n} warning{'s' * (n > 1)}" if n else "")
 
 
 # --------------------------------------------------------------------------------------------- header
 
 
-def header(report: dict[str, Any]) -> tuple[str, list[str]]:
+def header(report: Report) -> tuple[str, list[str]]:
     """The title and the paragraphs above every section: what was checked where, the baseline, what failed."""
-    c = report["conditions"]
-    kind = report.get("kind", "build")
-    title = f"edgedeploy {kind}: {report['name']} → {report['target']} {report['precision']}"
+    c = report.conditions
+    title = f"edgedeploy {report.kind}: {report.name} → {report.target} {report.precision}"
     hint = ""
     if "precision_hint_effective" in c:
         hint = (f", precision hint requested {c.get('precision_hint_requested')}, effective "
                 f"{c['precision_hint_effective']}")
-    paras = [f"Artifact `{report['artifact']['path']}`; reference: {report['source'].get('reference', '—')}; "
-             f"validated on {report['validation_data']}.",
+    paras = [f"Artifact `{report.artifact['path']}`; reference: {report.source.get('reference', '—')}; "
+             f"validated on {report.validation_data}.",
              f"Conditions: {c.get('backend')} {c.get('version')} on {c.get('device')} ({c.get('processor')}), "
              f"{c.get('threads')} threads{hint}."]
-    b1 = report["artifact"].get("batch1")
+    b1 = report.artifact.get("batch1")
     if isinstance(b1, dict) and b1.get("latency"):
         dynamic = (b1.get("dynamic_latency") or [{}])[0].get("median_ms")
         paras.append(f"Batch-1 copy `{b1['path']}` (static shape, to deploy when running one image at a time): "
                      f"{b1['latency'][0]['median_ms']:.3g} ms at batch 1"
                      + (f" vs {dynamic:.3g} ms for the dynamic-batch artifact, timed alternately" if dynamic else "")
-                     + f"; `{report['artifact']['path']}` for any batch. Both compute the same (rel-L2 "
+                     + f"; `{report.artifact['path']}` for any batch. Both compute the same (rel-L2 "
                        f"{b1['max_rel_l2_vs_dynamic']:.2g} on {b1['samples_compared']} samples).")
-    if report.get("baseline"):
-        b = report["baseline"]
+    if report.baseline:
+        b = report.baseline
         paras.append(f"Baseline: `{b['path']}` (edgedeploy {b.get('edgedeploy')}, timed on {b.get('processor')}).")
-    failed = [k for k in report["checks"] if _status(k) == "fail"]
+    failed = [k for k in report.checks if k.outcome == "fail"]
     if failed:
-        paras.append("**Failed:** " + "; ".join(k.get("message") or k["name"] for k in failed) + ".")
-    if report.get("strict"):
+        paras.append("**Failed:** " + "; ".join(k.message or k.name for k in failed) + ".")
+    if report.strict:
         paras.append("Strict mode (`--strict`): every warning is also a failing check.")
     return title, paras
 
@@ -120,55 +112,54 @@ def header(report: dict[str, Any]) -> tuple[str, list[str]]:
 # --------------------------------------------------------------------------------------------- sections
 
 
-def sections(report: dict[str, Any], siblings: list[dict[str, Any]] | None = None) -> list[Section]:
+def sections(report: Report, siblings: list[Report] | None = None) -> list[Section]:
     """Every section of the report, in page order; `siblings` are reports of other precisions/targets of the same
     model built side by side (the comparison section)."""
     out = [_checks(report), _outputs(report)]
     out += _task(report)
     out += _layers(report)
-    out += _auto(report.get("auto"))
-    out += _precision(report.get("precision_stage"))
+    out += _auto(report.auto)
+    out += _precision(report.precision_stage)
     out += _latency(report)
     out += _comparison(report, siblings or [])
     out += _graph(report)
     out += _stages(report)
-    out += _device(report.get("device"))
+    out += _device(report.device.model_dump(exclude_unset=True) if report.device is not None else None)
     return out
 
 
-def _checks(report: dict[str, Any]) -> Section:
-    checks = report["checks"]
-    counts = {k: sum(_status(c) == k for c in checks) for k in ("pass", "fail", "skip")}
-    rows = [[f"`{c['name']}`", check_label(c["name"]), num(c["value"]), _limit(c), c.get("origin", "—"),
-             _RESULT[_status(c)] + (f" ({c['message'].split(' skipped: ', 1)[-1]})" if _status(c) == "skip" else "")]
+def _checks(report: Report) -> Section:
+    checks = report.checks
+    counts = {k: sum(c.outcome == k for c in checks) for k in ("pass", "fail", "skip")}
+    rows = [[f"`{c.name}`", check_label(c.name), num(c.value), _limit(c), c.origin or "—",
+             _RESULT[c.outcome] + (f" ({(c.message or '').split(' skipped: ', 1)[-1]})" if c.outcome == "skip" else "")]
             for c in checks]
     return Section("checks", f"Checks ({counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped)",
-                   [Table(["check", "what", "value", "limit", "from", "result"], rows, [_status(c) for c in checks]),
+                   [Table(["check", "what", "value", "limit", "from", "result"], rows, [c.outcome for c in checks]),
                     "`from`: where the limit came from — `default` (the precision's built-in budget), `config` "
                     "(`thresholds:` in the build spec or `--config`), `baseline` (`--baseline`), `always` (no "
                     "NaN/Inf, unchanged files), `strict` (a warning under `--strict`)."])
 
 
-def _outputs(report: dict[str, Any]) -> Section:
-    rows = [[name, num(m["max_abs"]), num(m["mean_abs"]), num(m["rel_l2"]), num(m["cosine"]), num(m["snr_db"]),
-             f"{m.get('nan_count', '—')} / {m.get('inf_count', '—')}"] for name, m in report["tensors"].items()]
+def _outputs(report: Report) -> Section:
+    rows = [[name, num(m.max_abs), num(m.mean_abs), num(m.rel_l2), num(m.cosine), num(m.snr_db),
+             f"{num(m.nan_count)} / {num(m.inf_count)}"] for name, m in report.tensors.items()]
     return Section("outputs", "Outputs vs reference",
                    [Table(["output", "max abs error", "mean abs error", "relative L2 error", "cosine similarity",
                            "SNR (dB)", "NaN / Inf"], rows)])
 
 
-def _task(report: dict[str, Any]) -> list[Section]:
+def _task(report: Report) -> list[Section]:
     """The task's own section (edgedeploy.tasks: each task declares it)."""
-    task = report.get("task")
-    kind = task_of(task)
+    kind = task_of(report.task)
     if kind is None:
         return []
-    made = kind.section(task, f"{report['target']} {report['precision']}")
+    made = kind.section(report.task, f"{report.target} {report.precision}")
     return [Section("task", made.title, [b if isinstance(b, str) else Table(*b) for b in made.blocks])]
 
 
-def _layers(report: dict[str, Any]) -> list[Section]:
-    layers = report.get("layer_errors")
+def _layers(report: Report) -> list[Section]:
+    layers = report.layer_errors
     if not layers:
         return []
     worst = layers[:5]
@@ -232,21 +223,21 @@ def _async(a: dict | None) -> str:
         f", {a['streams']} streams)" if a.get("streams") else ")")
 
 
-def _latency(report: dict[str, Any]) -> list[Section]:
-    lat = report.get("latency") or []
+def _latency(report: Report) -> list[Section]:
+    lat = report.latency
     if not lat:
         return []
-    rows = [[t["batch"], num(t["median_ms"]), num(t["p90_ms"]), num(t["p99_ms"]),
-             f"{num(t['min_ms'])}–{num(t.get('max_ms'))}", _pct(t["cov"], 1) + (" unstable" if t["unstable"] else ""),
-             num(t["throughput_per_s"]), _async(t.get("async"))] for t in lat]
+    rows = [[t.batch, num(t.median_ms), num(t.p90_ms), num(t.p99_ms), f"{num(t.min_ms)}–{num(t.max_ms)}",
+             _pct(t.cov, 1) + (" unstable" if t.unstable else ""), num(t.throughput_per_s), _async(t.async_)]
+            for t in lat]
     t = lat[0]
-    calls = ", ".join(f"batch {x['batch']}: {x.get('iterations')} calls" for x in lat)
-    text = (f"Synchronous calls, the Python call and output copy included ({calls}, after {t.get('warmup', '?')} "
-            f"warm-up calls). Load per core before timing {_pct(t.get('load_per_core'))}; other processes' CPU use "
-            f"while timing {_pct(t.get('other_cpu_busy'))}."
-            + "".join(f" Batch {x['batch']} timed by {x['backend_timing']['source']}: median "
-                      f"{num(x['backend_timing']['median_ms'])} ms." for x in lat if x.get("backend_timing")))
-    m = report.get("latency_measurement") or {}
+    calls = ", ".join(f"batch {x.batch}: {x.iterations} calls" for x in lat)
+    text = (f"Synchronous calls, the Python call and output copy included ({calls}, after "
+            f"{'?' if t.warmup is None else t.warmup} warm-up calls). Load per core before timing "
+            f"{_pct(t.load_per_core)}; other processes' CPU use while timing {_pct(t.other_cpu_busy)}."
+            + "".join(f" Batch {x.batch} timed by {x.backend_timing['source']}: median "
+                      f"{num(x.backend_timing['median_ms'])} ms." for x in lat if x.backend_timing))
+    m = report.latency_measurement or {}
     if m.get("process") == "fresh":
         text += (f" Timed in a fresh process after the build released its memory and threads ({num(m.get('seconds'))} s, "
                  f"peak RSS {num(m.get('peak_rss_mb'))} MiB).")
@@ -265,49 +256,60 @@ def _latency(report: dict[str, Any]) -> list[Section]:
     return [Section("latency", "Latency", blocks)]
 
 
-def accuracy_of(r: dict[str, Any]) -> tuple[str, float | None]:
+def accuracy_of(r: Report) -> tuple[str, float | None]:
     """(label, value) of a report's headline task metric (its task's summary_metrics), ("", None) without one."""
-    kind = task_of(r.get("task"))
-    found = kind.summary(r["task"]) if kind is not None else None
+    kind = task_of(r.task)
+    found = kind.summary(r.task) if kind is not None and r.task is not None else None
     return (kind.labels[found[0]], found[1]) if found else ("", None)
 
 
-def _comparison(report: dict[str, Any], siblings: list[dict[str, Any]]) -> list[Section]:
+def first_latency(r: Report) -> tuple[float | None, int | None]:
+    """(median ms, batch) at the smallest batch timed, (None, None) when untimed."""
+    if not r.latency:
+        return None, None
+    t = min(r.latency, key=lambda t: t.batch)
+    return t.median_ms, t.batch
+
+
+def worst_rel_l2(r: Report) -> float | None:
+    return max((m.rel_l2 for m in r.tensors.values()), default=None)
+
+
+def _comparison(report: Report, siblings: list[Report]) -> list[Section]:
     if not siblings:
         return []
     rows = []
-    for r in sorted([report, *siblings], key=lambda r: (r["target"], r["precision"])):
+    for r in sorted([report, *siblings], key=lambda r: (r.target, r.precision)):
         label, value = accuracy_of(r)
-        lat = min(r.get("latency") or [{}], key=lambda t: t.get("batch", 0))
-        worst = max((m["rel_l2"] for m in r["tensors"].values()), default=None)
-        rows.append([f"{r['target']} {r['precision']}" + (" (this report)" if r is report else ""),
-                     f"{num(lat.get('median_ms'))} (batch {lat.get('batch')})", f"{num(value)} {label}".strip(),
-                     num(worst), verdict(r)])
-    return [Section("comparison", f"Side by side: {report['name']} at every precision built beside it", [
+        median, batch = first_latency(r)
+        rows.append([f"{r.target} {r.precision}" + (" (this report)" if r is report else ""),
+                     f"{num(median)} (batch {batch})", f"{num(value)} {label}".strip(), num(worst_rel_l2(r)),
+                     verdict(r)])
+    return [Section("comparison", f"Side by side: {report.name} at every precision built beside it", [
         Table(["artifact", "median latency (ms)", "accuracy", "worst relative L2", "verdict"], rows),
         "Other build folders of the same model in the same parent folder; each figure is from its own build on "
         "its own machine state: compare latency only within one machine."])]
 
 
-def _graph(report: dict[str, Any]) -> list[Section]:
-    if "optimize" not in report:
+def _graph(report: Report) -> list[Section]:
+    if report.optimize is None:
         return []
     rows = [[p.get("name"), p.get("status"), f"{p.get('nodes_before')} → {p.get('nodes_after')}",
-             num(p.get("max_rel_l2"))] for p in report["optimize"]["passes"]]
+             num(p.get("max_rel_l2"))] for p in report.optimize["passes"]]
     return [Section("graph", "Graph passes", [
         Table(["pass", "status", "nodes before → after", "max relative L2 change"], rows),
-        "Deploy graph ops: " + ", ".join(f"{op} {n}" for op, n in report["optimize"]["deploy_ops"].items()) + "."])]
+        "Deploy graph ops: " + ", ".join(f"{op} {n}" for op, n in report.optimize["deploy_ops"].items()) + "."])]
 
 
-def _stages(report: dict[str, Any]) -> list[Section]:
-    if "stage_seconds" not in report:
+def _stages(report: Report) -> list[Section]:
+    if report.stage_seconds is None:
         return []
-    rss, reuse = report.get("stage_peak_rss_mb", {}), report.get("stage_cache", {})
-    rows = [[k, num(v), num(rss.get(k)), _reuse(reuse.get(k))] for k, v in report["stage_seconds"].items()]
-    rows.append(["total", num(report["wall_seconds"]), num(report.get("peak_rss_mb")), ""])
+    rss, reuse = report.stage_peak_rss_mb or {}, report.stage_cache or {}
+    rows = [[k, num(v), num(rss.get(k)), _reuse(reuse.get(k))] for k, v in report.stage_seconds.items()]
+    rows.append(["total", num(report.wall_seconds), num(report.peak_rss_mb), ""])
     blocks: list[str | Table] = [Table(["stage", "wall time (s)", "peak RSS (MiB)", "stage cache"], rows)]
-    if "peak_rss_mb" in report:
-        blocks.append(f"Peak resident memory (RSS): {report['peak_rss_mb']:.0f} MiB.")
+    if report.peak_rss_mb is not None:
+        blocks.append(f"Peak resident memory (RSS): {report.peak_rss_mb:.0f} MiB.")
     return [Section("stages", "Stages", blocks)]
 
 
@@ -355,9 +357,10 @@ def _device(conditions: dict[str, Any] | None) -> list[Section]:
     return [Section("device", "Device", [Table(["condition", "value"], [list(r) for r in device.rows(conditions)])])]
 
 
-def sibling_reports(report: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
-    """Build reports of the same model at other targets/precisions in folders beside `folder` (at most 12)."""
-    found: dict[tuple[str, str], dict[str, Any]] = {}
+def sibling_reports(report: Report, folder: Path) -> list[Report]:
+    """Build reports of the same model at other targets/precisions in folders beside `folder` (at most 12; a file
+    that is not a report of this version is passed over)."""
+    found: dict[tuple[str, str], Report] = {}
     try:
         candidates = sorted(Path(folder).parent.glob("*/report.json"))[:200]
     except OSError:
@@ -366,14 +369,11 @@ def sibling_reports(report: dict[str, Any], folder: Path) -> list[dict[str, Any]
         if path.parent.name.startswith("."):
             continue
         try:
-            other = json.loads(path.read_text())
-        except (OSError, ValueError):
+            other = Report.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError):
             continue
-        if not isinstance(other, dict) or other.get("schema") not in ACCEPTED_BASELINE_SCHEMAS:
-            continue
-        key = (other.get("target"), other.get("precision"))
-        if (other.get("kind") != "build" or other.get("name") != report["name"]
-                or key == (report["target"], report["precision"]) or not isinstance(other.get("tensors"), dict)):
+        key = (other.target, other.precision)
+        if other.kind != "build" or other.name != report.name or key == (report.target, report.precision):
             continue
         found.setdefault(key, other)
     return list(found.values())[:12]
@@ -388,11 +388,11 @@ def _md_table(t: Table) -> list[str]:
     return lines + [""]
 
 
-def render_markdown(report: dict[str, Any], siblings: list[dict[str, Any]] | None = None) -> str:
+def render_markdown(report: Report, siblings: list[Report] | None = None) -> str:
     title, paras = header(report)
     lines = [f"# {title} — {verdict(report)}", ""]
-    for w in warnings_of(report):
-        lines += [f"> ⚠️ {w['message']}", ""]
+    for w in report.warnings:
+        lines += [f"> ⚠️ {w.message}", ""]
     for p in paras:
         lines += [p, ""]
     for s in sections(report, siblings):

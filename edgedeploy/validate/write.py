@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgedeploy import fileio
 from edgedeploy.config import BuildSpec
+from edgedeploy.preprocess import to_pictures
 from edgedeploy.validate import html, notices
-from edgedeploy.validate.record import checked
+from edgedeploy.validate.record import Report, typed
 from edgedeploy.validate.report import render_markdown, sibling_reports
 
 
@@ -24,13 +27,29 @@ def finish_report(report: dict[str, Any], spec: BuildSpec) -> dict[str, Any]:
     return report
 
 
-def write_reports(report: dict[str, Any], out_dir: Path) -> None:
-    """report.json (checked against the typed Report, edgedeploy.validate.record), report.md and report.html; the
-    last two compare with the model's other artifacts built in folders beside this one."""
-    siblings = sibling_reports(report, out_dir)
-    fileio.write_json(out_dir / "report.json", checked(report))
-    fileio.write_text(out_dir / "report.md", render_markdown(report, siblings))
-    fileio.write_text(out_dir / "report.html", html.render_html(report, siblings))
+def write_reports(report: dict[str, Any], out_dir: Path, spec: BuildSpec | None = None,
+                  inputs: dict[str, np.ndarray] | None = None) -> Report:
+    """report.json (once it fits the typed Report, edgedeploy.validate.record), then report.md and report.html
+    rendered from that Report; the two compare with the model's other artifacts built in folders beside this one,
+    and report.html draws the validation `inputs` (preprocessed by `spec`) the task section names, when given.
+    Returns the Report."""
+    record = typed(report)
+    siblings = sibling_reports(record, out_dir)
+    drawn = pictures(record, spec, inputs) if spec is not None and inputs is not None else {}
+    fileio.write_json(out_dir / "report.json", report)
+    fileio.write_text(out_dir / "report.md", render_markdown(record, siblings))
+    fileio.write_text(out_dir / "report.html", html.render_html(record, siblings, drawn))
+    return record
 
 
-__all__ = ["finish_report", "write_reports"]
+def pictures(report: Report, spec: BuildSpec, inputs: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+    """The validation images report.html draws (the detection section's disagreeing images), by index, made back
+    from the model inputs: the boxes are in model-input pixels."""
+    wanted = [d.image for d in getattr(report.task, "disagreeing", None) or []]
+    x = inputs.get(spec.inputs[0].name)
+    if not wanted or x is None or x.ndim != 4:
+        return {}
+    return dict(zip(wanted, to_pictures(x[wanted], spec.preprocess)))
+
+
+__all__ = ["finish_report", "pictures", "write_reports"]

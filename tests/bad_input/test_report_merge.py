@@ -37,9 +37,11 @@ for _name, _says, _change in (
         ("report lacks latency batch", "`latency.0.batch`: Field required", lambda r: r["latency"][0].pop("batch")),
         ("report device is a string", "`device`: Input should be an object", lambda r: r.update(device="x")),
         ("report task.map50 is a string", "`task.map50`: Input should be a valid number",
-         lambda r: r.update(task={"map50": "high", "map50_drop": 0})),
+         lambda r: r.update(task={"kind": "detection", "map50": "high", "map50_vs_reference": 0.9})),
+        ("report task of no kind", "`task.kind`: not one of the tasks this version knows (detection, classification)",
+         lambda r: r.update(task={"map50": 0.9, "map50_drop": 0})),
         ("report tensors is a list", "`tensors`: Input should be an object", lambda r: r.update(tensors=[])),
-        ("report holds only schema", "`target`: Field required",
+        ("report holds only schema", "`kind`: Field required",
          lambda r: [r.pop(k) for k in list(r) if k != "schema"]),
         ("report check without a name", "`checks.0.name`: Field required", lambda r: r["checks"][0].pop("name"))):
     @case(f"report merge: {_name}", 2, "not a valid edgedeploy report", _says)

@@ -211,3 +211,28 @@ def test_check_key_file_refuses_a_stale_single_file_cache(tmp_path):
     assert check_key_file(cache, tmp_path / "int8.cache.json", material()) is True
     with pytest.raises(EdgeDeployError, match="stale calibration cache: model_sha256 changed"):
         check_key_file(cache, tmp_path / "int8.cache.json", material(model_sha256="f" * 64))
+
+
+def test_datasets_calibrate_on_their_images_as_an_image_folder_would(tmp_path):
+    """A COCO JSON, a YOLO data.yaml (its split) and class folders give exactly the samples of the same images in a
+    plain folder: the same readers as validation, the same preprocessing, the same hash."""
+    from dataset_helpers import write_coco, write_yolo
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (4, 24, 40, 3), dtype=np.uint8)  # not the input's size: letterboxed
+    targets = np.array([[0, 0, 2, 2, 10, 10], [2, 1, 5, 5, 20, 20]], np.float64)
+    (tmp_path / "plain").mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / "plain" / f"img_{i:05d}.png")
+    letterbox = {"preprocess": Preprocess(resize="letterbox", pad_value=114)}
+    plain = load_calibration(spec_for(tmp_path / "plain").model_copy(update=letterbox))
+    coco_json = write_coco(tmp_path / "coco", images, targets, ["a", "b"])
+    write_yolo(tmp_path / "yolo", images, targets, ["a", "b"])
+    for data, extra, fmt in ((coco_json, {"images": str(tmp_path / "coco" / "val")}, "coco"),
+                             (tmp_path / "yolo" / "data.yaml", {"split": "val"}, "yolo")):
+        got = load_calibration(spec_for(data, **extra).model_copy(update=letterbox))
+        assert got.format == fmt and len(got) == 4
+        assert got.sha256 == plain.sha256, fmt
+    with pytest.raises(UsageError, match="no `train` entry") as e:  # calibration's default split is train
+        load_calibration(spec_for(tmp_path / "yolo" / "data.yaml"))
+    assert e.value.where.endswith("data.yaml")

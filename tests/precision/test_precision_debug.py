@@ -93,6 +93,25 @@ def test_localisation_ranks_the_planted_layer_first(planted_build):
     assert all(np.isfinite(lay.rel_l2) for lay in layers)
 
 
+@pytest.mark.parametrize("planted_build", ["onnxruntime"], indirect=True)  # a Q/DQ graph to mark
+def test_marked_engine_localisation_ranks_the_planted_layer_first(planted_build):
+    """localize_marked, what `--target trt` runs on TensorRT's engine, here on an engine that computes: the Q/DQ
+    graph run by ONNX Runtime with every node output marked. It ranks by the error each layer adds (an engine runs
+    layers fused, so none runs alone) and finds the same layer as the CPU localizer."""
+    out, _ = planted_build
+    art = debug.load_artifact(out)
+    qdq = onnx.load(str(art.quantized_model()))
+    names = [o for n in qdq.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear") for o in n.output]
+    engine = localize._ort_session(localize._with_outputs(qdq, names))
+    feeds = {k: v[:16] for k, v in art.inputs.items()}
+    layers = localize.localize_marked(art.deploy_onnx, art.quantized_model(),
+                                      lambda chunk: localize._ort_run(engine, chunk, names), feeds)
+    ranked = localize.rank(layers)
+    assert ranked[0].layer == "conv2" and ranked[0].local_rel_l2 > 3 * ranked[1].local_rel_l2
+    cpu = {lay.layer: lay.rel_l2 for lay in debug.localize_artifact(art, samples=16)}
+    assert all(lay.rel_l2 == pytest.approx(cpu[lay.layer], rel=1e-4) for lay in layers)  # same cumulative errors
+
+
 @pytest.mark.slow  # over 10 s on 2 cores in the quick suite
 def test_search_keeps_the_planted_layer_in_float_and_the_rebuild_passes(planted_build, tmp_path):
     out, _ = planted_build
@@ -159,3 +178,14 @@ def test_cli_refuses_a_float_artifact_and_rebuild_without_search(tmp_path):
     result = run_cli("debug", "precision", str(fp32))
     assert result.returncode == 2 and "debug precision analyses int8 builds" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("tensorrt") is not None,
+                    reason="TensorRT is installed here: the missing-SDK message cannot appear")
+@pytest.mark.parametrize("planted_build", ["onnxruntime"], indirect=True)
+def test_cli_target_trt_without_tensorrt_says_it_runs_on_the_device(planted_build, tmp_path):
+    out, _ = planted_build
+    result = run_cli("debug", "precision", str(out), "--target", "trt", "--out", str(tmp_path / "d"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: {out}: debug precision --target trt runs on the device: TensorRT is not installed" in result.stderr
+    assert not (tmp_path / "d").exists()

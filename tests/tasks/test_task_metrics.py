@@ -95,7 +95,9 @@ def test_segm_and_keypoints_through_the_library():
     low = coco.evaluate(gt, coco.results([det], [1], [1], [coco.encode_masks(half)]), "segm")
     assert low["map50"] == 1.0 and low["map50_95"] < 0.5  # IoU 0.5: a hit at .50 only
     assert coco.evaluate(gt, [], "bbox") == {"map50_95": 0.0, "map50": 0.0, "ap_per_class": {"person": 0.0},
-                                             "ap50_per_class": {"person": 0.0}}
+                                             "ap50_per_class": {"person": 0.0}, "pr50": [0.0] * 101}
+    curve = coco.evaluate(gt, coco.results([det], [1], [1]), "bbox")["pr50"]  # the one box found: precision 1
+    assert curve == [1.0] * 101
 
 
 def test_semantic_confusion_and_miou():

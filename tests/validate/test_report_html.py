@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from edgedeploy.validate.html import render_html
+from edgedeploy.validate.record import Report
 from edgedeploy.validate.report import render_markdown
 
 pytestmark = pytest.mark.slow  # the shared INT8 demo builds (precision_helpers)
@@ -63,7 +64,8 @@ class _Headings(HTMLParser):
 def int8_reports():
     from precision_helpers import built
 
-    return built("openvino", "int8")[1], built("onnxruntime", "int8")[1]
+    return (Report.model_validate(built("openvino", "int8")[1]),
+            Report.model_validate(built("onnxruntime", "int8")[1]))
 
 
 def test_report_html_renders_every_section_of_report_md(int8_reports, tmp_path):
@@ -84,7 +86,9 @@ def test_report_html_renders_every_section_of_report_md(int8_reports, tmp_path):
                   "Latency", "Side by side", "Graph passes", "Stages"):  # every section a build report can have
         assert any(text.startswith(title) for _, text in wanted), title
     assert rendered[0][0] == "h1" and md.splitlines()[0].lstrip("# ").split(" — ")[0] in rendered[0][1]
-    assert dom.stdout.count("data:image/png;base64,") == 5  # errors, AP per class, layers, latency, tradeoff
+    # errors; AP per class, PR curves, confusion matrix (render_html draws no image without the pictures); layers,
+    # latency, tradeoff
+    assert dom.stdout.count("data:image/png;base64,") == 7
 
     shot = run_chromium(page, tmp_path, f"--screenshot={tmp_path / 'shot.png'}")
     assert shot.returncode == 0 and (tmp_path / "shot.png").is_file(), shot.stderr[-2000:]

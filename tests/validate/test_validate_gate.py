@@ -24,6 +24,7 @@ from edgedeploy.backends import get_backend
 from edgedeploy.config import RegressionSettings, load_spec
 from edgedeploy.errors import UsageError
 from edgedeploy.validate import gate, junit
+from edgedeploy.validate.record import Report
 
 SAMPLES = 200
 
@@ -207,7 +208,7 @@ def test_baseline_accuracy_regression_fails(built, tmp_path):
     checks = by_name(report)
     assert not checks["baseline.top1"]["passed"]
     assert checks["baseline.top1_agreement"]["passed"] and checks["baseline.logits.rel_l2"]["passed"]
-    xml = junit.to_junit(report)
+    xml = junit.to_junit(Report.model_validate(report))
     assert 'name="baseline.top1"' in xml and "below limit &gt;= " in xml
 
 
@@ -271,7 +272,7 @@ def test_html_is_self_contained_with_plots(built, tmp_path):
     report["layer_errors"] = [{"layer": f"conv{i}", "rel_l2": 10.0 ** -i} for i in range(5)]
     from edgedeploy.validate.html import render_html
 
-    page = render_html(report)
+    page = render_html(Report.model_validate(report))
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert [alt for alt, _ in images] == ["error per output", "per-layer INT8 error, local and cumulative",
                                           "latency histogram and CDF"]

@@ -11,6 +11,7 @@ from edgedeploy.backends.onnxruntime import OnnxRuntimeRunner
 from edgedeploy.backends.openvino import OpenVINOBackend
 from edgedeploy.validate import latency, notices
 from edgedeploy.validate.report import render_markdown
+from report_helpers import report_of
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_unstable_timing_warns_and_shows_in_markdown(demo_spec):
     warnings = notices.latency_unstable(report, demo_spec)
     assert len(warnings) == 1 and "unstable" in warnings[0]["message"] and "60%" in warnings[0]["message"]
     assert warnings[0]["title"] == "latency CoV 100% at batch 8"  # the figure is in the verdict line too
-    md = render_markdown({**report, "warnings": warnings})
+    md = render_markdown(report_of({**report, "warnings": warnings}))
     assert "100.0% unstable" in md and "> ⚠️ latency at batch 8 is unstable" in md
 
 
@@ -181,10 +182,10 @@ def test_int8_slower_than_float_is_a_warning(demo_spec):
     assert [w["code"] for w in warnings] == ["int8_slower_than_float"]
     assert "batch 8: 20 ms vs 6 ms (3.35x, 95% interval 3.31-3.39x over 3 interleaved rounds)" in warnings[0]["message"] and "batch 1" not in warnings[0]["message"]
     report["warnings"] = warnings
-    assert f"> ⚠️ {warnings[0]['message']}" in render_markdown(report)
+    assert f"> ⚠️ {warnings[0]['message']}" in render_markdown(report_of(report))
     from edgedeploy.validate.html import render_html
 
-    assert "INT8 artifact is slower than the float artifact" in render_html(report)
+    assert "INT8 artifact is slower than the float artifact" in render_html(report_of(report))
 
 
 def test_headline_shows_the_spread_only_when_unstable():

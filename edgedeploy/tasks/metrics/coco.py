@@ -19,6 +19,7 @@ from edgedeploy.data.base import Annotations
 from edgedeploy.tasks.decoders.base import Detections
 
 # COCO's 17 person keypoint sigmas (x10, as published); other skeletons get 1/K each (Ultralytics' rule)
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # where COCOeval samples precision
 COCO_KPT_SIGMAS = [.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]
 
 
@@ -84,8 +85,9 @@ def results(detections: Sequence[Detections], image_ids: Sequence[int], category
 
 def evaluate(gt: dict[str, Any], dets: list[dict[str, Any]], iou_type: str = "bbox",
              class_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """{"map50_95", "map50", "ap_per_class": {name: AP50:95}, "ap50_per_class": {name: AP50}} for `iou_type`
-    (bbox, segm or keypoints); classes without ground truth are absent from the per-class tables."""
+    """{"map50_95", "map50", "ap_per_class": {name: AP50:95}, "ap50_per_class": {name: AP50}, "pr50": precision at
+    RECALL_POINTS at IoU 0.5, averaged over the classes with ground truth} for `iou_type` (bbox, segm or
+    keypoints); classes without ground truth are absent from the per-class tables."""
     from faster_coco_eval import COCO, COCOeval_faster
 
     names = list(class_names) if class_names is not None else [c["name"] for c in gt["categories"]]
@@ -93,7 +95,8 @@ def evaluate(gt: dict[str, Any], dets: list[dict[str, Any]], iou_type: str = "bb
     has_gt = {a["category_id"] for a in gt["annotations"] if not a.get("iscrowd")}
     if not dets:
         per = {names[k]: 0.0 for k, c in enumerate(cat_ids) if c in has_gt}
-        return {"map50_95": 0.0, "map50": 0.0, "ap_per_class": per, "ap50_per_class": dict(per)}
+        return {"map50_95": 0.0, "map50": 0.0, "ap_per_class": per, "ap50_per_class": dict(per),
+                "pr50": [0.0] * len(RECALL_POINTS)}
     kwargs: dict[str, Any] = {}
     if iou_type == "keypoints":
         k = len(next(d["keypoints"] for d in dets)) // 3
@@ -114,7 +117,7 @@ def evaluate(gt: dict[str, Any], dets: list[dict[str, Any]], iou_type: str = "bb
         logger.setLevel(level)
     precision = np.asarray(ev.eval["precision"])  # [T, R, K, A, M]
     order = list(ev.params.catIds)
-    per, per50 = {}, {}
+    per, per50, curves = {}, {}, []
     for k, cat in enumerate(cat_ids):
         if cat not in has_gt or cat not in order:
             continue
@@ -122,5 +125,7 @@ def evaluate(gt: dict[str, Any], dets: list[dict[str, Any]], iou_type: str = "bb
         per[names[k]] = float(p[p > -1].mean()) if (p > -1).any() else 0.0
         p50 = p[0]
         per50[names[k]] = float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0
+        curves.append(np.clip(p50, 0.0, None))
+    pr50 = np.mean(curves, axis=0).tolist() if curves else [0.0] * len(RECALL_POINTS)
     return {"map50_95": float(max(ev.stats[0], 0.0)), "map50": float(max(ev.stats[1], 0.0)),
-            "ap_per_class": per, "ap50_per_class": per50}
+            "ap_per_class": per, "ap50_per_class": per50, "pr50": pr50}

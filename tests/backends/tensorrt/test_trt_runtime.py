@@ -1,7 +1,7 @@
 """The thin TensorRT layer on a real GPU: build from a plan, manifest, runner, timing, compatibility refusal.
 
 These tests need TensorRT (and cuda-python, which the runner uses); on machines without TensorRT the whole module
-is skipped with that reason. Everything TensorRT-independent is covered by tests/test_trt_plan.py.
+is skipped with that reason. Everything TensorRT-independent is covered by test_trt_plan.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from edgedeploy.config import TensorRTSettings  # noqa: E402
 from edgedeploy.errors import EdgeDeployError  # noqa: E402
 from edgedeploy.validate import metrics  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 MAJOR = int(trt.__version__.split(".")[0])
 
 
@@ -91,6 +91,40 @@ def test_fp16_route_follows_the_major_version(deploy, tmp_path):
     else:  # TensorRT 11 builds the precision stage's fp16 graph, which this test does not make
         with pytest.raises(EdgeDeployError, match="deploy.fp16.onnx"):
             TensorRTBackend().build(deploy, tmp_path / "trt", "fp16", TensorRTSettings())
+
+
+def test_marked_outputs_return_every_layer_tensor_and_match_onnxruntime(deploy, tmp_path):
+    """`debug precision --target trt`'s engine: conv0's output `c`, marked, comes back beside `pred`, with fp32 values
+    that match ONNX Runtime's run of the same tensor."""
+    built = TensorRTBackend().build_marked(deploy, tmp_path / "trt", "fp32", TensorRTSettings())
+    runner = load_plan(built.artifact)
+    model = onnx.load(str(deploy))
+    model.graph.output.extend([onnx.ValueInfoProto(name="c")])
+    onnx.save(model, str(tmp_path / "with_c.onnx"))
+    x = feeds(3)
+    got, want = runner.run(x), OnnxRuntimeRunner(tmp_path / "with_c.onnx").run(x)
+    runner.close()
+    assert built.info["marked_outputs"] >= 1 and "c" in got
+    assert metrics.compare(want["c"], got["c"])["rel_l2"] < 1e-5
+    assert metrics.compare(want["pred"], got["pred"])["rel_l2"] < 1e-5
+
+
+def test_a_layer_held_to_fp32_in_an_fp16_build(deploy, tmp_path):
+    """A per-layer precision constraint (weakly typed TensorRT 8/10): the build obeys it (or fails saying so)."""
+    if MAJOR >= 11:
+        with pytest.raises(EdgeDeployError, match="strongly typed"):
+            TensorRTBackend().build(deploy, tmp_path / "trt", "fp32",
+                                    TensorRTSettings(layer_precisions={"conv0": "fp32"}))
+        return
+    built = TensorRTBackend().build(deploy, tmp_path / "trt", "fp16",
+                                    TensorRTSettings(layer_precisions={"conv0": "fp32"}))
+    assert built.info["layer_precisions"] == {"conv0": ["conv0"]}
+    assert "OBEY_PRECISION_CONSTRAINTS" in built.info["builder_flags"]
+    runner = load_plan(built.artifact)
+    x = feeds(2)
+    rel = metrics.compare(OnnxRuntimeRunner(deploy).run(x)["pred"], runner.run(x)["pred"])["rel_l2"]
+    runner.close()
+    assert rel < 1e-2
 
 
 def test_parser_error_names_the_node_and_op(tmp_path):

@@ -1,4 +1,4 @@
-"""Build a strict `tensorrt` module from a committed API surface (tests/trt_surfaces/<version>.json).
+"""Build a strict `tensorrt` module from a committed API surface (tests/backends/tensorrt/trt_surfaces/<version>.json).
 
 What the surface holds decides what exists: a class, method, property, enum member or module attribute that the
 release does not have raises AttributeError, exactly where the real module would. Every call is checked against the

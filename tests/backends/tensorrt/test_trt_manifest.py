@@ -16,7 +16,7 @@ from edgedeploy.backends import trt_manifest
 from edgedeploy.backends.tensorrt import load_plan
 from edgedeploy.errors import UsageError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def good_manifest(plan_bytes: bytes) -> dict:

@@ -43,6 +43,7 @@ def bf16_io_model(path: Path) -> Path:
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
+    model.ir_version = 9  # opset 17's; newer onnx writes an IR the Python 3.10 device set's ONNX Runtime cannot read
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
@@ -60,6 +61,31 @@ def qdq_model(path: Path, batch: int | str = "batch") -> Path:
              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="dq0"),
              helper.make_node("Conv", ["dq", "w"], ["pred"], name="conv0", pads=[1, 1, 1, 1])]
     return _save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w, scale, zero]),
+                                   opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def quantized_twin(path: Path, batch: int | str = "batch") -> Path:
+    """conv_model's graph (conv0 → relu0, same weights and node names) with Q/DQ on the conv's input and weight and
+    on the ReLU's input: the shape of the Q/DQ graph the precision stage makes of deploy.onnx, with both layers
+    quantized, so a layer-by-layer comparison has the float graph's twins to match."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32)
+    b = rng.normal(0, 0.1, (8,)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
+             numpy_helper.from_array(np.array(0, np.int8), "z")]
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 16, 16])
+    y = helper.make_tensor_value_info("pred", TensorProto.FLOAT, [batch, 8, 16, 16])
+    nodes = [helper.make_node("QuantizeLinear", ["images", "s", "z"], ["images_q"], name="images_q"),
+             helper.make_node("DequantizeLinear", ["images_q", "s", "z"], ["images_dq"], name="images_dq"),
+             helper.make_node("QuantizeLinear", ["w", "ws", "z"], ["w_q"], name="w_q"),
+             helper.make_node("DequantizeLinear", ["w_q", "ws", "z"], ["w_dq"], name="w_dq"),
+             helper.make_node("Conv", ["images_dq", "w_dq", "b"], ["c"], name="conv0", pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["c_q"], name="c_q"),
+             helper.make_node("DequantizeLinear", ["c_q", "s", "z"], ["c_dq"], name="c_dq"),
+             helper.make_node("Relu", ["c_dq"], ["pred"], name="relu0")]
+    return _save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
                                    opset_imports=[helper.make_opsetid("", 17)]), path)
 
 

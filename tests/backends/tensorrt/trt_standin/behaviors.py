@@ -535,12 +535,23 @@ def _parse_from_file(m: Model, self: Any, model: str) -> bool:
             t["shape_from"] = node.input[_SHAPE_OPERANDS[node.op_type]]
         elif any(not isinstance(d, int) and d not in input_dims for d in t["dims"]):
             t["data_dependent"] = True  # NonZero, NonMaxSuppression: the size is known only after execution
+    for t in network._state["outputs"]:
+        t["network_output"] = True
+    graph_outputs = {t["name"]: t for t in network._state["outputs"]}
+    known = {v.name: v for v in inferred.graph.value_info}
     for i, node in enumerate(nodes):
         layer_type = _LAYER_TYPES.get(node.op_type)
         if layer_type is None:
             return _parser_fail(m, self, i, "UNSUPPORTED_NODE",
                                 f"the conformance stand-in does not model op {node.op_type}", nodes)
-        network._state["layers"].append({"name": node.name or f"{node.op_type}_{i}", "type": layer_type})
+        outputs = []
+        for name in node.output:  # the layer's output tensors, named like the ONNX tensors (the parser does so)
+            spec = graph_outputs.get(name) or (tensor(known[name], False) if name in known else None)
+            outputs.append(spec or {"name": name, "dims": [], "dtype": "FLOAT", "input": False, "unknown": True})
+            if name in shape_operands:
+                outputs[-1]["shape_tensor"] = True
+        network._state["layers"].append({"name": node.name or f"{node.op_type}_{i}", "type": layer_type,
+                                         "outputs": outputs})
     network._state["parsed"] = {"path": str(path), "parser_flags": sorted(self._state["flags"])}
     return True
 
@@ -608,7 +619,71 @@ def _get_layer(m: Model, self: Any, index: int) -> Any:
     items = self._state["layers"]
     if not 0 <= index < len(items):
         return None
-    return m.trt.ILayer._make(name=items[index]["name"], type=items[index]["type"])
+    return m.trt.ILayer._make(name=items[index]["name"], type=items[index]["type"], spec=items[index], network=self)
+
+
+@on("INetworkDefinition.mark_output")
+def _mark_output(m: Model, self: Any, tensor: Any) -> None:
+    """markOutput: the tensor becomes a network output (an engine I/O tensor), after the parser's outputs."""
+    _expect(tensor, m.trt.ITensor, "mark_output", "tensor")
+    spec = tensor._state["spec"]
+    if spec.get("unknown"):
+        raise NotModelled(f"mark_output of {spec['name']}, whose shape the stand-in could not infer")
+    if not spec.get("network_output"):
+        spec["network_output"] = True
+        self._state["outputs"].append(spec)
+        m.calls.append(("mark_output", spec["name"]))
+
+
+@on("ILayer.num_outputs:get")
+def _layer_num_outputs(m: Model, self: Any) -> int:
+    return len(self._state["spec"]["outputs"])
+
+
+@on("ILayer.get_output")
+def _layer_get_output(m: Model, self: Any, index: int) -> Any:
+    outputs = self._state["spec"]["outputs"]
+    return _tensor(m, outputs[index]) if 0 <= index < len(outputs) else None
+
+
+def _weak_typing_only(m: Model, layer: Any, call: str) -> bool:
+    """NvInfer.h: "Strongly-typed networks reject calls to method setPrecision" (and setOutputType): an error is
+    logged and nothing is set."""
+    if "STRONGLY_TYPED" in layer._state["network"]._state["flags"]:
+        m.log("ERROR", f"ILayer::{call}: Error Code 3: API Usage Error (strongly typed network: {call} is not "
+                       f"allowed on {layer._state['name']})")
+        return False
+    return True
+
+
+@on("ILayer.precision:set")
+def _layer_set_precision(m: Model, self: Any, value: Any) -> None:
+    _expect(value, m.trt.DataType, "ILayer.precision", "value")
+    if _weak_typing_only(m, self, "setPrecision"):
+        self._state["spec"]["precision"] = value.name
+        m.calls.append(("layer.precision", self._state["name"], value.name))
+
+
+@on("ILayer.precision:get")
+def _layer_get_precision(m: Model, self: Any) -> Any:
+    return m.member("DataType", self._state["spec"].get("precision", "FLOAT"))
+
+
+@on("ILayer.precision_is_set:get")
+def _layer_precision_is_set(m: Model, self: Any) -> bool:
+    return "precision" in self._state["spec"]
+
+
+@on("ILayer.set_output_type")
+def _layer_set_output_type(m: Model, self: Any, index: int, dtype: Any) -> None:
+    _expect(dtype, m.trt.DataType, "set_output_type", "dtype")
+    outputs = self._state["spec"]["outputs"]
+    if not 0 <= index < len(outputs):
+        m.log("ERROR", f"ILayer::setOutputType: {self._state['name']} has no output {index}")
+        return
+    if _weak_typing_only(m, self, "setOutputType"):
+        self._state["spec"].setdefault("output_types", {})[str(index)] = dtype.name
+        m.calls.append(("layer.set_output_type", self._state["name"], index, dtype.name))
 
 
 @on("ITensor.name:get")
@@ -629,6 +704,16 @@ def _tensor_dtype(m: Model, self: Any) -> Any:
 @on("ITensor.is_network_input:get")
 def _tensor_is_input(m: Model, self: Any) -> bool:
     return self._state["spec"]["input"]
+
+
+@on("ITensor.is_network_output:get")
+def _tensor_is_output(m: Model, self: Any) -> bool:
+    return bool(self._state["spec"].get("network_output"))
+
+
+@on("ITensor.is_shape_tensor:get")
+def _tensor_is_shape(m: Model, self: Any) -> bool:
+    return bool(self._state["spec"].get("shape_tensor") or self._state["spec"].get("shape_input"))
 
 
 @on("ILayer.name:get")
@@ -720,6 +805,9 @@ def _plan_blob(m: Model, network: Any, config: Any) -> dict:
         "version_compatible": "VERSION_COMPATIBLE" in flags, "calibrated": calibrated,
         # what the builder config held, so tests can check every setting reached it
         "memory_pools": dict(cfg["pools"]), "timing_cache_set": cfg["cache"] is not None,
+        "layer_precisions": {layer["name"]: layer["precision"] for layer in net["layers"] if "precision" in layer},
+        "precision_constraints": next((f for f in ("OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS")
+                                       if f in flags), None),
         "config": {k: (v.name if hasattr(v, "name") else v) for k, v in props.items()},
     }
 

@@ -1,8 +1,8 @@
 """A conformance stand-in for TensorRT, generated from NVIDIA's own API surface, to run edgedeploy's real TensorRT code
 on machines without a GPU.
 
-`tests/trt_surfaces/<version>.json` (written by tools/trt_surface.py from NVIDIA/TensorRT's binding sources) decides
-what exists; generate.py makes a strict `tensorrt` module from it; behaviors.py models what the calls edgedeploy
+`tests/backends/tensorrt/trt_surfaces/<version>.json` (written by tools/trt_surface.py from NVIDIA/TensorRT's binding
+sources) decides what exists; generate.py makes a strict `tensorrt` module from it; behaviors.py models what the calls edgedeploy
 makes do; cuda.py stands in for cuda-python on NumPy buffers. `install()` puts both in `sys.modules`.
 
 This is a conformance check, not a backend: no engine is built or run, no number it produces is a measurement, and

@@ -1,5 +1,6 @@
 """The nine TensorRT defects of issue 13, one test each (each fails on the code before the fix), checked against the
-conformance stand-in of NVIDIA's own API surfaces (see tests/trt_standin) and trtexec's flags from its sources.
+conformance stand-in of NVIDIA's own API surfaces (see trt_standin/ beside this file) and trtexec's flags from its
+sources.
 
 1. trtexec lines dropped static profiles (min = opt = max) and the self-check hard-coded batch 1.
 2. a stale or corrupt timing cache (create_timing_cache → None) crashed set_timing_cache with a TypeError.
@@ -33,7 +34,7 @@ from edgedeploy.backends.tensorrt import TensorRTBackend, load_plan
 from edgedeploy.config import TensorRTSettings
 from edgedeploy.errors import EdgeDeployError, UsageError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 # the implicit calibrator's members are deprecated since TensorRT 10.1; the route uses them on purpose
 CALIBRATOR_DEPRECATED = pytest.mark.filterwarnings("ignore:Use Deprecated in TensorRT 10.1:DeprecationWarning")
 VERSIONS = surface_versions()
@@ -92,7 +93,7 @@ def test_defect1_trtexec_states_static_profiles_and_selfcheck_times_batches_the_
     assert tool.bench_batches(plan("fp32", version=full_version(MAJOR10[0])), INPUTS) == (1, 8)
     fake = tmp_path / "bin" / "trtexec"
     fake.parent.mkdir()
-    surface = REPO / "tests" / "trt_surfaces" / f"{MAJOR10[0]}.json"
+    surface = Path(__file__).resolve().parent / "trt_surfaces" / f"{MAJOR10[0]}.json"
     fake.write_text(FAKE_TRTEXEC.format(python=sys.executable, surface=str(surface)))
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")

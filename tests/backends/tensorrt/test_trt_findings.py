@@ -1,5 +1,5 @@
 """Issue 22's audit findings of the TensorRT/CUDA layer, one test each (each fails on the code before its fix), run
-against the conformance stand-in of NVIDIA's recorded API surfaces (tests/trt_standin)."""
+against the conformance stand-in of NVIDIA's recorded API surfaces (tests/backends/tensorrt/trt_standin)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from trt_standin import install, surface_versions
 from trt_standin.cuda import cudaStream_t
-from trt_standin.behaviors import data_dependent_count
+from trt_standin.behaviors import CACHE_MAGIC, data_dependent_count
 from trt_standin.models import calibration_npz, deploy_folder, feeds, marker, nms_model, reshape_model
 
 from edgedeploy.backends import trt_cuda, trt_plan
@@ -20,7 +20,7 @@ from edgedeploy.backends.tensorrt import TensorRTBackend, load_plan
 from edgedeploy.config import TensorRTSettings
 from edgedeploy.errors import EdgeDeployError, UsageError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 VERSIONS = surface_versions()
 
@@ -111,12 +111,16 @@ def test_finding3_every_tensorrt_setting_reaches_the_builder_config(monkeypatch,
         covered.update(kw)
         return build(folder, precision, **kw)
 
-    install(monkeypatch, newest10)
-    gpu = _blob(build_with(tmp_path / "gpu", "int8", profiles={"batch": {"min": 1, "opt": 2, "max": 4}},
-                           workspace_mb=512, tactic_dram_mb=1536, builder_optimization_level=5,
-                           timing_cache=str(tmp_path / "t.cache"),
-                           tf32=True, hardware_compatibility="ampere_plus", version_compatible=True,
-                           int8_route="qdq", int8_unquantized="fp32"))
+    standin = install(monkeypatch, newest10)
+    seed = tmp_path / "seed.cache"  # a cache as the stand-in serializes one (a bundle's)
+    seed.write_bytes(CACHE_MAGIC + json.dumps({"version": standin.version, "device": [8, 7], "entries": 3}).encode())
+    built = build_with(tmp_path / "gpu", "int8", profiles={"batch": {"min": 1, "opt": 2, "max": 4}},
+                       workspace_mb=512, tactic_dram_mb=1536, builder_optimization_level=5,
+                       timing_cache=str(tmp_path / "t.cache"), timing_cache_seed=str(seed),
+                       tf32=True, hardware_compatibility="ampere_plus", version_compatible=True,
+                       int8_route="qdq", int8_unquantized="fp32")
+    gpu = _blob(built)
+    assert "combined with the entries of seed.cache" in built.info["timing_cache"]  # ITimingCache.combine
     # set_memory_pool_limit(MemoryPoolType.WORKSPACE / TACTIC_DRAM, ...)
     assert gpu["memory_pools"] == {"WORKSPACE": 512 << 20, "TACTIC_DRAM": 1536 << 20}
     assert gpu["config"]["builder_optimization_level"] == 5 and gpu["timing_cache_set"]
@@ -124,9 +128,13 @@ def test_finding3_every_tensorrt_setting_reaches_the_builder_config(monkeypatch,
     assert "TF32" in gpu["builder_flags"] and gpu["config"]["hardware_compatibility_level"] == "AMPERE_PLUS"
     assert gpu["version_compatible"] and gpu["strongly_typed"] and "FP16" not in gpu["builder_flags"]
     model = install(monkeypatch, newest10, dla_cores=2)
-    dla = _blob(build_with(tmp_path / "dla", "fp16", dla_core=1, gpu_fallback=True,
-                           profiles={"batch": {"min": 1, "opt": 1, "max": 1}}))
+    with pytest.warns(DeprecationWarning):  # per-layer precision constraints are deprecated from 10.12
+        dla = _blob(build_with(tmp_path / "dla", "fp16", dla_core=1, gpu_fallback=True,
+                               profiles={"batch": {"min": 1, "opt": 1, "max": 1}}, layer_precisions={"relu0": "fp32"}))
     assert dla["device_type"] == "DLA" and dla["dla_core"] == 1 and "GPU_FALLBACK" in dla["builder_flags"]
+    # ILayer.precision + set_output_type on relu0's layer, obeyed
+    assert dla["layer_precisions"] == {"relu0": "FLOAT"}
+    assert dla["precision_constraints"] == "OBEY_PRECISION_CONSTRAINTS"
     deploy_folder(tmp_path / "cal")
     calibration_npz(tmp_path / "calib.npz")
     with pytest.warns(DeprecationWarning):  # the implicit calibrator is deprecated from 10.1

@@ -1,11 +1,11 @@
 """edgedeploy's real TensorRT code (apply_plan, build, the calibrator, the runner, `edgedeploy inspect`) run against
-the conformance stand-in of every committed TensorRT release (tests/trt_surfaces: 10.3 for JetPack 6, the newest 10.x
-and the newest 11.x), with cuda-python stood in for on NumPy buffers.
+the conformance stand-in of every committed TensorRT release (trt_surfaces/ beside this file: 10.3 for JetPack 6, the
+newest 10.x and the newest 11.x), with cuda-python stood in for on NumPy buffers.
 
 A conformance check, not a backend: nothing here builds or runs an engine. It proves our calls exist in each release
 with the arguments we pass, that we follow TensorRT's protocols (profiles, calibrator, DLA, compatibility, logger,
-bindings), and that outputs travel back through our buffers, copies and chunking. tests/test_trt_runtime.py runs the
-same code on a real GPU.
+bindings), and that outputs travel back through our buffers, copies and chunking. test_trt_runtime.py runs the same
+code on a real GPU.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from edgedeploy.backends.tensorrt import TensorRTBackend, load_plan
 from edgedeploy.config import TensorRTSettings
 from edgedeploy.errors import EdgeDeployError, UsageError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 # the implicit calibrator's members are deprecated since TensorRT 10.1; the route uses them on purpose
 CALIBRATOR_DEPRECATED = pytest.mark.filterwarnings("ignore:Use Deprecated in TensorRT 10.1:DeprecationWarning")
 VERSIONS = surface_versions()
@@ -221,7 +221,7 @@ def test_a_plan_from_another_tensorrt_is_refused_before_tensorrt_sees_it(monkeyp
 
 
 def _inspect(version: str, path: Path, cc: str = "8.7") -> subprocess.CompletedProcess:
-    code = ("import sys; sys.path.insert(0, 'tests'); import pytest, trt_standin; "
+    code = ("import sys; sys.path.insert(0, 'tests/backends/tensorrt'); import pytest, trt_standin; "
             "mp = pytest.MonkeyPatch(); "
             f"trt_standin.install(mp, {version!r}, compute_capability={tuple(map(int, cc.split('.')))!r}); "
             "from edgedeploy.cli import main; sys.argv = ['edgedeploy', 'inspect', sys.argv[1]]; main()")

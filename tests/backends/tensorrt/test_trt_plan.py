@@ -17,7 +17,7 @@ from edgedeploy.backends.tensorrt import TensorRTBackend, install_hint, probe_ru
 from edgedeploy.config import BuildSpec, TensorRTSettings, load_spec
 from edgedeploy.errors import EdgeDeployError, UsageError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def write_model(path: Path, shape=("batch", 3, 16, 16), name: str = "images") -> Path:

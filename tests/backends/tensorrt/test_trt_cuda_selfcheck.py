@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from trt_standin import FLAVOURS, install, surface_versions
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """tools/trt_surface.py: reading TensorRT's pybind11 binding sources, package __init__.py and trtexec's option parser
-into facts, from a work tree or a git ref; and the committed surfaces it wrote (tests/trt_surfaces)."""
+into facts, from a work tree or a git ref; and the committed surfaces it wrote (trt_surfaces/ beside this file)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SURFACES = REPO / "tests" / "trt_surfaces"
+REPO = Path(__file__).resolve().parents[3]
+SURFACES = Path(__file__).resolve().parent / "trt_surfaces"
 
 
 def tool():
