@@ -40,7 +40,7 @@ from edgedeploy.backends import (Backend, BuildResult, backend_settings, get_bac
                                  target_kind)
 from edgedeploy.config import BuildSpec
 from edgedeploy.errors import EdgeDeployError, UsageError
-from edgedeploy.graph.optimize import NOT_APPLIED, OptimizeSettings, optimize_file
+from edgedeploy.graph.optimize import NOT_APPLIED, OptimizeSettings, lowest_ir_version, optimize_file
 from edgedeploy.onnx_checks import check_io, check_operators
 from edgedeploy.ort_runner import OnnxRuntimeRunner, kernel_ops
 from edgedeploy.outfolder import OutputFolder
@@ -467,6 +467,7 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: boo
     reference.npz."""
     raw_path = out_dir / "raw.onnx"
     if given is not None:
+        given.ir_version = lowest_ir_version(given)  # a device's onnxruntime may not read the writer's newest IR
         fileio.write_bytes(raw_path, given.SerializeToString())
         reference = _run_onnx_reference(raw_path, data.inputs, where=Path(spec.model.onnx))
     else:

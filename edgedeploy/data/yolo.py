@@ -186,11 +186,11 @@ def _names(doc: dict, path: Path) -> list[str] | None:
     names = doc.get("names")
     if names is None:
         return [str(i) for i in range(doc["nc"])] if isinstance(doc.get("nc"), int) else None
-    if isinstance(names, dict):
-        keys = sorted(names)
-        if keys != list(range(len(keys))):
+    if isinstance(names, dict):  # ids as integers, or as digit strings (a quoted key, or JSON), as Ultralytics reads
+        ids = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in names.items()}
+        if len(ids) != len(names) or set(ids) != set(range(len(ids))):
             raise UsageError("`names` keys must be the class ids 0..nc-1", where=str(path))
-        names = [names[k] for k in keys]
+        names = [ids[k] for k in range(len(ids))]
     if not isinstance(names, list):
         raise UsageError("`names` is a list or a mapping id -> name", where=str(path))
     if isinstance(doc.get("nc"), int) and doc["nc"] != len(names):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import onnx
 from edgedeploy import fileio
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.graph.fold_affine import fold_affine
-from edgedeploy.graph.ir import PassStats, op_counts, param_count
+from edgedeploy.graph.ir import PassStats, op_counts, param_count, subgraphs
 from edgedeploy.graph.merge_branches import merge_branches
 from edgedeploy.graph.prune import prune_outputs
 from edgedeploy.graph.simplify import SIMPLIFIERS, check_size, simplify
@@ -376,6 +376,35 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
+# ONNX element types up to BFLOAT16 (16) predate IR 8; a model using a later one (float8, int4, ...) keeps its IR version
+_OLDEST_TYPES = 16
+
+
+def _elem_types(graph: onnx.GraphProto) -> Iterator[int]:
+    for vi in (*graph.input, *graph.output, *graph.value_info):
+        if vi.type.HasField("tensor_type"):
+            yield vi.type.tensor_type.elem_type
+    yield from (t.data_type for t in graph.initializer)
+    for node in graph.node:
+        yield from (a.t.data_type for a in node.attribute if a.type == onnx.AttributeProto.TENSOR)
+        for sub in subgraphs(node):
+            yield from _elem_types(sub)
+
+
+def lowest_ir_version(model: onnx.ModelProto) -> int:
+    """The lowest IR version the model's opsets allow (onnx's opset-to-IR table), never above its own. The onnx
+    package writes its newest IR version (IR 14 for onnx 1.23) whatever the opset, and a device's runtime refuses a
+    newer IR than it knows (onnxruntime 1.23.2, the newest on JetPack 6's Python 3.10, reads up to IR 11), so
+    deploy.onnx, and every artifact made from it, carries the IR version its content needs rather than the
+    writer's. A model with element types newer than IR 8 (float8, int4, ...) keeps its own."""
+    if any(t > _OLDEST_TYPES for t in _elem_types(model.graph)):
+        return model.ir_version
+    needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    if model.functions:
+        needed = max(needed, 8)  # model-local functions came with IR 8
+    return min(model.ir_version, needed) if model.ir_version else needed
+
+
 def optimize_file(
     in_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -393,6 +422,7 @@ def optimize_file(
             where=str(out_path),
             fix="Rerun without the optimize stage and report this bug",
         ) from exc
+    result.ir_version = lowest_ir_version(result)
     fileio.write_bytes(out_path, result.SerializeToString())
     report.input_path = os.fspath(in_path)
     report.output_path = os.fspath(out_path)

@@ -227,3 +227,17 @@ def test_validation_set_from_class_folders_with_subset(tmp_path):
     assert first.labels.tolist() == again.labels.tolist() and set(first.labels.tolist()) <= {0, 1, 2}
     assert first.class_names == ["a", "b", "c"] and "imagefolder, 5 of 12 images" in first.source
     np.testing.assert_allclose(first.inputs["x"][:, :, :1], 114 / 255, rtol=1e-6)  # letterbox: 13 rows, top pad 1
+
+
+def test_yolo_names_keyed_by_ids_as_ultralytics_reads_them(tmp_path):
+    """`names` as a list, a mapping of integer ids, or of digit-string ids (a quoted key, a JSON data file) give the
+    same classes; a gap or a non-id key is one line naming the file."""
+    save_png(tmp_path / "images" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    for names in (["a", "b"], {0: "a", 1: "b"}, {"1": "b", "0": "a"}):
+        (tmp_path / "data.yaml").write_text(yaml.safe_dump({"path": ".", "val": "images", "names": names}))
+        assert open_yolo(tmp_path / "data.yaml").class_names() == ["a", "b"]
+    for names in ({0: "a", 2: "b"}, {"0": "a", "x": "b"}, {0: "a", "0": "b"}):
+        (tmp_path / "data.yaml").write_text(yaml.safe_dump({"path": ".", "val": "images", "names": names}))
+        with pytest.raises(UsageError, match="`names` keys must be the class ids 0..nc-1") as e:
+            open_yolo(tmp_path / "data.yaml")
+        assert e.value.where.endswith("data.yaml")
