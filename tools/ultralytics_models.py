@@ -2,14 +2,17 @@
 """Ultralytics YOLO for the head-to-head benchmark (tools/bench.py --models yolov8n,yolo11n): run with a Python that
 has ultralytics and torchvision.
 
-    python tools/ultralytics_models.py prep --model yolov8n --work /tmp/bench/yolov8n [--imgsz 320]
+    python tools/ultralytics_models.py prep --model yolov8n --work /tmp/bench/yolov8n [--imgsz 320] \
+        [--train-epochs 40 --train-images 256] [--val 128]
 
 `prep` makes everything both contenders start from, offline (nothing is downloaded: the network is built from its
-yaml with seeded random weights, saved once as weights.pt; fonts and auto-installs are off): a small generated YOLO
-dataset (coloured boxes and ellipses on noise, YOLO labels, data.yaml) whose images calibrate both int8 routes,
-validation inputs (val.npz), the PyTorch outputs on them (reference.npy), and Ultralytics' own exports of the same
-weights (`model.export(format="onnx")`, `format="openvino"`, `format="openvino", int8=True, data=...`), each scored
-by Ultralytics' own `yolo val` on the generated validation split. It prints one JSON line naming the files. `detector` is the factory an edgedeploy spec names to build the same weights.
+yaml with seeded random weights, saved once as weights.pt, and with --train-epochs trained by Ultralytics on generated
+images first; fonts and auto-installs are off): a small generated YOLO dataset (8 classes of coloured boxes and
+ellipses on noise, YOLO labels, data.yaml) whose train split calibrates both int8 routes and whose val split both
+evaluate on, validation inputs (val.npz), the PyTorch outputs on them (reference.npy), and Ultralytics' own exports of
+the same weights (`model.export(format="onnx")`, `format="openvino"`, `format="openvino", int8=True, data=...`), each
+scored by Ultralytics' own `yolo val` on the val split. It prints one JSON line naming the files. `detector` is the
+factory an edgedeploy spec names to build the same weights.
 """
 
 from __future__ import annotations
@@ -111,8 +114,11 @@ def train(weights: Path, data: Path, train_images: int, imgsz: int, epochs: int,
     yaml.write_text(json.dumps({"path": str(data), "train": "images/fit", "val": "images/fit",
                                 "names": {i: f"class{i}" for i in range(80)}}))
     start = time.perf_counter()
+    # AdamW at a fixed rate: the `auto` optimizer picks a rate for long COCO-sized runs (1e-4 for 80 classes) that
+    # leaves a few hundred steps from scratch with no detections
     YOLO(str(weights)).train(data=str(yaml), epochs=epochs, imgsz=imgsz, batch=16, val=False, plots=False,
-                             device="cpu", workers=0, amp=False, seed=0, deterministic=True,
+                             device="cpu", workers=0, amp=False, seed=0, deterministic=True, optimizer="AdamW",
+                             lr0=0.002, warmup_epochs=1, close_mosaic=max(1, epochs // 4),
                              project=str(work / "train"), name="run", exist_ok=True)
     shutil.copy(work / "train" / "run" / "weights" / "last.pt", weights)
     return time.perf_counter() - start
