@@ -2,7 +2,7 @@
 """Ultralytics YOLO for the head-to-head benchmark (tools/bench.py --models yolov8n,yolo11n): run with a Python that
 has ultralytics and torchvision.
 
-    python tools/ultralytics_models.py prep --model yolov8n --work /tmp/bench/yolov8n [--imgsz 320] \
+    python tools/ultralytics_models.py prep --model yolov8n --work /tmp/bench/yolov8n [--imgsz 320]
         [--train-epochs 40 --train-images 256] [--val 128]
 
 `prep` makes everything both contenders start from, offline (nothing is downloaded: the network is built from its
