@@ -162,7 +162,8 @@ def edgedeploy_build(spec: Path, out: Path, target: str, precision: str, extra: 
             "stage_peak_rss_mb": report.get("stage_peak_rss_mb"), "peak_rss_mb": report.get("peak_rss_mb"),
             "stage_cache": {k: v["status"] for k, v in report.get("stage_cache", {}).items()},
             "latency": {t["batch"]: t["median_ms"] for t in report["latency"]},
-            "artifact": str(out / report["artifact"]["path"]), "load": os.getloadavg()[0]}
+            "artifact": str(out / report["artifact"]["path"]), "load": os.getloadavg()[0],
+            "task": report.get("task")}
 
 
 # ------------------------------------------------------------------------------------------- hand routes
@@ -495,14 +496,16 @@ def bench_ultralytics(model: str, args, work: Path, env: dict) -> dict[str, Any]
     tools_env = {**env, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tools"), env.get("PYTHONPATH", "")])}
     print(f"[{model}] Ultralytics: weights, dataset, exports ...", file=sys.stderr, flush=True)
     result = subprocess.run([python, str(REPO / "tools" / "ultralytics_models.py"), "prep", "--model", model,
-                             "--work", str(folder), "--imgsz", str(args.imgsz)], capture_output=True, text=True,
+                             "--work", str(folder), "--imgsz", str(args.imgsz), "--val", str(args.val_images),
+                             "--train-epochs", str(args.train_epochs), "--train-images", str(args.train_images)],
+                            capture_output=True, text=True,
                             env=tools_env)
     if result.returncode != 0:
         sys.exit(f"Ultralytics preparation failed:\n{result.stderr[-3000:]}")
     prep = json.loads(result.stdout.strip().splitlines()[-1])
     spec = {"name": model, "model": {"factory": "ultralytics_models:detector", "kwargs": {"weights": prep["weights"]}},
             "inputs": [{"name": "images", "shape": ["batch", 3, args.imgsz, args.imgsz]}], "outputs": ["output0"],
-            "validation": {"data": prep["val"]},
+            "validation": {"data": prep["val_yaml"], "split": "val", "task": "detection"},
             "calibration": {"data": prep["calibration"], "cache_dir": str(folder / "calibration-cache")}}
     builds: dict[str, Any] = {}
     for name, (target, precision, extra) in YOLO_BUILDS.items():
@@ -566,13 +569,82 @@ def bench_ultralytics(model: str, args, work: Path, env: dict) -> dict[str, Any]
     for c in contenders:
         c.stop()
     reference = np.load(prep["reference"])
+    truth = DetectionTruth(prep, reference)
     rows = []
     for c in contenders:
-        rows.append(timing_row(c, box_score_error(np.load(c.job["outputs"]), reference)))
+        outputs = np.load(c.job["outputs"])
+        rows.append(timing_row(c, {**box_score_error(outputs, reference), **truth.scores(outputs)}))
     head = json.loads((folder / "builds" / "ov-int8" / "report.json").read_text())["precision_stage"]
     return {"model": model, "kind": "ultralytics", "prep": prep, "builds": builds, "rows": rows, "windows": windows,
+            "pytorch_map50_95": truth.pytorch_map50_95, "evaluators": evaluators(prep, builds, rows, truth),
             "head_kept_float": head.get("head_kept_float"),
             "load_min": min(w["load"] for w in windows), "load_max": max(w["load"] for w in windows)}
+
+
+class DetectionTruth:
+    """mAP50-95 of a contender's raw (B, 4 + nc, anchors) outputs, decoded by edgedeploy's yolo-anchor-free decoder
+    at COCO evaluation's settings and scored by faster-coco-eval: against the generated labels, and against
+    PyTorch's own detections (score >= 0.25) taken as ground truth. The drop is PyTorch's mAP minus the
+    contender's, both on the labels."""
+
+    def __init__(self, prep: dict, reference: np.ndarray):
+        from edgedeploy.data.base import Annotations
+        from edgedeploy.tasks.decoders.base import DecodeSettings
+        from edgedeploy.tasks.metrics import coco
+
+        size = int(prep["imgsz"])
+        self.settings = DecodeSettings(input_size=(size, size), num_classes=reference.shape[1] - 4)
+        self.names = [f"class{k}" for k in range(self.settings.num_classes)]
+        labels = json.loads(Path(prep["val_labels"]).read_text())
+        truth = [Annotations(boxes=np.array([[(x - w / 2) * size, (y - h / 2) * size, (x + w / 2) * size,
+                                              (y + h / 2) * size] for _, x, y, w, h in image], np.float64),
+                             classes=np.array([c for c, *_ in image], np.int64)) for image in labels]
+        sizes = [(size, size)] * len(truth)
+        self.labels = coco.ground_truth(truth, sizes, self.names)
+        pytorch = [d for d in self.decode(reference)]
+        confident = [Annotations(boxes=d.boxes[d.scores >= 0.25], classes=d.classes[d.scores >= 0.25])
+                     for d in pytorch]
+        self.pytorch_dets = coco.ground_truth(confident, sizes, self.names)
+        self.pytorch_map50_95 = self.evaluate(self.labels, pytorch)
+
+    def decode(self, outputs: np.ndarray):
+        from edgedeploy.tasks.decoders.yolo_anchor_free import YoloAnchorFree
+
+        return YoloAnchorFree().decode({"output0": outputs}, self.settings)
+
+    def evaluate(self, gt: dict, detections) -> float:
+        from edgedeploy.tasks.metrics import coco
+
+        ids = [image["id"] for image in gt["images"]]
+        cats = [c["id"] for c in gt["categories"]]
+        return coco.evaluate(gt, coco.results(detections, ids, cats), class_names=self.names)["map50_95"]
+
+    def scores(self, outputs: np.ndarray) -> dict[str, float]:
+        detections = self.decode(outputs)
+        on_labels = self.evaluate(self.labels, detections)
+        return {"map50_95": on_labels, "map50_95_drop": self.pytorch_map50_95 - on_labels,
+                "map50_95_vs_pytorch": self.evaluate(self.pytorch_dets, detections)}
+
+
+def evaluators(prep: dict, builds: dict, rows: list[dict], truth: DetectionTruth) -> list[dict[str, Any]]:
+    """mAP50-95 of each artifact by three evaluators: Ultralytics' `yolo val` on its own artifacts, edgedeploy's
+    build report (its validation on the same YOLO folder), and this bench (one decoder, faster-coco-eval, on every
+    contender's raw outputs)."""
+    yolo_val = prep["yolo_val"]
+    ours = next(iter(builds.values()))["task"]
+    out = [{"artifact": "PyTorch", "yolo_val": yolo_val["pytorch"]["map50_95"], "report": ours["reference_map50_95"],
+            "bench": truth.pytorch_map50_95}]
+    theirs = {"Ultralytics OpenVINO fp32": "openvino-fp32", "Ultralytics OpenVINO int8": "openvino-int8",
+              "Ultralytics ONNX on ONNX Runtime": "onnx"}
+    built = {"edgedeploy OpenVINO fp32": "ov-fp32", "edgedeploy OpenVINO int8": "ov-int8",
+             "edgedeploy OpenVINO int8, head quantized": "ov-int8-head-quantized",
+             "edgedeploy ONNX Runtime fp32": "ort-fp32", "edgedeploy ONNX Runtime int8": "ort-int8"}
+    for r in rows:
+        if r["name"] in theirs or r["name"] in built:
+            out.append({"artifact": r["name"], "bench": r["accuracy"]["map50_95"],
+                        "yolo_val": yolo_val[theirs[r["name"]]]["map50_95"] if r["name"] in theirs else None,
+                        "report": builds[built[r["name"]]]["task"]["map50_95"] if r["name"] in built else None})
+    return out
 
 
 def markdown_ultralytics(res: dict, info: dict, args) -> str:
@@ -582,8 +654,11 @@ def markdown_ultralytics(res: dict, info: dict, args) -> str:
              "cores)", "",
              f"Head kept in float by edgedeploy's int8: {len(head.get('nodes', []))} nodes "
              f"({', '.join(f'{k} {v}' for k, v in head.get('op_counts', {}).items())}).", "",
+             f"PyTorch's own mAP50-95 on the {res['prep']['val_count']} validation images: "
+             f"{res['pytorch_map50_95']:.4f} ({training_line(res['prep'])}).", "",
              "| contender | b1 median ms (p10-p90) | b8 median ms (p10-p90) | x Ultralytics b1 | box rel-L2 vs PyTorch "
-             "| score rel-L2 vs PyTorch |", "|---|---|---|---|---|---|"]
+             "| score rel-L2 vs PyTorch | mAP50-95 (labels) | drop vs PyTorch | mAP50-95 vs PyTorch's detections |",
+             "|---|---|---|---|---|---|---|---|---|"]
     peer = {("ov", "fp32"): "Ultralytics OpenVINO fp32", ("ov", "int8"): "Ultralytics OpenVINO int8",
             ("ort", "fp32"): "Ultralytics ONNX on ONNX Runtime", ("ort", "int8"): "Ultralytics ONNX on ONNX Runtime"}
     for r in res["rows"]:
@@ -594,7 +669,15 @@ def markdown_ultralytics(res: dict, info: dict, args) -> str:
         ratio = _ms(res, r["name"], 1) / _ms(res, peer[(r["group"], r["precision"])], 1)
         a = r["accuracy"]
         lines.append(f"| {r['name']} | {cells[0]} | {cells[1]} | {ratio:.2f} | {a['box_rel_l2']:.2e} | "
-                     f"{a['score_rel_l2']:.2e} |")
+                     f"{a['score_rel_l2']:.2e} | {a['map50_95']:.4f} | {a['map50_95_drop']:+.4f} | "
+                     f"{a['map50_95_vs_pytorch']:.4f} |")
+    lines += ["", "mAP50-95 by evaluator: Ultralytics' `yolo val` on its own artifacts (its letterbox, NMS and "
+              "matching), edgedeploy's report.json (`edgedeploy build`'s validation of the same YOLO folder), and the "
+              "bench's column above (one decoder and faster-coco-eval for every contender's raw outputs).", "",
+              "| artifact | yolo val | edgedeploy report.json | bench |", "|---|---|---|---|"]
+    cell = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
+    for e in res["evaluators"]:
+        lines.append(f"| {e['artifact']} | {cell(e['yolo_val'])} | {cell(e['report'])} | {cell(e['bench'])} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -617,7 +700,16 @@ def goals_ultralytics(res: dict) -> list[str]:
     out.append(f"- {'MET' if a['box_rel_l2'] <= b['box_rel_l2'] else 'NOT MET'}: {m} int8 box rel-L2 <= "
                f"Ultralytics': {a['box_rel_l2']:.2e} vs {b['box_rel_l2']:.2e} (scores {a['score_rel_l2']:.2e} vs "
                f"{b['score_rel_l2']:.2e})")
+    out.append(f"- {'MET' if a['map50_95_drop'] <= b['map50_95_drop'] else 'NOT MET'}: {m} int8 mAP50-95 drop vs "
+               f"PyTorch <= Ultralytics': {a['map50_95_drop']:+.4f} vs {b['map50_95_drop']:+.4f} "
+               f"({training_line(res['prep'])})")
     return out
+
+
+def training_line(prep: dict) -> str:
+    t = prep.get("training")
+    return (f"trained {t['epochs']} epochs on {t['images']} generated images by Ultralytics" if t
+            else "random seeded weights")
 
 
 # ------------------------------------------------------------------------------------------- tables and goals
@@ -749,6 +841,10 @@ def main() -> None:
                     help="a Python with ultralytics and torchvision, for yolov8n / yolo11n (weights, its exports and "
                          "edgedeploy's builds of them)")
     ap.add_argument("--imgsz", type=int, default=320, help="input size of the Ultralytics models")
+    ap.add_argument("--val-images", type=int, default=32, help="generated validation images of the YOLO models")
+    ap.add_argument("--train-epochs", type=int, default=0,
+                    help="train each YOLO model this many epochs with Ultralytics first (when its weights.pt is new)")
+    ap.add_argument("--train-images", type=int, default=512, help="generated training images for --train-epochs")
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgedeploy-bench"))
     ap.add_argument("--no-benchmark-app", action="store_true")
     ap.add_argument("--json", type=Path)
