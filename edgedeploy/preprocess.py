@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgedeploy import fileio
 from edgedeploy.config import BuildSpec, InputSpec, Preprocess
 from edgedeploy.data.arrays import read_array_file
 from edgedeploy.data.formats import open_dataset
@@ -66,13 +68,49 @@ def fit_image(image: np.ndarray, size: tuple[int | None, int | None], recipe: Pr
     return canvas
 
 
+Batches = Callable[[int], Iterator[dict[str, np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """The whole validation set behind a tensor sample: the data's content hash (edgedeploy.data sources'
+    fingerprint; an .npz file's sha256) and the records used, in order."""
+
+    sha256: str
+    indices: tuple[int, ...]
+
+
 @dataclass
 class ValidationSet:
+    """The validation data. `inputs` is the tensor sample: every sample of a set of at most
+    validation.tensor_samples, else the first that many (their full outputs are kept and compared per output);
+    `batches` streams the whole set, read ahead on a background thread for a dataset, so memory stays bounded by
+    the sample. `targets` and `labels` cover the whole set."""
+
     inputs: dict[str, np.ndarray]
     targets: np.ndarray | None  # detection labels (M, 6): image, class, x1, y1, x2, y2 in model-input pixels
     source: str  # where the inputs came from, for the report
     labels: np.ndarray | None = None  # classification labels (N,) when the dataset has them (class folders)
     class_names: list[str] | None = None  # the dataset's classes, when it names them
+    count: int | None = None  # samples in the whole set; None: those of `inputs`
+    stream: Batches | None = None  # the whole set, `batch` samples at a time; None: `inputs` is the whole set
+    dataset: DatasetRef | None = None  # names the whole set when `inputs` hold only its sample
+
+    @property
+    def size(self) -> int:
+        return self.count if self.count is not None else len(next(iter(self.inputs.values())))
+
+    @property
+    def sampled(self) -> bool:
+        """True when `inputs` hold only the first samples of the set."""
+        return self.size > len(next(iter(self.inputs.values())))
+
+    def batches(self, batch: int) -> Iterator[dict[str, np.ndarray]]:
+        if self.stream is not None:
+            yield from self.stream(batch)
+            return
+        for start in range(0, self.size, batch):
+            yield {k: v[start:start + batch] for k, v in self.inputs.items()}
 
 
 def check_input(spec_in: InputSpec, array: np.ndarray, where: str) -> None:
@@ -133,13 +171,60 @@ def load_validation_set(spec: BuildSpec, random_samples: int = 8) -> ValidationS
         targets = targets[targets[:, 0] < count]
     if spec.validation.task == "detection" and targets is None:
         raise UsageError("validation.task is detection but the data has no `targets` (M, 6) array", where=str(path))
-    return ValidationSet(inputs, targets, f"{path.name} ({count} samples)")
+    data = ValidationSet(inputs, targets, f"{path.name} ({count} samples)")
+    keep = settings.tensor_samples
+    if count <= keep:
+        return data
+    data.inputs, data.count = {k: v[:keep] for k, v in inputs.items()}, count
+    data.stream = data_batches(inputs)
+    data.dataset = DatasetRef(fileio.sha256_file(path), tuple(range(count)))
+    return data
+
+
+def data_batches(inputs: dict[str, np.ndarray]) -> Batches:
+    """Batches of arrays already in memory (an .npz)."""
+    def batches(batch: int) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, len(next(iter(inputs.values()))), batch):
+            yield {k: v[start:start + batch] for k, v in inputs.items()}
+
+    return batches
 
 
 def load_dataset(spec: BuildSpec) -> ValidationSet:
     """A dataset (COCO, YOLO, class folders, VOC; edgedeploy.data) as a ValidationSet: the images chosen by
     `samples` / `subset` / `seed`, fitted to the input (Ultralytics' letterbox rule, edgedeploy.data.transform) and
-    preprocessed; boxes mapped onto the fitted image with each image's own transform, crowd regions left out."""
+    preprocessed; boxes mapped onto the fitted image with each image's own transform, crowd regions left out. One
+    pass reads every image for its labels and keeps the first `tensor_samples` inputs; `batches` reads them again."""
+    settings = spec.validation
+    path = Path(settings.data)
+    source = open_validation_source(spec)
+    spec_in = spec.inputs[0]
+    indices = select(len(source), settings.samples, settings.subset, settings.seed)
+    keep = settings.tensor_samples
+    fitting = _fitting(spec)
+    inputs, rows, labels = [], [], []
+    for batch in iter_batches(source, indices, 16, prepare=lambda r: (r.annotations, *fit_record(r, fitting))):
+        for ann, canvas, t in batch:
+            if len(inputs) < keep:
+                inputs.append(preprocess(canvas[None], spec.preprocess, spec_in.dtype))
+            keep_box = ~ann.iscrowd if ann.iscrowd is not None else np.ones(len(ann.classes), bool)
+            boxes = ann.boxes[keep_box] * [t.scale_x, t.scale_y, t.scale_x, t.scale_y] + [t.pad_left, t.pad_top] * 2
+            rows.append(np.column_stack([np.full(len(boxes), len(labels)), ann.classes[keep_box], boxes]))
+            labels.append(-1 if ann.label is None else ann.label)
+    stacked = {spec_in.name: np.concatenate(inputs)}
+    check_input(spec_in, stacked[spec_in.name], str(path))
+    targets = np.concatenate(rows).astype(np.float32) if spec.validation.task == "detection" else None
+    has_labels = spec.validation.task == "classification" and min(labels) >= 0
+    data = ValidationSet(stacked, targets, f"{path.name} ({source.kind}, {len(indices)} of {len(source)} images)",
+                         np.asarray(labels, np.int64) if has_labels else None, source.class_names())
+    if len(indices) > keep:
+        data.count, data.stream = len(indices), dataset_batches(spec, source, indices)
+        data.dataset = DatasetRef(source.fingerprint(), tuple(indices))
+    return data
+
+
+def open_validation_source(spec: BuildSpec):
+    """The dataset `validation.data` names (edgedeploy.data), for a single-input model."""
     settings = spec.validation
     path = Path(settings.data)
     source = open_dataset(path, settings.format, images=settings.images, split=settings.split,
@@ -147,24 +232,73 @@ def load_dataset(spec: BuildSpec) -> ValidationSet:
     if len(spec.inputs) != 1:
         raise UsageError("a dataset feeds a single-input model", where=str(path),
                          fix="give an .npz with arrays named like the inputs")
-    spec_in = spec.inputs[0]
-    size = input_hw(spec_in, spec.preprocess)
-    recipe = spec.preprocess
-    indices = select(len(source), settings.samples, settings.subset, settings.seed)
-    inputs, rows, labels = [], [], []
-    for batch in iter_batches(source, indices, 16):
-        for record in batch:
-            canvas, t = fit(record.image, size, recipe.resize, recipe.pad_value, recipe.stride, where=record.key)
-            inputs.append(preprocess(canvas[None], recipe, spec_in.dtype))
-            ann = record.annotations
-            keep = ~ann.iscrowd if ann.iscrowd is not None else np.ones(len(ann.classes), bool)
-            boxes = ann.boxes[keep] * [t.scale_x, t.scale_y, t.scale_x, t.scale_y] + [t.pad_left, t.pad_top] * 2
-            n = len(inputs) - 1
-            rows.append(np.column_stack([np.full(len(boxes), n), ann.classes[keep], boxes]))
-            labels.append(-1 if ann.label is None else ann.label)
-    stacked = {spec_in.name: np.concatenate(inputs)}
-    check_input(spec_in, stacked[spec_in.name], str(path))
-    targets = np.concatenate(rows).astype(np.float32) if spec.validation.task == "detection" else None
-    has_labels = spec.validation.task == "classification" and min(labels) >= 0
-    return ValidationSet(stacked, targets, f"{path.name} ({source.kind}, {len(indices)} of {len(source)} images)",
-                         np.asarray(labels, np.int64) if has_labels else None, source.class_names())
+    return source
+
+
+@dataclass(frozen=True)
+class _Fitting:
+    size: tuple[int | None, int | None]
+    recipe: Preprocess
+
+
+def _fitting(spec: BuildSpec) -> _Fitting:
+    return _Fitting(input_hw(spec.inputs[0], spec.preprocess), spec.preprocess)
+
+
+def fit_record(record, fitting: _Fitting):
+    """A record's image fitted to the input (canvas, transform)."""
+    r = fitting.recipe
+    return fit(record.image, fitting.size, r.resize, r.pad_value, r.stride, where=record.key)
+
+
+def dataset_batches(spec: BuildSpec, source, indices) -> Batches:
+    """The records `indices` of `source` as model inputs, `batch` at a time: decoded, fitted and preprocessed on a
+    background thread ahead of inference (edgedeploy.data.stream)."""
+    fitting, spec_in = _fitting(spec), spec.inputs[0]
+
+    def prepare(record) -> np.ndarray:
+        return preprocess(fit_record(record, fitting)[0][None], fitting.recipe, spec_in.dtype)[0]
+
+    def batches(batch: int) -> Iterator[dict[str, np.ndarray]]:
+        for items in iter_batches(source, list(indices), batch, prefetch=2, prepare=prepare):
+            yield {spec_in.name: np.stack(items)}
+
+    return batches
+
+
+def stored_set(spec: BuildSpec, inputs: dict[str, np.ndarray], targets: np.ndarray | None,
+               labels: np.ndarray | None, dataset: DatasetRef | None, where: str) -> ValidationSet:
+    """The validation set a build stored (reference.npz at `where`): its inputs when they are the whole set, else
+    the dataset `validation.data` names, streamed over the records the build used once its content hash is the
+    one the build recorded; `inputs` stay the tensor sample."""
+    count = len(next(iter(inputs.values())))
+    if dataset is None:
+        return ValidationSet(inputs, targets, f"{Path(where).name} ({count} samples)", labels)
+    settings = spec.validation
+    expects = f"the dataset with content hash {dataset.sha256}"
+    if settings.data is None:
+        raise UsageError(f"{Path(where).name} holds tensors of the first {count} of {len(dataset.indices)} samples; "
+                         f"the rest are read from {expects}, and validation.data is not set", where=where,
+                         fix="point validation.data at that dataset (`--config` with `validation: {data: PATH}`)")
+    path = Path(settings.data)
+    if not path.exists():
+        raise UsageError(f"validation data not found; the artifact is validated on {expects}", where=str(path),
+                         fix="point validation.data at that dataset (`--config` with `validation: {data: PATH}`)")
+    npz = settings.format == "npz" or (settings.format == "auto" and path.suffix.lower() == ".npz")
+    source = None if npz else open_validation_source(spec)
+    found = fileio.sha256_file(path) if npz else source.fingerprint()
+    if found != dataset.sha256:
+        raise UsageError(f"the validation data is not the build's: its content hash is {found}, the artifact was "
+                         f"validated on {expects}", where=str(path),
+                         fix="point validation.data at the dataset the artifact was built with (the same images and "
+                             "annotations), or rebuild the artifact on this one")
+    if npz:
+        stream = load_validation_set(spec).stream
+        if stream is None:
+            raise UsageError(f"the validation data holds at most {count} samples; the build used "
+                             f"{len(dataset.indices)}", where=str(path), fix="check validation.samples")
+    else:
+        stream = dataset_batches(spec, source, dataset.indices)
+    names = source.class_names() if source is not None else None
+    return ValidationSet(inputs, targets, f"{path.name} ({len(dataset.indices)} samples streamed, tensors kept for "
+                                          f"the first {count})", labels, names, len(dataset.indices), stream, dataset)

@@ -14,11 +14,12 @@ from edgedeploy.backends.base import BuildResult
 from edgedeploy.config import effective_thresholds
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.outfolder import FolderLock, OutputFolder, output_file, report_path
+from edgedeploy.preprocess import stored_set
 from edgedeploy.validate import evaluate
 from edgedeploy.validate import junit as junit_xml
 from edgedeploy.validate.gate import (apply_config, artifact_record, baseline_checks, baseline_warnings,
                                       bind_baseline, check_build_folder, integrity_checks, load_baseline,
-                                      load_reference, model_identity, read_manifest)
+                                      load_stored, model_identity, read_manifest)
 from edgedeploy.validate.record import start_report
 from edgedeploy.validate.write import finish_report, write_reports
 from edgedeploy.versions import library_versions
@@ -66,23 +67,24 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
 
     checks = integrity_checks(artifact_dir, manifest)
     changed = "reference.npz" in checks[0]["changed"]
-    inputs, reference, targets, labels = load_reference(
+    stored = load_stored(
         artifact_dir / "reference.npz", spec,
         fix="it changed since the build (manifest.json records another hash): rebuild the artifact" if changed
         else "rebuild the artifact")
+    data = stored_set(spec, stored.inputs, stored.targets, stored.labels, stored.dataset,
+                      str(artifact_dir / "reference.npz"))
     try:
         runner = backend.load(built, backend_settings(spec), spec.validation.latency.threads)
-        result = evaluate.evaluate(spec, runner, inputs, reference, targets, labels)
+        result = evaluate.evaluate(spec, runner, data, evaluate.Reference(stored.outputs, stored.results))
     except EdgeDeployError as e:
         if checks[0]["changed"]:  # the likelier cause
             e.fix = (f"{', '.join(checks[0]['changed'])} changed since the build (manifest.json records other "
                      "hashes): rebuild the artifact")
         raise
-    count = len(next(iter(inputs.values())))
     report: dict[str, Any] = {
         **start_report("validate", spec, artifact, runner.conditions),
         "source": manifest.get("source", {}),
-        "validation_data": f"reference.npz ({count} samples)",
+        "validation_data": data.source,
         "artifact_dir": str(artifact_dir),
         "identity": model_identity(spec, artifact_dir / "deploy.onnx", artifact_dir / "reference.npz"),
         "libraries": library_versions(),
