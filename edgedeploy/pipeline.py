@@ -54,6 +54,7 @@ from edgedeploy.validate import metrics
 from edgedeploy.validate import latency, notices
 from edgedeploy.validate.gate import check, load_stored, model_identity, reference_arrays
 from edgedeploy.validate.localize import layer_errors, localize_model
+from edgedeploy.validate.predictions import write_predictions
 from edgedeploy.validate.record import REPORT_SCHEMA, start_report
 from edgedeploy.validate.write import finish_report, write_reports
 from edgedeploy.versions import library_versions
@@ -253,6 +254,7 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
         runner = backend.load(built, backend_settings(spec), spec.validation.latency.threads)
         evaluated = evaluation.evaluate(spec, runner, data, reference, labels, timings=[])
         conditions = runner.conditions
+        write_predictions(out_dir, data, evaluated.pop("results"))
         batch1_info = _check_batch1(spec, backend, runner, batch1, data.inputs, out_dir) if batch1 else None
         del runner  # a fresh process times the artifact, with this one's memory and threads released
         timed = _latency_stage(spec, built, deploy_path, data.inputs)
@@ -499,7 +501,7 @@ def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: boo
     _check_finite(made.nonfinite, str(spec.model.onnx or spec.model.factory or
                                       getattr(spec.model, spec.model.package())))
     arrays = reference_arrays(data.inputs, made.tensors, _labels(data, labels), spec.validation.task, made.results,
-                              data.dataset)
+                              data.dataset, data.placement)
     with fileio.atomic_open(out_dir / "reference.npz") as f:
         np.savez_compressed(f, **arrays)
     return raw_path, evaluation.Reference(made.tensors, made.results)

@@ -13,7 +13,8 @@ from edgedeploy.config import BuildSpec, InputSpec, Preprocess
 from edgedeploy.data.arrays import read_array_file
 from edgedeploy.data.formats import open_dataset
 from edgedeploy.data.stream import iter_batches, select
-from edgedeploy.data.transform import fit
+from edgedeploy.data.coco import CocoSource
+from edgedeploy.data.transform import Transform, fit
 from edgedeploy.errors import UsageError
 
 
@@ -80,6 +81,21 @@ class DatasetRef:
     indices: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where each sample of a dataset came from, so predictions are written as the dataset's own tools read them:
+    its image id, the transform from the original image to the input (scale x, scale y, pad left, pad top,
+    original height, width; edgedeploy.data.transform) and the dataset's category id of each class index (COCO)."""
+
+    image_ids: np.ndarray  # (N,) int64
+    transforms: np.ndarray  # (N, 6) float64
+    category_ids: np.ndarray | None = None  # (C,) int64; None: 1 + the class index
+
+    def transform(self, index: int) -> Transform:
+        sx, sy, left, top, h, w = self.transforms[index]
+        return Transform(float(sx), float(sy), float(left), float(top), int(h), int(w))
+
+
 @dataclass
 class ValidationSet:
     """The validation data. `inputs` is the tensor sample: every sample of a set of at most
@@ -95,6 +111,7 @@ class ValidationSet:
     count: int | None = None  # samples in the whole set; None: those of `inputs`
     stream: Batches | None = None  # the whole set, `batch` samples at a time; None: `inputs` is the whole set
     dataset: DatasetRef | None = None  # names the whole set when `inputs` hold only its sample
+    placement: Placement | None = None  # a dataset's image ids and transforms, for written predictions
 
     @property
     def size(self) -> int:
@@ -202,9 +219,11 @@ def load_dataset(spec: BuildSpec) -> ValidationSet:
     indices = select(len(source), settings.samples, settings.subset, settings.seed)
     keep = settings.tensor_samples
     fitting = _fitting(spec)
-    inputs, rows, labels = [], [], []
+    inputs, rows, labels, ids, transforms = [], [], [], [], []
     for batch in iter_batches(source, indices, 16, prepare=lambda r: (r.annotations, *fit_record(r, fitting))):
         for ann, canvas, t in batch:
+            ids.append(ann.image_id if ann.image_id is not None else len(ids) + 1)
+            transforms.append([t.scale_x, t.scale_y, t.pad_left, t.pad_top, t.orig_h, t.orig_w])
             if len(inputs) < keep:
                 inputs.append(preprocess(canvas[None], spec.preprocess, spec_in.dtype))
             keep_box = ~ann.iscrowd if ann.iscrowd is not None else np.ones(len(ann.classes), bool)
@@ -217,6 +236,8 @@ def load_dataset(spec: BuildSpec) -> ValidationSet:
     has_labels = spec.validation.task == "classification" and min(labels) >= 0
     data = ValidationSet(stacked, targets, f"{path.name} ({source.kind}, {len(indices)} of {len(source)} images)",
                          np.asarray(labels, np.int64) if has_labels else None, source.class_names())
+    data.placement = Placement(np.asarray(ids, np.int64), np.asarray(transforms, np.float64).reshape(-1, 6),
+                               np.asarray(source.category_ids(), np.int64) if isinstance(source, CocoSource) else None)
     if len(indices) > keep:
         data.count, data.stream = len(indices), dataset_batches(spec, source, indices)
         data.dataset = DatasetRef(source.fingerprint(), tuple(indices))
@@ -267,13 +288,14 @@ def dataset_batches(spec: BuildSpec, source, indices) -> Batches:
 
 
 def stored_set(spec: BuildSpec, inputs: dict[str, np.ndarray], targets: np.ndarray | None,
-               labels: np.ndarray | None, dataset: DatasetRef | None, where: str) -> ValidationSet:
+               labels: np.ndarray | None, dataset: DatasetRef | None, where: str,
+               placement: Placement | None = None) -> ValidationSet:
     """The validation set a build stored (reference.npz at `where`): its inputs when they are the whole set, else
     the dataset `validation.data` names, streamed over the records the build used once its content hash is the
     one the build recorded; `inputs` stay the tensor sample."""
     count = len(next(iter(inputs.values())))
     if dataset is None:
-        return ValidationSet(inputs, targets, f"{Path(where).name} ({count} samples)", labels)
+        return ValidationSet(inputs, targets, f"{Path(where).name} ({count} samples)", labels, placement=placement)
     settings = spec.validation
     expects = f"the dataset with content hash {dataset.sha256}"
     if settings.data is None:
@@ -301,4 +323,5 @@ def stored_set(spec: BuildSpec, inputs: dict[str, np.ndarray], targets: np.ndarr
         stream = dataset_batches(spec, source, dataset.indices)
     names = source.class_names() if source is not None else None
     return ValidationSet(inputs, targets, f"{path.name} ({len(dataset.indices)} samples streamed, tensors kept for "
-                                          f"the first {count})", labels, names, len(dataset.indices), stream, dataset)
+                                          f"the first {count})", labels, names, len(dataset.indices), stream, dataset,
+                         placement)

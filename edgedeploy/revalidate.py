@@ -14,12 +14,14 @@ from edgedeploy.backends.base import BuildResult
 from edgedeploy.config import effective_thresholds
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.outfolder import FolderLock, OutputFolder, output_file, report_path
-from edgedeploy.preprocess import stored_set
+from edgedeploy.preprocess import ValidationSet, stored_set
+from edgedeploy.tasks.base import TaskResults
 from edgedeploy.validate import evaluate
 from edgedeploy.validate import junit as junit_xml
 from edgedeploy.validate.gate import (apply_config, artifact_record, baseline_checks, baseline_warnings,
                                       bind_baseline, check_build_folder, integrity_checks, load_baseline,
                                       load_stored, model_identity, read_manifest)
+from edgedeploy.validate.predictions import write_predictions
 from edgedeploy.validate.record import start_report
 from edgedeploy.validate.write import finish_report, write_reports
 from edgedeploy.versions import library_versions
@@ -39,7 +41,8 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     out_dir = report_path(artifact_dir, out_dir, "validate")
     junit = output_file(junit, "--junit", within=out_dir) if junit is not None else None
     with FolderLock(artifact_dir, shared=True), OutputFolder(out_dir, kind="report") as folder:
-        report = _validate(artifact_dir, baseline, config, strict, accept_model_change)
+        report, data, results = _validate(artifact_dir, baseline, config, strict, accept_model_change)
+        write_predictions(folder.staging, data, results)
         report["wall_seconds"] = time.perf_counter() - start
         write_reports(report, folder.staging)
         if junit is not None and junit.is_relative_to(folder.final):  # part of the report folder's transaction
@@ -51,7 +54,7 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
 
 
 def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, strict: bool,
-              accept_model_change: bool = False) -> dict[str, Any]:
+              accept_model_change: bool = False) -> tuple[dict[str, Any], ValidationSet, TaskResults | None]:
     manifest, spec = read_manifest(artifact_dir)
     if config is not None:
         spec = apply_config(spec, config)
@@ -72,7 +75,7 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         fix="it changed since the build (manifest.json records another hash): rebuild the artifact" if changed
         else "rebuild the artifact")
     data = stored_set(spec, stored.inputs, stored.targets, stored.labels, stored.dataset,
-                      str(artifact_dir / "reference.npz"))
+                      str(artifact_dir / "reference.npz"), stored.placement)
     try:
         runner = backend.load(built, backend_settings(spec), spec.validation.latency.threads)
         result = evaluate.evaluate(spec, runner, data, evaluate.Reference(stored.outputs, stored.results))
@@ -98,7 +101,7 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         report["checks"] += baseline_checks(report, base_report, spec.regression, effective_thresholds(spec)[0])
         report["warnings"] += baseline_warnings(report)
     finish_report(report, spec)
-    return report
+    return report, data, result["results"]
 
 
 __all__ = ["validate_artifact"]

@@ -59,7 +59,8 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
         deploy_path = staging / VARIANTS["fp32"]
         stored = load_stored(staging / "reference.npz")
         data = stored_set(spec.model_copy(update={"validation": spec.validation.model_copy(update={"data": data})}),
-                          stored.inputs, stored.targets, stored.labels, stored.dataset, str(staging / "reference.npz"))
+                          stored.inputs, stored.targets, stored.labels, stored.dataset, str(staging / "reference.npz"),
+                          stored.placement)
         data.source = f"{data.source}, from the bundle" if stored.dataset else data.source.replace(
             "samples)", "samples, from the bundle)")
         reference, labels = Reference(stored.outputs, stored.results), stored.labels

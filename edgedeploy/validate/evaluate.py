@@ -203,7 +203,8 @@ def evaluate(spec: BuildSpec, runner: Runner, data: ValidationSet, reference: Re
              labels: np.ndarray | None = None, timings: list[dict] | None = None) -> dict[str, Any]:
     """Stream the whole validation set through the artifact (keeping full outputs for the reference's tensor
     sample, task results for every sample) and measure (latency unless `timings` were measured elsewhere, e.g. in
-    a fresh process); returns the report's tensors, task, latency, checks, warnings."""
+    a fresh process); returns the report's tensors, task, latency, checks, warnings, and the artifact's task
+    results (for predictions.json)."""
     names = [n for n in runner.output_names if n in reference.outputs]
     if not names:
         raise EdgeDeployError(f"none of the artifact's outputs {runner.output_names} has a reference "
@@ -248,7 +249,8 @@ def evaluate(spec: BuildSpec, runner: Runner, data: ValidationSet, reference: Re
                     "nonfinite_beyond_sample", f"NaN/Inf in {name} beyond the tensor sample",
                     f"the artifact's output {name} has {count} NaN/Inf values in samples after the first {keep} "
                     "(validation.tensor_samples), whose tensors are not kept"))
-    return {"tensors": tensors, "task": task, "latency": timings, "checks": checks, "warnings": warnings}
+    return {"tensors": tensors, "task": task, "latency": timings, "checks": checks, "warnings": warnings,
+            "results": got.results}
 
 
 def check_results(reference: TaskResults, artifact: TaskResults) -> None:

@@ -29,7 +29,7 @@ from edgedeploy import arrayfile, fileio
 from edgedeploy.config import (BuildSpec, Precision, RegressionSettings, Target, TensorThresholds, Thresholds,
                                ValidationSettings, describe_validation_error, load_spec, load_yaml)
 from edgedeploy.errors import UsageError
-from edgedeploy.preprocess import DatasetRef, check_input, check_targets
+from edgedeploy.preprocess import DatasetRef, Placement, check_input, check_targets
 from edgedeploy.tasks import TASKS
 from edgedeploy.tasks.base import TaskResults
 from edgedeploy.validate.latency import median_ratio_interval
@@ -497,10 +497,12 @@ class StoredReference:
     labels: np.ndarray | None
     results: TaskResults | None = None
     dataset: DatasetRef | None = None
+    placement: Placement | None = None
 
 
 def reference_arrays(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                     task: str, results: TaskResults | None, dataset: DatasetRef | None) -> dict[str, np.ndarray]:
+                     task: str, results: TaskResults | None, dataset: DatasetRef | None,
+                     placement: Placement | None = None) -> dict[str, np.ndarray]:
     """What reference.npz holds (StoredReference's fields as numeric arrays; `labels`: label.targets /
     label.labels)."""
     arrays = {**{f"input.{k}": v for k, v in inputs.items()}, **{f"output.{k}": v for k, v in outputs.items()},
@@ -511,6 +513,10 @@ def reference_arrays(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarra
     if dataset is not None:
         arrays["dataset.sha256"] = np.frombuffer(dataset.sha256.encode("ascii"), np.uint8)
         arrays["dataset.indices"] = np.asarray(dataset.indices, np.int64)
+    if placement is not None:
+        arrays["placement.image_ids"], arrays["placement.transforms"] = placement.image_ids, placement.transforms
+        if placement.category_ids is not None:
+            arrays["placement.category_ids"] = placement.category_ids
     return arrays
 
 
@@ -532,6 +538,7 @@ def load_stored(path: Path, spec: BuildSpec | None = None, fix: str = "rebuild t
         task = {k[5:]: data[k] for k in data.files if k.startswith("task.")}
         sha = data["dataset.sha256"] if "dataset.sha256" in data.files else None
         indices = data["dataset.indices"] if "dataset.indices" in data.files else None
+        placed = {k[10:]: data[k] for k in data.files if k.startswith("placement.")}
     if not inputs or not outputs:
         raise UsageError("reference.npz holds no input.* / output.* arrays", where=str(path), fix=fix)
     counts = {f"{kind}.{k}": len(v) for kind, arrays in (("input", inputs), ("output", outputs))
@@ -555,7 +562,18 @@ def load_stored(path: Path, spec: BuildSpec | None = None, fix: str = "rebuild t
         raise UsageError(f"reference.npz `label.labels` must be one integer per sample, got {labels.dtype} "
                          f"{list(labels.shape)}", where=str(path), fix=fix)
     results = _stored_results(task, count, path, fix) if dataset is not None else None
-    return StoredReference(inputs, outputs, targets, labels, results, dataset)
+    return StoredReference(inputs, outputs, targets, labels, results, dataset, _placement(placed, count, path, fix))
+
+
+def _placement(placed: dict[str, np.ndarray], count: int, path: Path, fix: str) -> Placement | None:
+    if not placed:
+        return None
+    ids, transforms, cats = placed.get("image_ids"), placed.get("transforms"), placed.get("category_ids")
+    if ids is None or transforms is None or ids.shape != (count,) or ids.dtype.kind not in "iu" or \
+            transforms.shape != (count, 6) or (cats is not None and (cats.ndim != 1 or cats.dtype.kind not in "iu")):
+        raise UsageError(f"reference.npz placement.* arrays are not one image id and transform per sample ({count})",
+                         where=str(path), fix=fix)
+    return Placement(ids, transforms.astype(np.float64), cats)
 
 
 def _stored_dataset(sha: np.ndarray | None, indices: np.ndarray | None, path: Path, fix: str) -> DatasetRef | None:

@@ -111,3 +111,34 @@ def test_validate_refuses_settings_the_stored_results_were_not_made_with(sampled
     config.write_text(yaml.safe_dump({"validation": {"detection": {"conf_thres": 0.2}}}))
     with pytest.raises(UsageError, match="conf_thres: 0.001 then, 0.2 now"):
         revalidate.validate_artifact(sampled_build[0], config=config, out_dir=tmp_path / "r")
+
+
+def test_coco_set_streamed_predictions_rescore_independently(tmp_path):
+    """The demo's eval set as COCO JSON (category ids 11..20, image ids 1..300): the build streams it, writes
+    predictions.json in the dataset's ids, and faster-coco-eval on that file and the COCO JSON gives the reported
+    mAP; `edgedeploy validate` writes the same predictions."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    from dataset_helpers import write_coco
+
+    with np.load(demo_spec_path().parent / "eval.npz") as d:
+        images, targets = d["images"], d["targets"]
+    coco_json = write_coco(tmp_path / "coco", images, targets, [str(i) for i in range(10)],
+                           category_ids=list(range(11, 21)))
+    out = tmp_path / "build"
+    report = pipeline.build(sampled_spec(data=coco_json, format="coco"), out)
+    stored = load_stored(out / "reference.npz")
+    assert len(stored.outputs["pred"]) == SAMPLE and len(stored.results.items) == 300
+    assert list(stored.placement.category_ids) == list(range(11, 21))
+    gt = COCO(str(coco_json))
+    evaluator = COCOeval_faster(gt, gt.loadRes(str(out / "predictions.json")), iouType="bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert float(evaluator.stats[0]) == pytest.approx(report["task"]["map50_95"], abs=1e-9)
+    assert float(evaluator.stats[1]) == pytest.approx(report["task"]["map50"], abs=1e-9)
+    assert round(report["task"]["map50"], 8) == 0.93448378
+    validated = revalidate.validate_artifact(out, out_dir=tmp_path / "validate")
+    assert validated["task"]["map50"] == report["task"]["map50"]
+    assert json.loads((tmp_path / "validate" / "predictions.json").read_text()) == json.loads(
+        (out / "predictions.json").read_text())
