@@ -314,8 +314,9 @@ def stored_set(spec: BuildSpec, inputs: dict[str, np.ndarray], targets: np.ndarr
                          f"validated on {expects}", where=str(path),
                          fix="point validation.data at the dataset the artifact was built with (the same images and "
                              "annotations), or rebuild the artifact on this one")
-    if npz:
-        stream = load_validation_set(spec).stream
+    if npz:  # the first len(indices) samples of the file
+        stream = load_validation_set(spec.model_copy(update={"validation": settings.model_copy(
+            update={"samples": len(dataset.indices)})})).stream
         if stream is None:
             raise UsageError(f"the validation data holds at most {count} samples; the build used "
                              f"{len(dataset.indices)}", where=str(path), fix="check validation.samples")

@@ -142,3 +142,26 @@ def test_coco_set_streamed_predictions_rescore_independently(tmp_path):
     assert validated["task"]["map50"] == report["task"]["map50"]
     assert json.loads((tmp_path / "validate" / "predictions.json").read_text()) == json.loads(
         (out / "predictions.json").read_text())
+
+
+def test_bundle_carries_the_reference_and_names_its_dataset(tmp_path):
+    """A bundle of a set larger than its tensor sample: the device build reads the set from `--data` (checked
+    against the content hash the bundle names) and validates every image against the bundled reference."""
+    from edgedeploy.bundle.build import build_from_bundle
+    from edgedeploy.bundle.make import make_bundle
+
+    bundle = tmp_path / "bundle"
+    make_bundle(sampled_spec(samples=200), bundle, ["fp32"])
+    stored = load_stored(bundle / "reference.npz")
+    assert len(stored.outputs["pred"]) == SAMPLE and len(stored.results.items) == 200
+    with pytest.raises(UsageError, match="validation.data is not set"):
+        build_from_bundle(bundle, tmp_path / "none")
+    other = tmp_path / "other.npz"
+    with np.load(demo_spec_path().parent / "eval.npz") as d:
+        np.savez(other, images=d["images"][::-1], targets=d["targets"])
+    with pytest.raises(UsageError, match="content hash"):
+        build_from_bundle(bundle, tmp_path / "other", data=other)
+    report = build_from_bundle(bundle, tmp_path / "device", data=demo_spec_path().parent / "eval.npz")
+    assert report["passed"] and "200 samples streamed" in report["validation_data"]
+    assert report["task"]["map50"] == report["task"]["reference_map50"]
+    assert (tmp_path / "device" / "predictions.json").is_file()
