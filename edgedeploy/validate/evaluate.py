@@ -212,13 +212,13 @@ def evaluate(spec: BuildSpec, runner: Runner, data: ValidationSet, reference: Re
                               fix="the artifact and reference.npz are from different models; rebuild")
     extra = sorted(set(runner.output_names) - set(reference.outputs))
     keep = len(next(iter(reference.outputs.values())))
-    decode = task_decoder(spec, names, data.class_names)
+    decode = task_decoder(spec, [n for n in reference.outputs if n in names], data.class_names)  # as made at export
     got = collect(runner_batches(runner, spec.static_batch), data.batches(spec.static_batch or RUN_BATCH), keep,
                   decode)
     tensors = metrics.compare_outputs(reference.outputs, got.tensors, names)
     task = None
     if decode is not None and got.results is not None:
-        ref = reference_results(spec, reference, names, data.class_names)
+        ref = reference_results(spec, reference, [n for n in reference.outputs if n in names], data.class_names)
         check_results(ref, got.results)
         labels = data.labels if labels is None else labels
         task = TASKS[spec.validation.task].score(spec.validation, ref, got.results, data.targets, labels,
