@@ -76,6 +76,8 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         else "rebuild the artifact")
     data = stored_set(spec, stored.inputs, stored.targets, stored.labels, stored.dataset,
                       str(artifact_dir / "reference.npz"), stored.placement)
+    if data.stream is not None:  # the set is read from the dataset: of the stored inputs only a latency batch is used
+        data.inputs = stored.inputs = {k: v[:max(evaluate.batch_sizes(spec))].copy() for k, v in data.inputs.items()}
     try:
         runner = backend.load(built, backend_settings(spec), spec.validation.latency.threads)
         result = evaluate.evaluate(spec, runner, data, evaluate.Reference(stored.outputs, stored.results))
