@@ -123,11 +123,7 @@ class ValidationSet:
         return self.size > len(next(iter(self.inputs.values())))
 
     def batches(self, batch: int) -> Iterator[dict[str, np.ndarray]]:
-        if self.stream is not None:
-            yield from self.stream(batch)
-            return
-        for start in range(0, self.size, batch):
-            yield {k: v[start:start + batch] for k, v in self.inputs.items()}
+        return (self.stream or data_batches(self.inputs))(batch)
 
 
 def check_input(spec_in: InputSpec, array: np.ndarray, where: str) -> None:
@@ -218,9 +214,8 @@ def load_dataset(spec: BuildSpec) -> ValidationSet:
     spec_in = spec.inputs[0]
     indices = select(len(source), settings.samples, settings.subset, settings.seed)
     keep = settings.tensor_samples
-    fitting = _fitting(spec)
     inputs, rows, labels, ids, transforms = [], [], [], [], []
-    for batch in iter_batches(source, indices, 16, prepare=lambda r: (r.annotations, *fit_record(r, fitting))):
+    for batch in iter_batches(source, indices, 16, prepare=lambda r: (r.annotations, *fit_record(r, spec))):
         for ann, canvas, t in batch:
             ids.append(ann.image_id if ann.image_id is not None else len(ids) + 1)
             transforms.append([t.scale_x, t.scale_y, t.pad_left, t.pad_top, t.orig_h, t.orig_w])
@@ -256,29 +251,19 @@ def open_validation_source(spec: BuildSpec):
     return source
 
 
-@dataclass(frozen=True)
-class _Fitting:
-    size: tuple[int | None, int | None]
-    recipe: Preprocess
-
-
-def _fitting(spec: BuildSpec) -> _Fitting:
-    return _Fitting(input_hw(spec.inputs[0], spec.preprocess), spec.preprocess)
-
-
-def fit_record(record, fitting: _Fitting):
-    """A record's image fitted to the input (canvas, transform)."""
-    r = fitting.recipe
-    return fit(record.image, fitting.size, r.resize, r.pad_value, r.stride, where=record.key)
+def fit_record(record, spec: BuildSpec) -> tuple[np.ndarray, Transform]:
+    """A record's image fitted to the (single) input: the canvas and its transform."""
+    r = spec.preprocess
+    return fit(record.image, input_hw(spec.inputs[0], r), r.resize, r.pad_value, r.stride, where=record.key)
 
 
 def dataset_batches(spec: BuildSpec, source, indices) -> Batches:
     """The records `indices` of `source` as model inputs, `batch` at a time: decoded, fitted and preprocessed on a
     background thread ahead of inference (edgedeploy.data.stream)."""
-    fitting, spec_in = _fitting(spec), spec.inputs[0]
+    spec_in = spec.inputs[0]
 
     def prepare(record) -> np.ndarray:
-        return preprocess(fit_record(record, fitting)[0][None], fitting.recipe, spec_in.dtype)[0]
+        return preprocess(fit_record(record, spec)[0][None], spec.preprocess, spec_in.dtype)[0]
 
     def batches(batch: int) -> Iterator[dict[str, np.ndarray]]:
         for items in iter_batches(source, list(indices), batch, prefetch=2, prepare=prepare):
