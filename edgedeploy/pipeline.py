@@ -403,9 +403,12 @@ def _export_stage(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_cod
 
 
 def _data_sha256(spec: BuildSpec, data: ValidationSet, labels: np.ndarray | None) -> str:
-    """What the reference is made from: the tensor sample and labels; for a larger set also the dataset, the
-    records used and the settings its stored task results depend on."""
-    digest = arrays_sha256({**data.inputs, **_labels(data, labels)})
+    """What the reference is made from: the tensor sample and labels (and a dataset's image ids and transforms);
+    for a larger set also the dataset, the records used and the settings its stored task results depend on."""
+    placed = data.placement
+    digest = arrays_sha256({**data.inputs, **_labels(data, labels), **({} if placed is None else {
+        "placement.image_ids": placed.image_ids, "placement.transforms": placed.transforms,
+        **({} if placed.category_ids is None else {"placement.category_ids": placed.category_ids})})})
     if data.dataset is None:
         return digest
     settings = spec.validation.model_dump(mode="json", include={"task", "output", "decoder", "num_classes",
