@@ -101,6 +101,10 @@ def build(
                                                         "allowed_signers file before reading it (then required)"),
     require_signature: bool = typer.Option(False, "--require-signature", metavar="",
                                            help="BUNDLE: refuse it unless it is signed by an allowed signer"),
+    data: Optional[Path] = typer.Option(None, "--data", metavar="PATH",
+                                        help="BUNDLE: the validation dataset on this device, when the bundle's "
+                                             "reference covers more samples than its tensor sample (checked against "
+                                             "the content hash it names)"),
     debug: bool = DEBUG,
 ) -> None:
     """Build and validate a deployable artifact.
@@ -114,9 +118,9 @@ def build(
     from edgedeploy.stagecache import StageCache
 
     if config is not None and is_bundle(config):
-        return _build_bundle(config, target, precision, out, strict, allowed_signers, require_signature)
-    if allowed_signers is not None or require_signature:
-        raise UsageError("--allowed-signers and --require-signature apply to a bundle, not to a build spec",
+        return _build_bundle(config, target, precision, out, strict, allowed_signers, require_signature, data)
+    if allowed_signers is not None or require_signature or data is not None:
+        raise UsageError("--allowed-signers, --require-signature and --data apply to a bundle, not to a build spec",
                          where=str(config or "the demo spec"), fix="pass a bundle folder (edgedeploy bundle --sign)")
     spec = load_spec(config if config is not None else demo_spec_path())
     auto = precision == "auto"
@@ -152,7 +156,8 @@ def build(
 
 
 def _build_bundle(bundle: Path, target: Optional[str], precision: Optional[str], out: Optional[Path],
-                  strict: bool, allowed_signers: Optional[Path], require_signature: bool) -> None:
+                  strict: bool, allowed_signers: Optional[Path], require_signature: bool,
+                  data: Optional[Path] = None) -> None:
     """`build BUNDLE`: what a device runs, with no PyTorch (edgedeploy.bundle.build)."""
     from edgedeploy.bundle.build import build_from_bundle
     from edgedeploy.bundle.manifest import read_manifest
@@ -168,7 +173,7 @@ def _build_bundle(bundle: Path, target: Optional[str], precision: Optional[str],
     stages = _RichStages()
     try:
         report = build_from_bundle(bundle, out, target=target, precision=precision, strict=strict, listener=stages,
-                                   signers=signers, require_signature=require_signature)
+                                   signers=signers, require_signature=require_signature, data=data)
     finally:
         stages.stop()
     _finish(report, out)

@@ -194,6 +194,9 @@ class ValidationSettings(_Strict):
         None, ge=1, description="classes of the model (checked against its outputs); default: the dataset's")
     kpt_shape: tuple[int, int] | None = Field(None, description="pose: keypoints per object and values per point")
     bootstrap: int = Field(200, ge=0, description="resamples of the images for the interval of the mAP drop")
+    tensor_samples: int = Field(
+        300, ge=1, description="full output tensors are kept (in reference.npz too) and compared per output for the "
+                               "first N samples only; every sample is streamed and scored on its task results")
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     latency: LatencySettings = Field(default_factory=LatencySettings)
     layer_error_samples: int = Field(

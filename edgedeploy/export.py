@@ -299,8 +299,11 @@ def _describe_source(spec: BuildSpec) -> str:
     return f"model.{family} {getattr(spec.model, family)}" if family else str(spec.model.factory or spec.model.onnx)
 
 
+REFERENCE_BATCH = 16
+
+
 def reference_outputs(module, inputs: dict[str, np.ndarray], output_names: list[str],
-                      batch: int = 16) -> dict[str, np.ndarray]:
+                      batch: int = REFERENCE_BATCH) -> dict[str, np.ndarray]:
     """Run the PyTorch model on the validation inputs (in eval mode, no grad), in batches."""
     torch = _torch()
     first = next(iter(inputs.values()))

@@ -52,8 +52,9 @@ from edgedeploy.static_batch import batch1_copy, make_static, static_onnx
 from edgedeploy.validate import evaluate as evaluation
 from edgedeploy.validate import metrics
 from edgedeploy.validate import latency, notices
-from edgedeploy.validate.gate import check, load_reference, model_identity
+from edgedeploy.validate.gate import check, load_stored, model_identity, reference_arrays
 from edgedeploy.validate.localize import layer_errors, localize_model
+from edgedeploy.validate.predictions import write_predictions
 from edgedeploy.validate.record import REPORT_SCHEMA, start_report
 from edgedeploy.validate.write import finish_report, write_reports
 from edgedeploy.versions import library_versions
@@ -186,7 +187,7 @@ class Prepared:
     data: ValidationSet
     labels: np.ndarray | None
     raw_path: Path
-    reference: dict[str, np.ndarray]
+    reference: evaluation.Reference
     source: dict[str, Any]
     deploy_path: Path
     optimize: dict[str, Any]  # optimize.json's content
@@ -213,8 +214,7 @@ def export_and_optimize(spec: BuildSpec, folder: OutputFolder, timer: StageTimer
         kind = source_of(spec)
         given = kind.read_onnx(spec) if kind.read_onnx is not None else None  # the model's word before the data's
         data = load_validation_set(spec)
-        labels = data.labels if data.labels is not None else evaluation.load_labels(
-            spec.validation, len(next(iter(data.inputs.values()))))
+        labels = data.labels if data.labels is not None else evaluation.load_labels(spec.validation, data.size)
         raw_path, reference, source, reuse["export"] = _export_stage(spec, out_dir, data, trust_code, labels, given,
                                                                      cache)
         t.summary = f"{raw_path.name}, reference from {source['reference']} on {data.source}" + _reused(reuse["export"])
@@ -231,7 +231,7 @@ def export_and_optimize(spec: BuildSpec, folder: OutputFolder, timer: StageTimer
 
 
 def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, timer: StageTimer, deploy_path: Path,
-                     prec: PrecisionResult, data: ValidationSet, reference: dict[str, np.ndarray],
+                     prec: PrecisionResult, data: ValidationSet, reference: evaluation.Reference,
                      labels: np.ndarray | None, made: dict[str, Any], *, inputs: list[Path],
                      wall_start: float) -> dict[str, Any]:
     """The build and validate stages and the records, the same for a build from the model and one from a bundle
@@ -252,9 +252,9 @@ def build_and_record(spec: BuildSpec, backend: Backend, folder: OutputFolder, ti
 
     with timer.stage("validate") as t:
         runner = backend.load(built, backend_settings(spec), spec.validation.latency.threads)
-        evaluated = evaluation.evaluate(spec, runner, data.inputs, reference, data.targets, labels, timings=[],
-                                        class_names=data.class_names)
+        evaluated = evaluation.evaluate(spec, runner, data, reference, labels, timings=[])
         conditions = runner.conditions
+        write_predictions(out_dir, data, evaluated.pop("results"))
         batch1_info = _check_batch1(spec, backend, runner, batch1, data.inputs, out_dir) if batch1 else None
         del runner  # a fresh process times the artifact, with this one's memory and threads released
         timed = _latency_stage(spec, built, deploy_path, data.inputs)
@@ -380,14 +380,14 @@ def _reused(entry: dict[str, Any]) -> str:
 
 def _export_stage(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: bool,
                   labels: np.ndarray | None, given: onnx.ModelProto | None, cache: StageCache | None,
-                  ) -> tuple[Path, dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
+                  ) -> tuple[Path, evaluation.Reference, dict[str, Any], dict[str, Any]]:
     """raw.onnx and reference.npz from the stage cache when an entry has this key, else made (and stored); returns
     them with the source record and the cache's word for the report."""
     kind = source_of(spec)
     source = {**kind.record(spec), "reference": kind.reference}
     material, note = None, "--no-cache"
     if cache is not None:
-        material, note = export_material(spec, arrays_sha256({**data.inputs, **_labels(data, labels)}), trust_code)
+        material, note = export_material(spec, _data_sha256(spec, data, labels), trust_code)
     if material is None:
         raw_path, reference = _export(spec, out_dir, data, trust_code, labels, given)
         return raw_path, reference, source, {"status": "off", "note": note}
@@ -395,11 +395,29 @@ def _export_stage(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_cod
     raw_path = out_dir / "raw.onnx"
     if entry.reused:
         cache.restore(entry, out_dir, ["raw.onnx", "raw.onnx.data", "reference.npz"])
-        reference = load_reference(out_dir / "reference.npz")[1]
+        stored = load_stored(out_dir / "reference.npz")
+        reference = evaluation.Reference(stored.outputs, stored.results)
     else:
         raw_path, reference = _export(spec, out_dir, data, trust_code, labels, given)
         cache.store(entry, [p for p in (raw_path, out_dir / "raw.onnx.data", out_dir / "reference.npz") if p.is_file()])
     return raw_path, reference, source, entry.report()
+
+
+def _data_sha256(spec: BuildSpec, data: ValidationSet, labels: np.ndarray | None) -> str:
+    """What the reference is made from: the tensor sample and labels (and a dataset's image ids and transforms);
+    for a larger set also the dataset, the records used and the settings its stored task results depend on."""
+    placed = data.placement
+    digest = arrays_sha256({**data.inputs, **_labels(data, labels), **({} if placed is None else {
+        "placement.image_ids": placed.image_ids, "placement.transforms": placed.transforms,
+        **({} if placed.category_ids is None else {"placement.category_ids": placed.category_ids})})})
+    if data.dataset is None:
+        return digest
+    settings = spec.validation.model_dump(mode="json", include={"task", "output", "decoder", "num_classes",
+                                                               "kpt_shape", "detection", "tensor_samples"})
+    return fileio.sha256_bytes(json.dumps({"sample": digest, "dataset": data.dataset.sha256,
+                                           "indices": list(data.dataset.indices), "settings": settings,
+                                           "preprocess": spec.preprocess.model_dump(mode="json")},
+                                          sort_keys=True).encode())
 
 
 def _labels(data: ValidationSet, labels: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -462,40 +480,46 @@ def _latency_stage(spec: BuildSpec, built, deploy_path: Path, inputs: dict[str, 
 
 def _export(spec: BuildSpec, out_dir: Path, data: ValidationSet, trust_code: bool,
             labels: np.ndarray | None = None, given: onnx.ModelProto | None = None,
-            ) -> tuple[Path, dict[str, np.ndarray]]:
+            ) -> tuple[Path, evaluation.Reference]:
     """raw.onnx (a copy of `given`, the checked ONNX source, or the export of the source's torch module) and
-    reference.npz."""
+    reference.npz: the reference streamed over the whole validation set, its outputs kept for the tensor sample
+    and, for a larger set, its task results on every sample."""
     raw_path = out_dir / "raw.onnx"
     if given is not None:
         given.ir_version = lowest_ir_version(given)  # a device's onnxruntime may not read the writer's newest IR
         fileio.write_bytes(raw_path, given.SerializeToString())
-        reference = _run_onnx_reference(raw_path, data.inputs, where=Path(spec.model.onnx))
+        runner = OnnxRuntimeRunner(raw_path, where=Path(spec.model.onnx))
+        names, batch = list(runner.output_names), evaluation.RUN_BATCH
+        run = evaluation.runner_batches(runner)
     else:
         module = source_of(spec).load(spec, trust_code)
         export.export_onnx(spec, module, raw_path, data.inputs)
         exported = onnx.load(str(raw_path), load_external_data=False)
         check_io(exported, spec, raw_path)
         check_operators(exported, raw_path, kernel_ops())
-        names = spec.outputs or [o.name for o in exported.graph.output]
-        reference = export.reference_outputs(module, data.inputs, names)
-    _check_finite(reference, str(spec.model.onnx or spec.model.factory or getattr(spec.model, spec.model.package())))
+        names, batch = spec.outputs or [o.name for o in exported.graph.output], export.REFERENCE_BATCH
+
+        def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return export.reference_outputs(module, feeds, names)
+
+    decode = evaluation.task_decoder(spec, names, data.class_names) if data.sampled else None
+    keep = len(next(iter(data.inputs.values())))
+    made = evaluation.collect(run, data.batches(batch), keep, decode)
+    _check_finite(made.nonfinite, str(spec.model.onnx or spec.model.factory or
+                                      getattr(spec.model, spec.model.package())))
+    arrays = reference_arrays(data.inputs, made.tensors, _labels(data, labels), spec.validation.task, made.results,
+                              data.dataset, data.placement)
     with fileio.atomic_open(out_dir / "reference.npz") as f:
-        np.savez_compressed(f, **{f"input.{k}": v for k, v in data.inputs.items()},
-                            **{f"output.{k}": v for k, v in reference.items()}, **_labels(data, labels))
-    return raw_path, reference
+        np.savez_compressed(f, **arrays)
+    return raw_path, evaluation.Reference(made.tensors, made.results)
 
 
-def _run_onnx_reference(path: Path, inputs: dict[str, np.ndarray], where: Path) -> dict[str, np.ndarray]:
-    return evaluation.run_all(OnnxRuntimeRunner(path, where=where), inputs)
-
-
-def _check_finite(reference: dict[str, np.ndarray], where: str) -> None:
+def _check_finite(nonfinite: dict[str, tuple[int, int, int]], where: str) -> None:
     """NaN/Inf in the reference itself makes every comparison meaningless, so the build stops here."""
-    for name, value in reference.items():
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            nan, inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
+    for name, (nan, inf, size) in nonfinite.items():
+        if nan or inf:
             raise EdgeDeployError(f"check {name}.finite failed on the reference: output {name!r} has {nan} NaN and "
-                                  f"{inf} Inf of {value.size} values on the validation data", where=where,
+                                  f"{inf} Inf of {size} values on the validation data", where=where,
                                   fix="the model itself produces them: check its weights, the inputs of its "
                                       "Log/Sqrt/Div/Pow nodes, and the preprocessing")
 

@@ -118,8 +118,12 @@ def load_artifact(artifact_dir: Path, target: str | None = None) -> Artifact:
         raise UsageError(f"a build quantized by its backend ({route.int8_method}) has no quantized graph to analyse",
                          where=str(artifact_dir), fix=route.int8_fix)
     inputs, reference, targets, labels = load_reference(artifact_dir / "reference.npz", spec)
+    count = len(next(iter(inputs.values())))  # the tensor sample: the labels of those samples only
+    if targets is not None:
+        targets = targets[targets[:, 0] < count]
     trt_major = trt_plan.resolve_major(spec.tensorrt, version) if version is not None else None
-    return Artifact(artifact_dir, spec, inputs, reference, targets, labels, trt_major)
+    return Artifact(artifact_dir, spec, inputs, reference, targets, None if labels is None else labels[:count],
+                    trt_major)
 
 
 def localize_artifact(art: Artifact, samples: int, threads: int | None = None) -> list[LayerError]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgedeploy import fileio
 from edgedeploy.config import BuildSpec, InputSpec, Preprocess
 from edgedeploy.data.arrays import read_array_file
 from edgedeploy.data.formats import open_dataset
 from edgedeploy.data.stream import iter_batches, select
-from edgedeploy.data.transform import fit
+from edgedeploy.data.coco import CocoSource
+from edgedeploy.data.transform import Transform, fit
 from edgedeploy.errors import UsageError
 
 
@@ -77,13 +80,61 @@ def fit_image(image: np.ndarray, size: tuple[int | None, int | None], recipe: Pr
     return canvas
 
 
+Batches = Callable[[int], Iterator[dict[str, np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """The whole validation set behind a tensor sample: the data's content hash (edgedeploy.data sources'
+    fingerprint; an .npz file's sha256) and the records used, in order."""
+
+    sha256: str
+    indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where each sample of a dataset came from, so predictions are written as the dataset's own tools read them:
+    its image id, the transform from the original image to the input (scale x, scale y, pad left, pad top,
+    original height, width; edgedeploy.data.transform) and the dataset's category id of each class index (COCO)."""
+
+    image_ids: np.ndarray  # (N,) int64
+    transforms: np.ndarray  # (N, 6) float64
+    category_ids: np.ndarray | None = None  # (C,) int64; None: 1 + the class index
+
+    def transform(self, index: int) -> Transform:
+        sx, sy, left, top, h, w = self.transforms[index]
+        return Transform(float(sx), float(sy), float(left), float(top), int(h), int(w))
+
+
 @dataclass
 class ValidationSet:
+    """The validation data. `inputs` is the tensor sample: every sample of a set of at most
+    validation.tensor_samples, else the first that many (their full outputs are kept and compared per output);
+    `batches` streams the whole set, read ahead on a background thread for a dataset, so memory stays bounded by
+    the sample. `targets` and `labels` cover the whole set."""
+
     inputs: dict[str, np.ndarray]
     targets: np.ndarray | None  # detection labels (M, 6): image, class, x1, y1, x2, y2 in model-input pixels
     source: str  # where the inputs came from, for the report
     labels: np.ndarray | None = None  # classification labels (N,) when the dataset has them (class folders)
     class_names: list[str] | None = None  # the dataset's classes, when it names them
+    count: int | None = None  # samples in the whole set; None: those of `inputs`
+    stream: Batches | None = None  # the whole set, `batch` samples at a time; None: `inputs` is the whole set
+    dataset: DatasetRef | None = None  # names the whole set when `inputs` hold only its sample
+    placement: Placement | None = None  # a dataset's image ids and transforms, for written predictions
+
+    @property
+    def size(self) -> int:
+        return self.count if self.count is not None else len(next(iter(self.inputs.values())))
+
+    @property
+    def sampled(self) -> bool:
+        """True when `inputs` hold only the first samples of the set."""
+        return self.size > len(next(iter(self.inputs.values())))
+
+    def batches(self, batch: int) -> Iterator[dict[str, np.ndarray]]:
+        return (self.stream or data_batches(self.inputs))(batch)
 
 
 def check_input(spec_in: InputSpec, array: np.ndarray, where: str) -> None:
@@ -144,13 +195,63 @@ def load_validation_set(spec: BuildSpec, random_samples: int = 8) -> ValidationS
         targets = targets[targets[:, 0] < count]
     if spec.validation.task == "detection" and targets is None:
         raise UsageError("validation.task is detection but the data has no `targets` (M, 6) array", where=str(path))
-    return ValidationSet(inputs, targets, f"{path.name} ({count} samples)")
+    data = ValidationSet(inputs, targets, f"{path.name} ({count} samples)")
+    keep = settings.tensor_samples
+    if count <= keep:
+        return data
+    data.inputs, data.count = {k: v[:keep] for k, v in inputs.items()}, count
+    data.stream = data_batches(inputs)
+    data.dataset = DatasetRef(fileio.sha256_file(path), tuple(range(count)))
+    return data
+
+
+def data_batches(inputs: dict[str, np.ndarray]) -> Batches:
+    """Batches of arrays already in memory (an .npz)."""
+    def batches(batch: int) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, len(next(iter(inputs.values()))), batch):
+            yield {k: v[start:start + batch] for k, v in inputs.items()}
+
+    return batches
 
 
 def load_dataset(spec: BuildSpec) -> ValidationSet:
     """A dataset (COCO, YOLO, class folders, VOC; edgedeploy.data) as a ValidationSet: the images chosen by
     `samples` / `subset` / `seed`, fitted to the input (Ultralytics' letterbox rule, edgedeploy.data.transform) and
-    preprocessed; boxes mapped onto the fitted image with each image's own transform, crowd regions left out."""
+    preprocessed; boxes mapped onto the fitted image with each image's own transform, crowd regions left out. One
+    pass reads every image for its labels and keeps the first `tensor_samples` inputs; `batches` reads them again."""
+    settings = spec.validation
+    path = Path(settings.data)
+    source = open_validation_source(spec)
+    spec_in = spec.inputs[0]
+    indices = select(len(source), settings.samples, settings.subset, settings.seed)
+    keep = settings.tensor_samples
+    inputs, rows, labels, ids, transforms = [], [], [], [], []
+    for batch in iter_batches(source, indices, 16, prepare=lambda r: (r.annotations, *fit_record(r, spec))):
+        for ann, canvas, t in batch:
+            ids.append(ann.image_id if ann.image_id is not None else len(ids) + 1)
+            transforms.append([t.scale_x, t.scale_y, t.pad_left, t.pad_top, t.orig_h, t.orig_w])
+            if len(inputs) < keep:
+                inputs.append(preprocess(canvas[None], spec.preprocess, spec_in.dtype))
+            keep_box = ~ann.iscrowd if ann.iscrowd is not None else np.ones(len(ann.classes), bool)
+            boxes = ann.boxes[keep_box] * [t.scale_x, t.scale_y, t.scale_x, t.scale_y] + [t.pad_left, t.pad_top] * 2
+            rows.append(np.column_stack([np.full(len(boxes), len(labels)), ann.classes[keep_box], boxes]))
+            labels.append(-1 if ann.label is None else ann.label)
+    stacked = {spec_in.name: np.concatenate(inputs)}
+    check_input(spec_in, stacked[spec_in.name], str(path))
+    targets = np.concatenate(rows).astype(np.float32) if spec.validation.task == "detection" else None
+    has_labels = spec.validation.task == "classification" and min(labels) >= 0
+    data = ValidationSet(stacked, targets, f"{path.name} ({source.kind}, {len(indices)} of {len(source)} images)",
+                         np.asarray(labels, np.int64) if has_labels else None, source.class_names())
+    data.placement = Placement(np.asarray(ids, np.int64), np.asarray(transforms, np.float64).reshape(-1, 6),
+                               np.asarray(source.category_ids(), np.int64) if isinstance(source, CocoSource) else None)
+    if len(indices) > keep:
+        data.count, data.stream = len(indices), dataset_batches(spec, source, indices)
+        data.dataset = DatasetRef(source.fingerprint(), tuple(indices))
+    return data
+
+
+def open_validation_source(spec: BuildSpec):
+    """The dataset `validation.data` names (edgedeploy.data), for a single-input model."""
     settings = spec.validation
     path = Path(settings.data)
     source = open_dataset(path, settings.format, images=settings.images, split=settings.split,
@@ -158,24 +259,66 @@ def load_dataset(spec: BuildSpec) -> ValidationSet:
     if len(spec.inputs) != 1:
         raise UsageError("a dataset feeds a single-input model", where=str(path),
                          fix="give an .npz with arrays named like the inputs")
+    return source
+
+
+def fit_record(record, spec: BuildSpec) -> tuple[np.ndarray, Transform]:
+    """A record's image fitted to the (single) input: the canvas and its transform."""
+    r = spec.preprocess
+    return fit(record.image, input_hw(spec.inputs[0], r), r.resize, r.pad_value, r.stride, where=record.key)
+
+
+def dataset_batches(spec: BuildSpec, source, indices) -> Batches:
+    """The records `indices` of `source` as model inputs, `batch` at a time: decoded, fitted and preprocessed on a
+    background thread ahead of inference (edgedeploy.data.stream)."""
     spec_in = spec.inputs[0]
-    size = input_hw(spec_in, spec.preprocess)
-    recipe = spec.preprocess
-    indices = select(len(source), settings.samples, settings.subset, settings.seed)
-    inputs, rows, labels = [], [], []
-    for batch in iter_batches(source, indices, 16):
-        for record in batch:
-            canvas, t = fit(record.image, size, recipe.resize, recipe.pad_value, recipe.stride, where=record.key)
-            inputs.append(preprocess(canvas[None], recipe, spec_in.dtype))
-            ann = record.annotations
-            keep = ~ann.iscrowd if ann.iscrowd is not None else np.ones(len(ann.classes), bool)
-            boxes = ann.boxes[keep] * [t.scale_x, t.scale_y, t.scale_x, t.scale_y] + [t.pad_left, t.pad_top] * 2
-            n = len(inputs) - 1
-            rows.append(np.column_stack([np.full(len(boxes), n), ann.classes[keep], boxes]))
-            labels.append(-1 if ann.label is None else ann.label)
-    stacked = {spec_in.name: np.concatenate(inputs)}
-    check_input(spec_in, stacked[spec_in.name], str(path))
-    targets = np.concatenate(rows).astype(np.float32) if spec.validation.task == "detection" else None
-    has_labels = spec.validation.task == "classification" and min(labels) >= 0
-    return ValidationSet(stacked, targets, f"{path.name} ({source.kind}, {len(indices)} of {len(source)} images)",
-                         np.asarray(labels, np.int64) if has_labels else None, source.class_names())
+
+    def prepare(record) -> np.ndarray:
+        return preprocess(fit_record(record, spec)[0][None], spec.preprocess, spec_in.dtype)[0]
+
+    def batches(batch: int) -> Iterator[dict[str, np.ndarray]]:
+        for items in iter_batches(source, list(indices), batch, prefetch=2, prepare=prepare):
+            yield {spec_in.name: np.stack(items)}
+
+    return batches
+
+
+def stored_set(spec: BuildSpec, inputs: dict[str, np.ndarray], targets: np.ndarray | None,
+               labels: np.ndarray | None, dataset: DatasetRef | None, where: str,
+               placement: Placement | None = None) -> ValidationSet:
+    """The validation set a build stored (reference.npz at `where`): its inputs when they are the whole set, else
+    the dataset `validation.data` names, streamed over the records the build used once its content hash is the
+    one the build recorded; `inputs` stay the tensor sample."""
+    count = len(next(iter(inputs.values())))
+    if dataset is None:
+        return ValidationSet(inputs, targets, f"{Path(where).name} ({count} samples)", labels, placement=placement)
+    settings = spec.validation
+    expects = f"the dataset with content hash {dataset.sha256}"
+    if settings.data is None:
+        raise UsageError(f"{Path(where).name} holds tensors of the first {count} of {len(dataset.indices)} samples; "
+                         f"the rest are read from {expects}, and validation.data is not set", where=where,
+                         fix="point validation.data at that dataset (`--config` with `validation: {data: PATH}`)")
+    path = Path(settings.data)
+    if not path.exists():
+        raise UsageError(f"validation data not found; the artifact is validated on {expects}", where=str(path),
+                         fix="point validation.data at that dataset (`--config` with `validation: {data: PATH}`)")
+    npz = settings.format == "npz" or (settings.format == "auto" and path.suffix.lower() == ".npz")
+    source = None if npz else open_validation_source(spec)
+    found = fileio.sha256_file(path) if npz else source.fingerprint()
+    if found != dataset.sha256:
+        raise UsageError(f"the validation data is not the build's: its content hash is {found}, the artifact was "
+                         f"validated on {expects}", where=str(path),
+                         fix="point validation.data at the dataset the artifact was built with (the same images and "
+                             "annotations), or rebuild the artifact on this one")
+    if npz:  # the first len(indices) samples of the file
+        stream = load_validation_set(spec.model_copy(update={"validation": settings.model_copy(
+            update={"samples": len(dataset.indices)})})).stream
+        if stream is None:
+            raise UsageError(f"the validation data holds at most {count} samples; the build used "
+                             f"{len(dataset.indices)}", where=str(path), fix="check validation.samples")
+    else:
+        stream = dataset_batches(spec, source, dataset.indices)
+    names = source.class_names() if source is not None else None
+    return ValidationSet(inputs, targets, f"{path.name} ({len(dataset.indices)} samples streamed, tensors kept for "
+                                          f"the first {count})", labels, names, len(dataset.indices), stream, dataset,
+                         placement)

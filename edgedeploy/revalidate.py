@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from edgedeploy import fileio
 from edgedeploy.backends import backend_settings, get_backend
@@ -16,11 +15,14 @@ from edgedeploy.backends.base import BuildResult
 from edgedeploy.config import BuildSpec, effective_thresholds
 from edgedeploy.errors import EdgeDeployError, UsageError
 from edgedeploy.outfolder import FolderLock, OutputFolder, output_file, report_path
+from edgedeploy.preprocess import ValidationSet, stored_set
+from edgedeploy.tasks.base import TaskResults
 from edgedeploy.validate import evaluate
 from edgedeploy.validate import junit as junit_xml
 from edgedeploy.validate.gate import (apply_config, artifact_record, baseline_checks, baseline_warnings,
                                       bind_baseline, check_build_folder, integrity_checks, load_baseline,
-                                      load_reference, model_identity, read_manifest)
+                                      load_stored, model_identity, read_manifest)
+from edgedeploy.validate.predictions import write_predictions
 from edgedeploy.validate.record import start_report
 from edgedeploy.validate.write import finish_report, write_reports
 from edgedeploy.versions import library_versions
@@ -40,9 +42,10 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
     out_dir = report_path(artifact_dir, out_dir, "validate")
     junit = output_file(junit, "--junit", within=out_dir) if junit is not None else None
     with FolderLock(artifact_dir, shared=True), OutputFolder(out_dir, kind="report") as folder:
-        report, spec, inputs = _validate(artifact_dir, baseline, config, strict, accept_model_change)
+        report, spec, data, results = _validate(artifact_dir, baseline, config, strict, accept_model_change)
+        write_predictions(folder.staging, data, results)
         report["wall_seconds"] = time.perf_counter() - start
-        record = write_reports(report, folder.staging, spec, inputs)
+        record = write_reports(report, folder.staging, spec, data.inputs)
         if junit is not None and junit.is_relative_to(folder.final):  # part of the report folder's transaction
             fileio.write_text(folder.staging / junit.relative_to(folder.final), junit_xml.to_junit(record))
         folder.commit()
@@ -52,8 +55,9 @@ def validate_artifact(artifact_dir: Path, *, baseline: Path | None = None, confi
 
 
 def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, strict: bool,
-              accept_model_change: bool = False) -> tuple[dict[str, Any], BuildSpec, dict[str, np.ndarray]]:
-    """The report of one re-run, with the spec it ran under and the inputs it ran on."""
+              accept_model_change: bool = False
+              ) -> tuple[dict[str, Any], BuildSpec, ValidationSet, TaskResults | None]:
+    """The report of one re-run, with the spec it ran under, the set it ran on and its task results."""
     manifest, spec = read_manifest(artifact_dir)
     if config is not None:
         spec = apply_config(spec, config)
@@ -69,23 +73,26 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
 
     checks = integrity_checks(artifact_dir, manifest)
     changed = "reference.npz" in checks[0]["changed"]
-    inputs, reference, targets, labels = load_reference(
+    stored = load_stored(
         artifact_dir / "reference.npz", spec,
         fix="it changed since the build (manifest.json records another hash): rebuild the artifact" if changed
         else "rebuild the artifact")
+    data = stored_set(spec, stored.inputs, stored.targets, stored.labels, stored.dataset,
+                      str(artifact_dir / "reference.npz"), stored.placement)
+    if data.stream is not None:  # the set is read from the dataset: of the stored inputs only a latency batch is used
+        data.inputs = stored.inputs = {k: v[:max(evaluate.batch_sizes(spec))].copy() for k, v in data.inputs.items()}
     try:
         runner = backend.load(built, backend_settings(spec), spec.validation.latency.threads)
-        result = evaluate.evaluate(spec, runner, inputs, reference, targets, labels)
+        result = evaluate.evaluate(spec, runner, data, evaluate.Reference(stored.outputs, stored.results))
     except EdgeDeployError as e:
         if checks[0]["changed"]:  # the likelier cause
             e.fix = (f"{', '.join(checks[0]['changed'])} changed since the build (manifest.json records other "
                      "hashes): rebuild the artifact")
         raise
-    count = len(next(iter(inputs.values())))
     report: dict[str, Any] = {
         **start_report("validate", spec, artifact, runner.conditions),
         "source": manifest.get("source", {}),
-        "validation_data": f"reference.npz ({count} samples)",
+        "validation_data": data.source,
         "artifact_dir": str(artifact_dir),
         "identity": model_identity(spec, artifact_dir / "deploy.onnx", artifact_dir / "reference.npz"),
         "libraries": library_versions(),
@@ -99,7 +106,7 @@ def _validate(artifact_dir: Path, baseline: Path | None, config: Path | None, st
         report["checks"] += baseline_checks(report, base_report, spec.regression, effective_thresholds(spec)[0])
         report["warnings"] += baseline_warnings(report)
     finish_report(report, spec)
-    return report, spec, inputs
+    return report, spec, data, result["results"]
 
 
 __all__ = ["validate_artifact"]

@@ -34,24 +34,29 @@ def tensor_errors(reference: np.ndarray, candidate: np.ndarray, *, quantiles: bo
     ref_ok, cand_ok = np.isfinite(ref), np.isfinite(cand)
     both = ref_ok & cand_ok
     matched = ~ref_ok & ((ref == cand) | (np.isnan(ref) & np.isnan(cand)))
-    ref, cand = ref[both], cand[both]
-    diff = cand - ref
-    absdiff = np.abs(diff)
+    if not both.all():  # (copies of a large output's tensor sample cost hundreds of MB: only when needed)
+        ref, cand = ref[both], cand[both]
     ref_norm = float(np.linalg.norm(ref))
-    err_norm = float(np.linalg.norm(diff))
     cand_norm = float(np.linalg.norm(cand))
+    dot = float(ref @ cand)
+    ref_max_abs = float(max(ref.max(), -ref.min())) if ref.size else 0.0
+    # the difference in place of the float64 copy of the candidate when there is one (never the caller's array)
+    diff = np.subtract(cand, ref, out=cand) if not np.shares_memory(cand, candidate) else cand - ref
+    del ref, cand
+    err_norm = float(np.linalg.norm(diff))
+    absdiff = np.abs(diff, out=diff)
     if ref_norm == 0.0 and err_norm == 0.0:  # both all-zero: identical
         rel_l2, cosine = 0.0, 1.0
     else:
         rel_l2 = err_norm / max(ref_norm, TINY)
-        cosine = float(ref @ cand) / max(ref_norm * cand_norm, TINY)
+        cosine = dot / max(ref_norm * cand_norm, TINY)
     out: dict[str, float | bool | int | list] = {
         "max_abs": float(absdiff.max()) if absdiff.size else 0.0,
         "mean_abs": float(absdiff.mean()) if absdiff.size else 0.0,
         "rel_l2": rel_l2,
         "cosine": cosine,
         "snr_db": float(20 * np.log10(max(ref_norm, TINY) / max(err_norm, TINY))),
-        "ref_max_abs": float(np.abs(ref).max()) if ref.size else 0.0,
+        "ref_max_abs": ref_max_abs,
         "elements": int(reference.size),
         "nan_count": nan_count,
         "inf_count": inf_count,
@@ -60,7 +65,8 @@ def tensor_errors(reference: np.ndarray, candidate: np.ndarray, *, quantiles: bo
         "mismatched_nonfinite": int((~both & ~matched).sum()),
     }
     if quantiles:
-        q = np.quantile(absdiff, ABS_ERROR_QUANTILES).tolist() if absdiff.size else [0.0] * len(ABS_ERROR_QUANTILES)
+        q = (np.quantile(absdiff, ABS_ERROR_QUANTILES, overwrite_input=True).tolist() if absdiff.size
+             else [0.0] * len(ABS_ERROR_QUANTILES))  # absdiff is not read after this
         out["abs_error_quantiles"] = [float(v) for v in q]
     return out
 

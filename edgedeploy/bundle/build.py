@@ -22,17 +22,20 @@ from edgedeploy.config import BuildSpec
 from edgedeploy.errors import UsageError
 from edgedeploy.outfolder import OutputFolder
 from edgedeploy.precision.stage import PrecisionResult, run_precision
-from edgedeploy.preprocess import ValidationSet
+from edgedeploy.preprocess import stored_set
 from edgedeploy.stagecache import default_root
-from edgedeploy.validate.gate import load_reference
+from edgedeploy.validate.evaluate import Reference
+from edgedeploy.validate.gate import load_stored
 
 
 def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None, precision: str | None = None,
                       strict: bool = False, listener: pipeline.StageListener | None = None,
-                      signers: Path | None = None, require_signature: bool = False) -> dict[str, Any]:
+                      signers: Path | None = None, require_signature: bool = False,
+                      data: Path | None = None) -> dict[str, Any]:
     """Check the bundle (its signature first, with `signers`: an allowed_signers file), build `target` at `precision`
     (default: the bundle's), validate against the bundled reference (`strict`: every warning fails too), and replace
-    `out` with the result; returns the report."""
+    `out` with the result; returns the report. A bundle made from a validation set larger than its tensor sample
+    names that set by content hash: `data` is where it is on this device (checked against the hash)."""
     timer = pipeline.StageTimer(listener or pipeline.StageListener())
     wall_start = time.perf_counter()
     with timer.stage("bundle") as t:
@@ -57,9 +60,13 @@ def build_from_bundle(bundle_dir: Path, out: Path, *, target: str | None = None,
         for name in ("reference.npz", "optimize.json", VARIANTS["fp32"], *([VARIANTS[spec.precision]] if bundled else [])):
             shutil.copyfile(bundle.path / name, staging / name)
         deploy_path = staging / VARIANTS["fp32"]
-        inputs, reference, targets, labels = load_reference(staging / "reference.npz")
-        data = ValidationSet(inputs, targets, f"reference.npz ({len(next(iter(inputs.values())))} samples, from the "
-                                              "bundle)")
+        stored = load_stored(staging / "reference.npz")
+        data = stored_set(spec.model_copy(update={"validation": spec.validation.model_copy(update={"data": data})}),
+                          stored.inputs, stored.targets, stored.labels, stored.dataset, str(staging / "reference.npz"),
+                          stored.placement)
+        data.source = f"{data.source}, from the bundle" if stored.dataset else data.source.replace(
+            "samples)", "samples, from the bundle)")
+        reference, labels = Reference(stored.outputs, stored.results), stored.labels
 
         with timer.stage("precision") as t:
             if bundled:

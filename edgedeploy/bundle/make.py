@@ -113,13 +113,15 @@ def _write_calibration(spec: BuildSpec, path: Path) -> None:
 
 def _device_spec(spec: BuildSpec, int8: bool) -> BuildSpec:
     """The spec as the device reads it: the model is the bundle's deploy.onnx, validation inputs come from
-    reference.npz, calibration from calibration.npz; workstation paths (checkpoint, caches, data) are dropped."""
+    reference.npz (a set larger than its tensor sample: from the dataset `build BUNDLE --data` names, checked against
+    the content hash reference.npz records), calibration from calibration.npz; workstation paths (checkpoint,
+    caches, data, a COCO image folder, a class map) are dropped."""
     calibration = spec.calibration.model_copy(update={
         "data": Path(CALIBRATION) if int8 else None, "function": None, "format": "npz" if int8 else "auto",
         "cache_dir": None})
     tensorrt = spec.tensorrt.model_copy(update={
         "calibration_data": Path(CALIBRATION) if int8 else None, "calibration_cache": None, "timing_cache": None})
-    validation = spec.validation.model_copy(update={"data": None, "samples": None})
+    validation = spec.validation.model_copy(update={"data": None, "samples": None, "images": None, "class_map": None})
     return spec.model_copy(update={"model": spec.model.model_validate({"onnx": VARIANTS["fp32"]}),
                                    "validation": validation, "calibration": calibration, "tensorrt": tensorrt})
 

@@ -43,6 +43,27 @@ class TaskRecord(BaseModel):
 Evaluate = Callable[..., dict[str, Any]]
 
 
+@dataclass
+class TaskResults:
+    """One model's task results per image (detections, top-k classes), in image order: what a streamed validation
+    keeps of every image instead of its output tensors. `info` says how they were made (decoder, output, the
+    settings that shape them), so results stored with a reference are used only under the same settings."""
+
+    info: dict[str, Any]
+    items: list[Any]
+
+    def extend(self, more: TaskResults) -> None:
+        if more.info != self.info:
+            raise ValueError(f"results made two ways: {self.info} and {more.info}")
+        self.items.extend(more.items)
+
+
+# (settings, one batch's outputs, *, class_names, input_size) -> that batch's TaskResults
+Decode = Callable[..., TaskResults]
+# (settings, reference TaskResults, artifact TaskResults, detection targets, class labels, *, class_names) -> record
+Score = Callable[..., dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Task:
     """One `validation.task`. The record `evaluate` returns is report.json's `task`, with `kind` = `name`.
@@ -54,6 +75,8 @@ class Task:
     - `ranking_metrics`: `--precision auto` ranks candidates by the first one present;
     - `summary_metrics`: reports and fleet tables show the first one present, with its drop (`drops`) when known;
     - `labelled_metric`: present only when the validation data has labels; `no_labels` the warning when it is not;
+    - `decode` / `score`: the two halves of `evaluate` for a streamed set (per batch, then over every image);
+      `pack` / `unpack`: TaskResults as flat numeric arrays (stored with the reference) and back;
     - `labels`: how people read each metric name (`short_labels` in a table cell); `section`: the report section
       of a record (its `record` model, by default one that types only `kind`) and the artifact's name (`target
       precision`).
@@ -62,6 +85,10 @@ class Task:
     name: str
     evaluate: Evaluate
     section: Callable[[Any, str], TaskSection]
+    decode: Decode
+    score: Score
+    pack: Callable[[TaskResults], dict[str, Any]]
+    unpack: Callable[[dict[str, Any], dict[str, Any]], TaskResults]
     record: type[TaskRecord] | None = None
     budgets: tuple[Budget, ...] = ()
     baseline_metrics: tuple[str, ...] = ()
@@ -87,4 +114,4 @@ class Task:
         return None
 
 
-__all__ = ["Budget", "Task", "TaskRecord", "TaskSection"]
+__all__ = ["Budget", "Task", "TaskRecord", "TaskResults", "TaskSection"]

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgedeploy.errors import UsageError
 from edgedeploy.numbers import interval, num
-from edgedeploy.tasks.base import Budget, Task, TaskRecord, TaskSection
+from edgedeploy.tasks.base import Budget, Task, TaskRecord, TaskResults, TaskSection
 
 
 def _scores(x: np.ndarray) -> np.ndarray:
@@ -57,24 +57,42 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 1) -> float
 def evaluate(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> dict[str, Any]:
     """Every classification figure for the report (see the module docstring)."""
     ref, cand = _scores(reference), _scores(candidate)
+    return from_topk(topk(ref, TOP_K), topk(cand, TOP_K), ref.shape[1], labels)
+
+
+TOP_K = 5  # what the figures read of each sample: its 5 best classes
+
+
+def from_topk(ref: np.ndarray, cand: np.ndarray, classes: int, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """The figures of `evaluate` from each sample's best classes (N, min(5, C)), best first."""
+    if len(ref) != len(cand):
+        raise ValueError(f"{len(cand)} candidate rows for {len(ref)} reference rows")
+    n = len(ref)
+
+    def share(hits: np.ndarray) -> float:
+        return float(hits.mean()) if n else 0.0
+
     out: dict[str, Any] = {
         "kind": "classification",
-        "samples": int(len(ref)),
-        "classes": int(ref.shape[1]),
-        "top1_agreement": agreement(ref, cand, 1),
-        "top5_agreement": agreement(ref, cand, 5),
-        "disagreeing_samples": np.flatnonzero(topk(ref, 1)[:, 0] != topk(cand, 1)[:, 0])[:20].tolist(),
+        "samples": int(n),
+        "classes": int(classes),
+        "top1_agreement": share(_hit(cand[:, :1], ref[:, 0])),
+        "top5_agreement": share(_hit(cand, ref[:, 0])),
+        "disagreeing_samples": np.flatnonzero(ref[:, 0] != cand[:, 0])[:20].tolist(),
     }
-    out["top1_agreement_ci95"] = wilson(round(out["top1_agreement"] * len(ref)), len(ref))
+    out["top1_agreement_ci95"] = wilson(round(out["top1_agreement"] * n), n)
     if labels is not None:
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        if len(labels) != n:
+            raise ValueError(f"{len(labels)} labels for {n} samples")
         out.update({
-            "reference_top1": accuracy(ref, labels, 1),
-            "reference_top5": accuracy(ref, labels, 5),
-            "top1": accuracy(cand, labels, 1),
-            "top5": accuracy(cand, labels, 5),
+            "reference_top1": share(_hit(ref[:, :1], labels)),
+            "reference_top5": share(_hit(ref, labels)),
+            "top1": share(_hit(cand[:, :1], labels)),
+            "top5": share(_hit(cand, labels)),
         })
         out["top1_drop"] = out["reference_top1"] - out["top1"]
-        ref_hit, cand_hit = _hit(topk(ref, 1), labels), _hit(topk(cand, 1), labels)
+        ref_hit, cand_hit = _hit(ref[:, :1], labels), _hit(cand[:, :1], labels)
         out["top1_ci95"] = wilson(int(cand_hit.sum()), len(labels))
         out["top1_drop_ci95"] = paired_drop_interval(ref_hit, cand_hit)
     return out
@@ -104,15 +122,43 @@ def paired_drop_interval(ref_hit: np.ndarray, cand_hit: np.ndarray, z: float = 1
 
 
 # ------------------------------------------------------------------------------------------------- the task
-def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                targets: np.ndarray | None, labels: np.ndarray | None, **context: Any) -> dict[str, Any]:
-    """report.json's `task` for classification (module docstring), the output's scores checked against the labels'
-    class indices first."""
-    classes = int(np.prod(reference[name].shape[1:]))
+def decode(settings, outputs: dict[str, np.ndarray], **context: Any) -> TaskResults:
+    """One batch's scores (validation.output, else the first output) as each sample's 5 best classes."""
+    name = settings.output or next(iter(outputs))
+    scores = _scores(outputs[name])
+    return TaskResults({"task": "classification", "output": name, "classes": int(scores.shape[1])}, list(topk(scores, TOP_K)))
+
+
+def score(settings, reference: TaskResults, artifact: TaskResults, targets: np.ndarray | None,
+          labels: np.ndarray | None, **context: Any) -> dict[str, Any]:
+    """report.json's `task` for classification (module docstring), the labels checked against the classes the
+    output scores first."""
+    name, classes = artifact.info["output"], artifact.info["classes"]
     if labels is not None and len(labels) and labels.max() >= classes:
         raise UsageError(f"the labels hold class index {labels.max()}, and output {name!r} scores {classes} "
                          "classes", fix="check the labels (0-based class indices) and validation.output")
-    return {"output": name, **evaluate(reference[name], outputs[name], labels)}
+    k = min(TOP_K, classes)
+    ref = np.asarray(reference.items, np.int64).reshape(-1, k)
+    cand = np.asarray(artifact.items, np.int64).reshape(-1, k)
+    return {"output": name, **from_topk(ref, cand, classes, labels)}
+
+
+def pack(results: TaskResults) -> dict[str, np.ndarray]:
+    k = min(TOP_K, results.info["classes"])
+    return {"topk": np.asarray(results.items, np.int64).reshape(-1, k)}
+
+
+def unpack(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> TaskResults:
+    if arrays["topk"].ndim != 2:
+        raise ValueError("the stored top-k classes are not one row per sample")
+    return TaskResults(info, list(arrays["topk"]))
+
+
+def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                targets: np.ndarray | None, labels: np.ndarray | None, **context: Any) -> dict[str, Any]:
+    """report.json's `task` for classification from both models' scores of output `name`."""
+    settings = settings.model_copy(update={"output": name})
+    return score(settings, decode(settings, reference), decode(settings, outputs), targets, labels)
 
 
 class ClassificationRecord(TaskRecord):
@@ -150,7 +196,8 @@ def section(task: ClassificationRecord, model: str) -> TaskSection:
 
 
 TASK = Task(
-    name="classification", evaluate=task_record, record=ClassificationRecord, section=section,
+    name="classification", evaluate=task_record, record=ClassificationRecord, section=section, decode=decode,
+    score=score, pack=pack, unpack=unpack,
     budgets=(Budget("max_top1_drop", "top1_drop", "<="), Budget("min_top1_agreement", "top1_agreement", ">=")),
     baseline_metrics=("top1", "top5", "top1_agreement", "top5_agreement"),
     ranking_metrics=("top1", "top1_agreement"), summary_metrics=("top1", "top1_agreement"), drops={"top1": "top1_drop"},

@@ -24,8 +24,8 @@ from edgedeploy.data.base import Annotations
 from edgedeploy.errors import UsageError
 from edgedeploy.numbers import interval, num
 from edgedeploy.tasks import decoders
-from edgedeploy.tasks.base import Budget, Task, TaskRecord, TaskSection
-from edgedeploy.tasks.decoders.base import DecodeSettings
+from edgedeploy.tasks.base import Budget, Task, TaskRecord, TaskResults, TaskSection
+from edgedeploy.tasks.decoders.base import DecodeSettings, Detections
 from edgedeploy.tasks.metrics import bootstrap, coco, errors
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -269,32 +269,44 @@ class DetectionRecord(TaskRecord):
     disagreeing: list[DisagreeingImage] | None = None
 
 
-def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                targets: np.ndarray | None, labels: np.ndarray | None, *, class_names: list[str] | None = None,
-                input_size: tuple[int, int] | None = None) -> dict[str, Any]:
-    """report.json's `task` for detection. The outputs (validation.output, else all of them) are read by the
-    decoder their shapes fit (or validation.decoder, checked: edgedeploy.tasks.decoders), so a layout is never read
-    as another; detections are scored with faster-coco-eval against the reference's own detections and, with
-    `targets`, against the ground truth for both models, with per-class AP, the PR curve at IoU 0.5, the confusion
-    matrix and the bootstrap interval of the drop; the images where the two models' detections differ most are
-    kept for report.html. Boxes stay in model-input pixels (the targets are mapped there), where IoU is what it
-    is in the image."""
-    names = [settings.output] if settings.output else [n for n in outputs if n in reference]
-    read_ref, read_art = {n: reference[n] for n in names}, {n: outputs[n] for n in names}
+def decode(settings, outputs: dict[str, np.ndarray], *, class_names: list[str] | None = None,
+           input_size: tuple[int, int] | None = None) -> TaskResults:
+    """One batch's outputs as per-image detections in model-input pixels, by the decoder their shapes fit (or
+    validation.decoder, checked: edgedeploy.tasks.decoders), so a layout is never read as another. Masks are not
+    kept: the task scores boxes (and keeps the results of a whole validation set in memory)."""
+    names = [settings.output] if settings.output else list(outputs)
+    read = {n: outputs[n] for n in names}
     nc = settings.num_classes or (len(class_names) if class_names else None)
     if nc is not None and class_names is not None and len(class_names) != nc:
         raise UsageError(f"validation.num_classes is {nc}, the data names {len(class_names)} classes",
                          fix="make them agree (or drop validation.num_classes)")
-    decoder = decoders.choose({k: v.shape for k, v in read_art.items()}, nc, settings.decoder, settings.kpt_shape,
+    decoder = decoders.choose({k: v.shape for k, v in read.items()}, nc, settings.decoder, settings.kpt_shape,
                               produces="detections")
     if input_size is None and decoder.name in ("detr", "yolo-seg"):
         raise UsageError(f"decoder {decoder.name} needs the input's height and width",
                          fix="give inputs[0] a static H and W")
     det = settings.detection
-    decode = DecodeSettings(input_size=input_size or (0, 0), num_classes=nc, kpt_shape=settings.kpt_shape,
-                            conf_thres=det.conf_thres, iou_thres=det.iou_thres, max_det=det.max_det,
-                            multi_label=det.multi_label)
-    ref_dets, art_dets = decoder.decode(read_ref, decode), decoder.decode(read_art, decode)
+    decode_settings = DecodeSettings(input_size=input_size or (0, 0), num_classes=nc, kpt_shape=settings.kpt_shape,
+                                     conf_thres=det.conf_thres, iou_thres=det.iou_thres, max_det=det.max_det,
+                                     multi_label=det.multi_label)
+    items = [Detections(d.boxes, d.scores, d.classes, keypoints=d.keypoints)
+             for d in decoder.decode(read, decode_settings)]
+    info = {"task": "detection", "output": ", ".join(read), "decoder": decoder.name, "num_classes": nc,
+            "kpt_shape": list(settings.kpt_shape) if settings.kpt_shape else None,
+            "input_size": list(input_size) if input_size else None, "conf_thres": det.conf_thres,
+            "iou_thres": det.iou_thres, "max_det": det.max_det, "multi_label": det.multi_label}
+    return TaskResults(info, items)
+
+
+def score(settings, reference: TaskResults, artifact: TaskResults, targets: np.ndarray | None,
+          labels: np.ndarray | None, *, class_names: list[str] | None = None) -> dict[str, Any]:
+    """report.json's `task` for detection from both models' detections of every image: scored with
+    faster-coco-eval against the reference's own detections and, with `targets`, against the ground truth for both
+    models, with per-class AP, the PR curve at IoU 0.5, the confusion matrix and the bootstrap interval of the drop;
+    the images where the two models' detections differ most are kept for report.html. Boxes stay in model-input
+    pixels (the targets are mapped there), where IoU is what it is in the image."""
+    ref_dets, art_dets = reference.items, artifact.items
+    nc, det = artifact.info["num_classes"], settings.detection
     count = len(art_dets)
     seen = [int(c) + 1 for d in (*ref_dets, *art_dets) for c in d.classes]
     seen += [int(c) + 1 for c in (targets[:, 1] if targets is not None else [])]
@@ -303,8 +315,9 @@ def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: 
     if len(names) < nc_seen:
         raise UsageError(f"the detections or labels hold class {nc_seen - 1}, the data names {len(names)} classes",
                          fix="check validation.num_classes and the labels")
-    out: dict[str, Any] = {"kind": "detection", "output": ", ".join(read_art), "decoder": decoder.name,
-                           "conf_thres": det.conf_thres, "iou_thres": det.iou_thres, "max_det": det.max_det}
+    out: dict[str, Any] = {"kind": "detection", "output": artifact.info["output"],
+                           "decoder": artifact.info["decoder"], "conf_thres": det.conf_thres,
+                           "iou_thres": det.iou_thres, "max_det": det.max_det}
     sizes = [(0, 0)] * count  # bbox evaluation reads no image size
     confident = [d.scores >= det.reference_score_thres for d in ref_dets]
     pseudo = [Annotations(d.boxes[k], d.classes[k]) for d, k in zip(ref_dets, confident)]
@@ -313,8 +326,11 @@ def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: 
     out.update({"map50_vs_reference": vs_ref["map50"], "map50_95_vs_reference": vs_ref["map50_95"]})
     truth = None
     if targets is not None:
-        truth = [Annotations(targets[targets[:, 0] == i, 2:6].astype(np.float64),
-                             targets[targets[:, 0] == i, 1].astype(np.int64)) for i in range(count)]
+        targets = targets[targets[:, 0] == np.floor(targets[:, 0])]  # rows of no image (a fractional index) out
+        rows = np.argsort(targets[:, 0], kind="stable")
+        starts = np.searchsorted(targets[rows, 0], np.arange(count + 1))
+        truth = [Annotations(targets[rows[a:b], 2:6].astype(np.float64), targets[rows[a:b], 1].astype(np.int64))
+                 for a, b in zip(starts[:-1], starts[1:])]
         gt = coco.ground_truth(truth, sizes, names)
         ref_map = coco.evaluate(gt, coco.results(ref_dets, ids, cats), "bbox", names)
         art_map = coco.evaluate(gt, coco.results(art_dets, ids, cats), "bbox", names)
@@ -341,6 +357,44 @@ def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: 
     out["disagreeing"] = errors.disagreeing_images(art_dets, ref_dets, truth, det.reference_score_thres,
                                                    DISAGREEING_IMAGES)
     return out
+
+
+def pack(results: TaskResults) -> dict[str, np.ndarray]:
+    """Every image's detections as flat arrays (per-image counts, then boxes, scores, classes, keypoints)."""
+    items = results.items
+    out = {"counts": np.array([len(d) for d in items], np.int64),
+           "boxes": np.concatenate([np.asarray(d.boxes, np.float64).reshape(-1, 4) for d in items] or
+                                   [np.zeros((0, 4))]),
+           "scores": np.concatenate([np.asarray(d.scores, np.float64) for d in items] or [np.zeros(0)]),
+           "classes": np.concatenate([np.asarray(d.classes, np.int64) for d in items] or [np.zeros(0, np.int64)])}
+    if items and all(d.keypoints is not None for d in items):
+        out["keypoints"] = np.concatenate([np.asarray(d.keypoints, np.float64) for d in items])
+    return out
+
+
+def unpack(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> TaskResults:
+    """pack's arrays back as per-image detections (counts that do not add up are a ValueError)."""
+    counts = arrays["counts"].astype(np.int64)
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if len(ends) else 0
+    if counts.min(initial=0) < 0 or any(len(arrays[k]) != total for k in ("boxes", "scores", "classes")) or (
+            "keypoints" in arrays and len(arrays["keypoints"]) != total) or arrays["boxes"].shape[1:] != (4,):
+        raise ValueError("the stored detections do not add up to their per-image counts")
+    kp = arrays.get("keypoints")
+    items = [Detections(arrays["boxes"][a:b], arrays["scores"][a:b], arrays["classes"][a:b],
+                        keypoints=None if kp is None else kp[a:b]) for a, b in zip(ends - counts, ends)]
+    return TaskResults(info, items)
+
+
+def task_record(settings, name: str, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                targets: np.ndarray | None, labels: np.ndarray | None, *, class_names: list[str] | None = None,
+                input_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """report.json's `task` for detection from both models' output tensors (decode, then score)."""
+    names = [settings.output] if settings.output else [n for n in outputs if n in reference]
+    context = {"class_names": class_names, "input_size": input_size}
+    return score(settings, decode(settings, {n: reference[n] for n in names}, **context),
+                 decode(settings, {n: outputs[n] for n in names}, **context), targets, labels,
+                 class_names=class_names)
 
 
 CONFUSION_TABLE_CLASSES = 20  # up to this many classes the whole matrix is a table; beyond, its largest errors
@@ -399,7 +453,8 @@ def section(task: DetectionRecord, model: str) -> TaskSection:
 
 
 TASK = Task(
-    name="detection", evaluate=task_record, record=DetectionRecord, section=section,
+    name="detection", evaluate=task_record, record=DetectionRecord, section=section, decode=decode, score=score,
+    pack=pack, unpack=unpack,
     budgets=(Budget("max_map50_drop", "map50_drop", "<="), Budget("max_map50_95_drop", "map50_95_drop", "<=")),
     baseline_metrics=("map50", "map50_95", "map50_vs_reference"),
     ranking_metrics=("map50",), summary_metrics=("map50", "map50_vs_reference"), drops={"map50": "map50_drop"},

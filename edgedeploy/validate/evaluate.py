@@ -5,7 +5,8 @@ Shared by `edgedeploy build` (validate stage) and `edgedeploy validate` (re-run 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ from edgedeploy import arrayfile
 from edgedeploy.backends.base import Runner
 from edgedeploy.config import BuildSpec, ValidationSettings, budget_key, effective_thresholds
 from edgedeploy.errors import EdgeDeployError, UsageError
-from edgedeploy.preprocess import input_hw
+from edgedeploy.preprocess import ValidationSet, input_hw
 from edgedeploy.tasks import TASKS
+from edgedeploy.tasks.base import TaskResults
 from edgedeploy.validate import latency, metrics, notices
 from edgedeploy.validate.latency import first
 from edgedeploy.validate.gate import threshold_checks
@@ -108,26 +110,120 @@ def measure_latency(runner: Runner, inputs: dict[str, np.ndarray], spec: BuildSp
     return latency.measure_all({"": runner}, inputs, spec.validation.latency, batch_sizes(spec))[""]
 
 
-def evaluate(spec: BuildSpec, runner: Runner, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
-             targets: np.ndarray | None = None, labels: np.ndarray | None = None,
-             outputs: dict[str, np.ndarray] | None = None, timings: list[dict] | None = None,
-             class_names: list[str] | None = None) -> dict[str, Any]:
-    """Run (unless `outputs` is given) and measure (unless `timings` were measured elsewhere, e.g. in a fresh
-    process); returns the report's tensors, task, latency, checks, warnings."""
-    if outputs is None:
-        static = spec.static_batch is not None
-        outputs = run_all(runner, inputs, spec.static_batch or RUN_BATCH, static=static)
-    names = [n for n in runner.output_names if n in reference]
+@dataclass
+class Reference:
+    """What an artifact is measured against: the reference's outputs on the tensor sample (every sample of a small
+    set) and, for a set larger than its sample, the reference's task results on every sample."""
+
+    outputs: dict[str, np.ndarray]
+    results: TaskResults | None = None
+
+
+@dataclass
+class Collected:
+    """One model's run over a whole validation set: full outputs of the first samples, task results of all."""
+
+    tensors: dict[str, np.ndarray]
+    results: TaskResults | None
+    nonfinite: dict[str, tuple[int, int, int]]  # per output over the whole set: NaN, Inf, values
+
+
+Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+Decode = Callable[[dict[str, np.ndarray]], TaskResults]
+
+
+def collect(run: Run, batches: Iterable[dict[str, np.ndarray]], keep: int, decode: Decode | None = None) -> Collected:
+    """`run` over every batch: the outputs of the first `keep` samples kept whole, each batch decoded into task
+    results at once (so only those stay of the rest), NaN/Inf counted everywhere."""
+    parts: dict[str, list[np.ndarray]] = {}
+    nonfinite: dict[str, tuple[int, int, int]] = {}
+    results: TaskResults | None = None
+    kept = 0
+    for feeds in batches:
+        outputs = run(feeds)
+        if kept < keep:
+            for name, value in outputs.items():
+                parts.setdefault(name, []).append(np.array(value[:keep - kept]))
+            kept += min(len(next(iter(feeds.values()))), keep - kept)
+        for name, value in outputs.items():
+            nan, inf = (int(np.isnan(value).sum()), int(np.isinf(value).sum())) if value.dtype.kind in "fc" else (0, 0)
+            before = nonfinite.get(name, (0, 0, 0))
+            nonfinite[name] = (before[0] + nan, before[1] + inf, before[2] + int(value.size))
+        if decode is not None:
+            batch_results = decode(outputs)
+            if results is None:
+                results = batch_results
+            else:
+                results.extend(batch_results)
+    return Collected({k: np.concatenate(v) for k, v in parts.items()}, results, nonfinite)
+
+
+def runner_batches(runner: Runner, static_batch: int | None = None) -> Run:
+    """One batch through `runner`; a static artifact's short last batch padded (repeating its samples) and the
+    padding's outputs dropped."""
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {k: v for k, v in feeds.items() if k in runner.input_names}
+        real = len(next(iter(feeds.values())))
+        if static_batch is not None and real < static_batch:
+            feeds = first(feeds, static_batch, repeat=True)
+        return {name: value[:real] for name, value in runner.run(feeds).items()}
+
+    return run
+
+
+def task_decoder(spec: BuildSpec, names: list[str], class_names: list[str] | None) -> Decode | None:
+    """One batch's outputs `names` as task results (edgedeploy.tasks), or None for task `none`."""
+    if spec.validation.task == "none":
+        return None
+    task = TASKS[spec.validation.task]
+    if spec.validation.output is not None and spec.validation.output not in names:
+        raise UsageError(f"validation.output {spec.validation.output!r} is not an output of the model",
+                         fix=f"use one of {sorted(names)}")
+    hw = input_hw(spec.inputs[0], spec.preprocess)
+    size = None if None in hw else hw
+
+    def decode(outputs: dict[str, np.ndarray]) -> TaskResults:
+        return task.decode(spec.validation, {n: outputs[n] for n in names}, class_names=class_names,
+                           input_size=size)
+
+    return decode
+
+
+def reference_results(spec: BuildSpec, reference: Reference, names: list[str],
+                      class_names: list[str] | None) -> TaskResults | None:
+    """The reference's task results: stored ones (a set larger than its tensor sample), else decoded from its
+    outputs."""
+    decode = task_decoder(spec, names, class_names)
+    if decode is None:
+        return None
+    return reference.results if reference.results is not None else decode(reference.outputs)
+
+
+def evaluate(spec: BuildSpec, runner: Runner, data: ValidationSet, reference: Reference,
+             labels: np.ndarray | None = None, timings: list[dict] | None = None) -> dict[str, Any]:
+    """Stream the whole validation set through the artifact (keeping full outputs for the reference's tensor
+    sample, task results for every sample) and measure (latency unless `timings` were measured elsewhere, e.g. in
+    a fresh process); returns the report's tensors, task, latency, checks, warnings, and the artifact's task
+    results (for predictions.json)."""
+    names = [n for n in runner.output_names if n in reference.outputs]
     if not names:
         raise EdgeDeployError(f"none of the artifact's outputs {runner.output_names} has a reference "
-                              f"(the reference holds {sorted(reference)})",
+                              f"(the reference holds {sorted(reference.outputs)})",
                               fix="the artifact and reference.npz are from different models; rebuild")
-    extra = sorted(set(runner.output_names) - set(reference))
-    tensors = metrics.compare_outputs(reference, outputs, names)
-    hw = input_hw(spec.inputs[0], spec.preprocess)
-    task = task_metrics(spec.validation, reference, outputs, targets, labels, class_names,
-                        None if None in hw else hw)  # type: ignore[arg-type]
-    timings = measure_latency(runner, inputs, spec) if timings is None else timings
+    extra = sorted(set(runner.output_names) - set(reference.outputs))
+    keep = len(next(iter(reference.outputs.values())))
+    decode = task_decoder(spec, [n for n in reference.outputs if n in names], data.class_names)  # as made at export
+    got = collect(runner_batches(runner, spec.static_batch), data.batches(spec.static_batch or RUN_BATCH), keep,
+                  decode)
+    tensors = metrics.compare_outputs(reference.outputs, got.tensors, names)
+    task = None
+    if decode is not None and got.results is not None:
+        ref = reference_results(spec, reference, [n for n in reference.outputs if n in names], data.class_names)
+        check_results(ref, got.results)
+        labels = data.labels if labels is None else labels
+        task = TASKS[spec.validation.task].score(spec.validation, ref, got.results, data.targets, labels,
+                                                 class_names=data.class_names)
+    timings = measure_latency(runner, data.inputs, spec) if timings is None else timings
     judged_on = budget_key(spec, runner.conditions.get("precision_hint_effective"))
     budget, origin = effective_thresholds(spec, judged_on)
     check_threshold_outputs(spec, tensors)
@@ -145,7 +241,31 @@ def evaluate(spec: BuildSpec, runner: Runner, inputs: dict[str, np.ndarray], ref
                 "reference_nonfinite", f"NaN/Inf in the reference {name}",
                 f"the reference output {name} has {m['reference_nonfinite']} NaN/Inf values (compared only where "
                 "both are finite)"))
-    return {"tensors": tensors, "task": task, "latency": timings, "checks": checks, "warnings": warnings}
+    if data.sampled:
+        beyond = {n: sum(got.nonfinite[n][:2]) - m["nan_count"] - m["inf_count"] for n, m in tensors.items()}
+        for name, count in beyond.items():
+            if count > 0:
+                warnings.append(notices.warning(
+                    "nonfinite_beyond_sample", f"NaN/Inf in {name} beyond the tensor sample",
+                    f"the artifact's output {name} has {count} NaN/Inf values in samples after the first {keep} "
+                    "(validation.tensor_samples), whose tensors are not kept"))
+    return {"tensors": tensors, "task": task, "latency": timings, "checks": checks, "warnings": warnings,
+            "results": got.results}
+
+
+def check_results(reference: TaskResults, artifact: TaskResults) -> None:
+    """The reference's stored task results must cover the same samples, made the same way."""
+    if len(reference.items) != len(artifact.items):
+        raise EdgeDeployError(f"the reference has task results for {len(reference.items)} samples, the artifact ran "
+                              f"on {len(artifact.items)}", fix="validate on the data the artifact was built with")
+    if reference.info != artifact.info:
+        changed = sorted(k for k in {*reference.info, *artifact.info}
+                         if reference.info.get(k) != artifact.info.get(k))
+        raise UsageError("the reference's stored task results were made with other settings ("
+                         + ", ".join(f"{k}: {reference.info.get(k)!r} then, {artifact.info.get(k)!r} now"
+                                     for k in changed) + ")",
+                         fix="validate with the build's validation settings, or rebuild: beyond "
+                             "validation.tensor_samples the reference keeps task results, not tensors")
 
 
 def check_threshold_outputs(spec: BuildSpec, outputs: Iterable[str]) -> None:

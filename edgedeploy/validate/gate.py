@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,8 +29,9 @@ from edgedeploy import arrayfile, fileio
 from edgedeploy.config import (BuildSpec, Precision, RegressionSettings, Target, TensorThresholds, Thresholds,
                                ValidationSettings, describe_validation_error, load_spec, load_yaml)
 from edgedeploy.errors import UsageError
-from edgedeploy.preprocess import check_input, check_targets
+from edgedeploy.preprocess import DatasetRef, Placement, check_input, check_targets
 from edgedeploy.tasks import TASKS
+from edgedeploy.tasks.base import TaskResults
 from edgedeploy.validate.latency import median_ratio_interval
 from edgedeploy.validate.notices import warning
 from edgedeploy.validate.record import REPORT_SCHEMA
@@ -313,7 +316,7 @@ def _validation_data_sha256(reference_path: Path) -> str:
 
     digest = hashlib.sha256()
     with zipfile.ZipFile(reference_path) as archive:
-        for name in sorted(n for n in archive.namelist() if not n.startswith("output.")):
+        for name in sorted(n for n in archive.namelist() if not n.startswith(("output.", "task."))):
             digest.update(name.encode() + b"\0")
             with archive.open(name) as member:
                 for chunk in iter(lambda: member.read(1 << 20), b""):
@@ -483,15 +486,59 @@ def integrity_checks(artifact_dir: Path, manifest: dict) -> list[dict]:
     return [c]
 
 
+@dataclass
+class StoredReference:
+    """reference.npz: the tensor sample's inputs and reference outputs, the labels of the whole set and, when the
+    set is larger than the sample, the reference's task results on every sample and the dataset they came from."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    targets: np.ndarray | None
+    labels: np.ndarray | None
+    results: TaskResults | None = None
+    dataset: DatasetRef | None = None
+    placement: Placement | None = None
+
+
+def reference_arrays(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                     task: str, results: TaskResults | None, dataset: DatasetRef | None,
+                     placement: Placement | None = None) -> dict[str, np.ndarray]:
+    """What reference.npz holds (StoredReference's fields as numeric arrays; `labels`: label.targets /
+    label.labels)."""
+    arrays = {**{f"input.{k}": v for k, v in inputs.items()}, **{f"output.{k}": v for k, v in outputs.items()},
+              **labels}
+    if results is not None:
+        arrays.update({f"task.{k}": v for k, v in TASKS[task].pack(results).items()})
+        arrays["task.info"] = np.frombuffer(json.dumps(results.info, sort_keys=True).encode(), np.uint8)
+    if dataset is not None:
+        arrays["dataset.sha256"] = np.frombuffer(dataset.sha256.encode("ascii"), np.uint8)
+        arrays["dataset.indices"] = np.asarray(dataset.indices, np.int64)
+    if placement is not None:
+        arrays["placement.image_ids"], arrays["placement.transforms"] = placement.image_ids, placement.transforms
+        if placement.category_ids is not None:
+            arrays["placement.category_ids"] = placement.category_ids
+    return arrays
+
+
 def load_reference(path: Path, spec: BuildSpec | None = None, fix: str = "rebuild the artifact"
                    ) -> tuple[dict, dict, np.ndarray | None, np.ndarray | None]:
-    """reference.npz → (inputs, reference outputs, detection targets, classification labels), read as untrusted
-    arrays (edgedeploy.arrayfile) and checked against each other (one sample count) and `spec`'s inputs."""
+    """reference.npz → (inputs, reference outputs, detection targets, classification labels); see load_stored."""
+    stored = load_stored(path, spec, fix)
+    return stored.inputs, stored.outputs, stored.targets, stored.labels
+
+
+def load_stored(path: Path, spec: BuildSpec | None = None, fix: str = "rebuild the artifact") -> StoredReference:
+    """reference.npz, read as untrusted arrays (edgedeploy.arrayfile) and checked against each other (one sample
+    count for the tensor sample, one for the whole set) and `spec`'s inputs."""
     with arrayfile.open_npz(path, "reference.npz", fix=fix) as data:
         inputs = {k[6:]: data[k] for k in data.files if k.startswith("input.")}
         outputs = {k[7:]: data[k] for k in data.files if k.startswith("output.")}
         targets = data["label.targets"] if "label.targets" in data.files else None
         labels = data["label.labels"] if "label.labels" in data.files else None
+        task = {k[5:]: data[k] for k in data.files if k.startswith("task.")}
+        sha = data["dataset.sha256"] if "dataset.sha256" in data.files else None
+        indices = data["dataset.indices"] if "dataset.indices" in data.files else None
+        placed = {k[10:]: data[k] for k in data.files if k.startswith("placement.")}
     if not inputs or not outputs:
         raise UsageError("reference.npz holds no input.* / output.* arrays", where=str(path), fix=fix)
     counts = {f"{kind}.{k}": len(v) for kind, arrays in (("input", inputs), ("output", outputs))
@@ -507,13 +554,51 @@ def load_reference(path: Path, spec: BuildSpec | None = None, fix: str = "rebuil
             check_input(spec_in, inputs[spec_in.name], str(path))
         except UsageError as e:
             raise UsageError(f"reference.npz {e.what}", where=str(path), fix=fix) from None
+    dataset = _stored_dataset(sha, indices, path, fix)
+    count = len(dataset.indices) if dataset is not None else len(next(iter(inputs.values())))
     if targets is not None:
         check_targets(targets, str(path), "label.targets")
-    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(
-            next(iter(inputs.values())))):
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != count):
         raise UsageError(f"reference.npz `label.labels` must be one integer per sample, got {labels.dtype} "
                          f"{list(labels.shape)}", where=str(path), fix=fix)
-    return inputs, outputs, targets, labels
+    results = _stored_results(task, count, path, fix) if dataset is not None else None
+    return StoredReference(inputs, outputs, targets, labels, results, dataset, _placement(placed, count, path, fix))
+
+
+def _placement(placed: dict[str, np.ndarray], count: int, path: Path, fix: str) -> Placement | None:
+    if not placed:
+        return None
+    ids, transforms, cats = placed.get("image_ids"), placed.get("transforms"), placed.get("category_ids")
+    if ids is None or transforms is None or ids.shape != (count,) or ids.dtype.kind not in "iu" or \
+            transforms.shape != (count, 6) or (cats is not None and (cats.ndim != 1 or cats.dtype.kind not in "iu")):
+        raise UsageError(f"reference.npz placement.* arrays are not one image id and transform per sample ({count})",
+                         where=str(path), fix=fix)
+    return Placement(ids, transforms.astype(np.float64), cats)
+
+
+def _stored_dataset(sha: np.ndarray | None, indices: np.ndarray | None, path: Path, fix: str) -> DatasetRef | None:
+    if sha is None and indices is None:
+        return None
+    digest = bytes(sha.astype(np.uint8)).decode("ascii", "replace") if sha is not None and sha.ndim == 1 else ""
+    if indices is None or indices.ndim != 1 or indices.dtype.kind not in "iu" or not re.fullmatch(r"[0-9a-f]{64}",
+                                                                                                   digest):
+        raise UsageError("reference.npz `dataset.sha256` / `dataset.indices` are not a sha256 and one record index "
+                         "per sample", where=str(path), fix=fix)
+    return DatasetRef(digest, tuple(int(i) for i in indices))
+
+
+def _stored_results(task: dict[str, np.ndarray], count: int, path: Path, fix: str) -> TaskResults:
+    """The reference's task results on every sample of a set larger than its tensor sample."""
+    try:
+        info = json.loads(bytes(task.pop("info").astype(np.uint8)).decode())
+        results = TASKS[info["task"]].unpack(task, info)
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise UsageError(f"reference.npz task.* arrays do not hold task results ({type(e).__name__}: {e})",
+                         where=str(path), fix=fix) from None
+    if len(results.items) != count:
+        raise UsageError(f"reference.npz holds task results for {len(results.items)} of {count} samples",
+                         where=str(path), fix=fix)
+    return results
 
 
 def check_build_folder(artifact_dir: Path) -> None:
@@ -554,5 +639,6 @@ def artifact_record(artifact_dir: Path, manifest: dict[str, Any]) -> dict[str, A
 
 __all__ = ["model_identity", "identity_difference", "bind_baseline", "baseline_warnings",
            "REPORT_SCHEMA", "check", "skipped", "threshold_checks", "baseline_checks", "load_baseline", "apply_config",
-           "read_manifest", "artifact_record", "integrity_checks", "load_reference", "output_thresholds",
+           "read_manifest", "artifact_record", "integrity_checks", "load_reference", "load_stored", "StoredReference",
+           "reference_arrays", "output_thresholds",
            "ValidationSettings"]

@@ -44,10 +44,13 @@ def write_reports(report: dict[str, Any], out_dir: Path, spec: BuildSpec | None 
 
 def pictures(report: Report, spec: BuildSpec, inputs: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
     """The validation images report.html draws (the detection section's disagreeing images), by index, made back
-    from the model inputs: the boxes are in model-input pixels."""
-    wanted = [d.image for d in getattr(report.task, "disagreeing", None) or []]
+    from the model inputs: the boxes are in model-input pixels. A streamed set keeps only its first inputs, so an
+    image beyond them is listed in the report but not drawn."""
     x = inputs.get(spec.inputs[0].name)
-    if not wanted or x is None or x.ndim != 4:
+    if x is None or x.ndim != 4:
+        return {}
+    wanted = [d.image for d in getattr(report.task, "disagreeing", None) or [] if d.image < len(x)]
+    if not wanted:
         return {}
     return dict(zip(wanted, to_pictures(x[wanted], spec.preprocess)))
 
