@@ -712,10 +712,14 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_signalled: list[Interrupted] = []  # the signal that arrived, however a library then reported its interrupt
+
+
 def _interrupted(signum: int, frame) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal does not wait for the cleanup
         signal.signal(sig, lambda s, f: os._exit(128 + s))
-    raise Interrupted(signum)
+    _signalled.append(Interrupted(signum))
+    raise _signalled[-1]
 
 
 def _interrupted_line(e: KeyboardInterrupt) -> int:
@@ -750,38 +754,41 @@ def main() -> None:
         signal.signal(sig, _interrupted)
     try:
         app()
-    except EdgeDeployError as e:
-        if _debug["on"]:
-            traceback.print_exc()
-            if e.log:
-                console.print(e.log, markup=False, highlight=False, soft_wrap=True)
-        _error_line("error:", e.message)
-        sys.exit(e.exit_code)
+    except Exception as e:
+        if _signalled:  # a library caught the interrupt and failed otherwise (torch's half-done import, say)
+            sys.exit(_interrupted_line(_signalled[0]))
+        _fail(e)
     except KeyboardInterrupt as e:
         sys.exit(_interrupted_line(e))
     except SystemExit as e:  # Typer turns an interrupt into exit 130, silently: answer it here
-        interrupt = _interrupt_behind(e)
+        interrupt = _interrupt_behind(e) or (_signalled[0] if _signalled and e.code not in (0, None) else None)
         if interrupt is None:
             raise
         sys.exit(_interrupted_line(interrupt))
-    except MemoryError as e:  # the machine's limit, not a bug: say so, and what to change
-        if _debug["on"]:
-            traceback.print_exc()
+
+
+def _fail(e: Exception) -> None:
+    """Exit with the one line of a failure (called while `e` is handled, for --debug's traceback): EdgeDeployError
+    (and OS errors the user can fix, a full disk say) as `error:`, anything else as `internal error:`."""
+    from edgedeploy.fileio import write_error
+
+    if _debug["on"]:
+        traceback.print_exc()
+    if isinstance(e, EdgeDeployError):
+        if _debug["on"] and e.log:
+            console.print(e.log, markup=False, highlight=False, soft_wrap=True)
+        _error_line("error:", e.message)
+        sys.exit(e.exit_code)
+    if isinstance(e, MemoryError):  # the machine's limit, not a bug: say so, and what to change
         _error_line("error:", f"out of memory ({type(e).__name__}: {e}). use fewer validation or calibration "
                               "samples (validation.samples, calibration.subset_size), or a machine with more memory")
         sys.exit(1)
-    except Exception as e:  # a bug in edgedeploy or a library: still one line unless --debug
-        from edgedeploy.fileio import write_error
-
-        if _debug["on"]:
-            traceback.print_exc()
-        known = write_error(e) if isinstance(e, OSError) else None  # a full disk or read-only folder, not a bug
-        if known is not None:
-            _error_line("error:", known.message)
-            sys.exit(known.exit_code)
-        _error_line("internal error:", f"{type(e).__name__}: {strip_ansi(str(e))} "
-                                       "(rerun with --debug for the traceback)")
-        sys.exit(1)
+    known = write_error(e) if isinstance(e, OSError) else None  # a full disk or read-only folder, not a bug
+    if known is not None:
+        _error_line("error:", known.message)
+        sys.exit(known.exit_code)
+    _error_line("internal error:", f"{type(e).__name__}: {strip_ansi(str(e))} (rerun with --debug for the traceback)")
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -110,3 +110,34 @@ def test_a_second_signal_exits_at_once(bench, tmp_path):
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == 143
+
+
+def test_an_interrupt_a_library_turns_into_another_error_is_still_answered_as_one(tmp_path):
+    """A library may catch the interrupt and fail otherwise (torch's exporter, cut off inside an import, reports
+    `module 'torch._dynamo' has no attribute 'exc'`): once SIGTERM arrived, the answer is still `interrupted; ...`,
+    exit 143, not the library's error. The factory here does what such a library does."""
+    (tmp_path / "swallowing.py").write_text(
+        "import pathlib, time\n"
+        "def build():\n"
+        "    pathlib.Path('started').write_text('')\n"
+        "    try:\n"
+        "        time.sleep(60)\n"
+        "    except KeyboardInterrupt:\n"
+        "        raise AttributeError(\"module 'somelib' has no attribute 'exc'\") from None\n")
+    (tmp_path / "spec.yaml").write_text(
+        "name: swallowing\nmodel: {factory: swallowing:build}\n"
+        "inputs: [{name: x, shape: [batch, 3, 8, 8]}]\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "edgedeploy.cli", "build", "spec.yaml", "--target", "onnxruntime",
+                             "--out", str(out)], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (tmp_path / "started").exists(), proc.communicate(timeout=5)[1]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 143, err
+    assert lines[-1].startswith("interrupted;") and "somelib" not in err, err
+    assert not out.exists()
