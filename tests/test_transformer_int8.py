@@ -51,6 +51,19 @@ class _Cnn(torch.nn.Module):
         return self.conv(x).softmax(1)
 
 
+class _ConvNetWithAttention(torch.nn.Module):
+    """A CNN with one attention block on its feature map (YOLO11's C2PSA pattern): six convolutions, four Linears."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = torch.nn.Sequential(*[torch.nn.Conv2d(3 if i == 0 else 16, 16, 3, padding=1) for i in range(6)])
+        self.block = _Block()
+
+    def forward(self, x):
+        y = self.convs(x)
+        return self.block(y.flatten(2).transpose(1, 2))
+
+
 def _export(tmp_path, module, shape, name) -> onnx.ModelProto:
     spec = BuildSpec.model_validate({"model": {"factory": "x:y"}, "inputs": [{"name": "x", "shape": shape}]})
     path = export.export_onnx(spec, module.eval(), tmp_path / f"{name}.onnx")
@@ -66,6 +79,9 @@ def test_attention_is_recognised_and_auto_resolves_on_it(tmp_path):
     assert transformer.model_type(Int8Settings(), cnn) == "none"
     assert transformer.model_type(Int8Settings(model_type="none"), block) == "none"  # the config's word stands
     assert transformer.has_attention(_export(tmp_path, _Block(sdpa=True), ["batch", 8, 16], "sdpa"))
+    hybrid = _export(tmp_path, _ConvNetWithAttention(), ["batch", 3, 8, 8], "hybrid")
+    assert transformer.has_attention(hybrid) and not transformer.mostly_matmul_weights(hybrid)
+    assert transformer.model_type(Int8Settings(), hybrid) == "none"  # quantized as the CNN it mostly is
 
 
 @pytest.mark.slow

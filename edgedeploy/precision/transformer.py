@@ -1,8 +1,10 @@
 """Transformer-aware INT8: which graphs are transformers, and which of their nodes stay float in a Q/DQ graph.
 
 A graph is a transformer when it has attention: a Softmax whose input comes from a MatMul of two activations
-(Q·Kᵀ, a few nodes up) and whose output feeds a MatMul with another activation (·V, a few nodes down). For such a graph `int8.model_type: auto`
-becomes `transformer`: NNCF's TRANSFORMER model type on OpenVINO and on the NNCF Q/DQ route, and on ONNX Runtime's
+(Q·Kᵀ, a few nodes up) and whose output feeds a MatMul with another activation (·V, a few nodes down), and whose
+weights are mostly in MatMul/Gemm rather than convolutions (a CNN with an attention block, such as YOLO11's C2PSA,
+is quantized as a CNN: keeping its SiLUs float would leave ONNX Runtime no int8 convolution to fuse, 1.8x slower
+than fp32 on YOLO11n). For such a graph `int8.model_type: auto` becomes `transformer`: NNCF's TRANSFORMER model type on OpenVINO and on the NNCF Q/DQ route, and on ONNX Runtime's
 quantize_static route int8 only for the weight-carrying Conv/MatMul/Gemm (per-channel weights), with the attention
 MatMuls, LayerNorm, Softmax, GELU and the residual Adds kept float: their activations have the outliers int8
 ranges cannot hold (docs/precision.md)."""
@@ -72,11 +74,21 @@ def has_attention(model: onnx.ModelProto) -> bool:
                for n in model.graph.node)
 
 
+def mostly_matmul_weights(model: onnx.ModelProto) -> bool:
+    """At least as many weight-carrying MatMul/Gemm nodes as convolutions: attention and MLP blocks make up the
+    network (ViT, SegFormer), not a CNN with an attention block."""
+    weights = _constants(model)
+    dense = sum(n.op_type == "Gemm" or (n.op_type == "MatMul" and bool(set(n.input) & weights))
+                for n in model.graph.node)
+    convs = sum(n.op_type in ("Conv", "ConvTranspose") for n in model.graph.node)
+    return dense >= convs
+
+
 def model_type(int8: Int8Settings, model: onnx.ModelProto) -> Literal["none", "transformer"]:
     """`int8.model_type` with `auto` resolved on the graph."""
     if int8.model_type != "auto":
         return int8.model_type
-    return "transformer" if has_attention(model) else "none"
+    return "transformer" if has_attention(model) and mostly_matmul_weights(model) else "none"
 
 
 def float_nodes(model: onnx.ModelProto) -> list[str]:
