@@ -10,17 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from dataset_helpers import ArrayRecords, write_coco, write_yolo
+from dataset_helpers import write_coco, write_yolo
 from edgedeploy.config import demo_spec_path, load_spec
 from edgedeploy.data.base import Annotations
-from edgedeploy.data.coco import open_coco
-from edgedeploy.data.yolo import open_yolo
 from edgedeploy.demo.model import build_demo
 from edgedeploy.preprocess import preprocess
-from edgedeploy.tasks.decoders.base import DecodeSettings, Detections
+from edgedeploy.tasks.decoders.base import Detections
 from edgedeploy.tasks.metrics import bootstrap, coco, files, semantic
-from edgedeploy.tasks.scoring import coco_results, detection_scores
-from edgedeploy.tasks.streamed import run_stream
 from edgedeploy.tasks.detection import evaluate_map, postprocess
 
 
@@ -147,26 +143,28 @@ def demo_runner():
 
 @pytest.mark.slow
 def test_demo_from_npz_coco_and_yolo_gives_its_map(tmp_path):
-    """The acceptance case: the demo's eval set as npz records, as COCO JSON and as a YOLO folder (PNG images, so
-    pixels are exact) gives the same mAP to 1e-9, and that is the demo's mAP@0.5 of 0.9345 scored today's way."""
+    """The acceptance case: the demo's eval set as npz, as COCO JSON and as a YOLO folder (PNG images, so pixels are
+    exact), read and scored as the build reads and scores it, gives the same mAP to 1e-9, and that is the demo's
+    mAP@0.5 of 0.9345 scored today's way."""
     spec = load_spec(demo_spec_path())
     with np.load(demo_spec_path().parent / "eval.npz") as d:
         images, targets = d["images"], d["targets"]
     run = demo_runner()
     today = evaluate_map(postprocess(run({"images": preprocess(images, spec.preprocess)})["pred"]), targets)
     names = [str(i) for i in range(10)]
-    sources = {"npz": ArrayRecords(images, targets),
-               "coco": open_coco(write_coco(tmp_path / "coco", images, targets, names)),
-               "yolo": open_yolo(write_yolo(tmp_path / "yolo", images, targets, names))}
-    settings = DecodeSettings(input_size=(64, 64), num_classes=10)
+    sources = {"npz": None, "coco": write_coco(tmp_path / "coco", images, targets, names),
+               "yolo": write_yolo(tmp_path / "yolo", images, targets, names)}
+    from edgedeploy.preprocess import load_validation_set
+    from edgedeploy.validate.evaluate import task_metrics
+
     scores = {}
     for name, source in sources.items():
-        streamed = run_stream(source, range(len(source)), run, "images", (64, 64), spec.preprocess, settings,
-                              batch=32, tensor_samples=16)
-        assert streamed.decoder == "yolo-objectness"
-        assert len(streamed.tensor_sample()["pred"]) == 16
-        scores[name] = detection_scores(streamed, streamed, names, resamples=0)
-        assert coco_results(streamed, list(range(1, 11)))  # what the results file holds
+        data = load_validation_set(spec.model_copy(update={"validation": spec.validation.model_copy(
+            update={"data": source, "bootstrap": 0})})) if name != "npz" else load_validation_set(spec)
+        reference = run(data.inputs)
+        scores[name] = task_metrics(spec.validation.model_copy(update={"bootstrap": 0}), reference, reference,
+                                    data.targets, None, data.class_names, (64, 64))
+        assert scores[name]["decoder"] == "yolo-objectness"
     assert round(today["map50"], 4) == 0.9345
     for name, s in scores.items():
         assert s["map50"] == pytest.approx(today["map50"], abs=1e-9), name
